@@ -1,0 +1,257 @@
+"""Frozen configuration dataclasses with JSON round-trip and validation.
+
+Every hyper-parameter of DESIGN.md §1 is a field here, is shown in the app's wizard, and is stored with
+each run. Builders turn configs into keyword arguments; modules never receive a config object.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+METHODS = (
+    "robult",
+    "robult-no-rec",
+    "robult-supcon",
+    "robult-no-pu",
+    "supervised",
+    "moddrop",
+    "self-training",
+)
+KERNELS = ("rbf", "laplacian", "inverse-l2")
+DEVICES = ("auto", "cpu", "cuda")
+TASKS = ("single-label", "multi-label", "regression")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the reason."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Which dataset: a built-in name ("av-digits", "pid-synth") or a path to a file/folder whose format is detected.
+    dataset: str = "av-digits"
+    # Fraction of the training split that keeps its labels (5 % is the paper's headline setting).
+    label_fraction: float = 0.05
+    # Modalities to use; empty means all modalities of the dataset.
+    modalities: tuple[str, ...] = ()
+    # Seed of the labeled split, batch order and PID-Synth generation.
+    seed: int = 0
+    # Probability of dropping each modality of a training sample (beyond the paper; 0 keeps the paper setting).
+    train_modality_dropout: float = 0.0
+    # PID-Synth only: number of training samples, and the bits of each information type.
+    synth_n_train: int = 3000
+    synth_redundant_bits: int = 1
+    synth_unique_bits: int = 1
+    synth_synergy_bits: int = 1
+    synth_noise: float = 0.5
+
+    def validate(self, known_modalities: tuple[str, ...] | None = None) -> None:
+        _check(isinstance(self.dataset, str) and self.dataset.strip() != "", "data.dataset: must name a dataset or a path")
+        _check(0.0 < self.label_fraction <= 1.0,
+               f"data.label_fraction: must be in (0, 1], got {self.label_fraction}")
+        _check(0.0 <= self.train_modality_dropout < 1.0,
+               f"data.train_modality_dropout: must be in [0, 1), got {self.train_modality_dropout}")
+        _check(len(set(self.modalities)) == len(self.modalities), f"data.modalities: duplicates in {self.modalities}")
+        if known_modalities is not None and self.modalities:
+            unknown = [m for m in self.modalities if m not in known_modalities]
+            _check(not unknown, f"data.modalities: unknown modality {unknown[0]!r}; "
+                                f"the dataset has {', '.join(known_modalities)}")
+        _check(self.synth_n_train >= 20, "data.synth_n_train: must be at least 20")
+        for name in ("synth_redundant_bits", "synth_unique_bits", "synth_synergy_bits"):
+            _check(0 <= getattr(self, name) <= 4, f"data.{name}: must be in 0..4")
+        _check(self.synth_redundant_bits + self.synth_unique_bits + self.synth_synergy_bits > 0,
+               "data: PID-Synth needs at least one information bit")
+        _check(self.synth_noise >= 0, "data.synth_noise: must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Width of every encoder output H^i and of the fusion output H^0.
+    d_h: int = 128
+    # Size of the redundant latent Z^i (shared projector g_0).
+    d_z: int = 64
+    # Size of the unique latent U^i (modality projectors g_i).
+    d_u: int = 32
+    # Hidden width of the projectors, reconstructors and the MLP classifier.
+    d_hidden: int = 128
+    # Dropout inside encoders and heads (0 keeps runs bit-reproducible across process counts).
+    dropout: float = 0.1
+    # Classifier c: "linear" or "mlp".
+    classifier: str = "mlp"
+    # Fusion branch f_0: "mlp" (concatenation) or "gated".
+    fusion: str = "mlp"
+    # Sequence encoder: "conv" (1-D conv + masked mean pool) or "gru".
+    sequence_encoder: str = "conv"
+    # Hashed n-gram text encoder: number of hash buckets.
+    text_buckets: int = 2 ** 15
+
+    def validate(self) -> None:
+        for name in ("d_h", "d_z", "d_u", "d_hidden"):
+            v = getattr(self, name)
+            _check(isinstance(v, int) and 1 <= v <= 8192, f"model.{name}: must be an integer in 1..8192, got {v}")
+        _check(0.0 <= self.dropout < 1.0, f"model.dropout: must be in [0, 1), got {self.dropout}")
+        _check(self.classifier in ("linear", "mlp"), f"model.classifier: 'linear' or 'mlp', got {self.classifier!r}")
+        _check(self.fusion in ("mlp", "gated"), f"model.fusion: 'mlp' or 'gated', got {self.fusion!r}")
+        _check(self.sequence_encoder in ("conv", "gru"),
+               f"model.sequence_encoder: 'conv' or 'gru', got {self.sequence_encoder!r}")
+        _check(self.text_buckets >= 16, "model.text_buckets: must be >= 16")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    # Weight of the soft-PU contrastive loss L_PU.
+    lambda_pu: float = 1.0
+    # Weight of the latent reconstruction loss L_rec.
+    lambda_rec: float = 1.0
+    # Temperature τ of the contrastive softmax.
+    tau: float = 0.1
+    # Kernel turning the distance to the class prototype into the soft weight κ.
+    kernel: str = "rbf"
+    # Bandwidth σ of the kernel; None uses the median heuristic over the batch.
+    bandwidth: float | None = None
+    # Momentum of the running memory of labeled class prototypes.
+    prototype_momentum: float = 0.9
+    # Self-training: confidence a pseudo-label needs before it is trained on.
+    st_threshold: float = 0.9
+    # Self-training: fraction of the epochs trained on labeled data only before pseudo-labels are used.
+    st_warmup: float = 0.2
+    # Modality dropout baseline: probability of dropping each modality (at least one is kept).
+    moddrop_p: float = 0.5
+
+    def validate(self) -> None:
+        _check(self.lambda_pu >= 0, f"loss.lambda_pu: must be >= 0, got {self.lambda_pu}")
+        _check(self.lambda_rec >= 0, f"loss.lambda_rec: must be >= 0, got {self.lambda_rec}")
+        _check(self.tau > 0, f"loss.tau: the temperature must be > 0, got {self.tau}")
+        _check(self.kernel in KERNELS, f"loss.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
+        _check(self.bandwidth is None or self.bandwidth > 0,
+               f"loss.bandwidth: must be > 0 or null (median heuristic), got {self.bandwidth}")
+        _check(0.0 <= self.prototype_momentum < 1.0, "loss.prototype_momentum: must be in [0, 1)")
+        _check(0.0 < self.st_threshold <= 1.0, "loss.st_threshold: must be in (0, 1]")
+        _check(0.0 <= self.st_warmup < 1.0, "loss.st_warmup: must be in [0, 1)")
+        _check(0.0 <= self.moddrop_p < 1.0, "loss.moddrop_p: must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Maximum number of epochs (an epoch is one pass over the training split).
+    epochs: int = 30
+    # Global batch size (split across processes under torchrun).
+    batch_size: int = 64
+    # Labeled samples in every batch (labeled ones are oversampled so each batch has some).
+    labeled_per_batch: int = 16
+    # AdamW learning rate and weight decay.
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    # Fraction of the steps used for linear warm-up before the cosine decay.
+    warmup_frac: float = 0.05
+    # Gradient-norm clipping (0 disables it).
+    grad_clip: float = 5.0
+    # Early stopping: epochs without improvement of the validation score before stopping (0 disables it).
+    patience: int = 8
+    # "auto" uses CUDA when present (bf16 autocast), else the CPU.
+    device: str = "auto"
+
+    def validate(self) -> None:
+        _check(isinstance(self.epochs, int) and self.epochs >= 1, f"train.epochs: must be >= 1, got {self.epochs}")
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 2,
+               f"train.batch_size: must be >= 2, got {self.batch_size}")
+        _check(1 <= self.labeled_per_batch <= self.batch_size,
+               f"train.labeled_per_batch: must be in 1..batch_size, got {self.labeled_per_batch}")
+        _check(self.lr > 0, f"train.lr: the learning rate must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, "train.weight_decay: must be >= 0")
+        _check(0.0 <= self.warmup_frac < 1.0, "train.warmup_frac: must be in [0, 1)")
+        _check(self.grad_clip >= 0, "train.grad_clip: must be >= 0")
+        _check(self.patience >= 0, "train.patience: must be >= 0")
+        _check(self.device in DEVICES, f"train.device: one of {', '.join(DEVICES)}, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # Method to train: Robult, an ablation or a baseline (see METHODS).
+    method: str = "robult"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Seed of the model initialisation and dropout.
+    seed: int = 0
+
+    def validate(self, known_modalities: tuple[str, ...] | None = None) -> "RunConfig":
+        _check(self.method in METHODS, f"method: unknown method {self.method!r}; one of {', '.join(METHODS)}")
+        self.data.validate(known_modalities)
+        self.model.validate()
+        self.loss.validate()
+        self.train.validate()
+        return self
+
+    # --- plain data round trip -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"config: expected a JSON object, got {type(d).__name__}")
+        sub = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in sub:
+                kwargs[key] = _sub_from_dict(sub[key], value, key)
+            elif key in ("method", "seed"):
+                kwargs[key] = value
+            else:
+                raise ConfigError(f"config: unknown field {key!r}")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """Copy with changes; nested fields by dotted names, e.g. replace(**{"train.epochs": 3})."""
+        top: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if "." in key:
+                section, name = key.split(".", 1)
+                nested.setdefault(section, {})[name] = value
+            else:
+                top[key] = value
+        for section, values in nested.items():
+            cur = getattr(self, section, None)
+            if not dataclasses.is_dataclass(cur):
+                raise ConfigError(f"config: unknown section {section!r}")
+            names = {f.name for f in fields(cur)}
+            for n in values:
+                if n not in names:
+                    raise ConfigError(f"config: unknown field {section}.{n}")
+            top[section] = dataclasses.replace(cur, **values)
+        return dataclasses.replace(self, **top)
+
+
+def _sub_from_dict(cls: type, value: Any, section: str) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config.{section}: expected an object, got {type(value).__name__}")
+    names = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for k, v in value.items():
+        if k not in names:
+            raise ConfigError(f"config.{section}: unknown field {k!r}")
+        if isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    return cls(**kwargs)

@@ -1,0 +1,42 @@
+"""Datasets: built-in ones by name, the paper's formats and user folders by path (DESIGN.md §2)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import (Batch, DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData, check_finite,
+                   make_batch)
+
+BUILTIN = ("av-digits", "pid-synth")
+
+__all__ = ["BUILTIN", "Batch", "DataError", "DatasetBundle", "DatasetInfo", "ModalitySpec", "SplitData",
+           "check_finite", "load_dataset", "make_batch"]
+
+
+def load_dataset(data_cfg) -> DatasetBundle:
+    """Load the dataset a DataConfig names (a built-in name or a path whose format is detected).
+
+    The result keeps only `data_cfg.modalities` when that is not empty.
+    """
+    name = data_cfg.dataset
+    if name == "pid-synth":
+        from .pid_synth import make_pid_synth
+        bundle = make_pid_synth(n_train=data_cfg.synth_n_train, redundant_bits=data_cfg.synth_redundant_bits,
+                                unique_bits=data_cfg.synth_unique_bits, synergy_bits=data_cfg.synth_synergy_bits,
+                                noise=data_cfg.synth_noise, seed=data_cfg.seed)
+    elif name == "av-digits":
+        from .avdigits import load_av_digits
+        bundle = load_av_digits()
+    else:
+        path = Path(os.path.expanduser(name))
+        if not path.exists():
+            raise DataError(f"{name}: no such built-in dataset ({', '.join(BUILTIN)}) and no such file or folder")
+        from .formats import load_path
+        bundle = load_path(path)
+    if data_cfg.modalities:
+        unknown = [m for m in data_cfg.modalities if m not in bundle.info.modality_names]
+        if unknown:
+            raise DataError(f"{name}: unknown modality {unknown[0]!r}; the dataset has "
+                            f"{', '.join(bundle.info.modality_names)}")
+        bundle = bundle.select_modalities(tuple(data_cfg.modalities))
+    return bundle

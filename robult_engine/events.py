@@ -1,0 +1,59 @@
+"""Plain, immutable progress events the trainer emits to callbacks (never live tensors or the model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class StepEnded:
+    epoch: int  # 0-based
+    step: int  # step within the epoch, 0-based
+    global_step: int  # 1-based count of optimizer steps so far
+    total_steps: int  # planned steps of the whole run (epochs × steps per epoch)
+    losses: dict[str, float]  # "sup", "pu", "rec", "total" (and "st" for self-training)
+    lr: float
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class EpochEnded:
+    epoch: int  # 0-based
+    epochs: int  # planned number of epochs
+    train_losses: dict[str, float]  # epoch means of the step losses
+    # validation metrics per modality subset: {"image+audio": {"accuracy": .., "macro_f1": ..}, ...}
+    val_metrics: dict[str, dict[str, float]]
+    val_score: float  # the early-stopping score: mean over subsets of the primary metric (higher is better)
+    is_best: bool
+    # diagnostics (DESIGN.md §1): per modality name
+    z_norm: dict[str, float]  # mean ‖Z^i‖ over the validation split
+    u_norm: dict[str, float]  # mean ‖U^i‖
+    rec_error: dict[str, float]  # mean ‖H^i − r_i([U^i, Z^i])‖² per modality
+    pu_weight_hist: tuple[float, ...]  # histogram (counts, normalised) of the soft weights κ of unlabeled pairs
+    pu_weight_edges: tuple[float, ...]  # bin edges of that histogram (len = len(hist) + 1)
+    pu_weight_mean: float
+    pseudo_label_acc: float  # accuracy of c_0 pseudo-labels on the unlabeled training samples seen (nan if n/a)
+    elapsed_s: float
+    checkpoint_path: str = ""  # the best checkpoint so far ("" when not saving)
+
+
+@dataclass(frozen=True)
+class Finished:
+    stopped_early: bool  # patience ran out
+    cancelled: bool  # should_stop() said so
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    checkpoint_path: str
+    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str  # readable, shown to the user as is
+    kind: str  # "nan", "data", "oom", "config", "error"
+    epoch: int = -1
+    checkpoint_path: str = ""  # the best checkpoint written before the failure, if any
+
+
+Event = StepEnded | EpochEnded | Finished | Failed

@@ -1,0 +1,254 @@
+"""Robult's losses as small pure functions (DESIGN.md §1, "Losses"), plus the prototype memory.
+
+Shapes: B batch, M modalities, C outputs, D latent size, A anchors, N candidate samples.
+Every function that reduces takes an optional `denom` so a data-parallel run can divide by the global count
+(each process then holds a slice of the global sum, and DDP's gradient averaging times the world size gives
+the exact single-process gradient).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ----------------------------------------------------------------------------------------------------------
+# Supervised loss (DESIGN.md §1, loss 1)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def task_loss(logits: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
+    """Per-sample ℓ: cross-entropy (single-label), BCE mean over classes (multi-label), L1 (regression).
+
+    logits: (B, C); target: (B,) int64, (B, C) multi-hot or (B,) float -> (B,)
+    """
+    if task == "single-label":
+        return F.cross_entropy(logits.float(), target, reduction="none")
+    if task == "multi-label":
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").mean(-1)
+    if task == "regression":
+        return (logits[:, 0].float() - target.float()).abs()
+    raise ValueError(f"unknown task {task!r}")
+
+
+def supervised_loss(logits_mod: torch.Tensor, mod_mask: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+                    task: str, logits_fused: torch.Tensor | None = None, fused_valid: torch.Tensor | None = None,
+                    denom: float | torch.Tensor | None = None) -> torch.Tensor:
+    """L_sup = Σ_j w_j [ ℓ(c_0(S_j), y_j) + (1/|A_j|) Σ_{i∈A_j} ℓ(c([U^i_j, Z^i_j]), y_j) ] / denom.
+
+    With all modalities present |A_j| = M, which is DESIGN.md's (1/M) Σ_i. `weight` (B,) is 1 for labeled
+    samples and 0 otherwise (self-training passes its pseudo-labeled samples with weight 1 too).
+    logits_mod: (B, M, C); mod_mask: (B, M) bool; logits_fused: (B, C); fused_valid: (B,) bool.
+    denom defaults to Σ_j w_j (the mean over labeled samples).
+    """
+    b, m = mod_mask.shape
+    flat_t = target.repeat_interleave(m, dim=0)  # (B*M, ...)
+    per_mod = task_loss(logits_mod.reshape(b * m, -1), flat_t, task).reshape(b, m)  # (B, M)
+    mm = mod_mask.to(per_mod.dtype)
+    per_sample = (per_mod * mm).sum(1) / mm.sum(1).clamp(min=1.0)  # (B,)
+    if logits_fused is not None:
+        fv = fused_valid.to(per_mod.dtype) if fused_valid is not None else torch.ones_like(per_sample)
+        per_sample = per_sample + task_loss(logits_fused, target, task) * fv
+    w = weight.to(per_sample.dtype)
+    total = (per_sample * w).sum()
+    if denom is None:
+        denom = w.sum().clamp(min=1.0)
+    return total / denom
+
+
+def modality_dropout_mask(mask: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Drop each present modality with probability p, keeping at least one per row. mask: (B, M) bool."""
+    keep = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device) >= p  # (B, M)
+    new = mask & keep
+    empty = ~new.any(1)
+    if empty.any():
+        # keep one random present modality in rows that lost all of them
+        scores = torch.rand(mask.shape, generator=generator, device="cpu").to(mask.device)
+        scores = scores.masked_fill(~mask, -1.0)
+        pick = F.one_hot(scores.argmax(1), mask.shape[1]).bool()  # (B, M)
+        new = torch.where(empty[:, None], pick & mask, new)
+    return new
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Classes, pseudo-labels and the soft weight κ (DESIGN.md §1, loss 2)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def contrastive_classes(target: torch.Tensor, task: str) -> torch.Tensor:
+    """Classes used to define positive pairs: the class (single-label), the sign bin (regression, 0 = negative,
+    1 = non-negative), or the multi-hot set itself (multi-label)."""
+    if task == "single-label":
+        return target.long()
+    if task == "regression":
+        return (target >= 0).long()
+    return (target > 0.5).float()
+
+
+def pseudo_classes(logits_fused: torch.Tensor, task: str) -> torch.Tensor:
+    """ỹ from c_0(S) (detached): argmax, sign bin, or multi-hot by thresholding at 0.5."""
+    lf = logits_fused.detach().float()
+    if task == "single-label":
+        return lf.argmax(-1)
+    if task == "regression":
+        return (lf[:, 0] >= 0).long()
+    return (torch.sigmoid(lf) > 0.5).float()
+
+
+def same_class(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(A,) × (N,) class indices -> (A, N) float equality; (A, C) × (N, C) multi-hot -> Jaccard ≥ 0.5."""
+    if a.dim() == 1:
+        return (a[:, None] == b[None, :]).float()
+    inter = a @ b.T  # (A, N)
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    jac = torch.where(union > 0, inter / union.clamp(min=1e-9), torch.ones_like(inter))
+    return (jac >= 0.5).float()
+
+
+class PrototypeMemory(nn.Module):
+    """A running memory of labeled class prototypes on the unit sphere (at 5 % labels a batch holds few).
+
+    Buffers travel with the checkpoint, so a resumed run continues with the same memory.
+    """
+
+    def __init__(self, num_classes: int, dim: int, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("protos", torch.zeros(num_classes, dim))
+        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, s: torch.Tensor, classes: torch.Tensor) -> None:
+        """s: (L, D) normalised labeled anchors; classes: (L,) indices or (L, K) multi-hot."""
+        if s.shape[0] == 0:
+            return
+        onehot = classes.float() if classes.dim() == 2 else F.one_hot(classes, self.protos.shape[0]).float()
+        counts = onehot.sum(0)  # (K,)
+        present = counts > 0
+        means = (onehot.T @ s.float()) / counts.clamp(min=1)[:, None]  # (K, D)
+        mom = torch.where(self.seen, torch.full_like(counts, self.momentum), torch.zeros_like(counts))[:, None]
+        new = mom * self.protos + (1 - mom) * means
+        new = F.normalize(new, dim=-1)
+        self.protos.copy_(torch.where(present[:, None], new, self.protos))
+        self.seen |= present
+
+
+def kernel_weight(d: torch.Tensor, sigma: torch.Tensor | float, kernel: str) -> torch.Tensor:
+    """κ = k(d) in (0, 1]: rbf exp(−d²/2σ²), laplacian exp(−d/σ), inverse-l2 1/(1 + d²/σ²)."""
+    if kernel == "rbf":
+        return torch.exp(-d.pow(2) / (2 * sigma ** 2))
+    if kernel == "laplacian":
+        return torch.exp(-d / sigma)
+    if kernel == "inverse-l2":
+        return 1.0 / (1.0 + d.pow(2) / sigma ** 2)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+@torch.no_grad()
+def soft_kappa(s: torch.Tensor, classes: torch.Tensor, protos: torch.Tensor, seen: torch.Tensor, kernel: str,
+               bandwidth: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """κ_k for every sample k: the kernel of the distance from s_k to the prototype of its class ỹ_k.
+
+    s: (N, D) normalised; classes: (N,) or (N, K) multi-hot (the nearest of its classes' prototypes counts);
+    protos: (K, D); seen: (K,) bool. Distance is L1 for the laplacian kernel, L2 otherwise. A sample whose
+    class has no prototype yet gets κ = 0. σ: `bandwidth`, or the median of the distances (median heuristic).
+    Returns (κ (N,), σ as a 0-dim tensor).
+    """
+    p = 1.0 if kernel == "laplacian" else 2.0
+    dist = torch.cdist(s.float(), protos.float(), p=p)  # (N, K)
+    dist = dist.masked_fill(~seen[None, :], float("inf"))
+    if classes.dim() == 1:
+        d = dist.gather(1, classes[:, None]).squeeze(1)  # (N,)
+    else:
+        d = dist.masked_fill(classes <= 0.5, float("inf")).amin(1)  # (N,)
+    finite = torch.isfinite(d)
+    if bandwidth is not None:
+        sigma = torch.tensor(float(bandwidth), device=s.device)
+    elif finite.any():
+        sigma = d[finite].median().clamp(min=1e-3)
+    else:
+        sigma = torch.tensor(1.0, device=s.device)
+    kappa = torch.where(finite, kernel_weight(d.clamp(max=1e6), sigma, kernel), torch.zeros_like(d))
+    return kappa, sigma
+
+
+@torch.no_grad()
+def soft_pu_weights(classes_tilde: torch.Tensor, labeled: torch.Tensor, kappa: torch.Tensor,
+                    anchor_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Positive weights w_{jk} of candidate sample k for anchor j (DESIGN.md §1, loss 2), detached.
+
+    - 1 if k = j;  1[y_j = y_k] if both are labeled;  otherwise 1[ỹ_j = ỹ_k] · κ_k (κ_k := 1 for labeled k).
+    classes_tilde: (N,) or (N, K): the label where known, else the pseudo-label; labeled: (N,) bool;
+    kappa: (N,). anchor_rows: (A,) indices of the anchors among the N samples (default: all). -> (A, N).
+    """
+    n = labeled.shape[0]
+    rows = torch.arange(n, device=labeled.device) if anchor_rows is None else anchor_rows
+    kap = torch.where(labeled, torch.ones_like(kappa), kappa)  # (N,)
+    w = same_class(classes_tilde[rows], classes_tilde) * kap[None, :]  # (A, N)
+    # both labeled: the hard label decides (ỹ = y for labeled samples, κ = 1, so w is already 0/1 there)
+    w[torch.arange(len(rows), device=w.device), rows] = 1.0
+    return w
+
+
+@torch.no_grad()
+def supcon_weights(classes: torch.Tensor, labeled: torch.Tensor, anchor_rows: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """robult-supcon: positives are the sample's own modalities and same-class *labeled* samples only."""
+    n = labeled.shape[0]
+    rows = torch.arange(n, device=labeled.device) if anchor_rows is None else anchor_rows
+    both = (labeled[rows][:, None] & labeled[None, :]).float()
+    w = same_class(classes[rows], classes) * both  # (A, N)
+    w[torch.arange(len(rows), device=w.device), rows] = 1.0
+    return w
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The soft-PU contrastive loss (DESIGN.md §1, loss 2)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def pu_contrastive_loss(anchors: torch.Tensor, candidates: torch.Tensor, cand_mask: torch.Tensor,
+                        weights: torch.Tensor, tau: float, anchor_valid: torch.Tensor | None = None,
+                        denom: float | torch.Tensor | None = None) -> torch.Tensor:
+    """L_PU = −Σ_j Σ_{(i,k)} w̄_{jk} log softmax_{(i',a)}(s_j · z^{i'}_a / τ) / denom.
+
+    anchors: (A, D) s_j = norm(S_j); candidates: (N, M, D) z^i_k = norm(Z^i_k); cand_mask: (N, M) bool (absent
+    modalities are neither positives nor in the softmax); weights: (A, N) detached positive weights per
+    candidate *sample*, shared by its modalities; w̄ normalises them over each anchor's positives.
+    anchor_valid: (A,) bool (anchors without S, e.g. an incomplete sample, are skipped).
+    denom defaults to the number of valid anchors (the mean over anchors).
+    """
+    a, d = anchors.shape
+    n, m, _ = candidates.shape
+    sim = anchors.float() @ candidates.reshape(n * m, d).float().T / tau  # (A, N*M)
+    present = cand_mask.reshape(1, n * m)  # (1, N*M)
+    sim = sim.masked_fill(~present, float("-inf"))
+    logp = torch.log_softmax(sim, dim=-1).masked_fill(~present, 0.0)  # (A, N*M)
+    w = (weights.detach()[:, :, None] * cand_mask[None].to(weights.dtype)).reshape(a, n * m)  # (A, N*M)
+    w_bar = w / w.sum(-1, keepdim=True).clamp(min=1e-12)
+    per_anchor = -(w_bar * logp).sum(-1)  # (A,)
+    valid = torch.ones(a, dtype=torch.bool, device=anchors.device) if anchor_valid is None else anchor_valid
+    valid = valid & (w.sum(-1) > 0)
+    total = per_anchor.masked_fill(~valid, 0.0).sum()
+    if denom is None:
+        denom = valid.sum().clamp(min=1)
+    return total / denom
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Latent reconstruction (DESIGN.md §1, loss 3)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def reconstruction_loss(h: torch.Tensor, h_rec: torch.Tensor, mask: torch.Tensor,
+                        denom: float | torch.Tensor | None = None) -> torch.Tensor:
+    """L_rec = Σ_j Σ_{i present} ‖sg(H^i_j) − Ĥ^i_j‖² / d_h / denom, Ĥ^i = r_i([g_i(sg H^i), sg Z^i]).
+
+    The squared norm is divided by d_h (a mean over features) so λ_rec does not depend on the latent width.
+    The stop-gradients on the path into Ĥ live in RobultModel.heads; here H is detached as the target.
+    h, h_rec: (B, M, d_h); mask: (B, M) bool. denom defaults to B (the mean over samples).
+    """
+    err = (h.detach().float() - h_rec.float()).pow(2).mean(-1)  # (B, M)
+    total = (err * mask.to(err.dtype)).sum()
+    if denom is None:
+        denom = max(h.shape[0], 1)
+    return total / denom

@@ -1,0 +1,102 @@
+"""Streaming task metrics (update, then compute), the same object for tables and live panels."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+PRIMARY = {"single-label": "accuracy", "multi-label": "f1_micro", "regression": "mae"}
+HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "auroc": True, "f1_micro": True, "f1_macro": True,
+                    "f1_samples": True, "mae": False, "pearson_r": True, "acc2": True}
+
+
+def primary_metric(task: str) -> str:
+    return PRIMARY[task]
+
+
+def score_of(metrics: dict[str, float], task: str) -> float:
+    """The primary metric, signed so that higher is better (for early stopping and ranking)."""
+    name = PRIMARY[task]
+    v = metrics[name]
+    return v if HIGHER_IS_BETTER[name] else -v
+
+
+class TaskMetrics:
+    def __init__(self, task: str, num_outputs: int) -> None:
+        self.task = task
+        self.num_outputs = num_outputs
+        self._logits: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self._logits.append(logits.detach().float().cpu())
+        self._targets.append(target.detach().cpu())
+
+    def compute(self) -> dict[str, float]:
+        if not self._logits:
+            return {}
+        return compute_metrics(torch.cat(self._logits), torch.cat(self._targets), self.task)
+
+
+def _f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    denom = 2 * tp + fp + fn
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1e-12), torch.zeros_like(denom))
+
+
+def auroc_binary(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve by the rank statistic (ties get average ranks)."""
+    pos = labels.bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = scores.argsort()
+    ranks = torch.empty_like(scores, dtype=torch.float64)
+    sorted_scores = scores[order]
+    i, n = 0, len(scores)
+    pos_rank = torch.arange(1, n + 1, dtype=torch.float64)
+    while i < n:  # average ranks over ties
+        j = i
+        while j + 1 < n and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = pos_rank[i:j + 1].mean()
+        i = j + 1
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def compute_metrics(logits: torch.Tensor, target: torch.Tensor, task: str) -> dict[str, float]:
+    """logits: (N, C); target as in the dataset. Returns the task's metrics as plain floats."""
+    if task == "single-label":
+        c = logits.shape[1]
+        pred = logits.argmax(-1)
+        t = target.long()
+        out = {"accuracy": float((pred == t).float().mean())}
+        conf = torch.zeros(c, c, dtype=torch.float64)
+        conf.index_put_((t, pred), torch.ones_like(t, dtype=torch.float64), accumulate=True)
+        tp = conf.diag()
+        fp = conf.sum(0) - tp
+        fn = conf.sum(1) - tp
+        support = conf.sum(1) > 0
+        f1 = _f1(tp, fp, fn)
+        out["macro_f1"] = float(f1[support].mean()) if support.any() else float("nan")
+        if c == 2:
+            out["auroc"] = auroc_binary(torch.softmax(logits, -1)[:, 1].double(), t)
+        return out
+    if task == "multi-label":
+        pred = (logits > 0).float()
+        t = target.float()
+        tp, fp, fn = (pred * t).sum(0), (pred * (1 - t)).sum(0), ((1 - pred) * t).sum(0)
+        micro = _f1(tp.sum(), fp.sum(), fn.sum())
+        per_sample = _f1((pred * t).sum(1), (pred * (1 - t)).sum(1), ((1 - pred) * t).sum(1))
+        return {"f1_micro": float(micro), "f1_macro": float(_f1(tp, fp, fn).mean()),
+                "f1_samples": float(per_sample.mean())}
+    if task == "regression":
+        p = logits[:, 0].double()
+        t = target.double()
+        mae = float((p - t).abs().mean())
+        pc, tc = p - p.mean(), t - t.mean()
+        den = math.sqrt(float((pc ** 2).sum() * (tc ** 2).sum()))
+        r = float((pc * tc).sum() / den) if den > 0 else float("nan")
+        nz = t != 0  # binary accuracy on non-neutral samples (the MOSI convention)
+        acc2 = float(((p[nz] > 0) == (t[nz] > 0)).double().mean()) if nz.any() else float("nan")
+        return {"mae": mae, "pearson_r": r, "acc2": acc2}
+    raise ValueError(f"unknown task {task!r}")

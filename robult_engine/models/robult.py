@@ -1,0 +1,130 @@
+"""The Robult model (DESIGN.md §1): encoders f_i, fusion f_0, shared projector g_0, modality projectors g_i,
+reconstructors r_i, shared classifier c and fusion head c_0.
+
+Every method of the comparison (Robult, its ablations and the baselines) uses this same module; they differ
+only in their losses. A prediction for any subset A of present modalities is the mean over i ∈ A of
+c([U^i, Z^i]); a missing modality contributes nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .encoders import build_encoder, mlp
+
+
+@dataclass
+class ModelOutput:
+    h: torch.Tensor  # (B, M, d_h) encoder outputs H^i
+    z: torch.Tensor  # (B, M, d_z) redundant latents Z^i = g_0(H^i)
+    u: torch.Tensor  # (B, M, d_u) unique latents U^i = g_i(H^i)
+    logits_mod: torch.Tensor  # (B, M, C) per-modality logits c([U^i, Z^i])
+    logits: torch.Tensor  # (B, C) subset prediction: mean over present modalities
+    mask: torch.Tensor  # (B, M) bool presence mask used
+    s: torch.Tensor | None = None  # (B, d_z) S = g_0(f_0(H)) where all modalities are present (rows valid by s_valid)
+    s_valid: torch.Tensor | None = None  # (B,) bool
+    logits_fused: torch.Tensor | None = None  # (B, C) c_0(S)
+    h_rec: torch.Tensor | None = None  # (B, M, d_h) r_i([g_i(sg H^i), sg Z^i]), the L_rec path
+
+
+def combine_logits(logits_mod: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Subset prediction: mean of per-modality logits over present modalities.
+
+    logits_mod: (B, M, C), mask: (B, M) bool -> (B, C). A row with no modality present gives zeros.
+    """
+    w = mask.to(logits_mod.dtype).unsqueeze(-1)  # (B, M, 1)
+    return (logits_mod * w).sum(1) / w.sum(1).clamp(min=1.0)
+
+
+class GatedFusion(nn.Module):
+    """f_0 alternative: a softmax gate over modalities weighting their (projected) H^i."""
+
+    def __init__(self, m: int, d_h: int, d_hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.gate = nn.Linear(m * d_h, m)
+        self.proj = mlp(d_h, d_hidden, d_h, dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        g = torch.softmax(self.gate(h.flatten(1)), dim=-1)  # (B, M)
+        return self.proj((g.unsqueeze(-1) * h).sum(1))  # (B, d_h)
+
+
+class MLPFusion(nn.Module):
+    def __init__(self, m: int, d_h: int, d_hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = mlp(m * d_h, d_hidden, d_h, dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h.flatten(1))  # (B, M*d_h) -> (B, d_h)
+
+
+class RobultModel(nn.Module):
+    def __init__(self, modalities: list[tuple[str, str, tuple[int, ...]]], num_outputs: int, *, d_h: int = 128,
+                 d_z: int = 64, d_u: int = 32, d_hidden: int = 128, dropout: float = 0.1, classifier: str = "mlp",
+                 fusion: str = "mlp", sequence_encoder: str = "conv", text_buckets: int = 2 ** 15) -> None:
+        super().__init__()
+        self.modality_names = [m[0] for m in modalities]
+        self.modality_kinds = [m[1] for m in modalities]
+        m = len(modalities)
+        self.encoders = nn.ModuleDict({
+            name: build_encoder(kind, tuple(shape), d_h=d_h, dropout=dropout, sequence_encoder=sequence_encoder,
+                                text_buckets=text_buckets)
+            for name, kind, shape in modalities
+        })
+        self.fusion = (MLPFusion if fusion == "mlp" else GatedFusion)(m, d_h, d_hidden, dropout)  # f_0
+        self.shared_proj = mlp(d_h, d_hidden, d_z, dropout)  # g_0
+        self.mod_proj = nn.ModuleList([mlp(d_h, d_hidden, d_u, dropout) for _ in range(m)])  # g_i
+        self.reconstructors = nn.ModuleList([mlp(d_u + d_z, d_hidden, d_h) for _ in range(m)])  # r_i
+        self.classifier = (nn.Linear(d_u + d_z, num_outputs) if classifier == "linear"
+                           else mlp(d_u + d_z, d_hidden, num_outputs, dropout))  # c
+        self.fusion_head = nn.Linear(d_z, num_outputs)  # c_0
+        self.d_h, self.d_z, self.d_u = d_h, d_z, d_u
+
+    # --- pieces ---------------------------------------------------------------------------------------------
+    def encode(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
+        """H^i for every modality (computed for all rows; the mask decides what is used). -> (B, M, d_h)."""
+        return torch.stack([self.encoders[n](inputs[n], lengths.get(n)) for n in self.modality_names], dim=1)
+
+    def project_unique(self, h: torch.Tensor) -> torch.Tensor:
+        """U^i = g_i(H^i). h: (B, M, d_h) -> (B, M, d_u)."""
+        return torch.stack([g(h[:, i]) for i, g in enumerate(self.mod_proj)], dim=1)
+
+    def reconstruct(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Ĥ^i = r_i([U^i, Z^i]). u: (B, M, d_u), z: (B, M, d_z) -> (B, M, d_h)."""
+        uz = torch.cat([u, z], dim=-1)  # (B, M, d_u + d_z)
+        return torch.stack([r(uz[:, i]) for i, r in enumerate(self.reconstructors)], dim=1)
+
+    def heads(self, h: torch.Tensor, mask: torch.Tensor, *, with_fusion: bool = False,
+              with_reconstruction: bool = False) -> ModelOutput:
+        """Everything after the encoders. h: (B, M, d_h), mask: (B, M) bool."""
+        z = self.shared_proj(h)  # (B, M, d_z)
+        u = self.project_unique(h)  # (B, M, d_u)
+        logits_mod = self.classifier(torch.cat([u, z], dim=-1))  # (B, M, C)
+        out = ModelOutput(h=h, z=z, u=u, logits_mod=logits_mod, logits=combine_logits(logits_mod, mask),
+                          mask=mask)
+        if with_fusion:
+            out.s_valid = mask.all(dim=1)  # (B,)
+            out.s = self.shared_proj(self.fusion(h))  # (B, d_z)
+            out.logits_fused = self.fusion_head(out.s)  # (B, C)
+        if with_reconstruction:
+            # L_rec must reach only g_i and r_i: stop-gradient on H^i (so g_i's input is a constant and no
+            # gradient reaches the encoders) and on Z^i (so g_0 is untouched). DESIGN.md §1, loss 3.
+            u_rec = self.project_unique(h.detach())  # (B, M, d_u)
+            out.h_rec = self.reconstruct(u_rec, z.detach())  # (B, M, d_h)
+        return out
+
+    def forward(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor], mask: torch.Tensor, *,
+                with_fusion: bool = False, with_reconstruction: bool = False) -> ModelOutput:
+        return self.heads(self.encode(inputs, lengths), mask, with_fusion=with_fusion,
+                          with_reconstruction=with_reconstruction)
+
+
+def build_model(model_cfg, info) -> RobultModel:
+    """Turn a ModelConfig and a DatasetInfo into a RobultModel (plain keyword arguments)."""
+    mods = [(m.name, m.kind, tuple(m.shape)) for m in info.modalities]
+    return RobultModel(mods, info.num_outputs, d_h=model_cfg.d_h, d_z=model_cfg.d_z, d_u=model_cfg.d_u,
+                       d_hidden=model_cfg.d_hidden, dropout=model_cfg.dropout, classifier=model_cfg.classifier,
+                       fusion=model_cfg.fusion, sequence_encoder=model_cfg.sequence_encoder,
+                       text_buckets=model_cfg.text_buckets)

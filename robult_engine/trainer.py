@@ -1,0 +1,416 @@
+"""A readable training loop for every method (DESIGN.md §1), with plain events and a cooperative stop.
+
+    trainer = Trainer(cfg, callbacks=[print], should_stop=lambda: False, out_dir="runs/x")
+    final = trainer.run()          # a Finished or a Failed event (also sent to the callbacks)
+
+Methods differ only in their losses (see `Trainer.compute_losses`); they share the model, the data stream
+(identical labeled indices and batches for a given seed), the optimiser, the schedule and early stopping.
+Under `torchrun` the same loop runs data-parallel: every process builds the same global batch, keeps its
+contiguous share, and the contrastive loss sees the whole global batch through a differentiable all-gather.
+"""
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import distributed as D
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import ConfigError, RunConfig
+from .data.base import Batch, DataError, DatasetBundle, check_finite, make_batch
+from .evaluation import autocast_ctx, encode_split, metrics_from_encoded, selection_score
+from .events import EpochEnded, Event, Failed, Finished, StepEnded
+from .losses import (PrototypeMemory, contrastive_classes, modality_dropout_mask, pseudo_classes,
+                     pu_contrastive_loss, reconstruction_loss, soft_kappa, soft_pu_weights, supcon_weights,
+                     supervised_loss)
+from .models.robult import RobultModel, build_model
+from .semisup import SemiSupervisedSampler, labeled_indices
+
+ROBULT_FAMILY = ("robult", "robult-no-rec", "robult-supcon", "robult-no-pu")
+HIST_EDGES = tuple(i / 20 for i in range(21))
+
+
+class TrainingFailed(RuntimeError):
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def seed_everything(seed: int) -> int:
+    """Seed torch's global generators (model init, dropout) and return the seed used."""
+    torch.manual_seed(seed)
+    return seed
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device: CUDA was asked for but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
+    warm = max(1, int(round(total_steps * warmup_frac)))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return f
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, bundle: DatasetBundle | None = None, *,
+                 callbacks: Iterable[Callable[[Event], None]] = (), should_stop: Callable[[], bool] | None = None,
+                 out_dir: str | Path | None = None, resume_from: str | Path | None = None,
+                 eval_batch_size: int = 512) -> None:
+        self.cfg = cfg
+        self.bundle = bundle
+        self.callbacks = list(callbacks)
+        self.should_stop = should_stop or (lambda: False)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume_from = Path(resume_from) if resume_from is not None else None
+        self.eval_batch_size = eval_batch_size
+        self.model: RobultModel | None = None
+        self.device = torch.device("cpu")
+        self.dist = D.DistInfo()
+        self.best_path = ""
+
+    # --- events -----------------------------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        if not self.dist.is_main:
+            return
+        for cb in self.callbacks:
+            cb(event)
+
+    # --- set-up -----------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        cfg.validate()
+        self.device = resolve_device(cfg.train.device)
+        self.dist = D.init_from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if cfg.train.batch_size % self.dist.world:
+            raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the "
+                              f"{self.dist.world} processes")
+        if self.bundle is None:
+            from .data import load_dataset
+            self.bundle = load_dataset(cfg.data)
+        elif cfg.data.modalities:
+            self.bundle = self.bundle.select_modalities(tuple(cfg.data.modalities))
+        info = self.bundle.info
+        cfg.validate(info.modality_names)
+        for name in ("train", "val"):
+            if name not in self.bundle.splits or len(self.bundle.splits[name]) == 0:
+                raise DataError(f"{info.name}: the {name} split is empty")
+            check_finite(self.bundle.splits[name], name, info.name)
+        self.train_split = self.bundle.splits["train"]
+        self.val_split = self.bundle.splits["val"]
+        self.task = info.task
+        n = len(self.train_split)
+
+        ckpt = None
+        if self.resume_from is not None:
+            ckpt = load_checkpoint(self.resume_from)
+            if ckpt.fingerprint != self.bundle.fingerprint():
+                raise CheckpointError(f"{self.resume_from}: this run was trained on other data "
+                                      f"(fingerprint {ckpt.fingerprint}); cannot resume on {info.name}")
+            if not ckpt.training_state:
+                raise CheckpointError(f"{self.resume_from}: holds no training state to resume from "
+                                      f"(resume from last.pt of a run folder)")
+        if ckpt is not None:
+            self.labeled_idx = ckpt.labeled_indices.long()
+        else:
+            self.labeled_idx = labeled_indices(self.train_split.target, self.task, cfg.data.label_fraction,
+                                               cfg.data.seed)
+        self.is_labeled = torch.zeros(n, dtype=torch.bool)
+        self.is_labeled[self.labeled_idx] = True
+        self.sampler = SemiSupervisedSampler(n, self.labeled_idx, cfg.train.batch_size,
+                                             cfg.train.labeled_per_batch, cfg.data.seed)
+
+        seed_everything(cfg.seed)
+        self.model = build_model(cfg.model, info).to(self.device)
+        n_protos = 2 if self.task == "regression" else info.num_outputs
+        self.memory = PrototypeMemory(n_protos, cfg.model.d_z, cfg.loss.prototype_momentum).to(self.device)
+        self.net = (DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                        find_unused_parameters=True) if self.dist.enabled else self.model)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.total_steps = cfg.train.epochs * self.sampler.steps_per_epoch
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total_steps, cfg.train.warmup_frac))
+        self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)  # modality dropout draws
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best_score = float("-inf")
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        if ckpt is not None:
+            self._restore(ckpt)
+
+    def _restore(self, ckpt) -> None:
+        ts = ckpt.training_state
+        self.model.load_state_dict(ckpt.model_state)
+        self.memory.load_state_dict(ckpt.memory_state)
+        self.opt.load_state_dict(ts["optimizer"])
+        self.sched.load_state_dict(ts["scheduler"])
+        self.gen.set_state(ts["gen_state"])
+        torch.set_rng_state(ts["torch_rng"])
+        self.start_epoch = int(ts["next_epoch"])
+        self.global_step = int(ts["global_step"])
+        self.best_score = float(ts["best_score"])
+        self.best_epoch = int(ts["best_epoch"])
+        self.bad_epochs = int(ts["bad_epochs"])
+        if self.out_dir is not None and (self.out_dir / "best.pt").exists():
+            self.best_path = str(self.out_dir / "best.pt")
+
+    # --- losses -----------------------------------------------------------------------------------------
+    def compute_losses(self, batch: Batch, epoch: int, stats: dict) -> dict[str, torch.Tensor]:
+        """The method's losses on one (local share of a global) batch. Returns scalar tensors incl. "total".
+
+        `batch` holds this process's rows; denominators are global so gradients match a one-process run.
+        """
+        cfg, task, di = self.cfg, self.task, self.dist
+        method = cfg.method
+        mask = batch.mask
+        robult_like = method in ROBULT_FAMILY
+        lam_pu = cfg.loss.lambda_pu if method in ("robult", "robult-no-rec", "robult-supcon") else 0.0
+        lam_rec = cfg.loss.lambda_rec if method in ("robult", "robult-supcon", "robult-no-pu") else 0.0
+        out = self.net(batch.inputs, batch.lengths, mask, with_fusion=True, with_reconstruction=lam_rec > 0)
+
+        labeled = batch.labeled
+        weight = labeled.float()
+        target = batch.target
+        losses: dict[str, torch.Tensor] = {}
+        logits_mod, sup_mask = out.logits_mod, mask
+        if method == "self-training" and epoch >= int(cfg.train.epochs * cfg.loss.st_warmup):
+            # confident fused predictions of unlabeled samples become their targets
+            with torch.no_grad():
+                conf, pseudo = self._confident_pseudo(out.logits.detach())
+                take = (~labeled) & conf & out.mask.all(1)
+            target = torch.where(take.view(-1, *([1] * (target.dim() - 1))), pseudo.to(target.dtype), target)
+            weight = weight + take.float()
+            stats["st_taken"] = stats.get("st_taken", 0) + int(take.sum())
+        denom_sup = D.all_reduce_sum(weight.sum().detach(), di).clamp(min=1.0)
+        if method == "moddrop":
+            # the late-fusion prediction trained under random modality dropout, plus the fused head
+            drop = out.mask & self._drop_mask_local(mask)
+            from .models.robult import combine_logits
+            logits_mod = combine_logits(out.logits_mod, drop).unsqueeze(1)  # (B, 1, C)
+            sup_mask = torch.ones(mask.shape[0], 1, dtype=torch.bool, device=mask.device)
+        losses["sup"] = supervised_loss(logits_mod, sup_mask, target, weight, task, out.logits_fused, out.s_valid,
+                                        denom=denom_sup)
+
+        if robult_like and lam_pu > 0:
+            s_all = D.gather_with_grad(out.s, di)  # (Bg, d_z)
+            z_all = D.gather_with_grad(out.z, di)  # (Bg, M, d_z)
+            s_n = torch.nn.functional.normalize(s_all.float(), dim=-1)
+            z_n = torch.nn.functional.normalize(z_all.float(), dim=-1)
+            mask_all = D.gather(out.mask, di)
+            lab_all = D.gather(labeled, di)
+            valid_all = D.gather(out.s_valid, di)
+            cls_all = contrastive_classes(D.gather(batch.target, di), task)
+            pseudo_all = pseudo_classes(D.gather(out.logits_fused.detach().float(), di), task)
+            lab_b = lab_all.view(-1, *([1] * (cls_all.dim() - 1)))
+            cls_tilde = torch.where(lab_b, cls_all.to(pseudo_all.dtype), pseudo_all)
+            # the memory of labeled prototypes first sees this batch's labeled anchors (identical on all ranks)
+            self.memory.update(s_n.detach()[lab_all & valid_all], cls_all[lab_all & valid_all])
+            b_local = out.s.shape[0]
+            rows = torch.arange(b_local, device=s_all.device) + di.rank * b_local
+            if method == "robult-supcon":
+                w = supcon_weights(cls_all, lab_all, rows)
+                anchor_valid = out.s_valid & labeled
+            else:
+                kappa, sigma = soft_kappa(s_n.detach(), cls_tilde, self.memory.protos, self.memory.seen,
+                                          cfg.loss.kernel, cfg.loss.bandwidth)
+                w = soft_pu_weights(cls_tilde, lab_all, kappa, rows)
+                anchor_valid = out.s_valid
+                unl = ~lab_all
+                if unl.any():
+                    k_unl = kappa[unl].float().cpu()
+                    stats["kappa_hist"] += torch.histc(k_unl, bins=20, min=0.0, max=1.0)
+                    stats["kappa_sum"] += float(k_unl.sum())
+                    stats["kappa_n"] += int(unl.sum())
+                    true_cls = cls_all[unl]
+                    if true_cls.dim() == 1:  # diagnostic only: pseudo-label accuracy on unlabeled samples
+                        stats["pl_correct"] += int((pseudo_all[unl] == true_cls).sum())
+                        stats["pl_n"] += int(unl.sum())
+            denom_pu = D.all_reduce_sum(anchor_valid.sum().float().detach(), di).clamp(min=1.0)
+            losses["pu"] = pu_contrastive_loss(s_n[rows], z_n, mask_all, w, cfg.loss.tau, anchor_valid,
+                                               denom=denom_pu)
+        if lam_rec > 0:
+            losses["rec"] = reconstruction_loss(out.h, out.h_rec, out.mask, denom=float(mask.shape[0] * di.world))
+
+        total = losses["sup"] + lam_pu * losses.get("pu", 0.0) + lam_rec * losses.get("rec", 0.0)
+        losses["total"] = total
+        return losses
+
+    def _confident_pseudo(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        thr = self.cfg.loss.st_threshold
+        if self.task == "single-label":
+            p = torch.softmax(logits.float(), -1)
+            conf, pred = p.max(-1)
+            return conf >= thr, pred
+        if self.task == "multi-label":
+            p = torch.sigmoid(logits.float())
+            conf = ((p >= thr) | (p <= 1 - thr)).all(-1)
+            return conf, (p > 0.5).float()
+        # regression has no confidence: self-training uses no pseudo-labels there
+        return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device), logits[:, 0]
+
+    def _drop_mask_local(self, mask: torch.Tensor) -> torch.Tensor:
+        """Modality dropout for the global batch (same draw on every process), sliced to this process."""
+        b = mask.shape[0]
+        full = torch.ones(b * self.dist.world, mask.shape[1], dtype=torch.bool)
+        drop = modality_dropout_mask(full, self.cfg.loss.moddrop_p, self.gen)
+        return drop[self.dist.rank * b:(self.dist.rank + 1) * b].to(mask.device)
+
+    # --- the loop ---------------------------------------------------------------------------------------
+    def run(self) -> Finished | Failed:
+        t0 = time.perf_counter()
+        epoch = -1
+        try:
+            self.setup()
+            final = self._loop(t0)
+        except TrainingFailed as e:
+            final = Failed(str(e), e.kind, epoch, self.best_path)
+        except (DataError, CheckpointError) as e:
+            final = Failed(str(e), "data")
+        except ConfigError as e:
+            final = Failed(str(e), "config")
+        except torch.OutOfMemoryError as e:
+            final = Failed(f"Out of memory: {str(e).splitlines()[0]}. Lower the batch size or the latent sizes.",
+                           "oom", checkpoint_path=self.best_path)
+        except MemoryError:
+            final = Failed("Out of memory. Lower the batch size or the latent sizes.", "oom",
+                           checkpoint_path=self.best_path)
+        except Exception as e:  # noqa: BLE001 - any other failure ends the run with a readable message
+            tb = traceback.format_exc(limit=3)
+            final = Failed(f"{type(e).__name__}: {e}\n{tb}", "error", checkpoint_path=self.best_path)
+        self.emit(final)
+        return final
+
+    def _step_batch(self, global_idx: torch.Tensor) -> Batch:
+        b = len(global_idx) // self.dist.world
+        local = global_idx[self.dist.rank * b:(self.dist.rank + 1) * b]
+        batch = make_batch(self.train_split, local, self.is_labeled)
+        if self.cfg.data.train_modality_dropout > 0:
+            full = torch.ones(len(global_idx), batch.mask.shape[1], dtype=torch.bool)
+            keep = modality_dropout_mask(full, self.cfg.data.train_modality_dropout, self.gen)
+            batch.mask = batch.mask & keep[self.dist.rank * b:(self.dist.rank + 1) * b]
+        return batch.to(self.device)
+
+    def _loop(self, t0: float) -> Finished:
+        cfg = self.cfg
+        names = self.bundle.info.modality_names
+        cancelled = stopped_early = False
+        epoch = self.start_epoch - 1
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            self.model.train()
+            stats = {"kappa_hist": torch.zeros(20), "kappa_sum": 0.0, "kappa_n": 0, "pl_correct": 0, "pl_n": 0}
+            sums: dict[str, float] = {}
+            batches = self.sampler.epoch(epoch)
+            for step, gidx in enumerate(batches):
+                if D.broadcast_flag(bool(self.should_stop()), self.dist, self.device):
+                    cancelled = True
+                    break
+                batch = self._step_batch(gidx)
+                with autocast_ctx(self.device):
+                    losses = self.compute_losses(batch, epoch, stats)
+                total = losses["total"]
+                if not torch.isfinite(total.detach()).all():
+                    bad = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+                    raise TrainingFailed(f"The loss became NaN or infinite at epoch {epoch + 1}, step {step + 1} "
+                                         f"({bad}). Try a lower learning rate or check the data for extreme "
+                                         f"values.", "nan")
+                self.opt.zero_grad(set_to_none=True)
+                (total * self.dist.world).backward()  # × world: DDP averages, our denominators are global
+                if cfg.train.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+                self.opt.step()
+                self.sched.step()
+                self.global_step += 1
+                vals = {k: float(v.detach()) for k, v in losses.items()}
+                if self.dist.enabled:
+                    red = D.all_reduce_sum(torch.tensor(list(vals.values()), device=self.device), self.dist)
+                    vals = dict(zip(vals.keys(), red.tolist()))  # local shares of global sums add up
+                for k, v in vals.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                self.emit(StepEnded(epoch, step, self.global_step, self.total_steps, vals,
+                                    float(self.sched.get_last_lr()[0]), time.perf_counter() - t0))
+            if cancelled:
+                break
+            n_steps = max(1, len(batches))
+            improved = self._end_epoch(epoch, {k: v / n_steps for k, v in sums.items()}, stats, names, t0)
+            self.bad_epochs = 0 if improved else self.bad_epochs + 1
+            self._save_last(epoch)
+            if cfg.train.patience and self.bad_epochs >= cfg.train.patience:
+                stopped_early = True
+                break
+        return self._finish(t0, epoch, cancelled, stopped_early)
+
+    def _end_epoch(self, epoch: int, train_losses: dict[str, float], stats: dict, names: tuple[str, ...],
+                   t0: float) -> bool:
+        enc = encode_split(self.model, self.val_split, self.eval_batch_size, self.device)
+        table = metrics_from_encoded(enc, names, self.task)
+        score = selection_score(table, self.task)
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = score, epoch
+            if self.out_dir is not None and self.dist.is_main:
+                self.best_path = self._save(self.out_dir / "best.pt", epoch, {"val": table, "best_score": score})
+        present = enc.mask.float()
+        z_norm = (enc.z.norm(dim=-1) * present).sum(0) / present.sum(0).clamp(min=1)  # (M,)
+        u_norm = (enc.u.norm(dim=-1) * present).sum(0) / present.sum(0).clamp(min=1)
+        rec = (enc.rec_err * present).sum(0) / present.sum(0).clamp(min=1)
+        hist = stats["kappa_hist"]
+        hist = hist / hist.sum() if hist.sum() > 0 else hist
+        self.emit(EpochEnded(
+            epoch=epoch, epochs=self.cfg.train.epochs, train_losses=train_losses, val_metrics=table, val_score=score,
+            is_best=improved, z_norm=dict(zip(names, z_norm.tolist())), u_norm=dict(zip(names, u_norm.tolist())),
+            rec_error=dict(zip(names, rec.tolist())), pu_weight_hist=tuple(hist.tolist()),
+            pu_weight_edges=HIST_EDGES,
+            pu_weight_mean=stats["kappa_sum"] / stats["kappa_n"] if stats["kappa_n"] else float("nan"),
+            pseudo_label_acc=stats["pl_correct"] / stats["pl_n"] if stats["pl_n"] else float("nan"),
+            elapsed_s=time.perf_counter() - t0, checkpoint_path=self.best_path,
+        ))
+        return improved
+
+    def _save(self, path: Path, epoch: int, metrics: dict, training_state: dict | None = None) -> str:
+        return save_checkpoint(path, model_state=self.model.state_dict(), config=self.cfg, info=self.bundle.info,
+                               labeled_indices=self.labeled_idx, fingerprint=self.bundle.fingerprint(),
+                               memory_state=self.memory.state_dict(), epoch=epoch, metrics=metrics,
+                               training_state=training_state)
+
+    def _save_last(self, epoch: int) -> None:
+        if self.out_dir is None or not self.dist.is_main:
+            return
+        ts = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+              "gen_state": self.gen.get_state(), "torch_rng": torch.get_rng_state(), "next_epoch": epoch + 1,
+              "global_step": self.global_step, "best_score": self.best_score, "best_epoch": self.best_epoch,
+              "bad_epochs": self.bad_epochs}
+        self._save(self.out_dir / "last.pt", epoch, {"best_score": self.best_score}, ts)
+
+    def _finish(self, t0: float, last_epoch: int, cancelled: bool, stopped_early: bool) -> Finished:
+        test_metrics: dict = {}
+        if self.best_path:
+            best = load_checkpoint(self.best_path)
+            self.model.load_state_dict(best.model_state)
+            self.memory.load_state_dict(best.memory_state)
+        if "test" in self.bundle.splits and len(self.bundle.splits["test"]) and self.best_epoch >= 0:
+            enc = encode_split(self.model, self.bundle.splits["test"], self.eval_batch_size, self.device,
+                               with_latents=False)
+            test_metrics = metrics_from_encoded(enc, self.bundle.info.modality_names, self.task)
+            if self.best_path and self.dist.is_main:
+                b = load_checkpoint(self.best_path)
+                self._save(Path(self.best_path), b.epoch, {**b.metrics, "test": test_metrics})
+        return Finished(stopped_early=stopped_early, cancelled=cancelled, best_epoch=self.best_epoch,
+                        best_score=self.best_score, epochs_run=last_epoch + 1, checkpoint_path=self.best_path,
+                        test_metrics=test_metrics, elapsed_s=time.perf_counter() - t0)
