@@ -1,0 +1,304 @@
+"""Headless command line: `robult train | eval | compare` (also `python -m robult_engine`).
+
+Under `torchrun --nproc_per_node N -m robult_engine train ...` training runs data-parallel; rank 0 alone
+prints and writes.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from .config import METHODS, ConfigError, RunConfig
+from .events import EpochEnded, Failed, Finished, StepEnded
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a JSON config file (fields below override it)")
+    p.add_argument("--dataset", help="built-in name (av-digits, pid-synth) or a path")
+    p.add_argument("--modalities", help="comma-separated subset of the dataset's modalities")
+    p.add_argument("--label-fraction", type=float)
+    p.add_argument("--data-seed", type=int, help="seed of the labeled split and batch order")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--lambda-pu", type=float)
+    p.add_argument("--lambda-rec", type=float)
+    p.add_argument("--tau", type=float)
+    p.add_argument("--kernel", choices=("rbf", "laplacian", "inverse-l2"))
+    p.add_argument("--bandwidth", type=float, help="kernel bandwidth σ (default: median heuristic)")
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="any config field, e.g. --set model.d_z=32 (repeatable; value parsed as JSON)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: leave the default)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def config_from_args(args: argparse.Namespace, method: str | None = None) -> RunConfig:
+    cfg = RunConfig()
+    if args.config:
+        try:
+            cfg = RunConfig.from_json(Path(args.config).read_text())
+        except OSError as e:
+            raise ConfigError(f"{args.config}: cannot read the config file ({e.strerror})") from None
+    changes = {}
+    mapping = {"dataset": "data.dataset", "label_fraction": "data.label_fraction", "data_seed": "data.seed",
+               "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
+               "patience": "train.patience", "device": "train.device", "lambda_pu": "loss.lambda_pu",
+               "lambda_rec": "loss.lambda_rec", "tau": "loss.tau", "kernel": "loss.kernel",
+               "bandwidth": "loss.bandwidth", "dropout": "model.dropout"}
+    for attr, key in mapping.items():
+        v = getattr(args, attr, None)
+        if v is not None:
+            changes[key] = v
+    if getattr(args, "modalities", None):
+        changes["data.modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    if getattr(args, "seed", None) is not None:
+        changes["seed"] = args.seed
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}: expected SECTION.FIELD=VALUE")
+        key, raw = item.split("=", 1)
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            val = raw
+        changes[key.strip()] = tuple(val) if isinstance(val, list) else val
+    if method is not None:
+        changes["method"] = method
+    cfg = cfg.replace(**changes)
+    if "train.batch_size" in changes and "train.labeled_per_batch" not in changes:
+        cfg = cfg.replace(**{"train.labeled_per_batch": max(1, min(cfg.train.labeled_per_batch,
+                                                                    cfg.train.batch_size // 4))})
+    return cfg.validate()
+
+
+class ProgressPrinter:
+    """Prints a line per epoch and a throttled in-place progress line with ETA (stderr)."""
+
+    def __init__(self, label: str = "", quiet: bool = False, stream=None) -> None:
+        self.label = label
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self._last = 0.0
+
+    def __call__(self, ev) -> None:
+        if self.quiet:
+            return
+        if isinstance(ev, StepEnded):
+            now = time.perf_counter()
+            if now - self._last < 0.5 and ev.global_step != ev.total_steps:
+                return
+            self._last = now
+            frac = ev.global_step / max(ev.total_steps, 1)
+            eta = ev.elapsed_s / max(frac, 1e-9) * (1 - frac)
+            print(f"\r{self.label}epoch {ev.epoch + 1} step {ev.global_step}/{ev.total_steps} "
+                  f"loss {ev.losses.get('total', float('nan')):.4f}  {frac:5.1%}  ETA {eta:5.0f}s   ",
+                  end="", file=self.stream, flush=True)
+        elif isinstance(ev, EpochEnded):
+            best = " *" if ev.is_best else ""
+            print(f"\r{self.label}epoch {ev.epoch + 1}/{ev.epochs}  train {ev.train_losses.get('total', 0):.4f}  "
+                  f"val score {ev.val_score:.4f}{best}  ({ev.elapsed_s:.0f}s)" + " " * 20,
+                  file=self.stream, flush=True)
+        elif isinstance(ev, Failed):
+            print(f"\n{self.label}FAILED: {ev.message}", file=self.stream, flush=True)
+
+
+def format_table(rows: list[str], cols: list[str], cell) -> str:
+    """A plain-text table: one row per subset, one column per method/metric."""
+    w0 = max([len("subset")] + [len(r) for r in rows])
+    widths = [max(len(c), 15) for c in cols]
+    lines = ["subset".ljust(w0) + "  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    for r in rows:
+        lines.append(r.ljust(w0) + "  " + "  ".join(cell(r, c).rjust(w) for c, w in zip(cols, widths)))
+    return "\n".join(lines)
+
+
+def _set_threads(n: int) -> None:
+    if n > 0:
+        import torch
+        torch.set_num_threads(n)
+
+
+# --- commands ---------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import Trainer
+    _set_threads(args.threads)
+    cfg = config_from_args(args, args.method)
+    out = Path(args.out) if args.out else Path("runs") / f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
+    rank = int(os.environ.get("RANK", "0"))
+    trainer = Trainer(cfg, callbacks=[ProgressPrinter(quiet=args.quiet)], out_dir=out, resume_from=args.resume)
+    final = trainer.run()
+    from . import distributed
+    distributed.shutdown()
+    if rank != 0:
+        return 0 if isinstance(final, Finished) else 1
+    if isinstance(final, Failed):
+        return 1
+    print(f"best epoch {final.best_epoch + 1}, checkpoint {final.checkpoint_path}")
+    if final.test_metrics:
+        _print_metric_table(final.test_metrics, title="test split")
+    (out / "config.json").write_text(cfg.to_json())
+    (out / "result.json").write_text(json.dumps({"test": final.test_metrics, "best_epoch": final.best_epoch,
+                                                 "best_score": final.best_score,
+                                                 "checkpoint": final.checkpoint_path}, indent=2))
+    return 0
+
+
+def _print_metric_table(table: dict[str, dict[str, float]], title: str = "") -> None:
+    rows = list(table)
+    cols = sorted({k for r in table.values() for k in r})
+    if title:
+        print(title)
+    print(format_table(rows, cols, lambda r, c: f"{table[r].get(c, float('nan')):.4f}"))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .data import load_dataset
+    from .evaluation import evaluate_subsets, mean_over_subsets
+    _set_threads(args.threads)
+    ckpt = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(ckpt)
+    data_cfg = ckpt.config.data
+    if args.dataset:
+        data_cfg = ckpt.config.replace(**{"data.dataset": args.dataset}).data
+    bundle = load_dataset(data_cfg)
+    if bundle.info.modality_names != ckpt.info.modality_names:
+        raise ConfigError(f"{args.checkpoint}: trained on modalities {ckpt.info.modality_names}, the data has "
+                          f"{bundle.info.modality_names}")
+    if bundle.fingerprint() != ckpt.fingerprint:
+        print(f"note: the data differ from the data this model was trained on (fingerprint "
+              f"{bundle.fingerprint()} vs {ckpt.fingerprint})", file=sys.stderr)
+    if args.split not in bundle.splits:
+        raise ConfigError(f"--split {args.split}: the dataset has {', '.join(bundle.splits)}")
+    table = evaluate_subsets(model, bundle.splits[args.split], bundle.info.modality_names, bundle.info.task)
+    table["mean over subsets"] = mean_over_subsets(table, bundle.info.task)
+    _print_metric_table(table, title=f"{args.split} split, {ckpt.config.method}, {args.checkpoint}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2))
+    return 0
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    vals = [v for v in vals if not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return m, sd
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Several methods × seeds on identical labeled indices, batches and masks (the data seed is the run seed)."""
+    from .data import load_dataset
+    from .evaluation import mean_over_subsets
+    from .metrics import primary_metric
+    from .trainer import Trainer
+    _set_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",")]
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
+    base = config_from_args(args, methods[0])
+    bundle = load_dataset(base.data)
+    task = bundle.info.task
+    metric = args.metric or primary_metric(task)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {m: [] for m in methods}
+    t0 = time.perf_counter()
+    n_runs = len(methods) * args.seeds
+    k = 0
+    for seed in range(args.seeds):
+        for m in methods:
+            k += 1
+            cfg = base.replace(method=m, seed=seed, **{"data.seed": seed})
+            label = f"[{k}/{n_runs}] {m} seed {seed}: "
+            final = Trainer(cfg, bundle, callbacks=[ProgressPrinter(label, args.quiet)],
+                            out_dir=out / f"{m}-seed{seed}").run()
+            if isinstance(final, Failed):
+                print(f"{label}failed: {final.message}", file=sys.stderr)
+                return 1
+            table = dict(final.test_metrics)
+            table["mean"] = mean_over_subsets(final.test_metrics, task)
+            results[m].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
+                               "elapsed_s": final.elapsed_s})
+            if not args.quiet:
+                print(f"{label}mean {metric} {table['mean'].get(metric, float('nan')):.4f} "
+                      f"({final.elapsed_s:.0f}s, total {time.perf_counter() - t0:.0f}s)", file=sys.stderr)
+    rows = list(results[methods[0]][0]["test"].keys())
+    summary = {r: {m: _mean_std([res["test"][r].get(metric, float("nan")) for res in results[m]])
+                   for m in methods} for r in rows}
+    print(f"\n{bundle.info.name}, label fraction {base.data.label_fraction}, {args.seeds} seeds, test {metric} "
+          f"(mean ± std over seeds)")
+    print(format_table(rows, methods, lambda r, c: f"{summary[r][c][0]:.4f} ± {summary[r][c][1]:.4f}"))
+    with open(out / "compare.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subset", "method", "metric", "mean", "std"] + [f"seed{s}" for s in range(args.seeds)])
+        for r in rows:
+            for m in methods:
+                w.writerow([r, m, metric, f"{summary[r][m][0]:.6f}", f"{summary[r][m][1]:.6f}"]
+                           + [f"{res['test'][r].get(metric, float('nan')):.6f}" for res in results[m]])
+    (out / "compare.json").write_text(json.dumps({
+        "dataset": bundle.info.name, "label_fraction": base.data.label_fraction, "metric": metric,
+        "seeds": args.seeds, "methods": methods, "config": base.to_dict(),
+        "summary": {r: {m: {"mean": summary[r][m][0], "std": summary[r][m][1]} for m in methods} for r in rows},
+        "runs": results, "elapsed_s": time.perf_counter() - t0}, indent=2))
+    print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.json'} ({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="robult", description="Robult Studio engine: train, evaluate, compare.")
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train one method")
+    t.add_argument("--method", default=None, choices=METHODS)
+    t.add_argument("--seed", type=int, help="model seed")
+    t.add_argument("--out", help="run folder (best.pt, last.pt, result.json)")
+    t.add_argument("--resume", help="resume from a run's last.pt")
+    _add_run_args(t)
+    t.set_defaults(func=cmd_train)
+    e = sub.add_parser("eval", help="evaluate a checkpoint on every modality subset")
+    e.add_argument("checkpoint")
+    e.add_argument("--dataset", help="evaluate on this dataset instead of the training one")
+    e.add_argument("--split", default="test")
+    e.add_argument("--json", help="also write the table as JSON")
+    e.add_argument("--threads", type=int, default=0)
+    e.set_defaults(func=cmd_eval)
+    c = sub.add_parser("compare", help="several methods × seeds on identical data, labels and masks")
+    c.add_argument("--methods", default="robult,supervised,moddrop,self-training")
+    c.add_argument("--seeds", type=int, default=3)
+    c.add_argument("--metric", help="metric of the table (default: the task's primary metric)")
+    c.add_argument("--out", help="folder for compare.csv, compare.json and the runs")
+    _add_run_args(c)
+    c.set_defaults(func=cmd_compare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:  # DataError, CheckpointError and file problems carry readable messages
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
