@@ -1,0 +1,184 @@
+"""Detect a dataset's format from a path and load it (DESIGN.md §2), plus helpers the loaders share.
+
+Formats, by what the path looks like:
+
+| format           | path                                                                        | loader            |
+|------------------|-----------------------------------------------------------------------------|-------------------|
+| "manifest"       | a folder with manifest.csv / manifest.jsonl, or that file                    | manifest.py       |
+| "mosi"           | a .pkl/.pickle file (CMU-MOSI/MOSEI, MultiBench/MulT or MMSA variant), or a folder with one | mosi.py |
+| "mmimdb-hdf5"    | multimodal_imdb.hdf5 (any .hdf5/.h5), or a folder holding it                | mmimdb.py         |
+| "mmimdb-folder"  | a folder with split.json and dataset/<id>.json + <id>.jpeg (or its mmimdb/ child) | mmimdb.py   |
+| "food101"        | a folder with images/{train,test}/<class>/ and texts/{train,test}_titles.csv | food101.py       |
+| "hateful-memes"  | a folder with train.jsonl and img/ (or a .jsonl file inside it)             | hateful_memes.py  |
+
+Images of the paper datasets are resized to `IMAGE_SHAPE` and texts hashed to uni+bi-gram ids (text.py).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import DataError, DatasetBundle, check_finite
+from .text import DEFAULT_BUCKETS, DEFAULT_MAX_LEN, encode_texts
+
+IMAGE_SHAPE = (3, 64, 64)  # modest fixed size for the paper datasets' images (C, H, W)
+FORMATS = ("manifest", "mosi", "mmimdb-hdf5", "mmimdb-folder", "food101", "hateful-memes")
+PICKLE_SUFFIXES = (".pkl", ".pickle")
+HDF5_SUFFIXES = (".hdf5", ".h5")
+
+
+def _mmimdb_root(path: Path) -> Path | None:
+    for cand in (path, path / "mmimdb"):
+        if (cand / "split.json").is_file() and (cand / "dataset").is_dir():
+            return cand
+    return None
+
+
+def detect_format(path: str | Path) -> str:
+    """Name the format of a dataset path (one of FORMATS); DataError says what was looked for."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file or folder")
+    if p.is_file():
+        suffix = p.suffix.lower()
+        if p.name in ("manifest.csv", "manifest.jsonl"):
+            return "manifest"
+        if suffix in PICKLE_SUFFIXES:
+            return "mosi"
+        if suffix in HDF5_SUFFIXES:
+            return "mmimdb-hdf5"
+        if suffix == ".jsonl" and (p.parent / "train.jsonl").is_file():
+            return "hateful-memes"
+        raise DataError(f"{p}: unknown dataset file type {suffix or '(none)'}; expected a .pkl (MOSI/MOSEI), "
+                        f".hdf5 (MM-IMDb), manifest.csv/.jsonl, or a dataset folder")
+    if (p / "manifest.csv").is_file() or (p / "manifest.jsonl").is_file():
+        return "manifest"
+    if (p / "multimodal_imdb.hdf5").is_file():
+        return "mmimdb-hdf5"
+    if _mmimdb_root(p) is not None:
+        return "mmimdb-folder"
+    if (p / "images").is_dir() and (p / "texts").is_dir():
+        return "food101"
+    if (p / "train.jsonl").is_file():
+        return "hateful-memes"
+    pickles = sorted(q for q in p.iterdir() if q.suffix.lower() in PICKLE_SUFFIXES)
+    if len(pickles) == 1:
+        return "mosi"
+    hint = f" (it holds {len(pickles)} pickles: name one)" if len(pickles) > 1 else ""
+    raise DataError(f"{p}: cannot tell the dataset format{hint}. Expected manifest.csv/manifest.jsonl "
+                    f"(your own data), a MOSI/MOSEI .pkl, multimodal_imdb.hdf5 or split.json + dataset/ "
+                    f"(MM-IMDb), images/ + texts/ (UPMC Food-101), or train.jsonl + img/ (Hateful Memes)")
+
+
+def load_path(path: str | Path) -> DatasetBundle:
+    """Load the dataset at `path` in its detected format; features are checked for NaN/inf."""
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "manifest":
+        from .manifest import load_manifest
+        bundle = load_manifest(p)
+    elif fmt == "mosi":
+        from .mosi import load_mosi
+        if p.is_dir():
+            p = next(q for q in sorted(p.iterdir()) if q.suffix.lower() in PICKLE_SUFFIXES)
+        bundle = load_mosi(p)
+    elif fmt == "mmimdb-hdf5":
+        from .mmimdb import load_mmimdb_hdf5
+        bundle = load_mmimdb_hdf5(p / "multimodal_imdb.hdf5" if p.is_dir() else p)
+    elif fmt == "mmimdb-folder":
+        from .mmimdb import load_mmimdb_folder
+        root = _mmimdb_root(p)
+        assert root is not None
+        bundle = load_mmimdb_folder(root)
+    elif fmt == "food101":
+        from .food101 import load_food101
+        bundle = load_food101(p)
+    else:
+        from .hateful_memes import load_hateful_memes
+        bundle = load_hateful_memes(p.parent if p.is_file() else p)
+    for name, split in bundle.splits.items():
+        check_finite(split, name, str(path))
+    return bundle
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers shared by the loaders
+# ----------------------------------------------------------------------------------------------------------
+def load_images(paths: Sequence[Path | None], shape: tuple[int, int, int] = IMAGE_SHAPE,
+                workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode image files in parallel threads → float32 (N, C, H, W) and a bool presence (N,).
+
+    A None path is a missing image (zeros, absent). A file that cannot be decoded raises the front-end's
+    DataError naming it.
+    """
+    from .image import load_image
+
+    out = torch.zeros(len(paths), *shape)  # (N, C, H, W)
+    present = torch.tensor([p is not None for p in paths], dtype=torch.bool)  # (N,)
+    todo = [(i, p) for i, p in enumerate(paths) if p is not None]
+    if not todo:
+        return out, present
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    def work(item: tuple[int, Path]) -> tuple[int, torch.Tensor]:
+        return item[0], load_image(item[1], shape, digit=False)
+
+    if workers <= 1 or len(todo) < 16:
+        results = map(work, todo)
+        for i, t in results:
+            out[i] = t
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # Pillow decodes with the GIL released
+            for i, t in pool.map(work, todo, chunksize=32):
+                out[i] = t
+    return out, present
+
+
+def encode_text_splits(texts: dict[str, Sequence[str | None]], buckets: int = DEFAULT_BUCKETS,
+                       max_len: int = DEFAULT_MAX_LEN) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor,
+                                                                                torch.Tensor]], int]:
+    """Hash the texts of every split to one common width L.
+
+    Returns {split: (ids (N, L), lengths (N,), present (N,) bool)} and L. A None or blank text is absent.
+    """
+    encoded = {s: encode_texts([t or "" for t in ts], buckets, max_len) for s, ts in texts.items()}
+    width = max([1] + [int(ids.shape[1]) for ids, _ in encoded.values()])
+    out = {}
+    for s, (ids, lengths) in encoded.items():
+        padded = torch.zeros(ids.shape[0], width, dtype=torch.long)  # (N, L)
+        padded[:, :ids.shape[1]] = ids
+        present = torch.tensor([bool(t and t.strip()) for t in texts[s]], dtype=torch.bool)
+        out[s] = (padded, lengths, present)
+    return out, width
+
+
+def stratified_holdout(labels: Sequence[object], fraction: float, seed: int = 0,
+                       max_size: int | None = None) -> np.ndarray:
+    """Pick a seeded, per-label-stratified hold-out: bool (N,) True for held-out samples.
+
+    Each label group gives round(fraction × its size) samples (at least one when the group has ≥ 2 and no
+    cap applies, never all of it); the total is capped at about `max_size`. Labels are any hashable (a class name, a tuple of genres …).
+    """
+    labels = list(labels)
+    n = len(labels)
+    rng = np.random.default_rng(seed)
+    groups: dict[object, list[int]] = {}
+    for i, lab in enumerate(labels):
+        groups.setdefault(lab, []).append(i)
+    scale = 1.0
+    if max_size is not None and fraction * n > max_size:
+        scale = max_size / (fraction * n)
+    held = np.zeros(n, dtype=bool)
+    for key in sorted(groups, key=repr):
+        idx = np.array(groups[key])
+        k = int(round(fraction * scale * len(idx)))
+        if k == 0 and fraction > 0 and scale == 1.0:
+            k = 1  # every label with ≥ 2 samples shows up in the hold-out
+        k = min(k, len(idx) - 1)  # and keeps at least one sample for training
+        held[rng.permutation(idx)[:k]] = True
+    return held
