@@ -51,6 +51,9 @@ class DataConfig:
     synth_unique_bits: int = 1
     synth_synergy_bits: int = 1
     synth_noise: float = 0.5
+    # PID-Synth only: label-irrelevant bits per modality, and the feature width of each modality.
+    synth_nuisance_bits: int = 8
+    synth_dim: int = 32
 
     def validate(self, known_modalities: tuple[str, ...] | None = None) -> None:
         _check(isinstance(self.dataset, str) and self.dataset.strip() != "", "data.dataset: must name a dataset or a path")
@@ -69,6 +72,8 @@ class DataConfig:
         _check(self.synth_redundant_bits + self.synth_unique_bits + self.synth_synergy_bits > 0,
                "data: PID-Synth needs at least one information bit")
         _check(self.synth_noise >= 0, "data.synth_noise: must be >= 0")
+        _check(0 <= self.synth_nuisance_bits <= 16, "data.synth_nuisance_bits: must be in 0..16")
+        _check(2 <= self.synth_dim <= 1024, "data.synth_dim: must be in 2..1024")
 
 
 @dataclass(frozen=True)

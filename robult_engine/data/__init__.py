@@ -23,7 +23,8 @@ def load_dataset(data_cfg) -> DatasetBundle:
         from .pid_synth import make_pid_synth
         bundle = make_pid_synth(n_train=data_cfg.synth_n_train, redundant_bits=data_cfg.synth_redundant_bits,
                                 unique_bits=data_cfg.synth_unique_bits, synergy_bits=data_cfg.synth_synergy_bits,
-                                noise=data_cfg.synth_noise, seed=data_cfg.seed)
+                                noise=data_cfg.synth_noise, nuisance_bits=data_cfg.synth_nuisance_bits,
+                                dim=data_cfg.synth_dim, seed=data_cfg.seed)
     elif name == "av-digits":
         from .avdigits import load_av_digits
         bundle = load_av_digits()

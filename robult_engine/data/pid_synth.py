@@ -3,7 +3,9 @@
 The class of a sample is the integer formed by three groups of hidden bits:
 - redundant bits: every modality sees them;
 - unique bits: each is seen by exactly one modality (assigned round-robin over the modalities);
-- synergy bits: each is the XOR of one random share per modality, so only the combination reveals it.
+- synergy bits: each is the XOR of one random share per modality, so only the combination reveals it;
+- nuisance bits: label-irrelevant factors of each modality (its "style"), which make the mapping from
+  features to classes harder to learn from a few labels alone.
 
 Modality i sees the ±1 codes of the bits visible to it, mixed by a fixed random matrix into `dim` features,
 passed through tanh and corrupted by Gaussian noise. This is the ground truth for what Z (redundant) and
@@ -33,7 +35,8 @@ def _bit_layout(redundant_bits: int, unique_bits: int, synergy_bits: int, m: int
 
 
 def make_pid_synth(n_train: int = 3000, redundant_bits: int = 1, unique_bits: int = 1, synergy_bits: int = 1,
-                   noise: float = 0.5, seed: int = 0, dim: int = 16, n_val: int | None = None,
+                   noise: float = 0.5, seed: int = 0, dim: int = 16, nuisance_bits: int = 0,
+                   n_val: int | None = None,
                    n_test: int | None = None) -> DatasetBundle:
     m = len(MODALITIES)
     n_bits = redundant_bits + unique_bits + synergy_bits
@@ -42,7 +45,8 @@ def make_pid_synth(n_train: int = 3000, redundant_bits: int = 1, unique_bits: in
     n_test = n_test if n_test is not None else max(n_classes * 8, n_train // 3)
     rng = np.random.default_rng(seed)
     vis = _bit_layout(redundant_bits, unique_bits, synergy_bits, m)
-    mix = [rng.normal(size=(len(v), dim)) / np.sqrt(max(len(v), 1)) * 2.0 for v in vis]
+    n_vis = [len(v) + nuisance_bits for v in vis]
+    mix = [rng.normal(size=(k, dim)) / np.sqrt(max(k, 1)) * 2.0 for k in n_vis]
 
     def sample(n: int) -> SplitData:
         r = rng.integers(0, 2, size=(n, redundant_bits))
@@ -58,6 +62,8 @@ def make_pid_synth(n_train: int = 3000, redundant_bits: int = 1, unique_bits: in
             cols = []
             for g, k in vis[i]:
                 cols.append(r[:, k] if g == "r" else u[:, k] if g == "u" else shares[:, i, k])
+            # nuisance bits: label-irrelevant factors of variation of this modality alone ("style")
+            cols.extend(rng.integers(0, 2, size=n) for _ in range(nuisance_bits))
             code = (np.stack(cols, axis=1) * 2 - 1).astype(np.float64) if cols else np.zeros((n, 0))
             x = np.tanh(code @ mix[i]) + noise * rng.normal(size=(n, dim))  # (n, dim)
             inputs[name] = torch.from_numpy(x.astype(np.float32))
@@ -67,7 +73,8 @@ def make_pid_synth(n_train: int = 3000, redundant_bits: int = 1, unique_bits: in
     splits = {"train": sample(n_train), "val": sample(n_val), "test": sample(n_test)}
     for split_name, split in splits.items():
         split.ids = [f"{split_name}-{j}" for j in range(len(split))]
-    groups = [f"{redundant_bits} redundant", f"{unique_bits} unique", f"{synergy_bits} synergistic"]
+    groups = [f"{redundant_bits} redundant", f"{unique_bits} unique", f"{synergy_bits} synergistic",
+              f"{nuisance_bits} nuisance"]
     info = DatasetInfo(
         name="pid-synth",
         modalities=tuple(ModalitySpec(n, "vector", (dim,)) for n in MODALITIES),
