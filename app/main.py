@@ -1,0 +1,81 @@
+"""Entry point of the desktop app: `python main.py`, `robult-studio`, or `python -m app.main`.
+
+    robult-studio [--db PATH] [--settings PATH] [--dataset NAME] [--threads N]
+
+--db (or $ROBULT_STUDIO_DB) picks the session database (default: the user data directory, via platformdirs);
+--settings an INI file for QSettings (default: the platform's native settings). `torch.set_num_threads` is
+set once here, never inside the engine (it is process-wide).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+APP_NAME = "Robult Studio"
+ORG_NAME = "Robult"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="robult-studio", description="Robult Studio: train and inspect robust "
+                                                                  "multimodal models with missing modalities.")
+    p.add_argument("--db", help="session database file (default: $ROBULT_STUDIO_DB, else the user data directory)")
+    p.add_argument("--settings", help="INI file for the window settings (default: the platform's settings store)")
+    p.add_argument("--dataset", default="av-digits", help="default dataset of the training wizard "
+                                                          "(default: av-digits)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for PyTorch (default: all cores but one, so the window stays responsive)")
+    p.add_argument("--quit-after", type=int, default=0, metavar="MS", help=argparse.SUPPRESS)  # smoke tests
+    return p.parse_args(argv)
+
+
+def default_threads() -> int:
+    n = os.cpu_count() or 1
+    return max(1, n - 1) if n > 2 else n
+
+
+def build(argv: list[str] | None = None):
+    """Create (or reuse) the QApplication, open the session database and the main window (not shown).
+
+    Returns (app, window, store). A database that cannot be used becomes an in-memory one, and the window
+    shows a notice naming the file (which is left untouched)."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    import torch
+    torch.set_num_threads(args.threads if args.threads > 0 else default_threads())
+
+    from PySide6.QtCore import QSettings
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import ICON_PATH, MainWindow
+    from .sessions import default_db_path, open_store
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "robult-studio"])
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORG_NAME)
+    if ICON_PATH.exists():
+        app.setWindowIcon(QIcon(str(ICON_PATH)))
+    settings = (QSettings(args.settings, QSettings.Format.IniFormat) if args.settings
+                else QSettings(ORG_NAME, APP_NAME))
+    store, problem = open_store(args.db or default_db_path())
+    window = MainWindow(store, settings, default_dataset=args.dataset)
+    if problem:
+        window.add_notice("error", problem)
+        print(problem, file=sys.stderr)
+    window.quit_after_ms = args.quit_after
+    return app, window, store
+
+
+def main(argv: list[str] | None = None) -> int:
+    app, window, store = build(argv)
+    window.show()
+    if window.quit_after_ms > 0:
+        from PySide6.QtCore import QTimer
+        QTimer.singleShot(window.quit_after_ms, window.close)
+    rc = app.exec()
+    store.close()
+    return int(rc)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,279 @@
+"""SessionsPanel: the runs of the session database in a sortable table, the validation curves of the selected
+runs overlaid, and Reopen / Resume / Delete.
+
+The table model reads `SessionStore.list_runs()` (GUI thread). Deleting asks for confirmation first. Reopening
+and resuming are the window's business: the panel emits `sig_reopen_requested(run_id)` /
+`sig_resume_requested(run_id)`.
+
+Run alone: `python -m app.panels.sessions [DB]` shows the panel on a database (default: the user's).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
+                               QSplitter, QTableView, QVBoxLayout, QWidget)
+
+from ..sessions import RunRow, SessionStore
+from ..state import CRASHED, FAILED, FINISHED, RESUMABLE, RUNNING, STOPPED
+from .training import PALETTE
+
+STATUS_COLORS = {RUNNING: "#2b5797", FINISHED: "#1e6b2f", STOPPED: "#7a5200", FAILED: "#a4161a",
+                 CRASHED: "#a4161a"}
+
+
+class RunsTableModel(QAbstractTableModel):
+    COLUMNS = ("ID", "Name", "Created", "Method", "Dataset", "Labels", "Status", "Best score", "Best epoch",
+               "Epochs")
+    SORT_ROLE = Qt.ItemDataRole.UserRole + 1
+
+    def __init__(self, store: SessionStore, parent=None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.rows: list[RunRow] = []
+
+    def refresh(self) -> None:
+        self.beginResetModel()
+        self.rows = self.store.list_runs()
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt API
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt API
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt API
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def _values(self, r: RunRow) -> tuple:
+        dataset = r.dataset if len(r.dataset) <= 28 else "…" + r.dataset[-27:]
+        return (r.id, r.name, r.created.replace("T", " ")[:19], r.method, dataset, r.label_fraction, r.status,
+                r.best_score, r.best_epoch, r.epochs_done)
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid():
+            return None
+        r = self.rows[index.row()]
+        col = index.column()
+        v = self._values(r)[col]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if col == 5:
+                return f"{v:.1%}"
+            if col == 7:
+                return "–" if v is None or not math.isfinite(v) else f"{v:.4f}"
+            if col == 8:
+                return "–" if v is None or v < 0 else str(v + 1)
+            return str(v)
+        if role == self.SORT_ROLE:
+            if col == 7:
+                return float("-inf") if v is None else float(v)
+            return v
+        if role == Qt.ItemDataRole.ForegroundRole and col == 6:
+            return QColor(STATUS_COLORS.get(r.status, "#333"))
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if r.error_message:
+                return r.error_message
+            return r.checkpoint_path or r.run_dir or None
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (0, 5, 7, 8, 9):
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def run_at(self, row: int) -> RunRow:
+        return self.rows[row]
+
+
+class SessionsPanel(QWidget):
+    sig_reopen_requested = Signal(int)
+    sig_resume_requested = Signal(int)
+    sig_runs_deleted = Signal(object)  # list[int]
+
+    def __init__(self, store: SessionStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.model = RunsTableModel(store, self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(RunsTableModel.SORT_ROLE)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setAlternatingRowColors(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.setToolTip("Runs of this session database. Select several to compare their validation curves; "
+                              "double-click to reopen one.")
+        self.btn_reopen = QPushButton("Reopen")
+        self.btn_reopen.setToolTip("Load the run's best checkpoint as the current model and show its curves")
+        self.btn_resume = QPushButton("Resume")
+        self.btn_resume.setToolTip("Continue a stopped, failed or crashed run from its last completed epoch")
+        self.btn_delete = QPushButton("Delete…")
+        self.btn_delete.setToolTip("Delete the selected runs from the database (their folders stay on disk)")
+        self.btn_refresh = QPushButton("Refresh")
+        self.info_label = QLabel("")
+        self.info_label.setStyleSheet("color: #555;")
+        buttons = QHBoxLayout()
+        for b in (self.btn_reopen, self.btn_resume, self.btn_delete, self.btn_refresh):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        buttons.addWidget(self.info_label)
+
+        self.plot = pg.PlotWidget()
+        self.plot.setTitle("Validation score of the selected runs", size="10pt")
+        self.plot.setLabel("bottom", "epoch")
+        self.plot.setLabel("left", "val score")
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.addLegend(offset=(-10, -10), labelTextSize="8pt")
+        self.overlay_ids: list[int] = []
+
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(self.table)
+        tl.addLayout(buttons)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(self.plot)
+        split.setSizes([300, 260])
+        lay = QVBoxLayout(self)
+        lay.addWidget(split)
+
+        self.table.selectionModel().selectionChanged.connect(self._on_selection_changed)
+        self.table.doubleClicked.connect(self._on_table_double_clicked)
+        self.btn_reopen.clicked.connect(self._on_btn_reopen_clicked)
+        self.btn_resume.clicked.connect(self._on_btn_resume_clicked)
+        self.btn_delete.clicked.connect(self._on_btn_delete_clicked)
+        self.btn_refresh.clicked.connect(self.refresh)
+        self.busy_run_id: int | None = None  # the run training now (cannot be deleted or resumed)
+        self.refresh()
+
+    # --- API ------------------------------------------------------------------------------------------
+    @Slot()
+    def refresh(self) -> None:
+        selected = self.selected_run_ids()
+        self.model.refresh()
+        if selected:
+            sm = self.table.selectionModel()
+            for row in range(self.proxy.rowCount()):
+                rid = self.proxy.data(self.proxy.index(row, 0), RunsTableModel.SORT_ROLE)
+                if rid in selected:
+                    sm.select(self.proxy.index(row, 0), sm.SelectionFlag.Select | sm.SelectionFlag.Rows)
+        n = len(self.model.rows)
+        self.info_label.setText(f"{n} run{'s' if n != 1 else ''} · {self.store.location}")
+        self._update_buttons()
+        self._update_overlay()
+
+    def selected_run_ids(self) -> list[int]:
+        rows = sorted({self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()})
+        return [self.model.run_at(r).id for r in rows]
+
+    def select_runs(self, run_ids: list[int]) -> None:
+        sm = self.table.selectionModel()
+        sm.clearSelection()
+        for row in range(self.proxy.rowCount()):
+            rid = self.proxy.data(self.proxy.index(row, 0), RunsTableModel.SORT_ROLE)
+            if rid in run_ids:
+                sm.select(self.proxy.index(row, 0), sm.SelectionFlag.Select | sm.SelectionFlag.Rows)
+
+    def set_busy_run(self, run_id: int | None) -> None:
+        self.busy_run_id = run_id
+        self._update_buttons()
+
+    # --- slots ----------------------------------------------------------------------------------------
+    @Slot()
+    def _on_selection_changed(self) -> None:
+        self._update_buttons()
+        self._update_overlay()
+
+    @Slot(QModelIndex)
+    def _on_table_double_clicked(self, index: QModelIndex) -> None:
+        row = self.model.run_at(self.proxy.mapToSource(index).row())
+        self.sig_reopen_requested.emit(row.id)
+
+    @Slot()
+    def _on_btn_reopen_clicked(self) -> None:
+        ids = self.selected_run_ids()
+        if len(ids) == 1:
+            self.sig_reopen_requested.emit(ids[0])
+
+    @Slot()
+    def _on_btn_resume_clicked(self) -> None:
+        ids = self.selected_run_ids()
+        if len(ids) == 1:
+            self.sig_resume_requested.emit(ids[0])
+
+    @Slot()
+    def _on_btn_delete_clicked(self) -> None:
+        ids = [i for i in self.selected_run_ids() if i != self.busy_run_id]
+        if not ids:
+            return
+        names = ", ".join(f"#{i}" for i in ids)
+        answer = QMessageBox.question(
+            self, "Delete runs", f"Delete run{'s' if len(ids) > 1 else ''} {names} from the session database?\n\n"
+            "Their metrics and inspections are removed; checkpoint folders on disk are kept.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        for i in ids:
+            self.store.delete_run(i)
+        self.refresh()
+        self.sig_runs_deleted.emit(ids)
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _update_buttons(self) -> None:
+        ids = self.selected_run_ids()
+        one = self.store.get_run(ids[0]) if len(ids) == 1 else None
+        self.btn_reopen.setEnabled(one is not None and bool(one.checkpoint_path))
+        self.btn_resume.setEnabled(one is not None and one.status in RESUMABLE and one.id != self.busy_run_id
+                                   and bool(one.run_dir))
+        self.btn_delete.setEnabled(bool([i for i in ids if i != self.busy_run_id]))
+
+    def _update_overlay(self) -> None:
+        self.plot.clear()
+        legend = self.plot.getPlotItem().legend
+        if legend is not None:
+            legend.clear()
+        self.overlay_ids = []
+        for i, rid in enumerate(self.selected_run_ids()[:len(PALETTE)]):
+            epochs, scores = self.store.val_curve(rid)
+            if not epochs:
+                continue
+            run = self.store.get_run(rid)
+            color = PALETTE[i % len(PALETTE)]
+            label = f"#{rid} {run.name}" if run and run.name else f"#{rid}"
+            self.plot.plot(np.asarray(epochs, dtype=float) + 1, np.asarray(scores, dtype=float),
+                           pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
+                           symbolPen=None, name=label[:40], connect="finite")
+            self.overlay_ids.append(rid)
+
+
+def _main() -> int:  # pragma: no cover - manual check
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    from ..sessions import open_store
+    app = QApplication(sys.argv)
+    store, problem = open_store(sys.argv[1] if len(sys.argv) > 1 else None)
+    if problem:
+        print(problem)
+    panel = SessionsPanel(store)
+    panel.resize(1000, 700)
+    panel.show()
+    return app.exec()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(_main())

@@ -1,0 +1,370 @@
+"""TrainingPanel: live curves of the current run, its status, progress/ETA, and Stop / Resume.
+
+The panel draws `app.state.TrainingBuffers`, which the window fills as the worker's events arrive. A ~20 Hz
+QTimer redraws only the plots whose buffer version changed, only while the panel is visible, and thins step
+curves to at most `MAX_POINTS` points, so the cost of a redraw does not grow with the length of the run
+(ScopeFoundry's "throttle at the edges").
+
+Run alone: `python -m app.panels.training` shows the panel fed with synthetic events.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, Qt, QTimer, Slot
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from ..state import TrainingBuffers, format_duration
+
+REDRAW_HZ = 20
+MAX_POINTS = 1500  # per step curve on screen
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+LOSS_COLORS = {"total": "#222222", "sup": "#1f77b4", "pu": "#d62728", "rec": "#2ca02c", "st": "#9467bd"}
+LOSS_NAMES = {"total": "total L", "sup": "L_sup", "pu": "L_PU", "rec": "L_rec", "st": "L_st"}
+STATUS_STYLES = {
+    "info": ("#eef3fb", "#2b5797"),
+    "ok": ("#eaf6ec", "#1e6b2f"),
+    "warning": ("#fff6e0", "#7a5200"),
+    "error": ("#fdecec", "#a4161a"),
+}
+
+pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+
+
+def _thin(x: list[float], y: list[float], max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~max_points points, always keeping the last one (the curves are already smoothed)."""
+    xa = np.asarray(x, dtype=float)
+    ya = np.asarray(y, dtype=float)
+    n = len(xa)
+    if n > max_points:
+        stride = int(math.ceil(n / max_points))
+        idx = np.arange(0, n, stride)
+        if idx[-1] != n - 1:
+            idx = np.append(idx, n - 1)
+        xa, ya = xa[idx], ya[idx]
+    return xa, ya
+
+
+class StatusPanel(QFrame):
+    """A coloured strip with the run's status or error message (selectable text, never a modal)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("statusPanel")
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 6, 10, 6)
+        lay.addWidget(self.label)
+        self.kind = "info"
+        self.set_message("info", "")
+
+    def set_message(self, kind: str, text: str) -> None:
+        self.kind = kind if kind in STATUS_STYLES else "info"
+        bg, fg = STATUS_STYLES[self.kind]
+        self.setStyleSheet(f"QFrame#statusPanel {{ background: {bg}; border: 1px solid {fg}; border-radius: 4px; }}"
+                           f" QLabel {{ color: {fg}; }}")
+        self.label.setText(text)
+        self.setVisible(bool(text))
+
+    @property
+    def text(self) -> str:
+        return self.label.text()
+
+
+class TrainingPanel(QWidget):
+    """Live view of one run. The window owns the buffers and fills them; this panel only reads them."""
+
+    def __init__(self, buffers: TrainingBuffers, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.buffers = buffers
+        self._drawn_steps = -1
+        self._drawn_epochs = -1
+        self._create_header()
+        self._create_plots()
+        self._create_layout()
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(1000 / REDRAW_HZ))
+        self.timer.timeout.connect(self._on_timer_timeout)
+        self.timer.start()
+        self.redraw_count = 0
+
+    # --- construction -----------------------------------------------------------------------------------
+    def _create_header(self) -> None:
+        self.title = QLabel("No run yet — start one with Training › New training run… (Ctrl+N), or open a saved "
+                            "model with File › Open model… (Ctrl+O).")
+        f = self.title.font()
+        f.setPointSizeF(f.pointSizeF() * 1.15)
+        f.setBold(True)
+        self.title.setFont(f)
+        self.title.setWordWrap(True)
+        self.status_panel = StatusPanel()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        self.progress.setTextVisible(True)
+        self.progress.setToolTip("Progress of the run (optimizer steps)")
+        self.eta_label = QLabel("")
+        self.eta_label.setMinimumWidth(230)
+        self.eta_label.setToolTip("Elapsed time and an estimate of the time left")
+        self.btn_stop = QToolButton()
+        self.btn_resume = QToolButton()
+        for b in (self.btn_stop, self.btn_resume):
+            b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            b.setMinimumWidth(90)
+        self.best_label = QLabel("")
+        self.best_label.setToolTip("Best validation score so far (mean over modality subsets of the primary metric)")
+
+    def set_actions(self, stop: QAction, resume: QAction) -> None:
+        self.btn_stop.setDefaultAction(stop)
+        self.btn_resume.setDefaultAction(resume)
+
+    def _plot(self, title: str, xlabel: str, ylabel: str) -> pg.PlotWidget:
+        w = pg.PlotWidget()
+        w.setTitle(title, size="10pt")
+        w.setLabel("bottom", xlabel)
+        w.setLabel("left", ylabel)
+        w.showGrid(x=True, y=True, alpha=0.25)
+        w.setMinimumHeight(180)
+        w.setMenuEnabled(True)
+        return w
+
+    def _create_plots(self) -> None:
+        self.plot_losses = self._plot("Training losses (per step, smoothed)", "epoch", "loss")
+        self.plot_losses.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        self.plot_val = self._plot("Validation metric per modality subset", "epoch", "metric")
+        self.plot_val.addLegend(offset=(-10, -10), labelTextSize="8pt")
+        self.plot_norms = self._plot("Latent norms per modality: ‖Z‖ solid, ‖U‖ dashed", "epoch", "mean norm")
+        self.plot_norms.addLegend(offset=(-10, 10), labelTextSize="8pt")
+        self.plot_kappa = self._plot("Soft-PU weight κ of unlabeled pairs (histogram per epoch)", "epoch", "κ")
+        self.kappa_image = pg.ImageItem(axisOrder="row-major")
+        self.plot_kappa.addItem(self.kappa_image)
+        self.kappa_image.setColorMap(pg.colormap.get("viridis"))
+        self.plot_kappa.setYRange(0, 1, padding=0)
+        self.kappa_text = pg.TextItem("no κ yet (Robult methods with soft-PU only)", color="#777", anchor=(0.5, 0.5))
+        self.plot_kappa.addItem(self.kappa_text)
+        self.kappa_text.setPos(0.5, 0.5)
+        self.plot_kappa.setXRange(0, 1)
+        self.loss_curves: dict[str, pg.PlotDataItem] = {}
+        self.val_curves: dict[str, pg.PlotDataItem] = {}
+        self.score_curve: pg.PlotDataItem | None = None
+        self.best_marker = pg.ScatterPlotItem(size=11, symbol="star", brush=pg.mkBrush("#f5b800"),
+                                              pen=pg.mkPen("#7a5c00"))
+        self.plot_val.addItem(self.best_marker)
+        self.norm_curves: dict[str, pg.PlotDataItem] = {}
+
+    def _create_layout(self) -> None:
+        top = QHBoxLayout()
+        top.addWidget(self.progress, 1)
+        top.addWidget(self.eta_label)
+        top.addWidget(self.best_label)
+        top.addWidget(self.btn_stop)
+        top.addWidget(self.btn_resume)
+        grid = QGridLayout()
+        grid.setSpacing(6)
+        grid.addWidget(self.plot_losses, 0, 0)
+        grid.addWidget(self.plot_val, 0, 1)
+        grid.addWidget(self.plot_norms, 1, 0)
+        grid.addWidget(self.plot_kappa, 1, 1)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.title)
+        lay.addWidget(self.status_panel)
+        lay.addLayout(top)
+        lay.addLayout(grid, 1)
+        self.status_panel.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+
+    # --- API ----------------------------------------------------------------------------------------------
+    def set_title(self, text: str) -> None:
+        self.title.setText(text)
+
+    def set_status(self, kind: str, text: str) -> None:
+        self.status_panel.set_message(kind, text)
+
+    def reset(self) -> None:
+        """Forget everything drawn (the buffers were cleared or replaced)."""
+        for d in (self.loss_curves, self.val_curves, self.norm_curves):
+            for item in d.values():
+                item.getViewBox().removeItem(item) if item.getViewBox() else None
+            d.clear()
+        for plot in (self.plot_losses, self.plot_val, self.plot_norms):
+            legend = plot.getPlotItem().legend
+            if legend is not None:
+                legend.clear()
+        if self.score_curve is not None:
+            self.plot_val.removeItem(self.score_curve)
+            self.score_curve = None
+        self.best_marker.setData([], [])
+        self.kappa_image.clear()
+        self.kappa_text.setVisible(True)
+        self._drawn_steps = self._drawn_epochs = -1
+        self.redraw(force=True)
+
+    def curve_point_counts(self) -> dict[str, int]:
+        """Points currently set on each curve (tests and the benchmark read this)."""
+        out = {}
+        for prefix, d in (("loss", self.loss_curves), ("val", self.val_curves), ("norm", self.norm_curves)):
+            for k, item in d.items():
+                x, _ = item.getData()
+                out[f"{prefix}:{k}"] = 0 if x is None else len(x)
+        img = self.kappa_image.image
+        out["kappa:epochs"] = 0 if img is None else int(img.shape[1] if img.ndim == 2 else 0)
+        return out
+
+    # --- drawing ----------------------------------------------------------------------------------------
+    @Slot()
+    def _on_timer_timeout(self) -> None:
+        if self.isVisible():
+            self.redraw()
+
+    def redraw(self, force: bool = False) -> None:
+        b = self.buffers
+        if force or b.version_steps != self._drawn_steps:
+            self._drawn_steps = b.version_steps
+            self._draw_steps()
+            self._draw_progress()
+        if force or b.version_epochs != self._drawn_epochs:
+            self._drawn_epochs = b.version_epochs
+            self._draw_epochs()
+            self._draw_progress()
+        self.redraw_count += 1
+
+    def _draw_progress(self) -> None:
+        b = self.buffers
+        frac = b.progress
+        self.progress.setValue(int(round(frac * 1000)))
+        if b.total_steps:
+            epoch_now = min(b.epochs_planned, int(b.global_step * b.epochs_planned / max(1, b.total_steps)) + 1) \
+                if b.epochs_planned else 0
+            self.progress.setFormat(f"{frac:.0%} — step {b.global_step:,}/{b.total_steps:,}"
+                                    + (f", epoch {epoch_now}/{b.epochs_planned}" if b.epochs_planned else ""))
+        else:
+            self.progress.setFormat("")
+        eta = b.eta_s()
+        self.eta_label.setText(f"elapsed {format_duration(b.elapsed_s)}" + (f" · ETA {format_duration(eta)}"
+                                                                             if eta is not None and frac < 1 else ""))
+        if b.best_epoch >= 0 and math.isfinite(b.best_score):
+            self.best_label.setText(f"best {b.best_score:.3f} @ epoch {b.best_epoch + 1}")
+        else:
+            self.best_label.setText("")
+
+    def _draw_steps(self) -> None:
+        b = self.buffers
+        for k, series in b.step_smoothed.items():
+            item = self.loss_curves.get(k)
+            if item is None:
+                width = 2.4 if k == "total" else 1.6
+                item = self.plot_losses.plot([], [], pen=pg.mkPen(LOSS_COLORS.get(k, "#555"), width=width),
+                                             name=LOSS_NAMES.get(k, k))
+                item.setClipToView(True)
+                self.loss_curves[k] = item
+            x, y = _thin(b.step_x, series)
+            item.setData(x, y, connect="finite")
+
+    def _draw_epochs(self) -> None:
+        b = self.buffers
+        x = np.asarray(b.epoch_x, dtype=float)
+        if b.metric_name:
+            self.plot_val.setTitle(f"Validation {b.metric_name} per modality subset (★ best)", size="10pt")
+            self.plot_val.setLabel("left", b.metric_name)
+        for i, (subset, series) in enumerate(b.val_metric.items()):
+            item = self.val_curves.get(subset)
+            if item is None:
+                n_mod = subset.count("+") + 1
+                color = PALETTE[i % len(PALETTE)]
+                item = self.plot_val.plot([], [], pen=pg.mkPen(color, width=1.0 + 0.6 * n_mod), symbol="o",
+                                          symbolSize=4, symbolBrush=color, symbolPen=None, name=subset)
+                self.val_curves[subset] = item
+            item.setData(x, np.asarray(series, dtype=float), connect="finite")
+        if b.val_score:
+            if self.score_curve is None:
+                self.score_curve = self.plot_val.plot([], [], pen=pg.mkPen("#000", width=2.5,
+                                                                           style=Qt.PenStyle.DashLine),
+                                                      name="val score (mean)")
+            self.score_curve.setData(x, np.asarray(b.val_score, dtype=float), connect="finite")
+            if b.best_epoch >= 0 and math.isfinite(b.best_score):
+                self.best_marker.setData([b.best_epoch + 1.0], [b.best_score])
+        mods = list(dict.fromkeys([*b.z_norm, *b.u_norm]))
+        for i, mod in enumerate(mods):
+            color = PALETTE[i % len(PALETTE)]
+            for kind, series, style in (("Z", b.z_norm, Qt.PenStyle.SolidLine), ("U", b.u_norm, Qt.PenStyle.DashLine)):
+                if mod not in series:
+                    continue
+                key = f"{kind}:{mod}"
+                item = self.norm_curves.get(key)
+                if item is None:
+                    item = self.plot_norms.plot([], [], pen=pg.mkPen(color, width=2, style=style), symbol="o",
+                                                symbolSize=4, symbolBrush=color, symbolPen=None,
+                                                name=f"‖{kind}‖ {mod}")
+                    self.norm_curves[key] = item
+                item.setData(x, np.asarray(series[mod], dtype=float), connect="finite")
+        self._draw_kappa()
+
+    def _draw_kappa(self) -> None:
+        b = self.buffers
+        if not b.kappa_hists:
+            self.kappa_image.clear()
+            self.kappa_text.setVisible(True)
+            return
+        img = np.asarray(b.kappa_hists, dtype=float).T  # (bins, epochs): rows are κ bins
+        n_bins, n_ep = img.shape
+        edges = b.kappa_edges or tuple(i / n_bins for i in range(n_bins + 1))
+        x0 = b.kappa_epochs[0] - 1.0
+        self.kappa_image.setImage(img, autoLevels=False, levels=(0.0, max(1e-9, float(img.max()))))
+        self.kappa_image.setRect(QRectF(x0, edges[0], float(n_ep), edges[-1] - edges[0]))
+        self.kappa_text.setVisible(False)
+        self.plot_kappa.setXRange(x0, x0 + n_ep, padding=0.02)
+
+
+def _demo() -> int:  # pragma: no cover - manual check
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    from robult_engine.events import EpochEnded, StepEnded
+    app = QApplication(sys.argv)
+    buf = TrainingBuffers()
+    buf.set_plan(12)
+    panel = TrainingPanel(buf)
+    panel.resize(1200, 800)
+    panel.set_title("Demo run — robult · pid-synth")
+    panel.set_status("info", "Training (synthetic events)…")
+    rng = np.random.default_rng(0)
+    state = {"step": 0}
+    steps_per_epoch = 40
+
+    def tick() -> None:
+        s = state["step"]
+        if s >= 12 * steps_per_epoch:
+            return
+        e, k = divmod(s, steps_per_epoch)
+        t = s / 100
+        buf.add_step(StepEnded(e, k, s + 1, 12 * steps_per_epoch,
+                               {"sup": 2 * math.exp(-t) + 0.1 * rng.random(), "pu": 4 * math.exp(-t / 2) + 1,
+                                "rec": 0.5 * math.exp(-t) + 0.05, "total": 6 * math.exp(-t) + 1.2}, 1e-3, s * 0.05))
+        if k == steps_per_epoch - 1:
+            acc = 1 - 0.8 * math.exp(-e / 3)
+            h = np.exp(-((np.arange(20) - 4 - e) ** 2) / 8)
+            buf.add_epoch_event(EpochEnded(e, 12, {"total": 1.0}, {"m0": {"accuracy": acc * 0.8},
+                                                                  "m1": {"accuracy": acc * 0.7},
+                                                                  "m0+m1": {"accuracy": acc}}, acc * 0.83, True,
+                                           {"m0": 2 + e / 5, "m1": 2.5}, {"m0": 1, "m1": 1 + e / 10}, {},
+                                           tuple(h / h.sum()), tuple(i / 20 for i in range(21)), 0.5, 0.5, s * 0.05),
+                                "accuracy")
+        state["step"] += 1
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(5)
+    panel.show()
+    return app.exec()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(_demo())
