@@ -36,9 +36,10 @@ HIST_EDGES = tuple(i / 20 for i in range(21))
 
 
 class TrainingFailed(RuntimeError):
-    def __init__(self, message: str, kind: str) -> None:
+    def __init__(self, message: str, kind: str, epoch: int = -1) -> None:
         super().__init__(message)
         self.kind = kind
+        self.epoch = epoch  # 0-based epoch the failure happened in (-1: before training)
 
 
 def seed_everything(seed: int) -> int:
@@ -275,12 +276,11 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------------------------
     def run(self) -> Finished | Failed:
         t0 = time.perf_counter()
-        epoch = -1
         try:
             self.setup()
             final = self._loop(t0)
         except TrainingFailed as e:
-            final = Failed(str(e), e.kind, epoch, self.best_path)
+            final = Failed(str(e), e.kind, e.epoch, self.best_path)
         except (DataError, CheckpointError) as e:
             final = Failed(str(e), "data")
         except ConfigError as e:
@@ -326,15 +326,16 @@ class Trainer:
                     losses = self.compute_losses(batch, epoch, stats)
                 total = losses["total"]
                 if not torch.isfinite(total.detach()).all():
-                    bad = ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items())
+                    bad = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
                     raise TrainingFailed(f"The loss became NaN or infinite at epoch {epoch + 1}, step {step + 1} "
                                          f"({bad}). Try a lower learning rate or check the data for extreme "
-                                         f"values.", "nan")
+                                         f"values.", "nan", epoch)
                 self.opt.zero_grad(set_to_none=True)
                 (total * self.dist.world).backward()  # × world: DDP averages, our denominators are global
                 if cfg.train.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
                 self.opt.step()
+                lr = float(self.opt.param_groups[0]["lr"])  # the rate this step used (the scheduler moves on next)
                 self.sched.step()
                 self.global_step += 1
                 vals = {k: float(v.detach()) for k, v in losses.items()}
@@ -344,8 +345,9 @@ class Trainer:
                 for k, v in vals.items():
                     sums[k] = sums.get(k, 0.0) + v
                 self.emit(StepEnded(epoch, step, self.global_step, self.total_steps, vals,
-                                    float(self.sched.get_last_lr()[0]), time.perf_counter() - t0))
+                                    lr, time.perf_counter() - t0))
             if cancelled:
+                epoch -= 1  # the interrupted epoch is not completed: epochs_run counts finished epochs only
                 break
             n_steps = max(1, len(batches))
             improved = self._end_epoch(epoch, {k: v / n_steps for k, v in sums.items()}, stats, names, t0)
