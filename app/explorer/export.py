@@ -1,0 +1,172 @@
+"""Exports: plots as PNG and SVG, tables as CSV, and the per-session robustness report folder.
+
+PNG goes through pyqtgraph's ImageExporter. SVG tries pyqtgraph's SVGExporter first; with Qt ≥ 6.8 its
+post-processing chokes on the closed paths QSvgGenerator now writes ("M… Z", pyqtgraph issues #3485/#3495),
+so it falls back to rendering the view straight into a `QSvgGenerator` (still vector, just without
+pyqtgraph's coordinate clean-up). Every writer creates its folder, writes to a temporary name and renames, so
+a failed export never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.exporters as pg_exporters
+from PySide6.QtCore import QRect, QSize
+from PySide6.QtGui import QPainter
+from PySide6.QtSvg import QSvgGenerator
+
+
+def safe_name(text: str) -> str:
+    """A file name from a title: letters, digits, '-', '_', '+'; never empty."""
+    s = re.sub(r"[^A-Za-z0-9_+\-]+", "_", text).strip("_")
+    return s[:80] or "plot"
+
+
+def _atomic_target(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.stem + ".", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def export_png(view: pg.GraphicsView, path: str | os.PathLike, width: int | None = None) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        item = view.getPlotItem() if hasattr(view, "getPlotItem") else view.scene()
+        exp = pg_exporters.ImageExporter(item)
+        w = int(width or max(640, view.width() * 2))
+        exp.parameters()["width"] = w
+        exp.export(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _qt_svg(view: pg.GraphicsView, path: Path, title: str) -> None:
+    size = view.size()
+    if size.width() < 10 or size.height() < 10:
+        size = QSize(800, 500)
+        view.resize(size)
+    gen = QSvgGenerator()
+    gen.setFileName(str(path))
+    gen.setSize(size)
+    gen.setViewBox(QRect(0, 0, size.width(), size.height()))
+    gen.setTitle(title)
+    gen.setDescription("Robult Studio explorer plot")
+    painter = QPainter(gen)
+    try:
+        view.render(painter)
+    finally:
+        painter.end()
+
+
+def export_svg(view: pg.GraphicsView, path: str | os.PathLike, title: str = "") -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        try:
+            item = view.getPlotItem() if hasattr(view, "getPlotItem") else view.scene()
+            pg_exporters.SVGExporter(item).export(str(tmp))
+        except Exception:  # noqa: BLE001 - pyqtgraph's parser vs. newer Qt SVG output; see the module docstring
+            _qt_svg(view, tmp, title or path.stem)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def export_plot(view: pg.GraphicsView, folder: str | os.PathLike, name: str) -> list[Path]:
+    """`<folder>/<name>.png` and `.svg`."""
+    folder = Path(folder)
+    base = safe_name(name)
+    return [export_png(view, folder / f"{base}.png"), export_svg(view, folder / f"{base}.svg", name)]
+
+
+def _cell(v) -> str | float | int:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(round(v, 10))
+    if isinstance(v, (np.floating,)):
+        return _cell(float(v))
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (list, tuple)):
+        return " ".join(str(x) for x in v)
+    return v
+
+
+def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence]) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(list(header))
+            for r in rows:
+                w.writerow([_cell(v) for v in r])
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    path = Path(path)
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------
+
+
+def inspection_tables(insp, sample_title: str = "") -> dict[str, tuple[list[str], list[list]]]:
+    """CSV tables of one inspection: {file stem: (header, rows)}."""
+    names, classes = insp.modality_names, insp.class_names
+    subset = "+".join(n for n, u in zip(names, insp.used) if u) or "(none)"
+    preds = (["class", "p_subset", "p_all", "delta"],
+             [[c, float(p), float(a), float(d)] for c, p, a, d in zip(classes, insp.probs, insp.probs_all, insp.delta)])
+    mods = (["modality", "toggle_on", "present", "z_norm", "u_norm", "u_over_z", "rec_error", "own_prediction",
+             *[f"p_{c}" for c in classes]],
+            [[n, insp.subset[i], insp.present[i], float(insp.z_norm[i]), float(insp.u_norm[i]), float(insp.ratio[i]),
+              float(insp.rec_err[i]), classes[insp.mod_pred[i]] if 0 <= insp.mod_pred[i] < len(classes) else "",
+              *[float(v) for v in insp.mod_probs[i]]] for i, n in enumerate(names)])
+    summary = (["field", "value"], [["sample", sample_title], ["subset", subset],
+                                    ["prediction", classes[insp.pred] if 0 <= insp.pred < len(classes) else ""],
+                                    ["prediction_all_modalities",
+                                     classes[insp.pred_all] if 0 <= insp.pred_all < len(classes) else ""]])
+    out = {"inspection_summary": summary, "inspection_predictions": preds, "inspection_modalities": mods}
+    pu = insp.softpu
+    if pu is not None:
+        summary[1].extend([["pseudo_label", pu.pseudo_label_name], ["confidence", pu.confidence],
+                           ["kappa", pu.kappa], ["sigma", pu.sigma], ["kernel", pu.kernel],
+                           ["labeled", pu.labeled], ["soft_pu_valid", pu.valid]])
+        out["softpu_reference"] = (
+            ["ref_row", "train_index", "labeled", "pseudo_or_label", "kappa", "weight_given", "weight_received"],
+            [[r, int(pu.ref_indices[r]), bool(pu.ref_labeled[r]), pu.ref_class_names[r], float(pu.ref_kappa[r]),
+              float(pu.gives[r]), float(pu.receives[r])] for r in range(len(pu.ref_indices))])
+    return out
+
+
+def write_tables(folder: str | os.PathLike, tables: dict[str, tuple[list[str], list[list]]]) -> list[Path]:
+    return [write_csv(Path(folder) / f"{safe_name(stem)}.csv", h, rows) for stem, (h, rows) in tables.items()]

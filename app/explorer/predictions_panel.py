@@ -1,0 +1,134 @@
+"""PredictionsPanel: class probabilities for the chosen modality subset next to all modalities, and the change.
+
+Run alone: `python -m app.explorer.predictions_panel` shows it on a synthetic sample.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from . import style
+from .export import export_plot, inspection_tables, write_tables
+
+
+class PredictionsPanel(QWidget):
+    """Bars: grey = all modalities on, blue = the subset; below, the difference (green up, red down)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.inspection = None
+        self._classes: tuple[str, ...] = ()
+        self.header = style.title_label(big=True)
+        self.header.setObjectName("predictionHeader")
+        self.plot = style.plot_widget("Class probabilities", left="p", min_height=170,
+                                      tooltip="Grey: every modality of the sample on. Blue: the modalities switched "
+                                              "on. The subset's prediction is the mean of the per-modality logits "
+                                              "c([U^i, Z^i]) over the modalities on.")
+        self.bars_all = pg.BarGraphItem(x=[], height=[], width=0.38, brush=style.ALL, pen=None, name="all modalities")
+        self.bars_sub = pg.BarGraphItem(x=[], height=[], width=0.38, brush=style.SUBSET, pen=None, name="subset")
+        self.plot.getPlotItem().addLegend(offset=(-10, 5), labelTextColor="#303030")
+        self.plot.addItem(self.bars_all)
+        self.plot.addItem(self.bars_sub)
+        self.empty_text = pg.TextItem("", color="#B00020", anchor=(0.5, 0.5))
+        self.plot.addItem(self.empty_text)
+        self.delta = style.plot_widget("Change vs all modalities (subset − all)", left="Δp", min_height=110,
+                                       tooltip="How much each class probability moved when modalities were "
+                                               "switched off.")
+        self.delta.setXLink(self.plot)
+        self.delta.getPlotItem().getAxis("left").enableAutoSIPrefix(False)
+        self.bars_delta = pg.BarGraphItem(x=[], height=[], width=0.6, brushes=[], pen=None)
+        self.delta.addItem(self.bars_delta)
+        self.delta.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#808080")))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.header)
+        lay.addWidget(self.plot, 3)
+        lay.addWidget(self.delta, 2)
+        self.clear("Load a model and a sample.")
+
+    # --- showing --------------------------------------------------------------------------------------
+    def clear(self, message: str = "") -> None:
+        self.inspection = None
+        self.header.setText(f"<span style='color:#606060'>{message}</span>")
+        for b in (self.bars_all, self.bars_sub):
+            b.setOpts(x=[], height=[])
+        self.bars_delta.setOpts(x=[], height=[], brushes=[])
+        self.empty_text.setText("")
+
+    def _set_classes(self, classes: tuple[str, ...]) -> None:
+        if classes != self._classes:
+            self._classes = classes
+            for w in (self.plot, self.delta):
+                style.set_ticks(w, "bottom", classes)
+            self.plot.setXRange(-0.6, len(classes) - 0.4, padding=0)
+
+    def show_inspection(self, insp, true_name: str = "") -> None:
+        self.inspection = insp
+        classes = insp.class_names if insp.task != "regression" else ("score",)
+        self._set_classes(tuple(classes))
+        x = np.arange(len(classes), dtype=float)
+        self.bars_all.setOpts(x=x - 0.2, height=insp.probs_all)
+        reg = insp.task == "regression"
+        if insp.empty:
+            self.bars_sub.setOpts(x=[], height=[])
+            self.bars_delta.setOpts(x=[], height=[], brushes=[])
+            self.empty_text.setText("No modality selected")
+            top = 1.0 if not reg else float(np.nanmax(np.abs(insp.probs_all))) or 1.0
+            self.empty_text.setPos((len(classes) - 1) / 2, top * 0.6)
+            self.header.setText("<b style='color:#B00020'>No modality selected</b> — switch one on (Alt+1…) to "
+                                "get a prediction. All modalities: "
+                                f"<b>{self._name(insp, insp.pred_all)}</b>")
+            return
+        self.empty_text.setText("")
+        pens = [pg.mkPen("#000000", width=2) if i == insp.pred else None for i in range(len(classes))]
+        self.bars_sub.setOpts(x=x + 0.2, height=insp.probs, pens=pens)
+        d = insp.delta
+        self.bars_delta.setOpts(x=x, height=d, brushes=[style.UP if v >= 0 else style.DOWN for v in d])
+        lim = max(0.05, float(np.nanmax(np.abs(d))) * 1.15)
+        self.delta.setYRange(-lim, lim, padding=0)
+        if not reg and insp.task == "single-label":
+            self.plot.setYRange(0, 1.05, padding=0)
+        used = " + ".join(n for n, u in zip(insp.modality_names, insp.used) if u)
+        p = insp.probs[insp.pred] if insp.pred >= 0 and not reg else float("nan")
+        pa = insp.probs_all[insp.pred_all] if insp.pred_all >= 0 and not reg else float("nan")
+        same = insp.pred == insp.pred_all
+        verdict = ("<span style='color:#1A7F37'>same as all modalities</span>" if same else
+                   "<span style='color:#B00020'><b>differs</b> from all modalities</span>")
+        truth = f" · true class <b>{true_name}</b>" if true_name else ""
+        if reg:
+            self.header.setText(f"With {used}: score <b>{insp.probs[0]:+.3f}</b> · all modalities "
+                                f"<b>{insp.probs_all[0]:+.3f}</b>{truth}")
+        else:
+            self.header.setText(f"With <b>{used}</b>: <b style='font-size:large'>{self._name(insp, insp.pred)}</b> "
+                                f"(p = {style.fmt(p, 2)}) · all modalities: <b>{self._name(insp, insp.pred_all)}</b> "
+                                f"(p = {style.fmt(pa, 2)}) — {verdict}{truth}")
+
+    @staticmethod
+    def _name(insp, i: int) -> str:
+        if insp.task == "regression":
+            return "≥ 0" if i == 1 else "< 0"
+        return insp.class_names[i] if 0 <= i < len(insp.class_names) else "–"
+
+    # --- export ---------------------------------------------------------------------------------------
+    def plots(self) -> dict[str, pg.PlotWidget]:
+        return {"class_probabilities": self.plot, "probability_change": self.delta}
+
+    def export(self, folder, sample_title: str = "") -> list:
+        out = []
+        for name, w in self.plots().items():
+            out += export_plot(w, folder, name)
+        if self.inspection is not None:
+            out += write_tables(folder, {k: v for k, v in inspection_tables(self.inspection, sample_title).items()
+                                         if k in ("inspection_summary", "inspection_predictions")})
+        return out
+
+
+def main() -> int:
+    from .demo import run_panel_demo, synthetic_inspection
+    return run_panel_demo(PredictionsPanel, lambda p: p.show_inspection(synthetic_inspection(), "7"),
+                          "Predictions — synthetic sample")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,463 @@
+"""SamplePanel: choose the sample (browse the dataset, or open / drop your own files, or type text) and see
+each of its modalities the way a person reads it: the image scaled up with nearest-neighbour pixels, the
+waveform (own recordings) and the MFCC heat map, the text, a feature vector's values.
+
+The panel only *asks* for samples (`sig_sample_requested` with a SampleRef); the explorer loads them off the
+GUI thread and calls `show_sample`. Run alone: `python -m app.explorer.sample_panel`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSignalBlocker, Qt, Signal, Slot
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
+                               QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
+
+from robult_engine.data.base import DataError
+
+from . import style
+from .sources import AUDIO_EXT, IMAGE_EXT, LoadedSample, ModalityView, assign_paths
+from .state import SampleRef
+
+IMAGE_PIXELS = 168  # on-screen size of a modality image
+
+
+def array_to_pixmap(img: np.ndarray, size: int = IMAGE_PIXELS) -> QPixmap:
+    """(H, W) or (H, W, 3|4) floats in [0, 1] → a pixmap scaled up with nearest-neighbour (crisp pixels)."""
+    a = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float64)), 0.0, 1.0)
+    a8 = np.ascontiguousarray((a * 255).round().astype(np.uint8))
+    if a8.ndim == 2:
+        h, w = a8.shape
+        q = QImage(a8.data, w, h, w, QImage.Format.Format_Grayscale8)
+    else:
+        h, w, c = a8.shape
+        if c == 1:
+            a8 = np.ascontiguousarray(a8[:, :, 0])
+            q = QImage(a8.data, w, h, w, QImage.Format.Format_Grayscale8)
+        elif c == 3:
+            q = QImage(a8.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+        else:
+            q = QImage(a8.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
+    q = q.copy()  # own the pixels (a8 goes away)
+    scale = max(1, size // max(h, w))
+    return QPixmap.fromImage(q.scaled(w * scale, h * scale, Qt.AspectRatioMode.KeepAspectRatio,
+                                      Qt.TransformationMode.FastTransformation))
+
+
+class ModalityView_(QGroupBox):
+    """One modality of the sample."""
+
+    def __init__(self, name: str, kind: str, parent: QWidget | None = None) -> None:
+        super().__init__(f"{name}  ({kind})", parent)
+        self.name, self.kind = name, kind
+        self.lay = QVBoxLayout(self)
+        self.lay.setContentsMargins(6, 4, 6, 4)
+        self.note = QLabel("")
+        self.note.setStyleSheet("color:#606060")
+        self.note.setWordWrap(True)
+        self.note.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.lay.addWidget(self.note)
+        self.image = self.wave = self.frames = self.vector = self.text = None
+        if kind == "image":
+            self.image = QLabel()
+            self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            self.image.setMinimumSize(IMAGE_PIXELS // 2, IMAGE_PIXELS // 2)
+            self.lay.addWidget(self.image, 1)
+        elif kind == "sequence":
+            self.wave = style.plot_widget("waveform (as the front-end read it: 8 kHz, trimmed)", bottom="s",
+                                          min_height=80)
+            self.wave.getPlotItem().getAxis("bottom").enableAutoSIPrefix(False)
+            self.wave_curve = self.wave.plot(pen=pg.mkPen("#0072B2", width=1))
+            self.frames = style.plot_widget("features per frame (MFCC)", left="coef.", bottom="frame", min_height=110)
+            self.frames_img = pg.ImageItem(axisOrder="row-major")
+            self.frames_img.setLookupTable(style.heat_lut("CET-D1"))
+            self.frames.addItem(self.frames_img)
+            self.lay.addWidget(self.wave)
+            self.lay.addWidget(self.frames)
+        elif kind == "vector":
+            self.vector = style.plot_widget("feature values", bottom="feature", min_height=100)
+            self.vector_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#0072B2", pen=None)
+            self.vector.addItem(self.vector_bars)
+            self.lay.addWidget(self.vector)
+        else:
+            self.text = QPlainTextEdit()
+            self.text.setReadOnly(True)
+            self.text.setMaximumHeight(90)
+            self.lay.addWidget(self.text)
+
+    def show_view(self, v: ModalityView) -> None:
+        src = v.source if v.source and v.source != "dataset" else ""
+        if not v.present:
+            self.note.setText("— not in this sample (the model treats it as missing) —")
+        else:
+            self.note.setText(Path(src).name if src and src != "typed text" else src)
+        self.note.setToolTip(src)
+        for w in (self.image, self.wave, self.frames, self.vector, self.text):
+            if w is not None:
+                w.setVisible(v.present or w is self.text)
+        if not v.present:
+            if self.text is not None:
+                self.text.setPlainText("")
+            return
+        if self.image is not None and v.image is not None:
+            self.image.setPixmap(array_to_pixmap(v.image))
+            self.image.setToolTip(f"{v.image.shape[1]}×{v.image.shape[0]} pixels, shown scaled up "
+                                  f"(nearest neighbour: what the model sees)")
+        if self.wave is not None:
+            has_wave = v.waveform is not None and len(v.waveform) > 0
+            self.wave.setVisible(has_wave)
+            if has_wave:
+                t = np.arange(len(v.waveform)) / max(1, v.sample_rate)
+                step = max(1, len(t) // 4000)
+                self.wave_curve.setData(t[::step], v.waveform[::step])
+            if v.frames is not None and len(v.frames):
+                f = np.asarray(v.frames, dtype=float).T  # (D, T): rows = coefficients
+                lim = float(np.percentile(np.abs(f), 99)) or 1.0
+                self.frames_img.setImage(f, levels=(-lim, lim))
+                self.frames_img.setRect(0, 0, f.shape[1], f.shape[0])
+                self.frames.setXRange(0, f.shape[1], padding=0)
+                self.frames.setYRange(0, f.shape[0], padding=0)
+                self.frames.setToolTip(f"{f.shape[1]} frames × {f.shape[0]} coefficients (standardised); "
+                                       f"blue low, red high" + ("" if has_wave else
+                                                                "\nDataset samples keep only the MFCC frames; "
+                                                                "drop a WAV to see its waveform too."))
+        if self.vector is not None and v.vector is not None:
+            self.vector_bars.setOpts(x=np.arange(len(v.vector)), height=v.vector)
+        if self.text is not None:
+            self.text.setPlainText(v.text)
+
+
+class SamplePanel(QWidget):
+    sig_sample_requested = Signal(object)  # SampleRef
+    sig_message = Signal(str, str)  # text, kind ("info" | "error")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.info = None
+        self.bundle = None
+        self.labeled: set[int] = set()
+        self.loaded: LoadedSample | None = None
+        self._candidates = np.zeros(0, dtype=int)  # indices of the split that pass the class filter
+        self._rng = np.random.default_rng()  # the GUI's own draws (never the global RNG a run uses)
+
+        self.split = QComboBox()
+        self.split.setToolTip("Dataset split to browse")
+        self.klass = QComboBox()
+        self.klass.setToolTip("Only samples of this (true) class")
+        self.klass.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.split.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.index = QSpinBox()
+        self.index.setToolTip("Sample index in the split")
+        self.index.setKeyboardTracking(False)
+        self.count = QLabel("")
+        self.prev_btn = QPushButton("◀ Prev")
+        self.prev_btn.setToolTip("Previous sample (Alt+Left or PgUp)")
+        self.next_btn = QPushButton("Next ▶")
+        self.next_btn.setToolTip("Next sample (Alt+Right or PgDn)")
+        self.random_btn = QPushButton("Random")
+        self.random_btn.setToolTip("A random sample of the split (and class filter)")
+        self.open_btn = QPushButton("Open files…")
+        self.open_btn.setToolTip("Your own image / recording / text file; you can also drop files onto this panel")
+        browse = QHBoxLayout()
+        for w in (QLabel("Split"), self.split, QLabel("Class"), self.klass, self.prev_btn, self.index, self.count,
+                  self.next_btn, self.random_btn):
+            browse.addWidget(w)
+        browse.addStretch(1)
+        browse.addWidget(self.open_btn)
+
+        self.text_box = QWidget()
+        tl = QHBoxLayout(self.text_box)
+        tl.setContentsMargins(0, 0, 0, 0)
+        self.text_edit = QPlainTextEdit()
+        self.text_edit.setPlaceholderText("Type or paste text here for the text modality…")
+        self.text_edit.setMaximumHeight(60)
+        self.text_btn = QPushButton("Use text")
+        self.text_btn.setToolTip("Run the model on this text (together with any files already opened)")
+        tl.addWidget(self.text_edit, 1)
+        tl.addWidget(self.text_btn)
+        self.text_box.setVisible(False)
+
+        self.title = style.title_label()
+        self.drop_hint = QLabel("Drop an image, a recording (WAV/FLAC) or a .txt here")
+        self.drop_hint.setStyleSheet("color:#808080; font-style:italic")
+        self.views_box = QWidget()
+        self.views_lay = QHBoxLayout(self.views_box)
+        self.views_lay.setContentsMargins(0, 0, 0, 0)
+        self.views: dict[str, ModalityView_] = {}
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(browse)
+        lay.addWidget(self.text_box)
+        lay.addWidget(self.title)
+        lay.addWidget(self.views_box, 1)
+        lay.addWidget(self.drop_hint)
+        self._frame = QFrame(self)  # drag highlight
+        self._frame.setStyleSheet("border: 3px dashed #0072B2; background: rgba(0,114,178,25)")
+        self._frame.hide()
+
+        self.split.currentIndexChanged.connect(self._on_split_changed)
+        self.klass.currentIndexChanged.connect(self._on_filter_changed)
+        self.index.valueChanged.connect(self._on_index_changed)
+        self.prev_btn.clicked.connect(self.previous)
+        self.next_btn.clicked.connect(self.next)
+        self.random_btn.clicked.connect(self.random)
+        self.open_btn.clicked.connect(self._on_open_clicked)
+        self.text_btn.clicked.connect(self._on_text_clicked)
+        self._set_browse_enabled(False)
+
+    # --- context ----------------------------------------------------------------------------------------
+    def set_context(self, info, bundle=None, labeled_indices=None) -> None:
+        """The model's dataset info and (when loaded) its dataset, for browsing."""
+        self.info, self.bundle = info, bundle
+        self.labeled = set(int(i) for i in (labeled_indices if labeled_indices is not None else []))
+        with QSignalBlocker(self.split), QSignalBlocker(self.klass):
+            self.split.clear()
+            if bundle is not None:
+                for name in ("test", "val", "train", "pool"):
+                    if name in bundle.splits and len(bundle.splits[name]):
+                        self.split.addItem(name)
+            self.klass.clear()
+            self.klass.addItem("all classes")
+            if info is not None and info.task == "single-label":
+                for c in info.class_names:
+                    self.klass.addItem(c)
+        self.klass.setEnabled(info is not None and info.task == "single-label")
+        self._set_browse_enabled(bundle is not None and self.split.count() > 0)
+        self._rebuild_views()
+        has_text = info is not None and any(m.kind == "text" for m in info.modalities)
+        self.text_box.setVisible(has_text)
+        accepted = self._accepted_types()
+        self.drop_hint.setText(f"Drop your own {accepted} onto this panel" if accepted else "")
+        self._refresh_candidates()
+
+    def _accepted_types(self) -> str:
+        if self.info is None:
+            return ""
+        kinds = {m.kind for m in self.info.modalities}
+        parts = []
+        if "image" in kinds:
+            parts.append("image")
+        if any(m.kind == "sequence" for m in self.info.modalities):
+            parts.append("recording (WAV/FLAC)")
+        if "text" in kinds:
+            parts.append(".txt")
+        if "vector" in kinds:
+            parts.append(".npy")
+        return ", ".join(parts)
+
+    def _rebuild_views(self) -> None:
+        for v in self.views.values():
+            v.setParent(None)
+            v.deleteLater()
+        self.views = {}
+        if self.info is None:
+            return
+        for m in self.info.modalities:
+            v = ModalityView_(m.name, m.kind)
+            v.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+            self.views[m.name] = v
+            self.views_lay.addWidget(v, 2 if m.kind == "sequence" else 1)
+
+    def _set_browse_enabled(self, on: bool) -> None:
+        for w in (self.split, self.index, self.prev_btn, self.next_btn, self.random_btn):
+            w.setEnabled(on)
+        self.klass.setEnabled(on and self.info is not None and self.info.task == "single-label")
+
+    @property
+    def current_split(self) -> str:
+        return self.split.currentText()
+
+    def _refresh_candidates(self) -> None:
+        if self.bundle is None or not self.current_split:
+            self._candidates = np.zeros(0, dtype=int)
+            self.count.setText("")
+            return
+        data = self.bundle.splits[self.current_split]
+        idx = np.arange(len(data))
+        k = self.klass.currentIndex() - 1
+        if k >= 0 and self.info.task == "single-label":
+            idx = idx[(data.target.numpy() == k) & (data.mask.numpy().any(1))]
+        self._candidates = idx
+        with QSignalBlocker(self.index):
+            self.index.setRange(0, max(0, len(data) - 1))
+        self.count.setText(f"/ {len(data)}" + (f" ({len(idx)} of class {self.klass.currentText()})" if k >= 0 else ""))
+
+    # --- navigation -------------------------------------------------------------------------------------
+    def _request(self, split: str, index: int) -> None:
+        with QSignalBlocker(self.index):
+            self.index.setValue(index)
+        self.sig_sample_requested.emit(SampleRef.dataset(split, index))
+
+    def _step(self, direction: int) -> None:
+        if not len(self._candidates):
+            return
+        cur = self.index.value()
+        if self.loaded is None or not self.loaded.ref.is_dataset or self.loaded.ref.split != self.current_split:
+            target = int(self._candidates[0])
+        elif direction > 0:
+            later = self._candidates[self._candidates > cur]
+            target = int(later[0]) if len(later) else int(self._candidates[0])  # wrap around
+        else:
+            earlier = self._candidates[self._candidates < cur]
+            target = int(earlier[-1]) if len(earlier) else int(self._candidates[-1])
+        self._request(self.current_split, target)
+
+    @Slot()
+    def next(self) -> None:
+        self._step(+1)
+
+    @Slot()
+    def previous(self) -> None:
+        self._step(-1)
+
+    @Slot()
+    def random(self) -> None:
+        if len(self._candidates):
+            self._request(self.current_split, int(self._rng.choice(self._candidates)))
+
+    @Slot(int)
+    def _on_split_changed(self, _i: int) -> None:
+        self._refresh_candidates()
+        if len(self._candidates):
+            self._request(self.current_split, int(self._candidates[0]))
+
+    @Slot(int)
+    def _on_filter_changed(self, _i: int) -> None:
+        self._refresh_candidates()
+        if len(self._candidates) and self.index.value() not in set(self._candidates.tolist()):
+            self._request(self.current_split, int(self._candidates[0]))
+
+    @Slot(int)
+    def _on_index_changed(self, value: int) -> None:
+        if self.current_split:
+            self.sig_sample_requested.emit(SampleRef.dataset(self.current_split, int(value)))
+
+    def select_dataset_sample(self, split: str, index: int) -> None:
+        """Point the browse controls at a dataset sample (without asking for it)."""
+        with QSignalBlocker(self.split), QSignalBlocker(self.index):
+            i = self.split.findText(split)
+            if i >= 0:
+                self.split.setCurrentIndex(i)
+        self._refresh_candidates()
+        with QSignalBlocker(self.index):
+            self.index.setValue(int(index))
+
+    # --- own files ------------------------------------------------------------------------------------
+    def open_paths(self, paths: list[str]) -> bool:
+        """Turn files into a request (by extension → modality); a type no modality takes is refused with a
+        message. Text typed in the box is kept with them."""
+        if self.info is None:
+            self.sig_message.emit("Load a model first: the files are read the way its dataset was.", "error")
+            return False
+        try:
+            files, texts = assign_paths(self.info, paths)
+        except DataError as e:
+            self.sig_message.emit(str(e), "error")
+            return False
+        typed = self.text_edit.toPlainText().strip()
+        if typed and self.text_box.isVisible():
+            for m in self.info.modalities:
+                if m.kind == "text" and m.name not in texts:
+                    texts[m.name] = typed
+                    break
+        self.sig_sample_requested.emit(SampleRef.sources(files, texts))
+        return True
+
+    @Slot()
+    def _on_open_clicked(self) -> None:
+        exts = " ".join(f"*{e}" for e in (*IMAGE_EXT, *AUDIO_EXT, ".txt", ".npy"))
+        paths, _ = QFileDialog.getOpenFileNames(self, "Open your own sample", "", f"Samples ({exts});;All files (*)")
+        if paths:
+            self.open_paths(paths)
+
+    @Slot()
+    def _on_text_clicked(self) -> None:
+        text = self.text_edit.toPlainText().strip()
+        if not text or self.info is None:
+            self.sig_message.emit("Type some text first.", "error")
+            return
+        name = next(m.name for m in self.info.modalities if m.kind == "text")
+        files = dict(self.loaded.ref.files) if self.loaded is not None and not self.loaded.ref.is_dataset else {}
+        self.sig_sample_requested.emit(SampleRef.sources(files, {name: text}))
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+            self._frame.setGeometry(self.rect())
+            self._frame.raise_()
+            self._frame.show()
+        else:
+            event.ignore()
+
+    def dragLeaveEvent(self, event) -> None:  # noqa: N802
+        self._frame.hide()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        self._frame.hide()
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_paths(paths)
+
+    # --- showing ----------------------------------------------------------------------------------------
+    def show_sample(self, s: LoadedSample) -> None:
+        self.loaded = s
+        if s.ref.is_dataset:
+            self.select_dataset_sample(s.ref.split, s.ref.index)
+        bits = [f"<b>{s.title}</b>"]
+        if s.target_name:
+            bits.append(f"true class <b>{s.target_name}</b>")
+        if s.ref.is_dataset:
+            if s.ref.split == "train":
+                bits.append("<span style='color:#1A7F37'>labeled in this run</span>" if s.labeled else
+                            "unlabeled in this run")
+        else:
+            bits.append("your own input")
+        missing = [v.name for v in s.views if not v.present]
+        if missing:
+            bits.append(f"<span style='color:#B00020'>missing: {', '.join(missing)}</span>")
+        self.title.setText(" · ".join(bits))
+        for v in s.views:
+            if v.name in self.views:
+                self.views[v.name].show_view(v)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._frame.isVisible():
+            self._frame.setGeometry(self.rect())
+
+
+def main() -> int:
+    from robult_engine.data.base import DatasetInfo, ModalitySpec, SplitData
+
+    from .demo import run_panel_demo
+    from .sources import LoadedSample, ModalityView
+
+    info = DatasetInfo("av-digits-like", (ModalitySpec("image", "image", (1, 8, 8)),
+                                          ModalitySpec("audio", "sequence", (92, 13))), "single-label",
+                       tuple(str(d) for d in range(10)))
+    rng = np.random.default_rng(0)
+    img = np.zeros((8, 8))
+    img[1:7, 2] = img[1, 2:6] = img[1:7, 5] = img[6, 2:6] = 1.0  # a "0"
+    t = np.arange(4000) / 8000
+    wave = np.sin(2 * np.pi * 220 * t) * np.exp(-((t - 0.25) ** 2) / 0.01) * 0.6
+    frames = rng.normal(size=(21, 13))
+    sample = LoadedSample(SampleRef.sources({"image": "zero.png", "audio": "zero.wav"}),
+                          SplitData({}, {}, __import__("torch").ones(1, 2, dtype=bool), __import__("torch").zeros(1)),
+                          (ModalityView("image", "image", True, image=img, source="zero.png"),
+                           ModalityView("audio", "sequence", True, frames=frames, waveform=wave, sample_rate=8000,
+                                        source="zero.wav")), "zero.png + zero.wav")
+
+    def fill(p: SamplePanel) -> None:
+        p.set_context(info)
+        p.show_sample(sample)
+    return run_panel_demo(SamplePanel, fill, "Sample — synthetic", size=(900, 420))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,311 @@
+"""The explorer's bridge to the engine: model context, encoding caches, and requests off the GUI thread.
+
+- `ModelContext` (plain data): the loaded model and what soft-PU needs besides it — the checkpoint's
+  prototype memory and a fixed reference batch of training samples (64, 16 of them labeled, seed 0).
+- `InspectionEngine` (plain Python, thread-safe): caches, per (model, weights version, sample), the
+  `SampleInspector` that holds the sample's one encoding; a toggle only recombines. The weights version
+  (`robult_engine.inspect.weights_version`) changes with every optimizer step, so a model that is training
+  is re-encoded instead of being served a stale cache.
+- `ExplorerService` (QObject): runs requests on its own one-thread `QThreadPool`, or, while a run is
+  training, through `controller.submit(request_id, fn)` so inference happens on the training thread (train /
+  eval mode and weights are shared state there). Each request carries the generation of the explorer state
+  that asked; work whose generation is already old is skipped, and the panels drop stale results too.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from PySide6.QtCore import QObject, Signal, Slot
+
+from robult_engine.data.base import Batch, DatasetBundle, make_batch
+from robult_engine.inspect import (Inspection, ReferenceEncoding, SampleInspector, encode_reference,
+                                   reference_indices, weights_version)
+
+from .jobs import JobRunner, describe_error
+from .sources import LoadedSample, load_sample
+from .state import SampleRef
+
+REFERENCE_SIZE = 64
+REFERENCE_LABELED = 16
+REFERENCE_SEED = 0
+CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """Everything the explorer needs about the current model (built once per loaded model, off the GUI)."""
+    loaded: Any  # app.state.LoadedModel (or anything with model, config, info, checkpoint_path, run_id, labeled_indices)
+    memory_state: dict  # the checkpoint's PrototypeMemory buffers ({} when unavailable)
+    bundle: DatasetBundle | None  # the dataset the model was trained on (None if it could not be loaded)
+    reference: Batch | None  # the fixed reference batch of training samples
+    note: str = ""  # what is unavailable and why
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def info(self):
+        return self.loaded.info
+
+    @property
+    def task(self) -> str:
+        return self.loaded.info.task
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.loaded.info.class_names)
+
+    @property
+    def run_id(self) -> int | None:
+        return getattr(self.loaded, "run_id", None)
+
+    @property
+    def labeled_indices(self) -> torch.Tensor:
+        li = getattr(self.loaded, "labeled_indices", None)
+        return torch.as_tensor(li if li is not None else [], dtype=torch.long).reshape(-1)
+
+
+# A process-wide cache of datasets for when the window offers none (standalone panels, tests).
+_BUNDLES: dict[str, DatasetBundle] = {}
+_BUNDLES_LOCK = threading.Lock()
+
+
+def default_bundle_getter(data_cfg) -> DatasetBundle:
+    from robult_engine.data import load_dataset
+    key = repr(data_cfg)
+    with _BUNDLES_LOCK:
+        if key not in _BUNDLES:
+            _BUNDLES[key] = load_dataset(data_cfg)
+        return _BUNDLES[key]
+
+
+def prepare_context(loaded, bundle_getter: Callable | None = None) -> ModelContext:
+    """Load the prototype memory from the checkpoint and pick the reference batch (worker thread)."""
+    notes = []
+    memory: dict = {}
+    path = getattr(loaded, "checkpoint_path", "") or ""
+    if path:
+        from robult_engine.checkpoint import CheckpointError, load_checkpoint
+        try:
+            memory = dict(load_checkpoint(path).memory_state)
+        except CheckpointError as e:
+            notes.append(f"prototype memory unavailable ({e})")
+    else:
+        notes.append("no checkpoint file: κ has no prototypes")
+    bundle = None
+    try:
+        bundle = (bundle_getter or default_bundle_getter)(loaded.config.data)
+    except Exception as e:  # noqa: BLE001 - the explorer still works on the user's own files
+        notes.append(f"dataset {loaded.config.data.dataset!r} could not be loaded: {describe_error(e)}")
+    if bundle is not None and bundle.info.modality_names != tuple(loaded.info.modality_names):
+        try:
+            bundle = bundle.select_modalities(tuple(loaded.info.modality_names))
+        except KeyError:
+            notes.append("the dataset does not have this model's modalities")
+            bundle = None
+    reference = None
+    if bundle is not None and "train" in bundle.splits and len(bundle.splits["train"]):
+        train = bundle.splits["train"]
+        lab = torch.as_tensor(getattr(loaded, "labeled_indices", []), dtype=torch.long).reshape(-1)
+        lab = lab[lab < len(train)]
+        idx = reference_indices(len(train), lab, REFERENCE_SIZE, REFERENCE_LABELED, REFERENCE_SEED)
+        is_lab = torch.zeros(len(train), dtype=torch.bool)
+        is_lab[lab] = True
+        reference = make_batch(train, idx, is_lab)
+    return ModelContext(loaded, memory, bundle, reference, "; ".join(notes))
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    generation: int
+    sample: LoadedSample
+    inspection: Inspection
+    seconds: float  # time spent in the worker
+    cached: bool  # the sample's encoding came from the cache
+
+
+class InspectionEngine:
+    """Thread-safe caches of reference encodings and per-sample inspectors."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._lock = threading.Lock()
+        self._inspectors: OrderedDict[tuple, SampleInspector] = OrderedDict()
+        self._refs: dict[tuple, ReferenceEncoding] = {}
+        self.size = size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._inspectors.clear()
+            self._refs.clear()
+
+    def _reference(self, ctx: ModelContext, model, mkey: tuple) -> ReferenceEncoding | None:
+        if ctx.reference is None:
+            return None
+        ref = self._refs.get(mkey)
+        if ref is None:
+            self._refs.clear()  # one model at a time
+            ref = encode_reference(model, ctx.reference, ctx.task)
+            self._refs[mkey] = ref
+        return ref
+
+    def inspect(self, ctx: ModelContext, ref: SampleRef, sample: LoadedSample | None, subset: tuple[bool, ...],
+                model=None) -> tuple[LoadedSample, Inspection, bool]:
+        """(sample, inspection, cached). `model` defaults to the context's model (the training model when
+        called on the training thread)."""
+        model = ctx.model if model is None else model
+        mkey = (id(model), weights_version(model))
+        key = (*mkey, ref.key())
+        with self._lock:
+            insp = self._inspectors.get(key)
+            cached = insp is not None
+            if sample is None or sample.ref != ref:
+                text_buckets = getattr(getattr(ctx.loaded.config, "model", None), "text_buckets", 2 ** 15)
+                sample = load_sample(ref, ctx.info, ctx.bundle, labeled_indices=ctx.labeled_indices,
+                                     text_buckets=text_buckets)
+            if insp is None:
+                reference = self._reference(ctx, model, mkey)
+                loss = ctx.loaded.config.loss
+                insp = SampleInspector(model, sample.data, task=ctx.task, class_names=ctx.class_names,
+                                       reference=reference, memory_state=ctx.memory_state, kernel=loss.kernel,
+                                       bandwidth=loss.bandwidth, sample_labeled=sample.labeled)
+                self._inspectors[key] = insp
+                while len(self._inspectors) > self.size:
+                    self._inspectors.popitem(last=False)
+            else:
+                self._inspectors.move_to_end(key)
+            return sample, insp.inspect(subset), cached
+
+
+class ExplorerService(QObject):
+    """Runs the explorer's requests off the GUI thread and answers with signals (GUI thread)."""
+    sig_context_ready = Signal(object)  # ModelContext
+    sig_context_failed = Signal(str)
+    sig_result_ready = Signal(object)  # InspectResult
+    sig_request_failed = Signal(int, str)  # generation, message
+
+    REQUEST_BASE = 7_000_000  # request ids of controller.submit, away from other users' ids
+
+    def __init__(self, parent: QObject | None = None, *, controller: QObject | None = None,
+                 bundle_getter: Callable | None = None) -> None:
+        super().__init__(parent)
+        self.runner = JobRunner(self, max_threads=1)
+        self.engine = InspectionEngine()
+        self.controller = controller
+        self.bundle_getter = bundle_getter
+        self.context: ModelContext | None = None
+        self._latest = 0  # the newest generation asked for (read by workers: an int is atomic enough)
+        self._context_token = 0
+        self._pending: dict[int, tuple[int, float]] = {}  # controller request id -> (generation, t0)
+        self._next_request = self.REQUEST_BASE
+        if controller is not None and hasattr(controller, "sig_request_done"):
+            controller.sig_request_done.connect(self._on_controller_request_done)
+
+    # --- the model ------------------------------------------------------------------------------------
+    def set_model(self, loaded) -> None:
+        """Prepare the context of a newly loaded model in the background; `sig_context_ready` follows."""
+        self._context_token += 1
+        token = self._context_token
+        self.context = None
+        self.engine.clear()
+        getter = self.bundle_getter
+        self.runner.start(lambda job: (token, prepare_context(loaded, getter)),
+                          on_done=self._context_done, on_failed=self._context_failed)
+
+    def _context_done(self, result) -> None:
+        token, ctx = result
+        if token != self._context_token:
+            return  # a newer model was loaded meanwhile
+        self.context = ctx
+        self.sig_context_ready.emit(ctx)
+
+    def _context_failed(self, message: str) -> None:
+        self.sig_context_failed.emit(message)
+
+    # --- requests -------------------------------------------------------------------------------------
+    def _training(self) -> bool:
+        c = self.controller
+        if c is None or not hasattr(c, "submit"):
+            return False
+        flag = getattr(c, "is_training", None)
+        flag = flag() if callable(flag) else flag
+        return bool(flag)
+
+    def request(self, generation: int, ref: SampleRef, sample: LoadedSample | None, subset: tuple[bool, ...]) -> None:
+        """Inspect `ref` under `subset` for the state's `generation`; answers `sig_result_ready` (or
+        `sig_request_failed`) unless a newer generation was asked for meanwhile."""
+        import time
+        self._latest = generation
+        ctx = self.context
+        if ctx is None:
+            return  # the panel asks again when the context is ready
+        t0 = time.perf_counter()
+        engine = self.engine
+
+        def work(model=None):
+            if generation != self._latest:
+                return None  # stale before it started: skip the work
+            s, insp, cached = engine.inspect(ctx, ref, sample, subset, model)
+            return InspectResult(generation, s, insp, time.perf_counter() - t0, cached)
+
+        if self._training():
+            self._next_request += 1
+            rid = self._next_request
+            self._pending[rid] = (generation, t0)
+            self.controller.submit(rid, _ControllerCall(work))
+            return
+        self.runner.start(lambda job: work(), on_done=self._on_done,
+                          on_failed=_FailedFor(self, generation))
+
+    def _on_done(self, result: InspectResult | None) -> None:
+        if result is not None:
+            self.sig_result_ready.emit(result)
+
+    @Slot(int, object)
+    def _on_controller_request_done(self, request_id: int, result: object) -> None:
+        entry = self._pending.pop(request_id, None)
+        if entry is None:
+            return  # someone else's request
+        generation, _ = entry
+        if isinstance(result, BaseException):
+            self.sig_request_failed.emit(generation, describe_error(result))
+        elif isinstance(result, _Failure):
+            self.sig_request_failed.emit(generation, result.message)
+        else:
+            self._on_done(result)
+
+    def wait(self, timeout_ms: int = 30000) -> bool:
+        return self.runner.wait(timeout_ms)
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+
+
+class _ControllerCall:
+    """fn(model) for controller.submit: a failure becomes a value (the training thread must not die)."""
+
+    def __init__(self, work: Callable) -> None:
+        self.work = work
+
+    def __call__(self, model):
+        try:
+            return self.work(model)
+        except Exception as e:  # noqa: BLE001
+            return _Failure(describe_error(e))
+
+
+class _FailedFor:
+    def __init__(self, service: ExplorerService, generation: int) -> None:
+        self.service, self.generation = service, generation
+
+    def __call__(self, message: str) -> None:
+        self.service.sig_request_failed.emit(self.generation, message)

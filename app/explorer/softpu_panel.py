@@ -1,0 +1,219 @@
+"""SoftPUPanel: the sample seen by the soft Positive-Unlabeled loss (DESIGN.md §1, loss 2).
+
+Pseudo-label ỹ and its confidence, κ, the weights the sample gives to and receives from a fixed reference
+batch of training samples, its top positives, the batch's weight matrix, and the κ histogram over training
+(from the session's epoch rows when the run was trained in the app).
+
+Run alone: `python -m app.explorer.softpu_panel` shows it on a synthetic sample.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHeaderView, QLabel, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from . import style
+from .export import export_plot, write_csv
+
+
+def display_order(pu) -> np.ndarray:
+    """Reference rows grouped by ỹ (labeled rows first inside a group), so the matrix shows class blocks."""
+    n = len(pu.ref_indices)
+    return np.array(sorted(range(n), key=lambda r: (pu.ref_class_names[r], not bool(pu.ref_labeled[r]),
+                                                    int(pu.ref_indices[r]))), dtype=int)
+
+
+class SoftPUPanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.softpu = None
+        self.kappa_history: tuple | None = None
+        self.header = style.title_label()
+        self.header.setToolTip(style.TIP_PSEUDO + "\n\n" + style.TIP_KAPPA)
+
+        self.weights = style.plot_widget("Weights the sample gives (↑) and receives (↓), reference batch",
+                                         left="w", bottom="reference samples, grouped by ỹ", min_height=150,
+                                         tooltip="↑ w[sample, k]: how much reference sample k counts as a positive "
+                                                 "of this sample as an anchor.\n↓ w[k, sample]: how much this sample "
+                                                 "counts as a positive of anchor k (its κ when it is unlabeled).\n"
+                                                 "Dark bars: labeled reference samples.")
+        self.weights.getPlotItem().getAxis("bottom").setTicks([[], []])
+        self.bars_gives = pg.BarGraphItem(x=[], height=[], width=0.8, brushes=[], pen=None)
+        self.bars_recv = pg.BarGraphItem(x=[], height=[], width=0.8, brushes=[], pen=None)
+        self.weights.addItem(self.bars_gives)
+        self.weights.addItem(self.bars_recv)
+        self.weights.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#808080")))
+        self.weights.setYRange(-1.05, 1.05, padding=0)
+
+        self.top = QTableWidget(0, 5)
+        self.top.setHorizontalHeaderLabels(["train #", "weight", "ỹ / label", "labeled", "κ"])
+        self.top.verticalHeader().setVisible(False)
+        self.top.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.top.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.top.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.top.horizontalHeader().setStretchLastSection(True)
+        self.top.setToolTip("The reference samples this sample weighs most as positives (excluding itself).")
+        top_box = QWidget()
+        tl = QVBoxLayout(top_box)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addWidget(QLabel("<b>Top positives</b>"))
+        tl.addWidget(self.top)
+
+        self.matrix = style.plot_widget("Weight matrix of the batch (rows: anchors, last = this sample)",
+                                        min_height=180, tooltip="w[j, k] for every anchor j (row) and candidate k "
+                                                                "(column) of the reference batch plus this sample "
+                                                                "(last row and column, marked). 1 on the diagonal.")
+        self.matrix_img = pg.ImageItem(axisOrder="row-major")
+        self.matrix_img.setLookupTable(style.heat_lut("viridis"))
+        self.matrix.addItem(self.matrix_img)
+        self.matrix.getPlotItem().invertY(True)
+        self.matrix.getPlotItem().setAspectLocked(True)
+        for ax in ("left", "bottom"):
+            self.matrix.getPlotItem().getAxis(ax).setTicks([[], []])
+        self.sample_lines = [pg.InfiniteLine(angle=0, pen=pg.mkPen("#D55E00", width=1.5)),
+                             pg.InfiniteLine(angle=90, pen=pg.mkPen("#D55E00", width=1.5))]
+        for ln in self.sample_lines:
+            self.matrix.addItem(ln)
+
+        self.hist = style.plot_widget("κ of unlabeled samples over training", left="κ", bottom="epoch",
+                                      min_height=180, tooltip=style.TIP_KAPPA + "\n\nEach column is one epoch's "
+                                      "histogram of κ over the unlabeled training samples (brighter = more).")
+        self.hist_img = pg.ImageItem(axisOrder="row-major")
+        self.hist_img.setLookupTable(style.heat_lut("inferno"))
+        self.hist.addItem(self.hist_img)
+        self.hist_note = pg.TextItem("", color="#606060", anchor=(0.5, 0.5))
+        self.hist.addItem(self.hist_note)
+
+        lay = QGridLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.header, 0, 0, 1, 2)
+        lay.addWidget(self.weights, 1, 0)
+        lay.addWidget(top_box, 1, 1)
+        lay.addWidget(self.matrix, 2, 0)
+        lay.addWidget(self.hist, 2, 1)
+        lay.setColumnStretch(0, 3)
+        lay.setColumnStretch(1, 2)
+        lay.setRowStretch(1, 2)
+        lay.setRowStretch(2, 3)
+        self.clear("Soft-PU weights appear when a model and a sample are loaded.")
+        self.set_kappa_history(None, note="no run selected")
+
+    # --- sample -----------------------------------------------------------------------------------------
+    def clear(self, message: str = "") -> None:
+        self.softpu = None
+        self.header.setText(f"<span style='color:#606060'>{message}</span>")
+        self.bars_gives.setOpts(x=[], height=[], brushes=[])
+        self.bars_recv.setOpts(x=[], height=[], brushes=[])
+        self.top.setRowCount(0)
+        self.matrix_img.clear()
+
+    def show_softpu(self, pu, note: str = "") -> None:
+        if pu is None:
+            self.clear(note or "Soft-PU needs the training split (the reference batch); it is not available.")
+            return
+        self.softpu = pu
+        conf = style.fmt(pu.confidence, 2)
+        if pu.labeled:
+            who = f"labeled training sample: ỹ = its label <b>{pu.pseudo_label_name}</b>, κ = 1"
+        else:
+            who = f"pseudo-label ỹ = argmax c<sub>0</sub>(S) = <b>{pu.pseudo_label_name}</b> (confidence {conf})"
+        kappa_txt = (f"κ = <b>{pu.kappa:.3f}</b> ({pu.kernel}, σ = {pu.sigma:.3f})" if pu.prototypes_seen else
+                     "κ = 0: <i>this run keeps no labeled prototypes</i> (its method does not use soft-PU)")
+        parts = [who, kappa_txt, f"{pu.prototypes_seen} class prototypes",
+                 f"gives Σw = {float(np.sum(pu.gives)):.2f}, receives Σw = {float(np.sum(pu.receives)):.2f}"]
+        warn = f"<br><span style='color:#B00020'>⚠ {pu.reason}</span>" if not pu.valid else ""
+        extra = f"<br><span style='color:#606060'>{note}</span>" if note else ""
+        self.header.setText(" · ".join(parts) + warn + extra)
+
+        order = display_order(pu)
+        n = len(order)
+        x = np.arange(n, dtype=float)
+        lab = pu.ref_labeled[order]
+        self.bars_gives.setOpts(x=x, height=pu.gives[order],
+                                brushes=[style.colour(style.GIVES, 255 if l else 120) for l in lab])
+        self.bars_recv.setOpts(x=x, height=-pu.receives[order],
+                               brushes=[style.colour(style.RECEIVES, 255 if l else 120) for l in lab])
+        self.weights.setXRange(-1, n, padding=0)
+        full = np.concatenate([order, [n]])
+        mat = pu.matrix[np.ix_(full, full)]
+        self.matrix_img.setImage(mat, levels=(0.0, 1.0))
+        self.matrix_img.setRect(0, 0, n + 1, n + 1)
+        self.sample_lines[0].setPos(n)
+        self.sample_lines[1].setPos(n)
+
+        self.top.setRowCount(len(pu.top))
+        for i, (row, split_idx, w, cname, labeled) in enumerate(pu.top):
+            vals = [str(split_idx), f"{w:.3f}", cname, "yes" if labeled else "", f"{float(pu.ref_kappa[row]):.3f}"]
+            for j, v in enumerate(vals):
+                item = QTableWidgetItem(v)
+                if j in (1, 4):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.top.setItem(i, j, item)
+
+    # --- training history -------------------------------------------------------------------------------
+    def set_kappa_history(self, hists: list | None, edges: list | None = None, epochs: list | None = None,
+                          note: str = "") -> None:
+        """`hists`: one normalised histogram per epoch (the session's `kappa_hist` rows), or None with a note
+        saying why it is unavailable."""
+        if not hists:
+            self.kappa_history = None
+            self.hist_img.clear()
+            self.hist_note.setText(f"κ histogram unavailable:\n{note}" if note else "κ histogram unavailable")
+            self.hist_note.setPos(0.5, 0.5)
+            self.hist.setXRange(0, 1, padding=0)
+            self.hist.setYRange(0, 1, padding=0)
+            return
+        h = np.array(hists, dtype=float)  # (E, bins)
+        edges = list(edges) if edges else list(np.linspace(0, 1, h.shape[1] + 1))
+        epochs = list(epochs) if epochs else list(range(1, len(h) + 1))
+        self.kappa_history = (h, edges, epochs)
+        self.hist_note.setText("")
+        img = h.T  # (bins, E): rows = κ bins (y), columns = epochs (x)
+        self.hist_img.setImage(img, levels=(0.0, max(1e-9, float(img.max()))))
+        self.hist_img.setRect(epochs[0] - 0.5, edges[0], len(epochs), edges[-1] - edges[0])
+        self.hist.setXRange(epochs[0] - 0.5, epochs[0] - 0.5 + len(epochs), padding=0)
+        self.hist.setYRange(edges[0], edges[-1], padding=0)
+
+    # --- export -----------------------------------------------------------------------------------------
+    def plots(self) -> dict[str, pg.PlotWidget]:
+        return {"softpu_weights": self.weights, "softpu_matrix": self.matrix, "kappa_history": self.hist}
+
+    def export(self, folder, sample_title: str = "") -> list:
+        from pathlib import Path
+        out = []
+        for name, w in self.plots().items():
+            out += export_plot(w, folder, name)
+        pu = self.softpu
+        if pu is not None:
+            n = len(pu.ref_indices)
+            out.append(write_csv(Path(folder) / "softpu_reference.csv",
+                                 ["ref_row", "train_index", "labeled", "pseudo_or_label", "kappa", "weight_given",
+                                  "weight_received"],
+                                 [[r, int(pu.ref_indices[r]), bool(pu.ref_labeled[r]), pu.ref_class_names[r],
+                                   float(pu.ref_kappa[r]), float(pu.gives[r]), float(pu.receives[r])]
+                                  for r in range(n)]))
+            labels = [f"ref{r}" for r in range(n)] + ["sample"]
+            out.append(write_csv(Path(folder) / "softpu_matrix.csv", ["anchor"] + labels,
+                                 [[labels[i], *[float(v) for v in pu.matrix[i]]] for i in range(n + 1)]))
+        if self.kappa_history is not None:
+            h, edges, epochs = self.kappa_history
+            out.append(write_csv(Path(folder) / "kappa_history.csv",
+                                 ["epoch"] + [f"{edges[i]:.2f}-{edges[i + 1]:.2f}" for i in range(len(edges) - 1)],
+                                 [[e, *[float(v) for v in row]] for e, row in zip(epochs, h)]))
+        return out
+
+
+def main() -> int:
+    from .demo import run_panel_demo, synthetic_inspection, synthetic_kappa_history
+
+    def fill(p: SoftPUPanel) -> None:
+        p.show_softpu(synthetic_inspection().softpu)
+        hists, edges = synthetic_kappa_history()
+        p.set_kappa_history(hists, edges)
+    return run_panel_demo(SoftPUPanel, fill, "Soft-PU weights — synthetic sample", size=(1000, 650))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
