@@ -22,6 +22,7 @@ from .data.base import DatasetInfo
 FORMAT = "robult-checkpoint"
 VERSION = 1
 REQUIRED = ("format", "version", "config", "info", "labeled_indices", "fingerprint", "model")
+OPTIONAL = ("memory", "epoch", "metrics", "training_state")
 
 
 class CheckpointError(ValueError):
@@ -93,6 +94,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if raw["version"] != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {raw['version']} is not supported "
                               f"(this Robult Studio reads version {VERSION})")
+    unknown = sorted(str(k) for k in raw if k not in REQUIRED + OPTIONAL)
+    if unknown:
+        raise CheckpointError(f"{path}: damaged checkpoint, unexpected entries {', '.join(unknown)}")
+    idx = raw["labeled_indices"]
+    if not (isinstance(idx, torch.Tensor) and idx.dim() == 1 and not idx.is_floating_point()):
+        raise CheckpointError(f"{path}: damaged checkpoint, labeled_indices is not a 1-D integer tensor")
+    for key in ("model", "memory"):
+        state = raw.get(key, {})
+        if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+            raise CheckpointError(f"{path}: damaged checkpoint, {key} is not a dict of tensors")
     try:
         config = RunConfig.from_json(raw["config"])
         info = DatasetInfo.from_dict(json.loads(raw["info"]))
