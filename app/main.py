@@ -30,8 +30,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def default_threads() -> int:
-    n = os.cpu_count() or 1
-    return max(1, n - 1) if n > 2 else n
+    """All cores but one: the GUI thread keeps a core, and intra-op threads never spin against it."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 def build(argv: list[str] | None = None):

@@ -338,7 +338,7 @@ class MainWindow(QMainWindow):
     @Slot(int, object)
     def _on_default_dataset_loaded(self, _tag: int, info) -> None:
         self.dataset_label.setText(f"Dataset: {info.name} ({', '.join(info.modality_names)}; {info.task})")
-        if not self.state.message:
+        if self.state.run_id is None:  # nothing else to say yet
             self.training_panel.set_status("info", f"Ready to train on {info.name} (Ctrl+N) or to open a saved "
                                                    f"model (Ctrl+O).")
 

@@ -41,6 +41,17 @@ def tiny_config(**changes) -> RunConfig:
     return RunConfig().replace(**base).validate()
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread for the app tests: the GUI thread needs a core, and on a busy 2-core machine two
+    OpenMP threads spin against each other (a tiny run went from 0.4 s to 20 s)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def db_path(tmp_path) -> Path:
     return tmp_path / "data" / "sessions.sqlite"

@@ -1,0 +1,201 @@
+"""Training in the window: from the wizard to the best checkpoint, stop/resume, failures, closing during a run,
+and inference requests on the live model."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+from PySide6.QtWidgets import QMessageBox
+
+from app.controller import LIVE_THREADS, NoModelError
+from app.state import FAILED, FINISHED, STOPPED
+
+RUN_TIMEOUT = 90_000  # ms; a tiny run takes seconds, but the machine is shared
+
+
+def _finish_wizard(qtbot, wiz) -> None:
+    qtbot.waitUntil(lambda: not wiz.page_dataset.is_loading and wiz.page_dataset.info is not None, timeout=20_000)
+    for _ in range(5):
+        wiz.next()
+    assert wiz.currentPage() is wiz.page_summary
+    wiz.page_summary.edit_name.setText("from the wizard")
+    wiz.accept()
+
+
+def test_a_run_from_the_wizard_trains_draws_and_is_recorded(qtbot, make_window, settings, tiny):
+    settings.setValue("wizard/last_config", tiny().to_json())  # the wizard starts from the last config
+    w = make_window()
+    wiz = w.new_training()
+    with qtbot.waitSignal(w.controller.sig_finished, timeout=RUN_TIMEOUT) as fin, \
+            qtbot.waitSignal(w.sig_model_loaded, timeout=RUN_TIMEOUT) as loaded:
+        _finish_wizard(qtbot, wiz)
+        assert w.controller.is_running
+        assert not w.act_new.isEnabled() and w.act_stop.isEnabled()
+    ev = fin.args[0]
+    assert not ev.cancelled and ev.checkpoint_path and Path(ev.checkpoint_path).is_file()
+    qtbot.waitUntil(lambda: not w.controller.is_running, timeout=10_000)
+
+    # curves received points
+    w.training_panel.redraw(force=True)
+    counts = w.training_panel.curve_point_counts()
+    assert counts["loss:total"] > 0 and counts["loss:sup"] > 0 and counts["loss:pu"] > 0 and counts["loss:rec"] > 0
+    assert counts["val:m0+m1+m2"] == 2 and counts["norm:Z:m0"] == 2 and counts["norm:U:m2"] == 2
+    assert counts["kappa:epochs"] >= 1
+    assert w.training_panel.progress.value() == 1000
+    assert "Finished" in w.training_panel.status_panel.text
+
+    # the session row and the epoch rows
+    run_id = w.state.run_id
+    row = w.store.get_run(run_id)
+    assert row.status == FINISHED and row.name == "from the wizard"
+    assert row.best_epoch == ev.best_epoch and row.checkpoint_path == ev.checkpoint_path
+    rec = w.store.run_record(run_id)
+    assert len(rec["labeled_indices"]) > 0 and "torch" in rec["package_versions"]
+    assert rec["config"]["data"]["dataset"] == "pid-synth"
+    epochs = w.store.epochs(run_id)
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert set(epochs[0]["train_losses"]) >= {"sup", "pu", "rec", "total"}
+    assert "m0+m1+m2" in epochs[0]["val_metrics"] and len(epochs[0]["kappa_hist"]) == 20
+
+    # the best checkpoint became the current model
+    lm = loaded.args[0]
+    assert w.current_model is lm and lm.run_id == run_id and not lm.model.training
+    assert next(lm.model.parameters()).device.type == "cpu"
+    assert lm.labeled_indices.tolist() == rec["labeled_indices"]
+    assert w.sessions_panel.model.rowCount() == 1
+
+
+def test_stop_keeps_the_best_checkpoint_and_resume_completes_the_run(qtbot, make_window, tiny):
+    w = make_window()
+    cfg = tiny(**{"train.epochs": 8})
+    with qtbot.waitSignal(w.controller.sig_epoch_ended, timeout=RUN_TIMEOUT):
+        run_id = w.start_training(cfg, name="stop me")
+    with qtbot.waitSignal(w.controller.sig_finished, timeout=RUN_TIMEOUT) as fin:
+        w.act_stop.trigger()
+        assert "Stopping" in w.training_panel.status_panel.text
+    assert fin.args[0].cancelled
+    qtbot.waitUntil(lambda: not w.controller.is_running, timeout=10_000)
+    row = w.store.get_run(run_id)
+    assert row.status == STOPPED and row.checkpoint_path and Path(row.checkpoint_path).is_file()
+    done = [e["epoch"] for e in w.store.epochs(run_id)]
+    assert done and done[0] == 0 and len(done) < 8
+    assert w.act_resume.isEnabled()
+    assert "Resume" in w.training_panel.status_panel.text
+
+    with qtbot.waitSignal(w.controller.sig_finished, timeout=RUN_TIMEOUT) as fin2:
+        w.act_resume.trigger()
+        assert w.store.get_run(run_id).status == "running"
+    assert not fin2.args[0].cancelled
+    qtbot.waitUntil(lambda: not w.controller.is_running, timeout=10_000)
+    assert w.store.get_run(run_id).status == FINISHED
+    assert [e["epoch"] for e in w.store.epochs(run_id)] == list(range(8))
+    assert w.buffers.epoch_x == [float(e) for e in range(1, 9)]
+    assert len(w.store.list_runs()) == 1  # the same session row
+
+
+def test_a_diverging_run_ends_with_a_readable_error_not_a_crash(qtbot, make_window, tiny, monkeypatch):
+    from robult_engine.trainer import Trainer
+    real = Trainer.compute_losses
+
+    def nan_losses(self, batch, epoch, stats):
+        losses = real(self, batch, epoch, stats)
+        losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(Trainer, "compute_losses", nan_losses)
+    w = make_window()
+    with qtbot.waitSignal(w.controller.sig_failed, timeout=RUN_TIMEOUT) as failed:
+        run_id = w.start_training(tiny())
+    assert failed.args[0].kind == "nan"
+    qtbot.waitUntil(lambda: not w.controller.is_running, timeout=10_000)
+    panel = w.training_panel.status_panel
+    assert panel.kind == "error" and panel.isVisible()
+    assert "diverged" in panel.text and "learning rate" in panel.text
+    row = w.store.get_run(run_id)
+    assert row.status == FAILED and "[nan]" in row.error_message
+    assert w.act_new.isEnabled() and w.isVisible()
+
+
+def test_a_dataset_that_cannot_be_loaded_fails_the_run_readably(qtbot, make_window, tiny, tmp_path):
+    w = make_window()
+    with qtbot.waitSignal(w.controller.sig_failed, timeout=RUN_TIMEOUT) as failed:
+        run_id = w.start_training(tiny(**{"data.dataset": str(tmp_path / "missing-folder")}))
+    assert failed.args[0].kind == "data"
+    qtbot.waitUntil(lambda: not w.controller.is_running, timeout=10_000)
+    assert "could not be loaded" in w.training_panel.status_panel.text
+    assert w.store.get_run(run_id).status == FAILED
+
+
+def test_closing_during_training_asks_then_stops_cleanly(qtbot, make_window, tiny, dialogs, store):
+    w = make_window(store=store)
+    with qtbot.waitSignal(w.controller.sig_step_ended, timeout=RUN_TIMEOUT):
+        run_id = w.start_training(tiny(**{"train.epochs": 50}), name="closed")
+    # answering No keeps the window and the run
+    dialogs.answer = QMessageBox.StandardButton.No
+    w.close()
+    assert w.isVisible() and w.controller.is_running
+    assert any("A run is training" in text for _, text in dialogs.asked)
+    # answering Yes stops the worker and records the run as stopped
+    dialogs.answer = QMessageBox.StandardButton.Yes
+    w.close()
+    assert not w.isVisible()
+    assert not w.controller.is_running
+    assert not any(t.isRunning() for t in LIVE_THREADS)
+    assert store.get_run(run_id).status == STOPPED
+
+
+def test_inference_requests_run_on_the_training_thread_in_eval_mode(qtbot, make_window, tiny):
+    w = make_window()
+    seen = {}
+
+    def probe(model):
+        seen["thread"] = threading.get_ident()
+        seen["training"] = model.training
+        seen["grad"] = torch.is_grad_enabled()
+        return sum(p.numel() for p in model.parameters())
+
+    def boom(model):
+        raise RuntimeError("bad request")
+
+    with qtbot.waitSignal(w.controller.sig_step_ended, timeout=RUN_TIMEOUT):
+        w.start_training(tiny(**{"train.epochs": 30}))
+    results = {}
+
+    def on_done(rid, result):
+        results[rid] = result
+
+    w.controller.sig_request_done.connect(on_done)
+    w.controller.submit(1, probe)
+    w.controller.submit(2, boom)
+    qtbot.waitUntil(lambda: len(results) == 2, timeout=RUN_TIMEOUT)
+    assert seen["thread"] != threading.get_ident()
+    assert seen["training"] is False and seen["grad"] is False
+    assert isinstance(results[1], int) and results[1] > 0
+    assert isinstance(results[2], RuntimeError)
+    with qtbot.waitSignal(w.controller.sig_stopped, timeout=RUN_TIMEOUT):
+        w.stop_training()
+    qtbot.waitUntil(lambda: w.current_model is not None, timeout=RUN_TIMEOUT)
+
+    # no training: answered on the pool with the current model
+    w.controller.submit(3, probe)
+    qtbot.waitUntil(lambda: 3 in results, timeout=20_000)
+    assert results[3] == results[1]
+    assert seen["training"] is False
+
+
+def test_requests_without_any_model_get_a_no_model_error(qtbot, make_window):
+    w = make_window()
+    with qtbot.waitSignal(w.controller.sig_request_done, timeout=5_000) as done:
+        w.controller.submit(9, lambda model: 1)
+    assert done.args[0] == 9 and isinstance(done.args[1], NoModelError)
+
+
+def test_the_engine_imports_no_qt():
+    import subprocess
+    import sys
+    code = ("import sys, robult_engine.trainer, robult_engine.cli, robult_engine.evaluation, "
+            "robult_engine.checkpoint; bad=[m for m in sys.modules if m.split('.')[0] in ('PySide6','app','sqlite_utils','pyqtgraph')]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
