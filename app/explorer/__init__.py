@@ -1,0 +1,193 @@
+"""The explorer: see *why* a trained model survives a missing modality (issue 5).
+
+`install(main_window)` is called at the end of `MainWindow.__init__`; it adds three tabs and wires them:
+
+    Explorer      ExplorerPanel: a sample, its modality toggles (Alt+1…M), predictions, ‖Z‖/‖U‖, soft-PU
+    Robustness    RobustnessPanel: metric per modality subset × run of the session, flipped samples
+    Latent space  LatentViewPanel: PCA of Z and U, click a point to open its sample
+
+Modules: `state` (Qt-free ExplorerState, SampleRef), `sources` (loading samples, Qt-free), `service` (engine
+bridge, caches, requests off the GUI thread), `jobs` (QThreadPool jobs with progress/cancel), `robustness`
+(Qt-free evaluation of every run), `export` (PNG/SVG/CSV/report), one module per panel (each runnable alone:
+`python -m app.explorer.predictions_panel`), `demo` (synthetic data for that). The engine side is
+`robult_engine.inspect`.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, QTimer, Slot
+from PySide6.QtGui import QAction, QKeySequence
+
+__all__ = ["ExplorerSuite", "install"]
+
+
+class ExplorerSuite(QObject):
+    """The explorer's panels inside a MainWindow, and the wiring between them and the window."""
+
+    def __init__(self, window) -> None:
+        super().__init__(window)
+        from .explorer_panel import ExplorerPanel
+        from .latent_view import LatentViewPanel
+        from .robustness_panel import RobustnessPanel
+        self.window = window
+        getter = getattr(window, "get_bundle", None)
+        self.explorer = ExplorerPanel(store=getattr(window, "store", None),
+                                      controller=getattr(window, "controller", None), bundle_getter=getter)
+        self.robustness = RobustnessPanel(bundle_getter=getter)
+        self.latent_view = LatentViewPanel()
+        self._closed = False
+        self._create_tabs()
+        self._create_actions()
+        self._connect()
+        current = getattr(window, "current_model", None)
+        if current is not None:
+            self._on_model_loaded(current)
+
+    def _create_tabs(self) -> None:
+        w = self.window
+        w.add_tab("Explorer", self.explorer)
+        w.add_tab("Robustness", self.robustness)
+        w.add_tab("Latent space", self.latent_view)
+        tabs = w.tabs
+        tabs.setTabToolTip(tabs.indexOf(self.explorer), "One sample, modality toggles, predictions, latents, "
+                                                        "soft-PU weights (Ctrl+3)")
+        tabs.setTabToolTip(tabs.indexOf(self.robustness), "Every modality subset × every run of the session (Ctrl+4)")
+        tabs.setTabToolTip(tabs.indexOf(self.latent_view), "PCA of the redundant and unique latents (Ctrl+5)")
+
+    def _create_actions(self) -> None:
+        w = self.window
+        self.act_explorer = QAction("Explorer", w)
+        self.act_explorer.setShortcut(QKeySequence("Ctrl+3"))
+        self.act_explorer.triggered.connect(self._on_act_explorer_triggered)
+        self.act_robustness = QAction("Robustness", w)
+        self.act_robustness.setShortcut(QKeySequence("Ctrl+4"))
+        self.act_robustness.triggered.connect(self._on_act_robustness_triggered)
+        self.act_latent = QAction("Latent space", w)
+        self.act_latent.setShortcut(QKeySequence("Ctrl+5"))
+        self.act_latent.triggered.connect(self._on_act_latent_triggered)
+        self.act_report = QAction("Export robustness &report…", w)
+        self.act_report.setToolTip("Tables (CSV), plots (PNG + SVG) and run configs (JSON) of the robustness "
+                                   "matrix, in one folder")
+        self.act_report.triggered.connect(self.robustness._on_report_clicked)
+        self.act_export = QAction("&Export explorer plots and tables…", w)
+        self.act_export.triggered.connect(self.explorer._on_export_clicked)
+        mb = w.menuBar() if hasattr(w, "menuBar") else None
+        if mb is None:
+            return
+        menu = None
+        for a in mb.actions():
+            if a.text().replace("&", "") == "Help":
+                menu = mb.insertMenu(a, self._make_menu(mb))
+                break
+        if menu is None:
+            mb.addMenu(self._make_menu(mb))
+
+    def _make_menu(self, mb):
+        from PySide6.QtWidgets import QMenu
+        m = QMenu("E&xplorer", mb)
+        for a in (self.act_explorer, self.act_robustness, self.act_latent):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.act_export)
+        m.addAction(self.act_report)
+        self.menu = m
+        return m
+
+    def _connect(self) -> None:
+        w = self.window
+        if hasattr(w, "sig_model_loaded"):
+            w.sig_model_loaded.connect(self._on_model_loaded)
+        if hasattr(w, "sig_session_reopened"):
+            w.sig_session_reopened.connect(self._on_session_reopened)
+        self.explorer.sig_context_ready.connect(self._on_explorer_context_ready)
+        self.explorer.sig_message.connect(self._on_message)
+        self.robustness.sig_message.connect(self._on_message)
+        self.robustness.sig_open_sample.connect(self._on_robustness_open_sample)
+        self.latent_view.sig_open_sample.connect(self._on_latent_open_sample)
+        ctl = getattr(w, "controller", None)
+        if ctl is not None and hasattr(ctl, "sig_finished"):
+            ctl.sig_finished.connect(self._on_runs_changed)
+        w.installEventFilter(self)
+
+    # --- window events ----------------------------------------------------------------------------------
+    @Slot(object)
+    def _on_model_loaded(self, loaded) -> None:
+        self.explorer.set_model(loaded)
+        self.robustness.class_names = tuple(loaded.info.class_names)
+        self._refresh_runs(loaded)
+
+    def _refresh_runs(self, loaded=None) -> None:
+        from .robustness import runs_from_store
+        loaded = loaded or getattr(self.window, "current_model", None)
+        if loaded is None:
+            return
+        self.robustness.set_runs(runs_from_store(getattr(self.window, "store", None), loaded.config.data.dataset,
+                                                 loaded), loaded.config.data)
+
+    @Slot(object)
+    def _on_runs_changed(self, _ev=None) -> None:
+        self._refresh_runs()
+
+    @Slot(int)
+    def _on_session_reopened(self, run_id: int) -> None:
+        self.explorer.session_reopened(run_id)
+
+    @Slot(object)
+    def _on_explorer_context_ready(self, ctx) -> None:
+        self.latent_view.set_context(ctx.loaded, ctx.bundle)
+
+    @Slot(str, int, tuple)
+    def _on_robustness_open_sample(self, split: str, index: int, subset: tuple) -> None:
+        from .state import SampleRef
+        self.explorer.open_sample(SampleRef.dataset(split, index), tuple(subset))
+        self.window.tabs.setCurrentWidget(self.explorer)
+
+    @Slot(str, int)
+    def _on_latent_open_sample(self, split: str, index: int) -> None:
+        from .state import SampleRef
+        self.explorer.open_sample(SampleRef.dataset(split, index))
+        self.window.tabs.setCurrentWidget(self.explorer)
+
+    @Slot(str, str)
+    def _on_message(self, text: str, kind: str) -> None:
+        sb = self.window.statusBar() if hasattr(self.window, "statusBar") else None
+        if sb is not None and text:
+            sb.showMessage(text, 8000 if kind != "error" else 15000)
+
+    @Slot()
+    def _on_act_explorer_triggered(self) -> None:
+        self.window.tabs.setCurrentWidget(self.explorer)
+
+    @Slot()
+    def _on_act_robustness_triggered(self) -> None:
+        self.window.tabs.setCurrentWidget(self.robustness)
+
+    @Slot()
+    def _on_act_latent_triggered(self) -> None:
+        self.window.tabs.setCurrentWidget(self.latent_view)
+
+    # --- shutdown ---------------------------------------------------------------------------------------
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
+        if obj is self.window and event.type() == QEvent.Type.Close:
+            QTimer.singleShot(0, self._after_close)  # the window may still refuse to close
+        return False
+
+    @Slot()
+    def _after_close(self) -> None:
+        if not self.window.isVisible():
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Save the inspection and stop the explorer's background jobs (bounded waits)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.explorer.shutdown()
+        self.robustness.shutdown()
+        self.latent_view.shutdown()
+
+
+def install(main_window) -> ExplorerSuite:
+    """Create the explorer's panels, add them as tabs of `main_window`, wire the signals."""
+    suite = ExplorerSuite(main_window)
+    main_window.explorer = suite
+    return suite

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer, Qt, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout,
+                               QWidget)
 
 from . import style
 from .export import inspection_tables, write_json, write_tables
@@ -55,6 +56,7 @@ class ExplorerPanel(QWidget):
         self._create_widgets()
         self._create_shortcuts()
         self._connect()
+        self.live_box.setVisible(controller is not None)
 
     # --- construction -----------------------------------------------------------------------------------
     def _create_widgets(self) -> None:
@@ -64,9 +66,16 @@ class ExplorerPanel(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.export_btn = QPushButton("Export…")
         self.export_btn.setToolTip("Save every plot of the explorer (PNG + SVG) and its tables (CSV) to a folder")
+        self.live_box = QCheckBox("Follow training")
+        self.live_box.setChecked(True)
+        self.live_box.setToolTip("While a run of the same dataset and architecture trains, inspect the live model "
+                                 "(on the training thread, between steps) instead of the loaded checkpoint")
+        self.live_tag = QLabel("")
         top = QHBoxLayout()
         top.addWidget(self.toggles, 0)
         top.addWidget(self.status, 1)
+        top.addWidget(self.live_tag)
+        top.addWidget(self.live_box)
         top.addWidget(self.export_btn)
 
         self.sample_panel = SamplePanel()
@@ -116,6 +125,7 @@ class ExplorerPanel(QWidget):
         self.service.sig_result_ready.connect(self._on_result_ready)
         self.service.sig_request_failed.connect(self._on_request_failed)
         self.export_btn.clicked.connect(self._on_export_clicked)
+        self.live_box.toggled.connect(self._on_live_box_toggled)
         self._save_timer.timeout.connect(self.save_inspection)
 
     # --- model ------------------------------------------------------------------------------------------
@@ -250,9 +260,9 @@ class ExplorerPanel(QWidget):
         self.toggles.set_state(self.state.enabled, insp.present)
         self.predictions.show_inspection(insp, result.sample.target_name)
         self.latents.show_inspection(insp)
-        note = "" if result.sample.ref.is_dataset or result.sample.ref.split != "train" else ""
-        self.softpu.show_softpu(insp.softpu, note)
+        self.softpu.show_softpu(insp.softpu, "prototype memory of the loaded checkpoint" if result.live else "")
         self.shown_generation = result.generation
+        self.live_tag.setText("<b style='color:#D55E00'>● live model (training)</b>" if result.live else "")
         t0 = self._asked_at.pop(result.generation, None)
         if t0 is not None:
             self.latencies.append(time.perf_counter() - t0)
@@ -274,12 +284,17 @@ class ExplorerPanel(QWidget):
             self.state.sample = None
         self._message(f"Could not use that sample: {message}", "error")
 
+    @Slot(bool)
+    def _on_live_box_toggled(self, on: bool) -> None:
+        self.service.follow_live = on
+        self.state.set_sample(self.state.sample)  # show the other model's view now
+
     # --- messages ---------------------------------------------------------------------------------------
     def _message(self, text: str, kind: str = "info") -> None:
         colour = {"error": "#B00020", "warning": "#8A5A00", "ok": "#1A7F37"}.get(kind, "#404040")
         self.status.setText(f"<span style='color:{colour}'>{text}</span>" if text else "")
         self.status.setProperty("kind", kind if text else "")
-        if text:
+        if text and kind != "info":
             self.sig_message.emit(text, kind)
 
     @Slot(str, str)

@@ -19,13 +19,14 @@ class LatentsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.inspection = None
-        self.norms = style.plot_widget("‖Z<sup>i</sup>‖ redundant · ‖U<sup>i</sup>‖ unique", left="norm", min_height=150,
+        self.norms = style.plot_widget(f"‖Z<sup>i</sup>‖ <span style='color:{style.Z_COLOUR}'>■ redundant (g<sub>0</sub>)"
+                                       f"</span> · ‖U<sup>i</sup>‖ <span style='color:{style.U_COLOUR}'>■ unique "
+                                       f"(g<sub>i</sub>)</span>", left="norm", min_height=150,
                                        tooltip=style.TIP_Z + "\n\n" + style.TIP_U + "\n\n" + style.TIP_RATIO)
         self.bars_z = pg.BarGraphItem(x=[], height=[], width=0.36, brush=style.Z_COLOUR, brushes=[], pen=None,
                                       name="‖Z‖ redundant (g_0)")
         self.bars_u = pg.BarGraphItem(x=[], height=[], width=0.36, brush=style.U_COLOUR, brushes=[], pen=None,
                                       name="‖U‖ unique (g_i)")
-        self.norms.getPlotItem().addLegend(offset=(5, 2), labelTextColor="#303030", colCount=2)
         self.norms.addItem(self.bars_z)
         self.norms.addItem(self.bars_u)
         self.ratio_texts: list[pg.TextItem] = []
@@ -104,7 +105,7 @@ class LatentsPanel(QWidget):
         self.bars_z.setOpts(x=x - 0.19, height=insp.z_norm, brushes=[style.colour(style.Z_COLOUR, al) for al in a])
         self.bars_u.setOpts(x=x + 0.19, height=insp.u_norm, brushes=[style.colour(style.U_COLOUR, al) for al in a])
         top = float(max(np.max(insp.z_norm), np.max(insp.u_norm))) if m else 1.0
-        self.norms.setYRange(0, top * 1.45 or 1.0, padding=0)
+        self.norms.setYRange(0, top * 1.2 or 1.0, padding=0)
         for i, t in enumerate(self.ratio_texts):
             t.setText(f"U/Z {insp.ratio[i]:.2f}" + ("" if insp.used[i] else " (off)"))
             t.setPos(i, max(insp.z_norm[i], insp.u_norm[i]) + top * 0.02)

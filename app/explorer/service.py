@@ -127,6 +127,7 @@ class InspectResult:
     inspection: Inspection
     seconds: float  # time spent in the worker
     cached: bool  # the sample's encoding came from the cache
+    live: bool = False  # computed on the model being trained (training thread), not the loaded checkpoint
 
 
 class InspectionEngine:
@@ -196,6 +197,7 @@ class ExplorerService(QObject):
         self.runner = JobRunner(self, max_threads=1)
         self.engine = InspectionEngine()
         self.controller = controller
+        self.follow_live = True  # while a compatible run trains, inspect the live model on the training thread
         self.bundle_getter = bundle_getter
         self.context: ModelContext | None = None
         self._latest = 0  # the newest generation asked for (read by workers: an int is atomic enough)
@@ -227,13 +229,19 @@ class ExplorerService(QObject):
         self.sig_context_failed.emit(message)
 
     # --- requests -------------------------------------------------------------------------------------
-    def _training(self) -> bool:
-        c = self.controller
-        if c is None or not hasattr(c, "submit"):
+    def live_training(self) -> bool:
+        """True when requests go to the model being trained: a run is training, its data and architecture
+        match the current model's (so the sample fits it), and `follow_live` is on."""
+        c, ctx = self.controller, self.context
+        if not self.follow_live or c is None or ctx is None or not hasattr(c, "submit"):
             return False
-        flag = getattr(c, "is_training", None)
-        flag = flag() if callable(flag) else flag
-        return bool(flag)
+        flag = getattr(c, "is_training", False)
+        if not (flag() if callable(flag) else flag):
+            return False
+        job = getattr(c, "job", None)
+        cfg = getattr(job, "config", None)
+        mine = getattr(ctx.loaded, "config", None)
+        return cfg is not None and mine is not None and cfg.data == mine.data and cfg.model == mine.model
 
     def request(self, generation: int, ref: SampleRef, sample: LoadedSample | None, subset: tuple[bool, ...]) -> None:
         """Inspect `ref` under `subset` for the state's `generation`; answers `sig_result_ready` (or
@@ -250,9 +258,9 @@ class ExplorerService(QObject):
             if generation != self._latest:
                 return None  # stale before it started: skip the work
             s, insp, cached = engine.inspect(ctx, ref, sample, subset, model)
-            return InspectResult(generation, s, insp, time.perf_counter() - t0, cached)
+            return InspectResult(generation, s, insp, time.perf_counter() - t0, cached, live=model is not None)
 
-        if self._training():
+        if self.live_training():
             self._next_request += 1
             rid = self._next_request
             self._pending[rid] = (generation, t0)

@@ -145,7 +145,7 @@ class SoftPUPanel(QWidget):
 
         self.top.setRowCount(len(pu.top))
         for i, (row, split_idx, w, cname, labeled) in enumerate(pu.top):
-            vals = [str(split_idx), f"{w:.3f}", cname, "yes" if labeled else "", f"{float(pu.ref_kappa[row]):.3f}"]
+            vals = [str(split_idx), f"{w:.3g}", cname, "yes" if labeled else "", f"{float(pu.ref_kappa[row]):.3g}"]
             for j, v in enumerate(vals):
                 item = QTableWidgetItem(v)
                 if j in (1, 4):

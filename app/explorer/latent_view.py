@@ -1,0 +1,253 @@
+"""LatentViewPanel: a 2-D PCA of the redundant latents Z^i and the unique latents U^i of a split, one point per
+(sample, modality), coloured by class, by modality, or labeled / unlabeled (train split). Click a point to open
+that sample in the explorer.
+
+Z^i of all modalities share one space (g_0), so one PCA over them shows whether the modalities of a class
+meet; the U^i come from separate projectors g_i and are projected together only to show how far apart they
+stay. Run alone: `python -m app.explorer.latent_view` shows synthetic points.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+import torch
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from robult_engine.evaluation import encode_split
+from robult_engine.inspect import latent_points
+
+from . import style
+from .export import export_plot, write_csv
+from .jobs import JobRunner
+
+SYMBOLS = ("o", "t", "s", "d", "+", "x", "star", "p", "h")
+MAX_POINTS = 20000  # per plot; beyond this the split is subsampled (seeded) to keep the view responsive
+
+
+class LatentViewPanel(QWidget):
+    sig_open_sample = Signal(str, int)  # split, index
+    sig_points_ready = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.runner = JobRunner(self, max_threads=1)
+        self.loaded = None
+        self.bundle = None
+        self.points: dict | None = None  # {"z": {...}, "u": {...}, "split", "target", "labeled"}
+        self._token = 0
+
+        self.split = QComboBox()
+        self.split.addItems(["test", "train"])
+        self.split.setToolTip("Split to project (labeled / unlabeled colouring needs the train split)")
+        self.colour_by = QComboBox()
+        self.colour_by.addItems(["class", "modality", "labeled / unlabeled"])
+        self.colour_by.setToolTip("Colour of the points; with 'class' the marker shape tells the modality")
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        bar = QHBoxLayout()
+        for w in (QLabel("Split"), self.split, QLabel("Colour by"), self.colour_by):
+            bar.addWidget(w)
+        bar.addWidget(self.note, 1)
+
+        self.plot_z = style.plot_widget("Z<sup>i</sup> = g<sub>0</sub>(H<sup>i</sup>) — redundant, shared space",
+                                        left="PC 2", bottom="PC 1", tooltip=style.TIP_Z)
+        self.plot_u = style.plot_widget("U<sup>i</sup> = g<sub>i</sub>(H<sup>i</sup>) — unique parts",
+                                        left="PC 2", bottom="PC 1", tooltip=style.TIP_U)
+        self.scatter: dict[str, pg.ScatterPlotItem] = {}
+        self.legends: dict[str, pg.LegendItem] = {}
+        for key, w in (("z", self.plot_z), ("u", self.plot_u)):
+            w.getPlotItem().setMouseEnabled(x=True, y=True)  # zoom into clusters
+            s = pg.ScatterPlotItem(size=7, pen=None, hoverable=True, hoverPen=pg.mkPen("#000000", width=1.5),
+                                   tip=None)
+            s.sigClicked.connect(self._on_points_clicked)
+            w.addItem(s)
+            self.scatter[key] = s
+            self.legends[key] = w.getPlotItem().addLegend(offset=(5, 5), labelTextColor="#303030",
+                                                          colCount=2 if key == "z" else 1)
+        plots = QHBoxLayout()
+        plots.addWidget(self.plot_z)
+        plots.addWidget(self.plot_u)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addLayout(bar)
+        lay.addLayout(plots, 1)
+        self.split.currentIndexChanged.connect(self._on_split_changed)
+        self.colour_by.currentIndexChanged.connect(self._on_colour_changed)
+        self.note.setText("Load a model to see its latent spaces.")
+
+    # --- inputs ---------------------------------------------------------------------------------------
+    def set_context(self, loaded, bundle) -> None:
+        self.loaded, self.bundle = loaded, bundle
+        self.points = None
+        for s in self.scatter.values():
+            s.clear()
+        if bundle is None:
+            self.note.setText("The dataset is not available, so there is no split to project.")
+            return
+        self.compute()
+
+    @Slot(int)
+    def _on_split_changed(self, _i: int) -> None:
+        self.compute()
+
+    @Slot(int)
+    def _on_colour_changed(self, _i: int) -> None:
+        self._draw()
+
+    def compute(self) -> None:
+        if self.loaded is None or self.bundle is None:
+            return
+        split = self.split.currentText()
+        if split not in self.bundle.splits:
+            self.note.setText(f"The dataset has no {split} split.")
+            return
+        self._token += 1
+        token, model, data = self._token, self.loaded.model, self.bundle.splits[split]
+        lab = torch.as_tensor(getattr(self.loaded, "labeled_indices", []), dtype=torch.long).reshape(-1)
+
+        def work(job):
+            idx = torch.arange(len(data))
+            m = data.mask.shape[1]
+            if len(data) * m > MAX_POINTS:  # subsample samples, seeded (never the global RNG)
+                g = torch.Generator().manual_seed(0)
+                idx = torch.randperm(len(data), generator=g)[:MAX_POINTS // m].sort().values
+            sub = data.subset(idx)
+            enc = encode_split(model, sub, with_latents=True)
+            job.check()
+            pts = {"z": latent_points(enc, "z"), "u": latent_points(enc, "u")}
+            labeled = torch.zeros(len(data), dtype=torch.bool)
+            if split == "train" and len(lab):
+                labeled[lab[lab < len(data)]] = True
+            return token, {**pts, "split": split, "index": idx.numpy(), "target": sub.target.numpy(),
+                           "labeled": labeled[idx].numpy()}
+
+        self.note.setText(f"Encoding the {split} split…")
+        self.runner.start(work, on_done=self._on_done, on_failed=self._on_failed)
+
+    def _on_done(self, result) -> None:
+        token, pts = result
+        if token != self._token:
+            return  # a newer request is on its way
+        self.points = pts
+        n = len(pts["index"])
+        ez, eu = pts["z"]["explained"], pts["u"]["explained"]
+        self.note.setText(f"{n} {pts['split']} samples · PCA explains {100 * ez.sum():.0f} % of Z's variance, "
+                          f"{100 * eu.sum():.0f} % of U's · click a point to open the sample")
+        self._draw()
+        self.sig_points_ready.emit()
+
+    def _on_failed(self, message: str) -> None:
+        self.note.setText(f"<span style='color:#B00020'>Could not compute the projection: {message}</span>")
+
+    # --- drawing --------------------------------------------------------------------------------------
+    def _categories(self, key: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(category per point, category names, symbol index per point)."""
+        p = self.points
+        pts = p[key]
+        sample_pos = pts["sample"]  # position within the (sub)sampled split
+        mod = pts["modality"]
+        names = self.loaded.info.modality_names
+        mode = self.colour_by.currentText()
+        if mode == "modality":
+            return mod, list(names), np.zeros_like(mod)
+        if mode.startswith("labeled"):
+            if p["split"] != "train":
+                return np.zeros_like(mod), ["test samples (labeled / unlabeled applies to the train split)"], mod
+            lab = p["labeled"][sample_pos].astype(int)
+            return 1 - lab, ["labeled", "unlabeled"], mod
+        info = self.loaded.info
+        if info.task == "single-label":
+            return p["target"][sample_pos].astype(int), list(info.class_names), mod
+        if info.task == "regression":
+            return (p["target"][sample_pos] >= 0).astype(int), ["< 0", "≥ 0"], mod
+        first = np.argmax(p["target"][sample_pos], axis=1)
+        return first, list(info.class_names), mod
+
+    def _draw(self) -> None:
+        if self.points is None or self.loaded is None:
+            return
+        for key in ("z", "u"):
+            pts = self.points[key]
+            cat, names, sym = self._categories(key)
+            colours = [style.colour(style.CATEGORICAL[c % len(style.CATEGORICAL)], 170) for c in range(len(names))]
+            if names[:2] == ["labeled", "unlabeled"]:
+                colours = [style.colour("#D55E00", 255), style.colour("#A0A0A0", 90)]
+            brushes = [colours[c] if 0 <= c < len(colours) else style.colour("#000000") for c in cat]
+            symbols = [SYMBOLS[s % len(SYMBOLS)] for s in sym]
+            data = [(self.points["split"], int(self.points["index"][s])) for s in pts["sample"]]
+            order = np.argsort(-cat) if names[:2] == ["labeled", "unlabeled"] else np.arange(len(cat))
+            s = self.scatter[key]
+            s.setData(x=pts["xy"][order, 0], y=pts["xy"][order, 1], brush=[brushes[i] for i in order],
+                      symbol=[symbols[i] for i in order], data=[data[i] for i in order], size=7 if len(cat) < 3000 else 4)
+            leg = self.legends[key]
+            leg.clear()
+            if key == "z" or self.colour_by.currentText() != "class":
+                for c, name in enumerate(names[:24]):
+                    leg.addItem(pg.ScatterPlotItem(brush=colours[c], pen=None, size=9, symbol="o"), name)
+            if self.colour_by.currentText() == "class" and key == "u":
+                for i, name in enumerate(self.loaded.info.modality_names):
+                    leg.addItem(pg.ScatterPlotItem(brush=style.colour("#606060"), pen=None, size=9,
+                                                   symbol=SYMBOLS[i % len(SYMBOLS)]), name)
+            w = self.plot_z if key == "z" else self.plot_u
+            w.getPlotItem().enableAutoRange()
+
+    @Slot(object, object, object)
+    def _on_points_clicked(self, _item, points, _ev=None) -> None:
+        if points is None or len(points) == 0:
+            return
+        split, index = points[0].data()
+        self.sig_open_sample.emit(split, int(index))
+
+    # --- export ---------------------------------------------------------------------------------------
+    def plots(self) -> dict[str, pg.PlotWidget]:
+        return {"latent_pca_z": self.plot_z, "latent_pca_u": self.plot_u}
+
+    def export(self, folder) -> list:
+        from pathlib import Path
+        out = []
+        for name, w in self.plots().items():
+            out += export_plot(w, folder, name)
+        if self.points is not None:
+            p = self.points
+            for key in ("z", "u"):
+                pts = p[key]
+                out.append(write_csv(Path(folder) / f"latent_pca_{key}.csv",
+                                     ["split", "index", "modality", "pc1", "pc2", "target"],
+                                     [[p["split"], int(p["index"][s]), self.loaded.info.modality_names[m],
+                                       float(x), float(y), p["target"][s].tolist()]
+                                      for (x, y), s, m in zip(pts["xy"], pts["sample"], pts["modality"])]))
+        return out
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()
+
+
+def main() -> int:
+    from types import SimpleNamespace
+
+    from robult_engine.data.base import DatasetInfo, ModalitySpec
+
+    from .demo import run_panel_demo
+
+    def fill(p: LatentViewPanel) -> None:
+        g = np.random.default_rng(0)
+        info = DatasetInfo("demo", (ModalitySpec("image", "image", (1, 8, 8)), ModalitySpec("audio", "sequence", (9, 13))),
+                           "single-label", tuple(str(d) for d in range(10)))
+        p.loaded = SimpleNamespace(info=info, labeled_indices=[])
+        n = 300
+        target = g.integers(0, 10, n)
+        centres = g.normal(size=(10, 2)) * 4
+        pts = {}
+        for key, spread in (("z", 0.8), ("u", 2.0)):
+            xy = np.concatenate([centres[target] + g.normal(size=(n, 2)) * spread + (0 if key == "z" else 6) * m
+                                 for m in range(2)])
+            pts[key] = {"xy": xy, "sample": np.tile(np.arange(n), 2), "modality": np.repeat(np.arange(2), n),
+                        "explained": np.array([0.5, 0.2])}
+        p.points = {**pts, "split": "test", "index": np.arange(n), "target": target, "labeled": np.zeros(n, bool)}
+        p._draw()
+    return run_panel_demo(LatentViewPanel, fill, "Latent space — synthetic points", size=(1000, 500))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,396 @@
+"""RobustnessPanel: a heat map of the metric for every modality subset (rows) × every run of the session on the
+same dataset (columns: Robult, its ablations, the baselines), computed in the background with progress and
+cancel. Click a cell to list the samples whose prediction flips under that subset (vs all modalities); click
+one of them to open it in the explorer with that subset switched on.
+
+Run alone: `python -m app.explorer.robustness_panel` shows it on a synthetic result.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+
+from robult_engine.metrics import HIGHER_IS_BETTER
+
+from . import style
+from .export import export_plot, safe_name, write_csv, write_json
+from .jobs import JobRunner
+from .robustness import RobustnessResult, RunRef, compute_robustness
+
+
+class RobustnessPanel(QWidget):
+    sig_open_sample = Signal(str, int, tuple)  # split, index, subset mask
+    sig_result_ready = Signal(object)  # RobustnessResult
+    sig_message = Signal(str, str)
+
+    def __init__(self, parent: QWidget | None = None, *, bundle_getter=None) -> None:
+        super().__init__(parent)
+        self.runner = JobRunner(self, max_threads=1)
+        self.bundle_getter = bundle_getter
+        self.result: RobustnessResult | None = None
+        self.runs: list[RunRef] = []
+        self.data_cfg = None
+        self.selected: tuple[int, int] | None = None  # (row, col)
+        self.flip_rows: list[int] = []
+        self._job = None
+
+        self.split = QComboBox()
+        self.split.addItems(["test", "val"])
+        self.split.setToolTip("Split to evaluate (the test split is what `robult eval` reports)")
+        self.metric_box = QComboBox()
+        self.metric_box.setToolTip("Metric shown in the heat map")
+        self.metric_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.compute_btn = QPushButton("Compute")
+        self.compute_btn.setToolTip("Evaluate every run on every modality subset (in the background)")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setMaximumWidth(260)
+        self.report_btn = QPushButton("Export report…")
+        self.report_btn.setToolTip("A folder with the tables (CSV), the plots (PNG + SVG) and the run configs (JSON)")
+        self.report_btn.setEnabled(False)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        bar = QHBoxLayout()
+        for w in (QLabel("Split"), self.split, QLabel("Metric"), self.metric_box, self.compute_btn, self.cancel_btn,
+                  self.progress):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        bar.addWidget(self.report_btn)
+
+        self.plot = style.plot_widget("Metric per modality subset and run", min_height=260,
+                                      tooltip="Rows: modality subsets the model is given at test time. Columns: "
+                                              "runs of this session on the same dataset. Click a cell to see "
+                                              "which samples change their prediction under that subset.")
+        self.img = pg.ImageItem(axisOrder="row-major")
+        self.img.setLookupTable(style.heat_lut("viridis"))
+        self.plot.addItem(self.img)
+        self.plot.getPlotItem().invertY(True)
+        self.cell_texts: list[pg.TextItem] = []
+        self.sel_box = pg.QtWidgets.QGraphicsRectItem(0, 0, 1, 1)
+        self.sel_box.setPen(pg.mkPen("#D55E00", width=3))
+        self.sel_box.setZValue(10)
+        self.sel_box.hide()
+        self.plot.addItem(self.sel_box)
+        self.plot.scene().sigMouseClicked.connect(self._on_scene_clicked)
+
+        self.flips_title = QLabel("<b>Flipped samples</b><br><span style='color:#606060'>click a cell</span>")
+        self.flips_title.setWordWrap(True)
+        self.flips = QListWidget()
+        self.flips.setMinimumWidth(300)
+        self.flips.setToolTip("Samples whose prediction under the subset differs from all modalities. "
+                              "Click one to open it in the explorer with that subset.")
+        side = QWidget()
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        sl.addWidget(self.flips_title)
+        sl.addWidget(self.flips, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.plot)
+        split.addWidget(side)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addLayout(bar)
+        lay.addWidget(self.info)
+        lay.addWidget(split, 1)
+
+        self.compute_btn.clicked.connect(self.compute)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.metric_box.currentIndexChanged.connect(self._on_metric_changed)
+        self.flips.itemClicked.connect(self._on_flip_clicked)
+        self.flips.itemActivated.connect(self._on_flip_clicked)
+        self.report_btn.clicked.connect(self._on_report_clicked)
+        self._set_info("Load a model to compare the session's runs on every modality subset.")
+
+    # --- inputs ---------------------------------------------------------------------------------------
+    def set_runs(self, runs: list[RunRef], data_cfg) -> None:
+        """The columns to compute (and the dataset, by its DataConfig)."""
+        self.runs = list(runs)
+        self.data_cfg = data_cfg
+        n = len(self.runs)
+        self._set_info(f"{n} run{'s' if n != 1 else ''} with a checkpoint on {data_cfg.dataset}: "
+                       + ", ".join(r.label for r in self.runs) if n else
+                       f"No run with a checkpoint on {data_cfg.dataset} yet.")
+        self.compute_btn.setEnabled(n > 0)
+
+    def _set_info(self, text: str) -> None:
+        self.info.setText(text)
+
+    # --- computing ------------------------------------------------------------------------------------
+    @Slot()
+    def compute(self) -> None:
+        if not self.runs or self.data_cfg is None or self._job is not None:
+            return
+        runs, data_cfg, split = list(self.runs), self.data_cfg, self.split.currentText()
+        getter = self.bundle_getter
+        if getter is None:
+            from .service import default_bundle_getter as getter
+
+        def work(job):
+            bundle = getter(data_cfg)
+            return compute_robustness(runs, bundle, split, progress=job.progress, check=job.check)
+
+        self.progress.setRange(0, len(runs))
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+        self.compute_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self._job = self.runner.start(work, on_done=self._on_done, on_failed=self._on_failed,
+                                      on_progress=self._on_progress, on_cancelled=self._on_cancelled)
+
+    @Slot()
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.progress.setFormat("cancelling…")
+
+    def _finish_job(self) -> None:
+        self._job = None
+        self.compute_btn.setEnabled(bool(self.runs))
+        self.cancel_btn.setEnabled(False)
+
+    def _on_progress(self, done: int, total: int, text: str) -> None:
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        self.progress.setFormat(f"{done}/{total} {text}")
+
+    def _on_cancelled(self) -> None:
+        self._finish_job()
+        self.progress.setFormat("cancelled")
+        self.sig_message.emit("Robustness computation cancelled.", "info")
+
+    def _on_failed(self, message: str) -> None:
+        self._finish_job()
+        self.progress.setFormat("failed")
+        self._set_info(f"<span style='color:#B00020'>Robustness computation failed: {message}</span>")
+        self.sig_message.emit(f"Robustness computation failed: {message}", "error")
+
+    def _on_done(self, result: RobustnessResult) -> None:
+        self._finish_job()
+        self.progress.setFormat(f"done in {result.seconds:.1f} s")
+        self.show_result(result)
+        self.sig_result_ready.emit(result)
+
+    # --- showing --------------------------------------------------------------------------------------
+    def show_result(self, result: RobustnessResult) -> None:
+        self.result = result
+        cur = self.metric_box.currentText()
+        self.metric_box.blockSignals(True)
+        self.metric_box.clear()
+        self.metric_box.addItems(result.metric_names)
+        i = self.metric_box.findText(cur)
+        self.metric_box.setCurrentIndex(i if i >= 0 else 0)
+        self.metric_box.blockSignals(False)
+        self.report_btn.setEnabled(bool(result.runs))
+        msg = f"{len(result.runs)} runs × {len(result.subsets)} subsets on the {result.split} split."
+        if result.skipped:
+            msg += "<br><span style='color:#8A5A00'>Skipped: " + "; ".join(result.skipped) + "</span>"
+        self._set_info(msg)
+        self.selected = None
+        self.sel_box.hide()
+        self.flips.clear()
+        self.flips_title.setText("<b>Flipped samples</b><br><span style='color:#606060'>click a cell</span>")
+        self._draw()
+
+    @property
+    def current_metric(self) -> str:
+        return self.metric_box.currentText()
+
+    @Slot(int)
+    def _on_metric_changed(self, _i: int) -> None:
+        self._draw()
+
+    def _draw(self) -> None:
+        r = self.result
+        for t in self.cell_texts:
+            self.plot.removeItem(t)
+        self.cell_texts = []
+        if r is None or not r.runs or not self.current_metric:
+            self.img.clear()
+            return
+        metric = self.current_metric
+        mat = r.matrix(metric)  # (S, R)
+        finite = mat[np.isfinite(mat)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        better_high = HIGHER_IS_BETTER.get(metric, True)
+        shown = mat if better_high else (hi + lo) - mat  # bright = good either way
+        self.img.setImage(np.nan_to_num(shown, nan=lo), levels=(lo, hi))
+        s, n = mat.shape
+        self.img.setRect(0, 0, n, s)
+        for i in range(s):
+            for j in range(n):
+                v = mat[i, j]
+                frac = (shown[i, j] - lo) / (hi - lo) if np.isfinite(v) else 0
+                t = pg.TextItem(style.fmt(v, 3), color="#000000" if frac > 0.6 else "#FFFFFF", anchor=(0.5, 0.5))
+                t.setPos(j + 0.5, i + 0.5)
+                self.plot.addItem(t)
+                self.cell_texts.append(t)
+        style.set_ticks(self.plot, "left", [name for name, _ in r.subsets], positions=np.arange(s) + 0.5)
+        style.set_ticks(self.plot, "bottom", [run.label for run in r.runs], positions=np.arange(n) + 0.5)
+        self.plot.setXRange(0, n, padding=0)
+        self.plot.setYRange(0, s, padding=0)
+        self.plot.getPlotItem().setTitle(f"{metric} on the {r.split} split ({'higher' if better_high else 'lower'} "
+                                         f"is better)", color="#202020", size="10pt")
+
+    # --- cells and flips ------------------------------------------------------------------------------
+    @Slot(object)
+    def _on_scene_clicked(self, ev) -> None:
+        if self.result is None or not self.result.runs:
+            return
+        vb = self.plot.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(ev.scenePos()):
+            return
+        p = vb.mapSceneToView(ev.scenePos())
+        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
+        if 0 <= row < len(self.result.subsets) and 0 <= col < len(self.result.runs):
+            self.select_cell(row, col)
+
+    def select_cell(self, row: int, col: int) -> np.ndarray:
+        """Show the samples that flip for subset `row` under run `col`; returns their indices."""
+        r = self.result
+        self.selected = (row, col)
+        self.sel_box.setRect(col, row, 1, 1)
+        self.sel_box.show()
+        name, mask = r.subsets[row]
+        run = r.runs[col]
+        idx = r.flips(run.label, mask)
+        pred_sub = r.predictions(run.label, mask)
+        pred_all = r.predictions(run.label, (True,) * len(mask))
+        target = r.encodings[run.label].target
+        self.flips.clear()
+        self.flip_rows = [int(i) for i in idx]
+        classes = self._class_names()
+        for i in self.flip_rows:
+            ps, pa = self._cls(pred_sub[i], classes), self._cls(pred_all[i], classes)
+            truth = self._cls(target[i], classes) if r.task == "single-label" else ""
+            item = QListWidgetItem(f"#{i}:  all → {pa},  {name} → {ps}" + (f"   (true {truth})" if truth else ""))
+            item.setData(Qt.ItemDataRole.UserRole, i)
+            ok_all = truth and pa == truth
+            ok_sub = truth and ps == truth
+            if ok_all and not ok_sub:
+                item.setForeground(pg.mkColor("#B00020"))
+                item.setToolTip("correct with all modalities, wrong with this subset")
+            elif ok_sub and not ok_all:
+                item.setForeground(pg.mkColor("#1A7F37"))
+                item.setToolTip("wrong with all modalities, correct with this subset")
+            self.flips.addItem(item)
+        total = len(r.encodings[run.label].target)
+        self.flips_title.setText(f"<b>{len(idx)} of {total}</b> {r.split} samples flip for <b>{run.label}</b> "
+                                 f"with <b>{name}</b> only (vs all modalities)")
+        return idx
+
+    def _class_names(self) -> tuple[str, ...]:
+        cfg = getattr(self, "class_names", None)
+        return tuple(cfg) if cfg else ()
+
+    @staticmethod
+    def _cls(v, classes) -> str:
+        try:
+            i = int(v)
+        except (TypeError, ValueError):
+            return str(v.tolist())
+        return classes[i] if 0 <= i < len(classes) else str(i)
+
+    @Slot(QListWidgetItem)
+    def _on_flip_clicked(self, item: QListWidgetItem) -> None:
+        if self.result is None or self.selected is None:
+            return
+        idx = int(item.data(Qt.ItemDataRole.UserRole))
+        self.sig_open_sample.emit(self.result.split, idx, tuple(self.result.subsets[self.selected[0]][1]))
+
+    # --- export ---------------------------------------------------------------------------------------
+    def export_report(self, folder, extra_plots: dict | None = None) -> Path:
+        """Write a robustness report folder under `folder`; returns its path."""
+        r = self.result
+        if r is None or not r.runs:
+            raise ValueError("compute the robustness matrix first")
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(folder) / f"robustness-report-{safe_name(r.split)}-{stamp}"
+        out.mkdir(parents=True, exist_ok=False)
+        labels = [run.label for run in r.runs]
+        for metric in r.metric_names:
+            mat = r.matrix(metric)
+            write_csv(out / f"matrix_{safe_name(metric)}.csv", ["subset", *labels],
+                      [[name, *[float(v) for v in mat[i]]] for i, (name, _) in enumerate(r.subsets)])
+        rows = []
+        for run in r.runs:
+            for name, mask in r.subsets:
+                flips = len(r.flips(run.label, mask))
+                for metric, v in r.tables[run.label].get(name, {}).items():
+                    rows.append([run.run_id if run.run_id is not None else "", run.label, run.method, name,
+                                 metric, float(v), flips])
+        write_csv(out / "all_metrics.csv", ["run_id", "run", "method", "subset", "metric", "value", "flipped_samples"],
+                  rows)
+        current = self.current_metric
+        for metric in r.metric_names:  # one heat map per metric
+            i = self.metric_box.findText(metric)
+            self.metric_box.setCurrentIndex(i)
+            export_plot(self.plot, out, f"robustness_{metric}")
+        self.metric_box.setCurrentIndex(max(0, self.metric_box.findText(current)))
+        for name, view in (extra_plots or {}).items():
+            export_plot(view, out, name)
+        write_json(out / "config.json", {"split": r.split, "task": r.task, "modalities": list(r.modality_names),
+                                         "runs": {run.label: {"run_id": run.run_id, "method": run.method,
+                                                              "checkpoint": run.checkpoint_path,
+                                                              "config": r.configs.get(run.label)}
+                                                  for run in r.runs},
+                                         "skipped": r.skipped})
+        return out
+
+    @Slot()
+    def _on_report_clicked(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+        folder = QFileDialog.getExistingDirectory(self, "Write the robustness report into…")
+        if folder:
+            try:
+                path = self.export_report(folder)
+            except (OSError, ValueError) as e:
+                self.sig_message.emit(f"Report failed: {e}", "error")
+                return
+            self.sig_message.emit(f"Robustness report written to {path}", "ok")
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()
+
+
+def synthetic_result() -> RobustnessResult:
+    from robult_engine.evaluation import EncodedSplit, modality_subsets
+    g = np.random.default_rng(0)
+    names = ("image", "audio")
+    runs = [RunRef(i, f"#{i} {m}", m, "") for i, m in enumerate(["robult", "robult-no-rec", "supervised", "moddrop"], 1)]
+    subsets = modality_subsets(names)
+    tables, encs = {}, {}
+    for k, run in enumerate(runs):
+        tables[run.label] = {n: {"accuracy": float(0.95 - 0.1 * k * (1 - all(m)) - 0.05 * g.random()),
+                                 "macro_f1": float(0.9 - 0.1 * k * (1 - all(m)))} for n, m in subsets}
+        import torch
+        target = torch.randint(0, 10, (50,))
+        lm = torch.randn(50, 2, 10)
+        encs[run.label] = EncodedSplit(lm, torch.zeros(50, 2, 0), torch.zeros(50, 2, 0), torch.zeros(50, 2),
+                                       torch.ones(50, 2, dtype=torch.bool), target)
+    return RobustnessResult("test", "single-label", names, subsets, runs, tables, encs)
+
+
+def main() -> int:
+    from .demo import run_panel_demo
+
+    def fill(p: RobustnessPanel) -> None:
+        p.class_names = tuple(str(d) for d in range(10))
+        p.show_result(synthetic_result())
+        p.select_cell(0, 2)
+    return run_panel_demo(RobustnessPanel, fill, "Robustness — synthetic result", size=(1000, 520))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
