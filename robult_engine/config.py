@@ -18,6 +18,7 @@ METHODS = (
     "supervised",
     "moddrop",
     "self-training",
+    "robult-st",
 )
 KERNELS = ("rbf", "laplacian", "inverse-l2")
 DEVICES = ("auto", "cpu", "cuda")
@@ -31,6 +32,34 @@ class ConfigError(ValueError):
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _check_types(obj: Any, section: str) -> None:
+    """Refuse values of the wrong type (a string in a hand-edited JSON file, `--set x=abc`) by field name."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        ann = str(f.type).replace(" ", "")
+        where = f"{section}.{f.name}" if section else f.name
+        if dataclasses.is_dataclass(v):
+            continue
+        optional = ann.endswith("|None")
+        base = ann[:-len("|None")] if optional else ann
+        if v is None:
+            _check(optional, f"{where}: a value is required (got null)")
+            continue
+        if base.startswith("tuple["):
+            _check(isinstance(v, (tuple, list)) and all(isinstance(x, str) for x in v),
+                   f"{where}: expected a list of names, got {v!r}")
+            continue
+        ok = _TYPES.get(base)
+        if ok is None:
+            continue
+        _check(isinstance(v, ok) and not (base != "bool" and isinstance(v, bool)),
+               f"{where}: expected {'a number' if base == 'float' else 'an integer' if base == 'int' else 'a ' + base}"
+               f", got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +85,7 @@ class DataConfig:
     synth_dim: int = 32
 
     def validate(self, known_modalities: tuple[str, ...] | None = None) -> None:
+        _check_types(self, "data")
         _check(isinstance(self.dataset, str) and self.dataset.strip() != "", "data.dataset: must name a dataset or a path")
         _check(0.0 < self.label_fraction <= 1.0,
                f"data.label_fraction: must be in (0, 1], got {self.label_fraction}")
@@ -64,8 +94,9 @@ class DataConfig:
         _check(len(set(self.modalities)) == len(self.modalities), f"data.modalities: duplicates in {self.modalities}")
         if known_modalities is not None and self.modalities:
             unknown = [m for m in self.modalities if m not in known_modalities]
-            _check(not unknown, f"data.modalities: unknown modality {unknown[0]!r}; "
-                                f"the dataset has {', '.join(known_modalities)}")
+            if unknown:
+                raise ConfigError(f"data.modalities: unknown modality {unknown[0]!r}; "
+                                  f"the dataset has {', '.join(known_modalities)}")
         _check(self.synth_n_train >= 20, "data.synth_n_train: must be at least 20")
         for name in ("synth_redundant_bits", "synth_unique_bits", "synth_synergy_bits"):
             _check(0 <= getattr(self, name) <= 4, f"data.{name}: must be in 0..4")
@@ -98,6 +129,7 @@ class ModelConfig:
     text_buckets: int = 2 ** 15
 
     def validate(self) -> None:
+        _check_types(self, "model")
         for name in ("d_h", "d_z", "d_u", "d_hidden"):
             v = getattr(self, name)
             _check(isinstance(v, int) and 1 <= v <= 8192, f"model.{name}: must be an integer in 1..8192, got {v}")
@@ -123,14 +155,15 @@ class LossConfig:
     bandwidth: float | None = None
     # Momentum of the running memory of labeled class prototypes.
     prototype_momentum: float = 0.9
-    # Self-training: confidence a pseudo-label needs before it is trained on.
+    # Self-training: confidence a pseudo-label needs before it is trained on (robult-st weights by κ instead).
     st_threshold: float = 0.9
-    # Self-training: fraction of the epochs trained on labeled data only before pseudo-labels are used.
+    # Self-training and robult-st: fraction of the epochs before pseudo-labels are trained on.
     st_warmup: float = 0.2
     # Modality dropout baseline: probability of dropping each modality (at least one is kept).
     moddrop_p: float = 0.5
 
     def validate(self) -> None:
+        _check_types(self, "loss")
         _check(self.lambda_pu >= 0, f"loss.lambda_pu: must be >= 0, got {self.lambda_pu}")
         _check(self.lambda_rec >= 0, f"loss.lambda_rec: must be >= 0, got {self.lambda_rec}")
         _check(self.tau > 0, f"loss.tau: the temperature must be > 0, got {self.tau}")
@@ -164,6 +197,7 @@ class TrainConfig:
     device: str = "auto"
 
     def validate(self) -> None:
+        _check_types(self, "train")
         _check(isinstance(self.epochs, int) and self.epochs >= 1, f"train.epochs: must be >= 1, got {self.epochs}")
         _check(isinstance(self.batch_size, int) and self.batch_size >= 2,
                f"train.batch_size: must be >= 2, got {self.batch_size}")
@@ -189,7 +223,8 @@ class RunConfig:
     seed: int = 0
 
     def validate(self, known_modalities: tuple[str, ...] | None = None) -> "RunConfig":
-        _check(self.method in METHODS, f"method: unknown method {self.method!r}; one of {', '.join(METHODS)}")
+        _check_types(self, "")
+        _check(isinstance(self.method, str) and self.method in METHODS, f"method: unknown method {self.method!r}; one of {', '.join(METHODS)}")
         self.data.validate(known_modalities)
         self.model.validate()
         self.loss.validate()

@@ -85,12 +85,6 @@ def test_invalid_values_name_their_field(key, value, field):
         RunConfig.from_dict(d).validate()
 
 
-CONFIG_BUG_KNOWN = pytest.mark.xfail(
-    strict=True, raises=IndexError,
-    reason="config.py bug: DataConfig.validate builds its error message f'...{unknown[0]!r}' eagerly, so validating "
-           "explicit modalities that are all known raises IndexError (owner of config.py to fix; then drop this mark)")
-
-
 def test_modalities_empty_means_all():
     known = ("m0", "m1", "m2")
     RunConfig().validate(known)  # () = all modalities of the dataset
@@ -100,7 +94,6 @@ def test_modalities_empty_means_all():
         RunConfig().replace(**{"data.modalities": ("m1", "m1")}).validate(known)
 
 
-@CONFIG_BUG_KNOWN
 def test_modalities_explicit_known_subset_is_valid():
     RunConfig().replace(**{"data.modalities": ("m2", "m0")}).validate(("m0", "m1", "m2"))
 
@@ -130,8 +123,6 @@ def test_every_method_is_valid():
             "self-training"} <= set(METHODS), "the paper's methods and baselines (DESIGN.md §1)"
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: validate() compares values without checking their types, so a "
-                                       "string from JSON or --set raises TypeError (or passes) instead of ConfigError")
 @pytest.mark.parametrize("key, value", [
     ("data.label_fraction", "0.05"),
     ("train.lr", "fast"),
