@@ -28,10 +28,10 @@ from .events import EpochEnded, Event, Failed, Finished, StepEnded
 from .losses import (PrototypeMemory, contrastive_classes, modality_dropout_mask, pseudo_classes,
                      pu_contrastive_loss, reconstruction_loss, soft_kappa, soft_pu_weights, supcon_weights,
                      supervised_loss)
-from .models.robult import RobultModel, build_model
+from .models.robult import RobultModel, build_model, combine_logits
 from .semisup import SemiSupervisedSampler, labeled_indices
 
-ROBULT_FAMILY = ("robult", "robult-no-rec", "robult-supcon", "robult-no-pu")
+ROBULT_FAMILY = ("robult", "robult-no-rec", "robult-supcon", "robult-no-pu", "robult-st")
 HIST_EDGES = tuple(i / 20 for i in range(21))
 
 
@@ -182,16 +182,20 @@ class Trainer:
         method = cfg.method
         mask = batch.mask
         robult_like = method in ROBULT_FAMILY
-        lam_pu = cfg.loss.lambda_pu if method in ("robult", "robult-no-rec", "robult-supcon") else 0.0
-        lam_rec = cfg.loss.lambda_rec if method in ("robult", "robult-supcon", "robult-no-pu") else 0.0
+        lam_pu = cfg.loss.lambda_pu if method in ("robult", "robult-no-rec", "robult-supcon", "robult-st") else 0.0
+        lam_rec = cfg.loss.lambda_rec if method in ("robult", "robult-supcon", "robult-no-pu", "robult-st") else 0.0
         out = self.net(batch.inputs, batch.lengths, mask, with_fusion=True, with_reconstruction=lam_rec > 0)
 
         labeled = batch.labeled
         weight = labeled.float()
         target = batch.target
         losses: dict[str, torch.Tensor] = {}
-        logits_mod, sup_mask = out.logits_mod, mask
-        if method == "self-training" and epoch >= int(cfg.train.epochs * cfg.loss.st_warmup):
+        after_warmup = epoch >= int(cfg.train.epochs * cfg.loss.st_warmup)
+
+        pu = None
+        if robult_like and (lam_pu > 0 or method == "robult-st"):
+            pu = self._soft_pu_terms(out, batch, stats)
+        if method == "self-training" and after_warmup:
             # confident fused predictions of unlabeled samples become their targets
             with torch.no_grad():
                 conf, pseudo = self._confident_pseudo(out.logits.detach())
@@ -199,59 +203,76 @@ class Trainer:
             target = torch.where(take.view(-1, *([1] * (target.dim() - 1))), pseudo.to(target.dtype), target)
             weight = weight + take.float()
             stats["st_taken"] = stats.get("st_taken", 0) + int(take.sum())
+        if method == "robult-st" and after_warmup:
+            # beyond the paper: unlabeled samples train the classifiers on their pseudo-label ỹ = c_0(S),
+            # weighted by their soft weight κ (how close they lie to the labeled prototype of that class)
+            kappa_local, pseudo_local = pu["kappa_local"], pu["pseudo_local"]
+            if self.task == "regression":
+                pseudo_local = out.logits_fused.detach()[:, 0].float()
+            take = (~labeled) & out.s_valid
+            target = torch.where(take.view(-1, *([1] * (target.dim() - 1))), pseudo_local.to(target.dtype), target)
+            weight = weight + take.float() * kappa_local
         denom_sup = D.all_reduce_sum(weight.sum().detach(), di).clamp(min=1.0)
         if method == "moddrop":
             # the late-fusion prediction trained under random modality dropout, plus the fused head
             drop = out.mask & self._drop_mask_local(mask)
-            from .models.robult import combine_logits
             logits_mod = combine_logits(out.logits_mod, drop).unsqueeze(1)  # (B, 1, C)
             sup_mask = torch.ones(mask.shape[0], 1, dtype=torch.bool, device=mask.device)
+        else:
+            logits_mod, sup_mask = out.logits_mod, mask
         losses["sup"] = supervised_loss(logits_mod, sup_mask, target, weight, task, out.logits_fused, out.s_valid,
                                         denom=denom_sup)
-
-        if robult_like and lam_pu > 0:
-            s_all = D.gather_with_grad(out.s, di)  # (Bg, d_z)
-            z_all = D.gather_with_grad(out.z, di)  # (Bg, M, d_z)
-            s_n = torch.nn.functional.normalize(s_all.float(), dim=-1)
-            z_n = torch.nn.functional.normalize(z_all.float(), dim=-1)
-            mask_all = D.gather(out.mask, di)
-            lab_all = D.gather(labeled, di)
-            valid_all = D.gather(out.s_valid, di)
-            cls_all = contrastive_classes(D.gather(batch.target, di), task)
-            pseudo_all = pseudo_classes(D.gather(out.logits_fused.detach().float(), di), task)
-            lab_b = lab_all.view(-1, *([1] * (cls_all.dim() - 1)))
-            cls_tilde = torch.where(lab_b, cls_all.to(pseudo_all.dtype), pseudo_all)
-            # the memory of labeled prototypes first sees this batch's labeled anchors (identical on all ranks)
-            self.memory.update(s_n.detach()[lab_all & valid_all], cls_all[lab_all & valid_all])
-            b_local = out.s.shape[0]
-            rows = torch.arange(b_local, device=s_all.device) + di.rank * b_local
-            if method == "robult-supcon":
-                w = supcon_weights(cls_all, lab_all, rows)
-                anchor_valid = out.s_valid & labeled
-            else:
-                kappa, sigma = soft_kappa(s_n.detach(), cls_tilde, self.memory.protos, self.memory.seen,
-                                          cfg.loss.kernel, cfg.loss.bandwidth)
-                w = soft_pu_weights(cls_tilde, lab_all, kappa, rows)
-                anchor_valid = out.s_valid
-                unl = ~lab_all
-                if unl.any():
-                    k_unl = kappa[unl].float().cpu()
-                    stats["kappa_hist"] += torch.histc(k_unl, bins=20, min=0.0, max=1.0)
-                    stats["kappa_sum"] += float(k_unl.sum())
-                    stats["kappa_n"] += int(unl.sum())
-                    true_cls = cls_all[unl]
-                    if true_cls.dim() == 1:  # diagnostic only: pseudo-label accuracy on unlabeled samples
-                        stats["pl_correct"] += int((pseudo_all[unl] == true_cls).sum())
-                        stats["pl_n"] += int(unl.sum())
-            denom_pu = D.all_reduce_sum(anchor_valid.sum().float().detach(), di).clamp(min=1.0)
-            losses["pu"] = pu_contrastive_loss(s_n[rows], z_n, mask_all, w, cfg.loss.tau, anchor_valid,
-                                               denom=denom_pu)
+        if pu is not None and lam_pu > 0:
+            losses["pu"] = pu_contrastive_loss(pu["anchors"], pu["candidates"], pu["cand_mask"], pu["weights"],
+                                               cfg.loss.tau, pu["anchor_valid"], denom=pu["denom"])
         if lam_rec > 0:
             losses["rec"] = reconstruction_loss(out.h, out.h_rec, out.mask, denom=float(mask.shape[0] * di.world))
 
         total = losses["sup"] + lam_pu * losses.get("pu", 0.0) + lam_rec * losses.get("rec", 0.0)
         losses["total"] = total
         return losses
+
+    def _soft_pu_terms(self, out, batch: Batch, stats: dict) -> dict:
+        """Everything the soft-PU loss needs, over the global batch (DESIGN.md §1, loss 2)."""
+        cfg, task, di = self.cfg, self.task, self.dist
+        labeled = batch.labeled
+        s_all = D.gather_with_grad(out.s, di)  # (Bg, d_z)
+        z_all = D.gather_with_grad(out.z, di)  # (Bg, M, d_z)
+        s_n = torch.nn.functional.normalize(s_all.float(), dim=-1)
+        z_n = torch.nn.functional.normalize(z_all.float(), dim=-1)
+        mask_all = D.gather(out.mask, di)
+        lab_all = D.gather(labeled, di)
+        valid_all = D.gather(out.s_valid, di)
+        cls_all = contrastive_classes(D.gather(batch.target, di), task)
+        pseudo_all = pseudo_classes(D.gather(out.logits_fused.detach().float(), di), task)
+        lab_b = lab_all.view(-1, *([1] * (cls_all.dim() - 1)))
+        cls_tilde = torch.where(lab_b, cls_all.to(pseudo_all.dtype), pseudo_all)
+        # the memory of labeled prototypes first sees this batch's labeled anchors (identical on all processes)
+        self.memory.update(s_n.detach()[lab_all & valid_all], cls_all[lab_all & valid_all])
+        b_local = out.s.shape[0]
+        rows = torch.arange(b_local, device=s_all.device) + di.rank * b_local
+        kappa, _sigma = soft_kappa(s_n.detach(), cls_tilde, self.memory.protos, self.memory.seen,
+                                   cfg.loss.kernel, cfg.loss.bandwidth)
+        if cfg.method == "robult-supcon":
+            w = supcon_weights(cls_all, lab_all, rows)
+            anchor_valid = out.s_valid & labeled
+        else:
+            w = soft_pu_weights(cls_tilde, lab_all, kappa, rows)
+            anchor_valid = out.s_valid
+            unl = ~lab_all
+            if unl.any():
+                k_unl = kappa[unl].float().cpu()
+                stats["kappa_hist"] += torch.histc(k_unl, bins=20, min=0.0, max=1.0)
+                stats["kappa_sum"] += float(k_unl.sum())
+                stats["kappa_n"] += int(unl.sum())
+                true_cls = cls_all[unl]
+                if true_cls.dim() == 1:  # diagnostic only: pseudo-label accuracy on unlabeled samples
+                    stats["pl_correct"] += int((pseudo_all[unl] == true_cls).sum())
+                    stats["pl_n"] += int(unl.sum())
+        denom = D.all_reduce_sum(anchor_valid.sum().float().detach(), di).clamp(min=1.0)
+        return {"anchors": s_n[rows], "candidates": z_n, "cand_mask": mask_all, "weights": w,
+                "anchor_valid": anchor_valid, "denom": denom, "kappa_local": kappa[rows],
+                "pseudo_local": pseudo_all[rows]}
 
     def _confident_pseudo(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         thr = self.cfg.loss.st_threshold
