@@ -179,9 +179,16 @@ def make_window(qtbot, db_path, settings):
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory) -> Path:
     """A best.pt of a tiny PID-Synth run, trained once per session without the GUI."""
+    import torch
+
     from robult_engine.trainer import Trainer
     out = tmp_path_factory.mktemp("trained") / "run"
-    final = Trainer(tiny_config(), out_dir=out).run()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # session fixtures run before the function-scoped one_torch_thread
+    try:
+        final = Trainer(tiny_config(), out_dir=out).run()
+    finally:
+        torch.set_num_threads(before)
     assert final.checkpoint_path, final
     return Path(final.checkpoint_path)
 
