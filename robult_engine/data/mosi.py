@@ -20,7 +20,6 @@ DataError before anything is called.
 """
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 from typing import Any
@@ -85,8 +84,9 @@ def safe_load_pickle(path: Path) -> Any:
             return SafeUnpickler(f, encoding="latin1").load()
     except pickle.UnpicklingError as e:
         raise DataError(f"{path}: unsafe or invalid pickle ({e})") from None
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError,
-            io.UnsupportedOperation) as e:
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - damaged bytes raise anything (EOFError, struct.error, MemoryError …)
         raise DataError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 
@@ -162,13 +162,22 @@ def _split_arrays(split: Any, name: str, path: Path) -> tuple[dict[str, np.ndarr
         else:
             x, lens = _leading_span_to_front(x)
         inputs[key], lengths[key] = x, lens
-    raw_ids = split.get("id")
-    ids = [f"{name}-{i}" for i in range(n)]
-    if raw_ids is not None:
-        arr = np.asarray(raw_ids, dtype=object).reshape(n, -1) if np.size(raw_ids) % n == 0 else None
-        if arr is not None:
-            ids = ["_".join(str(v.decode() if isinstance(v, bytes) else v) for v in row) for row in arr]
-    return inputs, lengths, target, ids
+    return inputs, lengths, target, _ids(split.get("id"), n, name)
+
+
+def _ids(raw: Any, n: int, split_name: str) -> list[str]:
+    """Readable sample ids from an 'id' entry ((N,) or (N, k) of str/bytes); positions when unusable."""
+    fallback = [f"{split_name}-{i}" for i in range(n)]
+    if raw is None:
+        return fallback
+    try:
+        arr = np.asarray(raw, dtype=object)
+        if arr.size == 0 or arr.size % n:
+            return fallback
+        rows = arr.reshape(n, -1)
+    except (ValueError, TypeError):
+        return fallback
+    return ["_".join(v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in row) for row in rows]
 
 
 def load_mosi(path: Path) -> DatasetBundle:

@@ -246,9 +246,12 @@ def test_27_booby_trapped_pickle_is_refused_and_never_runs(tmp_path):
 
 
 def test_28_not_a_pickle_and_wrong_top_level(tmp_path):
-    (tmp_path / "a.pkl").write_bytes(os.urandom(64))
+    (tmp_path / "a.pkl").write_bytes(np.random.default_rng(3).integers(0, 256, 64, dtype=np.uint8).tobytes())
     with pytest.raises(DataError, match=r"a\.pkl: (not a readable|unsafe or invalid) pickle"):
         load_path(tmp_path / "a.pkl")
+    (tmp_path / "c.pkl").write_bytes(pickle.dumps({"train": {}})[:-3])  # truncated
+    with pytest.raises(DataError, match=r"c\.pkl: (not a readable|unsafe or invalid) pickle"):
+        load_path(tmp_path / "c.pkl")
     (tmp_path / "b.pkl").write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(DataError, match="expected a dict of splits"):
         load_path(tmp_path / "b.pkl")
@@ -352,3 +355,10 @@ def test_38_cli_train_on_a_booby_trapped_pickle(tmp_path, engine_cli):
     out = r.stdout + r.stderr
     assert "refusing to load" in out and "Traceback" not in out
     assert not marker.exists()
+
+
+def test_39_unwritable_cache_dir_is_explained(tmp_path, monkeypatch):
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("ROBULT_CACHE_DIR", str(tmp_path / "a_file" / "cache"))
+    with pytest.raises(DataError, match="cannot write the AV-Digits cache .* set ROBULT_CACHE_DIR"):
+        avdigits.load_av_digits()
