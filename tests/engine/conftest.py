@@ -116,7 +116,7 @@ def run_engine(*args: str, timeout: float = 120, env: dict | None = None, cwd: s
                           timeout=timeout, env=e, cwd=cwd or REPO)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def engine_cli():
     """The `run_engine` helper: `engine_cli("train", "--epochs", "1", ...)`."""
     return run_engine

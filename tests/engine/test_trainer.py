@@ -312,8 +312,6 @@ def test_all_methods_see_identical_labels_and_batches(make_cfg, pid_bundle):
     assert all(lab[b].sum() == 4 for b in ref_batches)
 
 
-@pytest.mark.xfail(strict=True, reason="config.py bug: DataConfig.validate(known) raises IndexError for explicit, "
-                                       "all-known modalities (eager f-string with unknown[0]); drop once fixed")
 def test_training_on_a_modality_subset(make_cfg, pid_bundle):
     final, events = run(make_cfg(**{"train.epochs": 1, "data.modalities": ("m2", "m0")}), pid_bundle)
     assert isinstance(final, Finished), final

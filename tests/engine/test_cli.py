@@ -1,0 +1,109 @@
+"""The headless CLI (`python -m robult_engine train | eval | compare`), run as a user would, in subprocesses."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+
+TINY_ARGS = ["--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16",
+             "--set", "model.d_z=8", "--set", "model.d_u=8", "--set", "model.d_hidden=16", "--batch-size", "16",
+             "--label-fraction", "0.1", "--threads", "1", "--quiet"]
+SUBSETS = ["m0", "m1", "m2", "m0+m1", "m0+m2", "m1+m2", "m0+m1+m2"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, engine_cli):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = engine_cli("train", "--method", "robult", "--epochs", "2", "--out", str(out), *TINY_ARGS)
+    return proc, out
+
+
+def test_train_writes_a_run_folder(trained_run):
+    proc, out = trained_run
+    assert proc.returncode == 0, proc.stderr
+    assert "best epoch" in proc.stdout and "test split" in proc.stdout
+    for s in SUBSETS:
+        assert re.search(rf"^{re.escape(s)}\s+[\d.]+\s+[\d.]+$", proc.stdout, re.M), s
+    for name in ("best.pt", "last.pt", "config.json", "result.json"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "result.json").read_text())
+    assert set(result["test"]) == set(SUBSETS) and result["checkpoint"].endswith("best.pt")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["model"]["d_h"] == 16 and cfg["train"]["labeled_per_batch"] == 4  # batch 16 // 4
+    assert cfg["train"]["epochs"] == 2 and cfg["method"] == "robult"
+
+
+def test_eval_prints_the_subset_by_metric_table(trained_run, engine_cli, tmp_path):
+    _, out = trained_run
+    js = tmp_path / "table.json"
+    proc = engine_cli("eval", str(out / "best.pt"), "--split", "val", "--json", str(js), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("val split, robult")
+    header = lines[1].split()
+    assert header == ["subset", "accuracy", "macro_f1"]
+    rows = {ln[:20].strip(): ln[20:].split() for ln in lines[2:]}
+    assert list(rows) == SUBSETS + ["mean over subsets"]
+    assert all(len(v) == 2 and all(0 <= float(x) <= 1 for x in v) for v in rows.values())
+    table = json.loads(js.read_text())
+    assert set(table) == set(SUBSETS) | {"mean over subsets"}
+    assert float(rows["m0+m1+m2"][0]) == pytest.approx(table["m0+m1+m2"]["accuracy"], abs=1e-4)
+
+
+def test_compare_writes_csv_and_json(engine_cli, tmp_path):
+    out = tmp_path / "cmp"
+    proc = engine_cli("compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1", "--out", str(out),
+                      *TINY_ARGS, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "(mean ± std over seeds)" in proc.stdout
+    table = proc.stdout.split("(mean ± std over seeds)")[1]
+    header = table.strip().splitlines()[0].split()
+    assert header == ["subset", "robult", "supervised"]
+    for s in SUBSETS + ["mean"]:
+        assert re.search(rf"^{re.escape(s)}\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+$", table, re.M), s
+    with open(out / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == (len(SUBSETS) + 1) * 2
+    assert set(rows[0]) == {"subset", "method", "metric", "mean", "std", "seed0", "seed1"}
+    for r in rows:
+        vals = [float(r["seed0"]), float(r["seed1"])]
+        assert float(r["mean"]) == pytest.approx(sum(vals) / 2, abs=1e-5)
+        assert float(r["std"]) == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5, abs=1e-5)  # sample std, n=2
+    data = json.loads((out / "compare.json").read_text())
+    assert data["methods"] == ["robult", "supervised"] and data["seeds"] == 2 and data["metric"] == "accuracy"
+    assert set(data["summary"]) == set(SUBSETS) | {"mean"}
+    assert len(data["runs"]["robult"]) == 2
+    for m in ("robult", "supervised"):
+        for seed in (0, 1):
+            assert (out / f"{m}-seed{seed}" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--method", "robust"], "invalid choice: 'robust'"),
+    (["compare", "--methods", "robult,magic"], "unknown method 'magic'"),
+    (["train", "--set", "epochs"], "expected SECTION.FIELD=VALUE"),
+    (["train", "--set", "model.depth=3"], "unknown field model.depth"),
+    (["train", "--set", "loss.tau=-1"], "loss.tau"),
+    (["train", "--epochs", "many"], "invalid int value: 'many'"),
+    (["eval", "no/such/run/best.pt"], "no such checkpoint file"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(engine_cli, args, message):
+    proc = engine_cli(*args)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_eval_refuses_a_file_that_is_not_a_checkpoint(engine_cli, tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("hello")
+    proc = engine_cli("eval", str(bad))
+    assert proc.returncode == 2 and "not a Robult checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_set_value_type_exits_2(engine_cli):
+    proc = engine_cli("train", "--set", "data.label_fraction=abc", "--epochs", "1")
+    assert proc.returncode == 2 and "data.label_fraction" in proc.stderr and "Traceback" not in proc.stderr
