@@ -1,0 +1,58 @@
+"""The engine imports no Qt, no plotting, no SQLite and nothing from `app` (DESIGN.md §3), checked in a fresh
+interpreter: every module of the package is imported, then a tiny training run and an evaluation happen (so lazy
+imports along the way count too)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+FORBIDDEN = ("PySide6", "shiboken6", "pyqtgraph", "sqlite3", "_sqlite3", "sqlite_utils", "app")
+
+SCRIPT = textwrap.dedent("""
+    import json, pkgutil, importlib, sys
+    import robult_engine
+    mods = sorted(m.name for m in pkgutil.walk_packages(robult_engine.__path__, "robult_engine.")
+                  if not m.name.endswith("__main__"))
+    for name in mods:
+        importlib.import_module(name)
+    from robult_engine import cli, evaluation, trainer  # the ones the brief names, explicitly
+    from robult_engine.config import RunConfig
+    from robult_engine.evaluation import evaluate_subsets
+    cfg = RunConfig().replace(**{"data.dataset": "pid-synth", "data.synth_n_train": 40, "model.d_h": 8,
+                                 "model.d_z": 4, "model.d_u": 4, "model.d_hidden": 8, "train.epochs": 1,
+                                 "train.batch_size": 8, "train.labeled_per_batch": 2})
+    t = trainer.Trainer(cfg)
+    final = t.run()
+    assert type(final).__name__ == "Finished", final
+    evaluate_subsets(t.model, t.bundle.splits["val"], t.bundle.info.modality_names, t.bundle.info.task)
+    top = sorted({m.split(".")[0] for m in sys.modules})
+    print(json.dumps({"modules": mods, "top": top}))
+""")
+
+
+def test_engine_imports_no_gui_plotting_sqlite_or_app():
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"robult_engine.trainer", "robult_engine.cli", "robult_engine.evaluation",
+            "robult_engine.models.robult", "robult_engine.data.pid_synth"} <= set(report["modules"])
+    loaded = [m for m in FORBIDDEN if m in report["top"]]
+    assert not loaded, f"robult_engine pulled in {loaded}"
+
+
+def test_engine_sources_do_not_name_the_app():
+    """A cheap static companion: no `import app` / `from app` anywhere in the engine's sources."""
+    from pathlib import Path
+
+    import robult_engine
+    root = Path(robult_engine.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            s = line.strip()
+            if s.startswith(("import app", "from app", "import PySide6", "from PySide6", "import pyqtgraph",
+                             "import sqlite", "from sqlite")):
+                offenders.append(f"{path.relative_to(root)}:{i}: {s}")
+    assert not offenders, offenders
