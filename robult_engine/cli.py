@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="several methods × seeds on identical data, labels and masks")
-    c.add_argument("--methods", default="robult,supervised,moddrop,self-training")
+    c.add_argument("--methods", default="robult,robult-st,supervised,moddrop,self-training")
     c.add_argument("--seeds", type=int, default=3)
     c.add_argument("--metric", help="metric of the table (default: the task's primary metric)")
     c.add_argument("--out", help="folder for compare.csv, compare.json and the runs")
