@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from robult_engine.data import DataError
 from robult_engine.data import audio
 
 

@@ -6,13 +6,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 from PIL import Image
 
 from robult_engine.config import DataConfig
-from robult_engine.data import DataError, load_dataset
+from robult_engine.data import load_dataset
 from robult_engine.data.formats import load_path
 from robult_engine.data.manifest import load_manifest
 
@@ -37,7 +36,6 @@ def four_kind_folder(root: Path, n_per_split=(6, 2, 2)) -> Path:
     for split, n in zip(("train", "val", "test"), n_per_split):
         for i in range(n):
             label = ["cat", "dog"][k % 2]
-            Image.new("L", (10, 12), 40 + 30 * (k % 2)).save(root / f"img{k}.png") if root.exists() else None
             rows.append([f"s{k}", split, label, f"img{k}.png", f"a{k}.wav", f"v{k}.npy", f"q{k}.npy",
                          f"a {label} number {i}"])
             k += 1
