@@ -143,6 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if rank != 0:
         return 0 if isinstance(final, Finished) else 1
     if isinstance(final, Failed):
+        if args.quiet:  # the progress printer is silent then, but a failure must still be said
+            print(f"error: {final.message}", file=sys.stderr)
         return 1
     print(f"best epoch {final.best_epoch + 1}, checkpoint {final.checkpoint_path}")
     if final.test_metrics:
