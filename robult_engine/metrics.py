@@ -44,22 +44,17 @@ def _f1(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
 
 
 def auroc_binary(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve by the rank statistic (ties get average ranks)."""
+    """Area under the ROC curve by the rank statistic (ties get average ranks). scores, labels: (N,)."""
     pos = labels.bool()
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = scores.argsort()
-    ranks = torch.empty_like(scores, dtype=torch.float64)
-    sorted_scores = scores[order]
-    i, n = 0, len(scores)
-    pos_rank = torch.arange(1, n + 1, dtype=torch.float64)
-    while i < n:  # average ranks over ties
-        j = i
-        while j + 1 < n and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = pos_rank[i:j + 1].mean()
-        i = j + 1
+    sorted_scores, order = scores.sort()
+    _, group, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()  # 1-based rank of the last member of each tie group
+    avg = ends - (counts.double() - 1) / 2  # mean of the ranks ends-count+1 .. ends
+    ranks = torch.empty(len(scores), dtype=torch.float64)
+    ranks[order] = avg[group]
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
