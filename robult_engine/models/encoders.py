@@ -90,10 +90,13 @@ class TextEncoder(nn.Module):
 
     def __init__(self, buckets: int, d_h: int, dropout: float) -> None:
         super().__init__()
+        self.buckets = buckets
         self.emb = nn.EmbeddingBag(buckets, d_h, mode="mean", padding_idx=0)
         self.net = nn.Sequential(nn.LayerNorm(d_h), mlp(d_h, d_h, d_h, dropout))
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # ids come hashed into the data's own bucket count; fold them into this encoder's (0 stays padding)
+        ids = torch.where(ids > 0, (ids - 1) % (self.buckets - 1) + 1, ids)  # (B, L)
         return self.net(self.emb(ids))  # (B, L) -> (B, d_h)
 
 
