@@ -99,8 +99,14 @@ class RobultModel(nn.Module):
     def heads(self, h: torch.Tensor, mask: torch.Tensor, *, with_fusion: bool = False,
               with_reconstruction: bool = False) -> ModelOutput:
         """Everything after the encoders. h: (B, M, d_h), mask: (B, M) bool."""
+        b = h.shape[0]
         z = self.shared_proj(h)  # (B, M, d_z)
-        u = self.project_unique(h)  # (B, M, d_u)
+        if with_reconstruction:
+            # U^i for the classifier and g_i(sg H^i) for L_rec in one call per projector (the rows are independent:
+            # no batch statistics), instead of running every g_i twice
+            u, u_rec = self.project_unique(torch.cat([h, h.detach()], dim=0)).split(b)  # (B, M, d_u) each
+        else:
+            u = self.project_unique(h)  # (B, M, d_u)
         logits_mod = self.classifier(torch.cat([u, z], dim=-1))  # (B, M, C)
         out = ModelOutput(h=h, z=z, u=u, logits_mod=logits_mod, logits=combine_logits(logits_mod, mask),
                           mask=mask)
@@ -110,8 +116,7 @@ class RobultModel(nn.Module):
             out.logits_fused = self.fusion_head(out.s)  # (B, C)
         if with_reconstruction:
             # L_rec must reach only g_i and r_i: stop-gradient on H^i (so g_i's input is a constant and no
-            # gradient reaches the encoders) and on Z^i (so g_0 is untouched). DESIGN.md §1, loss 3.
-            u_rec = self.project_unique(h.detach())  # (B, M, d_u)
+            # gradient reaches the encoders; u_rec above) and on Z^i (so g_0 is untouched). DESIGN.md §1, loss 3.
             out.h_rec = self.reconstruct(u_rec, z.detach())  # (B, M, d_h)
         return out
 
