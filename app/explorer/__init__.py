@@ -14,10 +14,31 @@ bridge, caches, requests off the GUI thread), `jobs` (QThreadPool jobs with prog
 """
 from __future__ import annotations
 
+import sys
+
 from PySide6.QtCore import QEvent, QObject, QTimer, Slot
 from PySide6.QtGui import QAction, QKeySequence
 
-__all__ = ["ExplorerSuite", "install"]
+__all__ = ["ExplorerSuite", "install", "protect_none"]
+
+
+def protect_none() -> bool:
+    """Work around a PySide6 6.12 binding bug on CPython < 3.12: every Qt method that returns void hands back
+    `None` *without* a new reference (fine where None is immortal, 3.12+; on 3.11 each call lowers None's
+    reference count by one). An app that paints plots reaches zero within minutes and aborts with "Fatal
+    Python error: none_dealloc". Giving None a huge reference count makes it effectively immortal, as in
+    3.12. Process-wide and harmless; the real fix is a PySide6 without the bug or Python ≥ 3.12.
+    Returns True when the guard was applied."""
+    if sys.version_info >= (3, 12):
+        return False
+    import ctypes
+    ref = ctypes.c_ssize_t.from_address(id(None))  # ob_refcnt is the first field of every PyObject
+    if ref.value < 1 << 40:
+        ref.value += 1 << 40
+    return True
+
+
+protect_none()
 
 
 class ExplorerSuite(QObject):

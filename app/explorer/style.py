@@ -20,10 +20,10 @@ RECEIVES = "#D55E00"
 UP, DOWN = "#1A9850", "#D73027"
 DISABLED_ALPHA = 60
 
-TIP_Z = ("‖Z^i‖: size of the redundant part of modality i, Z^i = g_0(H^i) — the shared projector g_0 maps every "
-         "modality into one space, aligned with the fused S, so what several modalities share lives here.")
-TIP_U = ("‖U^i‖: size of the unique part of modality i, U^i = g_i(H^i) — its own projector g_i; the "
-         "reconstruction loss makes U^i carry what Z^i lacks.")
+TIP_Z = ("Z^i = g_0(H^i): redundant part, shared projector g_0. One projector maps every modality into one space, "
+         "aligned with the fused S, so what several modalities share lives here. ‖Z^i‖ is its size.")
+TIP_U = ("U^i = g_i(H^i): unique part, modality projector g_i. The reconstruction loss makes U^i carry what Z^i "
+         "lacks. ‖U^i‖ is its size.")
 TIP_RATIO = "‖U^i‖ / ‖Z^i‖: how much of the modality's code is its unique part rather than the shared one."
 TIP_KAPPA = ("κ: soft weight: RBF kernel of the distance to the labeled class prototype, "
              "κ = exp(−d² / 2σ²), d = ‖s − prototype(ỹ)‖ (the kernel and σ are the run's settings). An unlabeled "
