@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import shiboken6
 import torch
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
@@ -332,7 +333,9 @@ class TrainingController(QObject):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        if self._thread is not None and not self._thread.isRunning():
+        # `finished` is emitted by the thread just *before* it ends (isRunning() may still be true here):
+        # wait for the end (a few instructions; wait() releases the GIL) before dropping the last reference
+        if self._thread is not None and self.sender() in (self._thread, None):
             self._thread.wait()
             self._release()
 
@@ -351,40 +354,81 @@ class TrainingController(QObject):
 
 
 # --- one-shot jobs on the QThreadPool ---------------------------------------------------------------------
-class _JobSignals(QObject):
-    sig_done = Signal(int, object)
-    sig_failed = Signal(int, object)
+class _JobHub(QObject):
+    """One long-lived QObject on the GUI thread that receives every pool job's answer (a queued signal) and
+    hands it to the job's callbacks there. Jobs carry no QObject of their own, so no QObject is ever created
+    on one thread and destroyed on another (a source of crashes and lock-order deadlocks with the GIL)."""
+
+    sig_job_ended = Signal(int, bool, object)  # job id, ok, result or exception
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: dict[int, tuple[Callable, Callable, int]] = {}
+        self._next = 0
+        self.sig_job_ended.connect(self._on_job_ended)
+
+    def register(self, on_done: Callable, on_failed: Callable, tag: int) -> int:
+        self._next += 1
+        self._callbacks[self._next] = (on_done, on_failed, tag)
+        return self._next
+
+    @Slot(int, bool, object)
+    def _on_job_ended(self, job_id: int, ok: bool, payload: object) -> None:
+        entry = self._callbacks.pop(job_id, None)
+        if entry is None:
+            return
+        on_done, on_failed, tag = entry
+        cb = on_done if ok else on_failed
+        owner = getattr(cb, "__self__", None)
+        if isinstance(owner, QObject) and not shiboken6.isValid(owner):
+            return  # the widget that asked is gone
+        cb(tag, payload)
+
+    @property
+    def pending(self) -> int:
+        return len(self._callbacks)
+
+
+_HUB: _JobHub | None = None
+
+
+def _hub() -> _JobHub:
+    global _HUB
+    if _HUB is None or not shiboken6.isValid(_HUB):
+        app = QCoreApplication.instance()
+        if app is None or QThread.currentThread() is not app.thread():
+            raise RuntimeError("start_job must be called from the GUI thread of a running QApplication")
+        _HUB = _JobHub()
+    return _HUB
 
 
 class FunctionJob(QRunnable):
-    """Run `fn()` on the pool; report `sig_done(tag, result)` or `sig_failed(tag, exception)` (queued).
+    """Run `fn()` on the pool and send (ok, result-or-exception) to the hub. Owned and deleted by the pool."""
 
-    The pool owns and deletes the runnable (autoDelete); its signals object was created on the GUI thread, so
-    receivers there get queued calls."""
-
-    def __init__(self, fn: Callable[[], object], tag: int = 0) -> None:
+    def __init__(self, fn: Callable[[], object], job_id: int, hub: _JobHub) -> None:
         super().__init__()
         self.fn = fn
-        self.tag = tag
-        self.signals = _JobSignals()
+        self.job_id = job_id
+        self.hub = hub
 
     def run(self) -> None:
         try:
             result = self.fn()
         except Exception as e:  # noqa: BLE001 - reported to the caller as a value
-            self.signals.sig_failed.emit(self.tag, e)
+            self.hub.sig_job_ended.emit(self.job_id, False, e)
         else:
-            self.signals.sig_done.emit(self.tag, result)
+            self.hub.sig_job_ended.emit(self.job_id, True, result)
+        finally:
+            self.fn = None  # drop what the job captured here, not when the pool deletes the runnable
 
 
 def start_job(fn: Callable[[], object], on_done: Callable[[int, object], None],
               on_failed: Callable[[int, object], None], tag: int = 0) -> None:
-    """Start `fn` on the global QThreadPool. `on_done`/`on_failed` should be bound slots of QObjects that live
-    on the GUI thread (they are called there, queued; no lambdas across threads)."""
-    job = FunctionJob(fn, tag)
-    job.signals.sig_done.connect(on_done)
-    job.signals.sig_failed.connect(on_failed)
-    QThreadPool.globalInstance().start(job)
+    """Run `fn()` on the global QThreadPool (call from the GUI thread). `on_done(tag, result)` or
+    `on_failed(tag, exception)` is then called on the GUI thread — unless its QObject was deleted meanwhile."""
+    hub = _hub()
+    job_id = hub.register(on_done, on_failed, tag)
+    QThreadPool.globalInstance().start(FunctionJob(fn, job_id, hub))
 
 
 def wait_for_jobs(timeout_ms: int = 10_000) -> bool:

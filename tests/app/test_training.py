@@ -158,7 +158,7 @@ def test_inference_requests_run_on_the_training_thread_in_eval_mode(qtbot, make_
     def boom(model):
         raise RuntimeError("bad request")
 
-    with qtbot.waitSignal(w.controller.sig_step_ended, timeout=RUN_TIMEOUT):
+    with qtbot.waitSignal(w.controller.sig_epoch_ended, timeout=RUN_TIMEOUT):  # a best checkpoint exists
         w.start_training(tiny(**{"train.epochs": 30}))
     results = {}
 

@@ -1,0 +1,179 @@
+"""GUI responsiveness while a default training runs in the app, and the wall time from the wizard to the best
+checkpoint.
+
+    python benchmarks/gui_stall.py                         # AV-Digits, default config (30 epochs, patience 8)
+    python benchmarks/gui_stall.py --dataset pid-synth --epochs 5
+    python benchmarks/gui_stall.py --screenshot docs/screenshots/training.png
+
+A 10 ms QTimer probe on the GUI thread records when it fires; a gap beyond 10 ms is a stall of the event loop
+(the trainer's Python loop competes with the GUI thread for the GIL, and redraws cost GUI time). The run is
+started through the wizard exactly as a user would (defaults, Finish), on a temporary session database.
+Prints a JSON report: stall max / p99 / p99.9 / mean, how many gaps exceeded 50 ms, the wall time from
+pressing Finish to the trainer's Finished event (best checkpoint written and reloaded), and the time until the
+app had loaded that checkpoint as the current model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="av-digits")
+    p.add_argument("--epochs", type=int, default=0, help="override the default number of epochs (0: keep)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: the app's default)")
+    p.add_argument("--switch-interval", type=float, default=0.0,
+                   help="sys.setswitchinterval in seconds (0: Python's default, 0.005)")
+    p.add_argument("--probe-ms", type=int, default=10)
+    p.add_argument("--screenshot", help="save a grab of the window at the end (PNG)")
+    p.add_argument("--screenshot-at", type=float, default=1.0,
+                   help="fraction of the run at which to grab the screenshot (1: at the end)")
+    p.add_argument("--size", default="1400x900", help="window size WxH")
+    p.add_argument("--json", help="also write the report here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
+
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from app.main import build
+    from robult_engine.config import RunConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="robult-gui-stall-"))
+    argv_app = ["--db", str(tmp / "sessions.sqlite"), "--settings", str(tmp / "settings.ini"),
+                "--dataset", args.dataset]
+    if args.threads:
+        argv_app += ["--threads", str(args.threads)]
+    app, window, store = build(argv_app)
+    cfg = RunConfig().replace(**{"data.dataset": args.dataset})
+    if args.epochs:
+        cfg = cfg.replace(**{"train.epochs": args.epochs})
+    window.settings.setValue("wizard/last_config", cfg.to_json())
+    w, h = (int(v) for v in args.size.split("x"))
+    window.resize(w, h)
+    window.show()
+
+    def wait_until(pred, timeout_s: float) -> bool:
+        loop = QEventLoop()
+        deadline = time.perf_counter() + timeout_s
+        poll = QTimer()
+        poll.setInterval(20)
+
+        def check() -> None:
+            if pred() or time.perf_counter() > deadline:
+                loop.quit()
+        poll.timeout.connect(check)
+        poll.start()
+        loop.exec()
+        poll.stop()
+        return bool(pred())
+
+    # the probe
+    ticks: list[float] = []
+    probe = QTimer()
+    probe.setInterval(args.probe_ms)
+    probe.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    marks: dict[str, float] = {}
+    final: dict = {}
+    shot_taken = {"done": False}
+
+    def on_finished(ev) -> None:
+        marks["finished"] = time.perf_counter()
+        final["event"] = ev
+
+    def on_failed(ev) -> None:
+        marks["finished"] = time.perf_counter()
+        final["failed"] = ev
+
+    def on_loaded(_lm) -> None:
+        marks.setdefault("model_loaded", time.perf_counter())
+
+    def on_step(ev) -> None:
+        marks.setdefault("first_step", time.perf_counter())
+        if (args.screenshot and not shot_taken["done"] and args.screenshot_at < 1.0
+                and ev.global_step >= args.screenshot_at * ev.total_steps):
+            shot_taken["done"] = True
+            marks["screenshot_due"] = time.perf_counter()
+
+    window.controller.sig_finished.connect(on_finished)
+    window.controller.sig_failed.connect(on_failed)
+    window.controller.sig_step_ended.connect(on_step)
+    window.sig_model_loaded.connect(on_loaded)
+
+    # the wizard, as a user would go through it: defaults, Finish
+    wait_until(lambda: "(reading" not in window.dataset_label.text(), 120)
+    wiz = window.new_training()
+    wait_until(lambda: not wiz.page_dataset.is_loading and wiz.page_dataset.info is not None, 120)
+    for _ in range(5):
+        wiz.next()
+    probe.start()
+    marks["start"] = time.perf_counter()
+    wiz.accept()
+    if args.screenshot and args.screenshot_at < 1.0:
+        wait_until(lambda: "screenshot_due" in marks or "finished" in marks, 24 * 3600)
+        window.training_panel.redraw(force=True)
+        window.grab().save(args.screenshot)
+    wait_until(lambda: "finished" in marks, 24 * 3600)
+    marks["probe_end"] = time.perf_counter()
+    probe.stop()
+    wait_until(lambda: "model_loaded" in marks or "failed" in final, 120)
+    if args.screenshot and args.screenshot_at >= 1.0:
+        wait_until(lambda: False, 0.3)  # let the last redraw happen
+        window.training_panel.redraw(force=True)
+        window.grab().save(args.screenshot)
+
+    import numpy as np
+    gaps_ms = np.diff(np.asarray(ticks)) * 1000.0
+    stalls = np.maximum(gaps_ms - args.probe_ms, 0.0)
+    ev = final.get("event")
+    import torch
+    report = {
+        "dataset": args.dataset,
+        "config_epochs": cfg.train.epochs,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_1min_at_end": os.getloadavg()[0],
+        "switch_interval_s": sys.getswitchinterval(),
+        "probe_interval_ms": args.probe_ms,
+        "probe_ticks": int(len(ticks)),
+        "gap_max_ms": float(gaps_ms.max()) if len(gaps_ms) else None,
+        "gap_p99_ms": float(np.percentile(gaps_ms, 99)) if len(gaps_ms) else None,
+        "gap_p999_ms": float(np.percentile(gaps_ms, 99.9)) if len(gaps_ms) else None,
+        "gap_median_ms": float(np.median(gaps_ms)) if len(gaps_ms) else None,
+        "stall_max_ms": float(stalls.max()) if len(stalls) else None,
+        "stall_p99_ms": float(np.percentile(stalls, 99)) if len(stalls) else None,
+        "gaps_over_50ms": int((gaps_ms > 50).sum()),
+        "wall_s_wizard_to_first_step": marks.get("first_step", float("nan")) - marks["start"],
+        "wall_s_wizard_to_finished": marks["finished"] - marks["start"],
+        "wall_s_wizard_to_model_loaded": marks.get("model_loaded", float("nan")) - marks["start"],
+        "trainer_elapsed_s": getattr(ev, "elapsed_s", None),
+        "epochs_run": getattr(ev, "epochs_run", None),
+        "stopped_early": getattr(ev, "stopped_early", None),
+        "best_epoch": getattr(ev, "best_epoch", None),
+        "best_val_score": getattr(ev, "best_score", None),
+        "failed": str(final["failed"].message) if "failed" in final else None,
+        "redraws": window.training_panel.redraw_count,
+        "steps_seen": window.buffers.global_step,
+        "screenshot": args.screenshot,
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    window.close()
+    store.close()
+    return 0 if "failed" not in final else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
