@@ -1,6 +1,6 @@
 """Entry point of the desktop app: `python main.py`, `robult-studio`, or `python -m app.main`.
 
-    robult-studio [--db PATH] [--settings PATH] [--dataset NAME] [--threads N]
+    robult-studio [--db PATH] [--settings PATH] [--dataset NAME] [--threads N] [--switch-interval S]
 
 --db (or $ROBULT_STUDIO_DB) picks the session database (default: the user data directory, via platformdirs);
 --settings an INI file for QSettings (default: the platform's native settings). `torch.set_num_threads` is
@@ -25,6 +25,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                           "(default: av-digits)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU threads for PyTorch (default: all cores but one, so the window stays responsive)")
+    p.add_argument("--switch-interval", type=float, default=0.001, metavar="S",
+                   help="Python's thread switch interval (default 0.001 s instead of 0.005 s: the GUI thread waits "
+                        "less for the GIL while the training thread runs Python code)")
     p.add_argument("--quit-after", type=int, default=0, metavar="MS", help=argparse.SUPPRESS)  # smoke tests
     return p.parse_args(argv)
 
@@ -42,6 +45,8 @@ def build(argv: list[str] | None = None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import torch
     torch.set_num_threads(args.threads if args.threads > 0 else default_threads())
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
 
     from PySide6.QtCore import QSettings
     from PySide6.QtGui import QIcon

@@ -32,17 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=0, help="override the default number of epochs (0: keep)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: the app's default)")
     p.add_argument("--switch-interval", type=float, default=0.0,
-                   help="sys.setswitchinterval in seconds (0: Python's default, 0.005)")
+                   help="sys.setswitchinterval in seconds (0: the app's default, 0.001; Python's own is 0.005)")
     p.add_argument("--probe-ms", type=int, default=10)
     p.add_argument("--screenshot", help="save a grab of the window at the end (PNG)")
     p.add_argument("--screenshot-at", type=float, default=1.0,
                    help="fraction of the run at which to grab the screenshot (1: at the end)")
     p.add_argument("--size", default="1400x900", help="window size WxH")
+    p.add_argument("--baseline-s", type=float, default=10.0,
+                   help="first probe the idle window this long (the machine's own noise), 0 to skip")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    if args.switch_interval > 0:
-        sys.setswitchinterval(args.switch_interval)
 
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--dataset", args.dataset]
     if args.threads:
         argv_app += ["--threads", str(args.threads)]
+    if args.switch_interval > 0:
+        argv_app += ["--switch-interval", str(args.switch_interval)]
     app, window, store = build(argv_app)
     cfg = RunConfig().replace(**{"data.dataset": args.dataset})
     if args.epochs:
@@ -106,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             shot_taken["done"] = True
             marks["screenshot_due"] = time.perf_counter()
 
+    epoch_marks: list[float] = []
+
+    def on_epoch(_ev) -> None:
+        epoch_marks.append(time.perf_counter())
+
+    window.controller.sig_epoch_ended.connect(on_epoch)
     window.controller.sig_finished.connect(on_finished)
     window.controller.sig_failed.connect(on_failed)
     window.controller.sig_step_ended.connect(on_step)
@@ -113,10 +121,17 @@ def main(argv: list[str] | None = None) -> int:
 
     # the wizard, as a user would go through it: defaults, Finish
     wait_until(lambda: "(reading" not in window.dataset_label.text(), 120)
+    baseline: list[float] = []
+    if args.baseline_s > 0:
+        probe.start()
+        wait_until(lambda: False, args.baseline_s)
+        probe.stop()
+        baseline, ticks[:] = list(ticks), []
     wiz = window.new_training()
     wait_until(lambda: not wiz.page_dataset.is_loading and wiz.page_dataset.info is not None, 120)
     for _ in range(5):
         wiz.next()
+    load_at_start = os.getloadavg()[0]
     probe.start()
     marks["start"] = time.perf_counter()
     wiz.accept()
@@ -135,8 +150,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     gaps_ms = np.diff(np.asarray(ticks)) * 1000.0
+    base_ms = np.diff(np.asarray(baseline)) * 1000.0 if len(baseline) > 1 else np.zeros(0)
     stalls = np.maximum(gaps_ms - args.probe_ms, 0.0)
     ev = final.get("event")
+    # where the long gaps happened: near an epoch end (validation, database write, epoch plots) or mid-epoch
+    t_ticks = np.asarray(ticks)
+    long_idx = np.nonzero(gaps_ms > 50)[0]
+    near_epoch = 0
+    for i in long_idx:
+        t_end = t_ticks[i + 1]
+        if any(-0.05 <= (t_end - e) <= 1.0 for e in epoch_marks):
+            near_epoch += 1
     import torch
     report = {
         "dataset": args.dataset,
@@ -154,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         "stall_max_ms": float(stalls.max()) if len(stalls) else None,
         "stall_p99_ms": float(np.percentile(stalls, 99)) if len(stalls) else None,
         "gaps_over_50ms": int((gaps_ms > 50).sum()),
+        "gaps_over_50ms_fraction": float((gaps_ms > 50).mean()) if len(gaps_ms) else None,
+        "gaps_over_50ms_near_epoch_end": near_epoch,
+        "idle_baseline_s": args.baseline_s,
+        "idle_gap_max_ms": float(base_ms.max()) if len(base_ms) else None,
+        "idle_gap_p99_ms": float(np.percentile(base_ms, 99)) if len(base_ms) else None,
+        "idle_gaps_over_50ms": int((base_ms > 50).sum()),
+        "load_avg_1min_at_start": load_at_start,
         "wall_s_wizard_to_first_step": marks.get("first_step", float("nan")) - marks["start"],
         "wall_s_wizard_to_finished": marks["finished"] - marks["start"],
         "wall_s_wizard_to_model_loaded": marks.get("model_loaded", float("nan")) - marks["start"],
@@ -164,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "best_val_score": getattr(ev, "best_score", None),
         "failed": str(final["failed"].message) if "failed" in final else None,
         "redraws": window.training_panel.redraw_count,
+        "redraw_setdata_total_s": window.training_panel.redraw_time_total,
+        "redraw_setdata_max_ms": window.training_panel.redraw_time_max * 1000,
         "steps_seen": window.buffers.global_step,
         "screenshot": args.screenshot,
     }
