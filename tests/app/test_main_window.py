@@ -196,3 +196,16 @@ def test_python_main_py_starts_and_quits_cleanly(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Destroyed while thread" not in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "env.sqlite").is_file()  # $ROBULT_STUDIO_DB was used
+
+
+def test_none_survives_pyside_void_calls(qtbot):
+    """PySide6 6.12 on Python 3.11 drops a reference to None on every void Qt call; `import app` guards it."""
+    import app
+    label = QLabel()
+    qtbot.addWidget(label)
+    before = sys.getrefcount(None)
+    for _ in range(20_000):
+        label.setText("x")
+    if sys.version_info < (3, 12):
+        assert app.protect_none() is True and sys.getrefcount(None) > 1 << 39
+    assert sys.getrefcount(None) >= before - 20_000
