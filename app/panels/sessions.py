@@ -104,7 +104,8 @@ class SessionsPanel(QWidget):
         self.table = QTableView()
         self.table.setModel(self.proxy)
         self.table.setSortingEnabled(True)
-        self.table.sortByColumn(0, Qt.SortOrder.DescendingOrder)
+        col, order = self._saved_sort()
+        self.table.sortByColumn(col, order)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -156,6 +157,7 @@ class SessionsPanel(QWidget):
         self.btn_resume.clicked.connect(self._on_btn_resume_clicked)
         self.btn_delete.clicked.connect(self._on_btn_delete_clicked)
         self.btn_refresh.clicked.connect(self.refresh)
+        header.sortIndicatorChanged.connect(self._on_header_sort_indicator_changed)
         self.busy_run_id: int | None = None  # the run training now (cannot be deleted or resumed)
         self.refresh()
 
@@ -191,7 +193,21 @@ class SessionsPanel(QWidget):
         self.busy_run_id = run_id
         self._update_buttons()
 
+    def _saved_sort(self) -> tuple[int, Qt.SortOrder]:
+        """The table's sort column and order, kept in the database's ui_state table."""
+        saved = self.store.get_ui("sessions/sort", [0, "desc"])
+        try:
+            col = int(saved[0]) if 0 <= int(saved[0]) < len(RunsTableModel.COLUMNS) else 0
+            order = Qt.SortOrder.AscendingOrder if saved[1] == "asc" else Qt.SortOrder.DescendingOrder
+        except (TypeError, ValueError, IndexError):
+            col, order = 0, Qt.SortOrder.DescendingOrder
+        return col, order
+
     # --- slots ----------------------------------------------------------------------------------------
+    @Slot(int, Qt.SortOrder)
+    def _on_header_sort_indicator_changed(self, column: int, order: Qt.SortOrder) -> None:
+        self.store.set_ui("sessions/sort", [column, "asc" if order == Qt.SortOrder.AscendingOrder else "desc"])
+
     @Slot()
     def _on_selection_changed(self) -> None:
         self._update_buttons()

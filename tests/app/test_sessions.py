@@ -171,6 +171,12 @@ def test_the_sessions_view_sorts_overlays_and_deletes_with_confirmation(qtbot, s
     assert panel.proxy.rowCount() == 2
     assert sum(kind == "question" for kind, _ in dialogs.asked) == 2
 
+    # the sort order is kept in the database (ui_state) for the next session
+    assert store.get_ui("sessions/sort") == [col, "desc"]
+    again = SessionsPanel(store)
+    qtbot.addWidget(again)
+    assert again.table.horizontalHeader().sortIndicatorSection() == col
+
 
 def test_reopening_a_session_loads_its_best_checkpoint(qtbot, make_window, store, tiny, trained_checkpoint):
     rid = store.create_run(tiny(), name="trained earlier", run_dir=str(trained_checkpoint.parent))
@@ -194,3 +200,61 @@ def test_reopening_a_session_loads_its_best_checkpoint(qtbot, make_window, store
     assert w.training_panel.curve_point_counts()["val:a+b"] == 2
     assert f"#{rid}" in w.training_panel.title.text()
     assert "run #" in w.model_label.text()
+
+
+def test_killing_the_app_mid_training_keeps_finished_epochs_and_the_run_resumes(qtbot, tmp_path, tiny, make_window):
+    """SIGKILL the real app while it trains: the epochs it finished are in the database, the run becomes
+    "crashed" at the next start, and it resumes from its last.pt (no completed epoch is recomputed)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    db = tmp_path / "killed.sqlite"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(tiny(**{"train.epochs": 400}).to_json())
+    code = (
+        "import sys\n"
+        "from app.main import build\n"
+        "from robult_engine.config import RunConfig\n"
+        f"app, w, store = build(['--db', {str(db)!r}, '--settings', {str(tmp_path / 's.ini')!r}, "
+        "'--dataset', 'pid-synth', '--threads', '1'])\n"
+        f"w.start_training(RunConfig.from_json(open({str(cfg_file)!r}).read()), name='to be killed')\n"
+        "app.exec()\n")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        done = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            if db.exists():
+                try:
+                    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as c:
+                        done = c.execute("SELECT count(*) FROM epochs").fetchone()[0]
+                except sqlite3.OperationalError:
+                    continue
+                if done >= 2:
+                    break
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert done >= 2
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+    store = SessionStore(db)
+    w = make_window(store=store)
+    try:
+        run = store.list_runs()[0]
+        assert run.status == CRASHED and run.epochs_done >= 2
+        assert run.checkpoint_path and (tmp_path / run.checkpoint_path).is_file()
+        kept = run.epochs_done
+        with qtbot.waitSignal(w.controller.sig_step_ended, timeout=60_000) as first:
+            assert w.resume_run(run.id)
+        assert first.args[0].epoch >= kept - 1  # continues from last.pt, not from scratch
+        with qtbot.waitSignal(w.controller.sig_stopped, timeout=60_000):
+            w.stop_training()
+        assert store.get_run(run.id).status == STOPPED
+        assert store.get_run(run.id).epochs_done >= kept
+    finally:
+        w.close()
+        store.close()
