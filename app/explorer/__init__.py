@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from PySide6.QtCore import QEvent, QObject, QTimer, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Slot
 from PySide6.QtGui import QAction, QKeySequence
 
 __all__ = ["ExplorerSuite", "install", "protect_none"]
@@ -56,6 +56,7 @@ class ExplorerSuite(QObject):
         self.robustness = RobustnessPanel(bundle_getter=getter)
         self.latent_view = LatentViewPanel()
         self._closed = False
+        self._close_seen = False
         self._create_tabs()
         self._create_actions()
         self._connect()
@@ -128,6 +129,9 @@ class ExplorerSuite(QObject):
         if ctl is not None and hasattr(ctl, "sig_finished"):
             ctl.sig_finished.connect(self._on_runs_changed)
         w.installEventFilter(self)
+        app = QCoreApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
 
     # --- window events ----------------------------------------------------------------------------------
     @Slot(object)
@@ -188,14 +192,17 @@ class ExplorerSuite(QObject):
 
     # --- shutdown ---------------------------------------------------------------------------------------
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
-        if obj is self.window and event.type() == QEvent.Type.Close:
-            QTimer.singleShot(0, self._after_close)  # the window may still refuse to close
+        """Shut down when the window really closes: a Close event (which the window may still refuse, e.g.
+        while training) followed by the Hide that an accepted close causes."""
+        if obj is self.window:
+            t = event.type()
+            if t == QEvent.Type.Close:
+                self._close_seen = True
+            elif t == QEvent.Type.Hide and self._close_seen:
+                self.shutdown()
+            elif t == QEvent.Type.Show:
+                self._close_seen = False
         return False
-
-    @Slot()
-    def _after_close(self) -> None:
-        if not self.window.isVisible():
-            self.shutdown()
 
     def shutdown(self) -> None:
         """Save the inspection and stop the explorer's background jobs (bounded waits)."""

@@ -53,6 +53,7 @@ class ExplorerPanel(QWidget):
         self._pending_restore: dict | None = None
         self._reopen_run: int | None = None
         self._last_saved: dict | None = None
+        self._shut = False
         self._create_widgets()
         self._create_shortcuts()
         self._connect()
@@ -354,7 +355,14 @@ class ExplorerPanel(QWidget):
                 return
             self._message(f"Exported {len(files)} files to {folder}", "ok")
 
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API; a panel shown on its own (tests, `-m`)
+        self.shutdown()
+        super().closeEvent(event)
+
     def shutdown(self) -> None:
+        if self._shut:
+            return
+        self._shut = True
         self.save_inspection()
         self.service.shutdown()
 

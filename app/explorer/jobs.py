@@ -9,10 +9,13 @@ from its own slot on the GUI thread. `shutdown()` cancels everything and waits (
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 import traceback
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from robult_engine.checkpoint import CheckpointError
@@ -20,6 +23,36 @@ from robult_engine.config import ConfigError
 from robult_engine.data.base import DataError
 
 EXPECTED_ERRORS = (DataError, CheckpointError, ConfigError, FileNotFoundError, PermissionError, ValueError)
+
+
+_gc_lock = threading.Lock()
+_gc_jobs = 0
+_gc_was_enabled = True
+
+
+@contextlib.contextmanager
+def gc_paused_in_worker():
+    """No cyclic garbage collection while a job's Python code runs on a worker thread.
+
+    A collection triggered on a worker thread may free Qt wrappers (pyqtgraph items, discarded widgets sit in
+    reference cycles) there; their C++ destructors then run off the GUI thread and can deadlock or crash
+    against it (seen: QObject::~QObject on a pool thread waiting for the GIL while the GUI thread waits for
+    that object's mutex). While any explorer job runs, automatic collection is off, so cycles are collected
+    on the GUI thread once the jobs are done (pyqtgraph's GarbageCollector is the app-wide version of this).
+    """
+    global _gc_jobs, _gc_was_enabled
+    with _gc_lock:
+        if _gc_jobs == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_jobs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_jobs -= 1
+            if _gc_jobs == 0 and _gc_was_enabled:
+                gc.enable()
 
 
 class JobCancelled(Exception):
@@ -61,7 +94,8 @@ class Job(QRunnable):
     def run(self) -> None:
         try:
             self.check()
-            result = self._fn(self)
+            with gc_paused_in_worker():
+                result = self._fn(self)
             self.check()
         except JobCancelled:
             self._runner.sig_job_cancelled.emit(self.job_id)
@@ -117,10 +151,14 @@ class JobRunner(QObject):
         return self.pool.waitForDone(timeout_ms)
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Cancel every job, drop the queued ones and wait (bounded) for the running one. Idempotent; safe
+        when Qt already deleted the runner (its pool's destructor then waited already)."""
         self._closed = True
         self.cancel_all()
-        self.pool.clear()  # jobs not yet started never start
-        ok = self.pool.waitForDone(timeout_ms)
+        ok = True
+        if shiboken6.isValid(self.pool):
+            self.pool.clear()  # jobs not yet started never start
+            ok = self.pool.waitForDone(timeout_ms)
         self._jobs.clear()
         return ok
 

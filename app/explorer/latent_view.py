@@ -219,6 +219,10 @@ class LatentViewPanel(QWidget):
                                       for (x, y), s, m in zip(pts["xy"], pts["sample"], pts["modality"])]))
         return out
 
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API; a panel shown on its own (tests, `-m`)
+        self.shutdown()
+        super().closeEvent(event)
+
     def shutdown(self) -> None:
         self.runner.shutdown()
 

@@ -360,6 +360,10 @@ class RobustnessPanel(QWidget):
                 return
             self.sig_message.emit(f"Robustness report written to {path}", "ok")
 
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API; a panel shown on its own (tests, `-m`)
+        self.shutdown()
+        super().closeEvent(event)
+
     def shutdown(self) -> None:
         self.runner.shutdown()
 

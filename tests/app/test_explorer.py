@@ -82,6 +82,21 @@ def bar_heights(bars) -> np.ndarray:
     return np.asarray(bars.opts["height"], dtype=float)
 
 
+def dispose(qtbot, *widgets):
+    """Shut a panel down and delete it now, collecting its reference cycles on this (the GUI) thread."""
+    import gc
+
+    import shiboken6
+    for w in widgets:
+        if not shiboken6.isValid(w):
+            continue  # pytest-qt closed and deleted it already (closeEvent shut it down)
+        w.shutdown()
+        w.close()
+        w.deleteLater()
+    qtbot.wait(10)
+    gc.collect()
+
+
 def wait_shown(qtbot, panel, timeout=WAIT):
     """Wait until the panels show the state's newest generation."""
     qtbot.waitUntil(lambda: panel.inspection is not None and panel.shown_generation == panel.state.generation,
@@ -124,7 +139,7 @@ def explorer(qtbot, pid_runs):
     panel.set_model(loaded(pid_runs["robult"]))
     wait_shown(qtbot, panel)
     yield panel
-    panel.shutdown()
+    dispose(qtbot, panel)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -285,7 +300,7 @@ def avd_explorer(qtbot, avd_run):
     panel.set_model(loaded(avd_run))
     wait_shown(qtbot, panel, timeout=60_000)
     yield panel
-    panel.shutdown()
+    dispose(qtbot, panel)
 
 
 def _digit_png(path: Path) -> Path:
@@ -418,7 +433,7 @@ def robustness(qtbot, pid_runs):
     with qtbot.waitSignal(panel.sig_result_ready, timeout=120_000):
         panel.compute()
     yield panel
-    panel.shutdown()
+    dispose(qtbot, panel)
 
 
 def test_robustness_matrix_equals_evaluate_subsets(robustness, pid_runs):
@@ -492,7 +507,7 @@ def test_robustness_can_be_cancelled(qtbot, pid_runs):
     qtbot.waitUntil(lambda: panel._job is None, timeout=60_000)
     assert panel.progress.format() == "cancelled"
     assert panel.result is None and panel.compute_btn.isEnabled()
-    panel.shutdown()
+    dispose(qtbot, panel)
 
 
 def test_robustness_skips_runs_on_other_data(qtbot, pid_runs, tmp_path):
@@ -559,7 +574,7 @@ def test_latent_view_colours_and_click_opens_the_sample(qtbot, explorer):
     xy = lv.points["z"]["xy"][lv.points["z"]["sample"] == clicked.index]
     assert np.min(np.linalg.norm(xy - np.array([spot.pos().x(), spot.pos().y()]), axis=1)) < 0.5 or \
         clicked.index == index
-    lv.shutdown()
+    dispose(qtbot, lv)
 
 
 # ----------------------------------------------------------------------------------------------------------
