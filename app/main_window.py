@@ -39,7 +39,7 @@ from .controller import TrainingController, TrainingJob, start_job, wait_for_job
 from .panels.sessions import SessionsPanel
 from .panels.training import TrainingPanel
 from .sessions import SessionStore, runs_root
-from .state import (FAILED, FINISHED, IDLE, PREPARING, RESUMABLE, RUNNING, STOPPED, STOPPING, TRAINING,
+from .state import (CRASHED, FAILED, FINISHED, IDLE, PREPARING, RESUMABLE, RUNNING, STOPPED, STOPPING, TRAINING,
                     LoadedModel, SessionState, TrainingBuffers)
 
 ICON_PATH = Path(__file__).resolve().parents[1] / "assets" / "icons" / "robult-studio.svg"
@@ -296,7 +296,7 @@ class MainWindow(QMainWindow):
             self.add_notice("warning", f"Run{'s' if len(ids) > 1 else ''} {which} did not end cleanly last time "
                                        f"(the app was closed or killed while training) and {'are' if len(ids) > 1 else 'is'} "
                                        f"marked crashed. Resume from the Sessions tab.")
-            self.sessions_panel.refresh()
+            self.sessions_panel.request_refresh()
 
     def _install_explorer(self) -> None:
         try:
@@ -403,7 +403,7 @@ class MainWindow(QMainWindow):
         self.training_panel.set_status("info", f"Preparing {cfg.data.dataset} and the model…")
         self.state.update(activity=PREPARING)
         self.controller.start(TrainingJob(run_id=run_id, config=cfg, out_dir=str(run_dir)))
-        self.sessions_panel.refresh()
+        self.sessions_panel.request_refresh()
         self.tabs.setCurrentWidget(self.training_panel)
         return run_id
 
@@ -440,7 +440,7 @@ class MainWindow(QMainWindow):
         self.training_panel.set_status("info", f"Resuming run #{run_id} from {last.name}…")
         self.state.update(activity=PREPARING)
         self.controller.start(TrainingJob(run_id=run_id, config=cfg, out_dir=row.run_dir, resume_from=str(last)))
-        self.sessions_panel.refresh()
+        self.sessions_panel.request_refresh()
         self.tabs.setCurrentWidget(self.training_panel)
         return True
 
@@ -468,6 +468,13 @@ class MainWindow(QMainWindow):
             self.buffers.add_epoch(e["epoch"], e["train_losses"], e["val_metrics"], e["val_score"], e["z_norm"],
                                    e["u_norm"], e.get("kappa_hist") or (), e.get("kappa_edges") or (),
                                    e["epoch"] == row.best_epoch, metric)
+        n = len(self.buffers.epoch_x)
+        outcome = {FINISHED: (f"Finished — {n} epochs", True),
+                   STOPPED: (f"Stopped after {n} epochs — resumable", False),
+                   CRASHED: (f"Crashed after {n} epochs — resumable", False),
+                   FAILED: (f"Failed after {n} epochs", False)}.get(row.status)
+        if outcome:
+            self.buffers.set_outcome(*outcome)
         self.training_panel.reset()
         self._show_run(row.id, row.name or f"Run #{row.id}", row.status)
 
@@ -490,7 +497,7 @@ class MainWindow(QMainWindow):
         run_id = self.controller.job.run_id if self.controller.job else self.state.run_id
         if run_id is not None:
             self.store.add_epoch(run_id, ev)
-        self.sessions_panel.refresh()
+        self.sessions_panel.request_refresh()
 
     @Slot(int, object)
     def _on_controller_labeled_indices(self, run_id: int, indices: object) -> None:
@@ -509,14 +516,19 @@ class MainWindow(QMainWindow):
         self.state.update(run_status=status)
         best = (f"best validation score {ev.best_score:.4f} at epoch {ev.best_epoch + 1}"
                 if ev.best_epoch >= 0 and math.isfinite(ev.best_score) else "no completed epoch")
+        planned = self.buffers.epochs_planned
         if ev.cancelled:
             msg = (f"Stopped after {ev.epochs_run} epoch{'s' if ev.epochs_run != 1 else ''} — {best}. "
                    f"Resume continues from the last completed epoch (Ctrl+R).")
             kind = "warning"
+            self.buffers.set_outcome(f"Stopped during epoch {ev.epochs_run + 1} of {planned} — resumable", False)
         else:
             why = " (early stopping)" if ev.stopped_early else ""
             msg = f"Finished{why} in {ev.elapsed_s:.0f} s — {best}."
             kind = "ok"
+            self.buffers.set_outcome(f"Early stopping after epoch {ev.epochs_run} of {planned}" if ev.stopped_early
+                                     else f"Finished — {ev.epochs_run} epochs", True)
+        self.act_stop.setEnabled(False)
         test = ev.test_metrics.get(max(ev.test_metrics, key=lambda k: k.count("+"))) if ev.test_metrics else None
         if test:
             metric = _metric_name(ev.test_metrics)
@@ -526,7 +538,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(msg.split(" — ")[0], 8000)
         if ev.checkpoint_path and not self._closing:
             self.open_checkpoint(ev.checkpoint_path, run_id=run_id)
-        self.sessions_panel.refresh()
+        self.sessions_panel.request_refresh()
 
     @Slot(object)
     def _on_controller_failed(self, ev: Failed) -> None:
@@ -543,14 +555,16 @@ class MainWindow(QMainWindow):
         extra = " The best checkpoint before the failure is kept." if ev.checkpoint_path else ""
         self.training_panel.set_status("error", f"{titles.get(ev.kind, 'The training failed')}{where}: "
                                                 f"{ev.message}{extra}")
+        self.buffers.set_outcome(f"Failed{where}", False)
+        self.act_stop.setEnabled(False)
         self.statusBar().showMessage(titles.get(ev.kind, "The training failed"), 8000)
-        self.sessions_panel.refresh()
+        self.sessions_panel.request_refresh()
 
     @Slot()
     def _on_controller_stopped(self) -> None:
         self.state.update(activity=IDLE)
         self.sessions_panel.set_busy_run(None)
-        self.sessions_panel.refresh()
+        self.sessions_panel.request_refresh()
         self._update_actions()
 
     # --- models ---------------------------------------------------------------------------------------------

@@ -129,6 +129,8 @@ class TrainingBuffers:
     elapsed_s: float = 0.0
     first_step_elapsed: float | None = None
     first_step_global: int = 0
+    outcome: str = ""  # how the run ended, shown in the progress bar ("" while it runs)
+    outcome_complete: bool = False  # the bar shows 100 % (finished, early stopping) rather than where it stopped
     version_steps: int = 0
     version_epochs: int = 0
     _ema_state: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -166,6 +168,11 @@ class TrainingBuffers:
 
     def set_plan(self, epochs: int) -> None:
         self.epochs_planned = int(epochs)
+        self.outcome, self.outcome_complete = "", False
+
+    def set_outcome(self, text: str, complete: bool) -> None:
+        self.outcome, self.outcome_complete = text, complete
+        self.version_epochs += 1
 
     def add_epoch(self, epoch: int, train_losses: dict[str, float], val_metrics: dict[str, dict[str, float]],
                   val_score: float, z_norm: dict[str, float], u_norm: dict[str, float],

@@ -159,11 +159,13 @@ class SessionsPanel(QWidget):
         self.btn_refresh.clicked.connect(self.refresh)
         header.sortIndicatorChanged.connect(self._on_header_sort_indicator_changed)
         self.busy_run_id: int | None = None  # the run training now (cannot be deleted or resumed)
+        self._dirty = False
         self.refresh()
 
     # --- API ------------------------------------------------------------------------------------------
     @Slot()
     def refresh(self) -> None:
+        self._dirty = False
         selected = self.selected_run_ids()
         self.model.refresh()
         if selected:
@@ -176,6 +178,18 @@ class SessionsPanel(QWidget):
         self.info_label.setText(f"{n} run{'s' if n != 1 else ''} · {self.store.location}")
         self._update_buttons()
         self._update_overlay()
+
+    def request_refresh(self) -> None:
+        """Refresh now if the panel is visible, else when it is next shown (saves GUI time during training)."""
+        if self.isVisible():
+            self.refresh()
+        else:
+            self._dirty = True
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self._dirty:
+            self.refresh()
+        super().showEvent(event)
 
     def selected_run_ids(self) -> list[int]:
         rows = sorted({self.proxy.mapToSource(i).row() for i in self.table.selectionModel().selectedRows()})

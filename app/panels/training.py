@@ -16,12 +16,13 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Slot
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QToolButton,
+from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
 from ..state import TrainingBuffers, format_duration
 
-REDRAW_HZ = 20
+REDRAW_HZ = 20  # progress bar, labels, and epoch plots when an epoch ended
+STEP_PLOT_INTERVAL_S = 0.25  # the step-loss plot at most 4 times a second (a repaint of a plot costs ~10-25 ms)
 MAX_POINTS = 1500  # per step curve on screen
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
@@ -87,6 +88,9 @@ class TrainingPanel(QWidget):
         self.buffers = buffers
         self._drawn_steps = -1
         self._drawn_epochs = -1
+        self._last_step_plot = 0.0
+        self._loss_view_user = False  # the user zoomed/panned the loss plot: stop managing its range
+        self._loss_x_hi = 0.0
         self._create_header()
         self._create_plots()
         self._create_layout()
@@ -137,8 +141,13 @@ class TrainingPanel(QWidget):
         w.showGrid(x=True, y=True, alpha=0.25)
         w.setMinimumHeight(180)
         w.setMenuEnabled(True)
-        for side in ("left", "bottom"):
-            w.getAxis(side).enableAutoSIPrefix(False)  # "accuracy (x0.001)" helps nobody
+        for side in ("left", "bottom", "top", "right"):
+            axis = w.getAxis(side)
+            axis.enableAutoSIPrefix(False)  # "accuracy (x0.001)" helps nobody
+            # repaint an axis only when it changes: a curve's update region touches the axes, and replaying
+            # their tick labels was most of the cost of a frame
+            axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        w.getPlotItem().titleLabel.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         return w
 
     @staticmethod
@@ -149,6 +158,7 @@ class TrainingPanel(QWidget):
     def _create_plots(self) -> None:
         self.plot_losses = self._plot("Training losses (per step, smoothed)", "epoch", "loss")
         self._legend(self.plot_losses, (-10, 10))
+        self.plot_losses.getViewBox().sigRangeChangedManually.connect(self._on_loss_view_range_changed_manually)
         self.plot_val = self._plot("Validation metric per modality subset", "epoch", "metric")
         self._legend(self.plot_val, (-10, -10), columns=2)
         self.plot_norms = self._plot("Latent norms per modality: ‖Z‖ solid, ‖U‖ dashed", "epoch", "mean norm")
@@ -219,6 +229,9 @@ class TrainingPanel(QWidget):
         self.kappa_image.clear()
         self.kappa_text.setVisible(True)
         self._drawn_steps = self._drawn_epochs = -1
+        self._loss_view_user = False
+        self._loss_x_hi = 0.0
+        self.plot_losses.getViewBox().enableAutoRange()
         self.redraw(force=True)
 
     def curve_point_counts(self) -> dict[str, int]:
@@ -250,8 +263,11 @@ class TrainingPanel(QWidget):
     def _redraw(self, force: bool) -> None:
         b = self.buffers
         if force or b.version_steps != self._drawn_steps:
-            self._drawn_steps = b.version_steps
-            self._draw_steps()
+            now = time.perf_counter()
+            if force or now - self._last_step_plot >= STEP_PLOT_INTERVAL_S:
+                self._last_step_plot = now
+                self._drawn_steps = b.version_steps
+                self._draw_steps()
             self._draw_progress()
         if force or b.version_epochs != self._drawn_epochs:
             self._drawn_epochs = b.version_epochs
@@ -262,34 +278,69 @@ class TrainingPanel(QWidget):
     def _draw_progress(self) -> None:
         b = self.buffers
         frac = b.progress
-        self.progress.setValue(int(round(frac * 1000)))
-        if b.total_steps:
+        if not b.total_steps and b.epochs_planned:  # a stored run: no steps, only epochs
+            frac = min(1.0, len(b.epoch_x) / b.epochs_planned)
+        if b.outcome:
+            self.progress.setValue(1000 if b.outcome_complete else int(round(frac * 1000)))
+            self.progress.setFormat(b.outcome)
+        elif b.total_steps:
             epoch_now = min(b.epochs_planned, int(b.global_step * b.epochs_planned / max(1, b.total_steps)) + 1) \
                 if b.epochs_planned else 0
+            self.progress.setValue(int(round(frac * 1000)))
             self.progress.setFormat(f"{frac:.0%} — step {b.global_step:,}/{b.total_steps:,}"
                                     + (f", epoch {epoch_now}/{b.epochs_planned}" if b.epochs_planned else ""))
         else:
+            self.progress.setValue(0)
             self.progress.setFormat("")
-        eta = b.eta_s()
-        self.eta_label.setText(f"elapsed {format_duration(b.elapsed_s)}" + (f" · ETA {format_duration(eta)}"
-                                                                             if eta is not None and frac < 1 else ""))
+        eta = None if b.outcome else b.eta_s()
+        text = f"elapsed {format_duration(b.elapsed_s)}" if b.elapsed_s else ""
+        if eta is not None and frac < 1:
+            text += f" · ETA {format_duration(eta)}"
+        self.eta_label.setText(text)
         if b.best_epoch >= 0 and math.isfinite(b.best_score):
             self.best_label.setText(f"best {b.best_score:.3f} @ epoch {b.best_epoch + 1}")
         else:
             self.best_label.setText("")
 
+    @Slot()
+    def _on_loss_view_range_changed_manually(self) -> None:
+        self._loss_view_user = True
+
     def _draw_steps(self) -> None:
         b = self.buffers
+        lo, hi = math.inf, -math.inf
         for k, series in b.step_smoothed.items():
             item = self.loss_curves.get(k)
             if item is None:
                 width = 2.4 if k == "total" else 1.6
                 item = self.plot_losses.plot([], [], pen=pg.mkPen(LOSS_COLORS.get(k, "#555"), width=width),
                                              name=LOSS_NAMES.get(k, k))
-                item.setClipToView(True)
                 self.loss_curves[k] = item
             x, y = _thin(b.step_x, series)
             item.setData(x, y, connect="finite")
+            fin = y[np.isfinite(y)]
+            if fin.size:
+                lo, hi = min(lo, float(fin.min())), max(hi, float(fin.max()))
+        if not self._loss_view_user and b.step_x:
+            self._fit_loss_view(lo, hi)
+
+    def _fit_loss_view(self, lo: float, hi: float) -> None:
+        """Keep the axes still while the run goes on: x spans the planned epochs, y changes only when the curves
+        leave the view or use less than half of it. A changing range repaints the axes, the dearest part of a
+        frame; pyqtgraph's auto-range would change it on every new point."""
+        vb = self.plot_losses.getViewBox()
+        b = self.buffers
+        x_hi = max(float(b.epochs_planned or 0), b.step_x[-1])
+        if x_hi != self._loss_x_hi:
+            self._loss_x_hi = x_hi
+            vb.setXRange(0.0, x_hi, padding=0.02)
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return
+        y0, y1 = vb.viewRange()[1]
+        span = max(hi - lo, 1e-6)
+        if lo < y0 or hi > y1 or span < 0.5 * (y1 - y0):
+            pad = 0.08 * span
+            vb.setYRange(lo - pad, hi + pad, padding=0)
 
     def _draw_epochs(self) -> None:
         b = self.buffers

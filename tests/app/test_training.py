@@ -63,7 +63,9 @@ def test_a_run_from_the_wizard_trains_draws_and_is_recorded(qtbot, make_window, 
     assert w.current_model is lm and lm.run_id == run_id and not lm.model.training
     assert next(lm.model.parameters()).device.type == "cpu"
     assert lm.labeled_indices.tolist() == rec["labeled_indices"]
+    w.tabs.setCurrentWidget(w.sessions_panel)  # the table refreshes when shown
     assert w.sessions_panel.model.rowCount() == 1
+    assert w.sessions_panel.model.run_at(0).status == FINISHED
 
 
 def test_stop_keeps_the_best_checkpoint_and_resume_completes_the_run(qtbot, make_window, tiny):
