@@ -15,6 +15,17 @@ from robult_engine.data import DatasetBundle, DatasetInfo, ModalitySpec, SplitDa
 
 REPO = Path(__file__).resolve().parents[2]
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Engine tests run their tiny models on one intra-op thread, restored afterwards (so the app tests of the same
+    session keep theirs). On a 2-core machine shared with other processes, two OpenMP threads spin at every
+    barrier while the other core is busy: the trainer tests measured 28 s with 2 threads and 9 s with 1."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # Small enough that one epoch on PID-Synth takes well under a second on 2 cores.
 TINY = {
     "data.dataset": "pid-synth",

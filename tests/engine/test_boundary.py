@@ -4,6 +4,7 @@ imports along the way count too)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_engine_imports_no_gui_plotting_sqlite_or_app():
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=180)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=180, env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"robult_engine.trainer", "robult_engine.cli", "robult_engine.evaluation",
