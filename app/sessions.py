@@ -3,7 +3,7 @@
 One file, opened through sqlite-utils with its `Migrations` (set "robult-studio"); migrations are ordered
 functions named `mNNN_...` that are never renamed once shipped. The connection belongs to the thread that
 opened it (the GUI thread): every write happens there, inside `db.atomic()`, as the worker's events arrive,
-so a killed app loses at most the epoch in progress. Runs a killed app left "running" become "crashed" on the
+so a killed app loses at most the epoch in progress (the file is in WAL mode with synchronous=NORMAL). Runs a killed app left "running" become "crashed" on the
 next start (`mark_interrupted_runs`), and can be resumed from their run folder's last.pt.
 
 A database file that is corrupt, locked or unwritable is never deleted or overwritten: `open_store` falls back
@@ -161,6 +161,11 @@ class SessionStore:
                 # holds the file locked, instead of failing later in the middle of a run
                 self.db.execute("BEGIN IMMEDIATE")
                 self.db.execute("ROLLBACK")
+                # write-ahead log, fsync only at checkpoints: a commit no longer blocks the GUI thread on the
+                # disk, and a killed app still keeps every committed epoch (only a power loss could lose the
+                # last commits)
+                self.db.enable_wal()
+                self.db.execute("PRAGMA synchronous = NORMAL")
             if apply_migrations:
                 migrations.apply(self.db)
         except sqlite3.DatabaseError as e:
