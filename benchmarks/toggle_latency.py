@@ -63,13 +63,16 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
     m = len(loaded.info.modality_names)
     rng = np.random.default_rng(0)
 
+    from PySide6.QtCore import QEventLoop
+    idle = QEventLoop.ProcessEventsFlag.WaitForMoreEvents  # block like an idle event loop (GIL released)
+
     def one_toggle(repaint: bool) -> float:
         i = int(rng.integers(0, m))
         before = len(panel.latencies)
         t = time.perf_counter()
         panel.toggles.buttons[i].click()
         while len(panel.latencies) == before:
-            app.processEvents()
+            app.processEvents(idle)
         if repaint:
             panel.repaint()
             return time.perf_counter() - t
@@ -78,7 +81,11 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
     for _ in range(20):  # warm-up
         one_toggle(False)
     panel.latencies.clear()
+    panel.update_times.clear()
+    panel.worker_times.clear()
     upd = [one_toggle(False) for _ in range(n)]
+    gui = list(panel.update_times)
+    worker = list(panel.worker_times)
     paint = [one_toggle(True) for _ in range(max(20, n // 4))]
     # a new sample each time (encode + soft-PU + recombine), for comparison
     new = []
@@ -86,7 +93,7 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
         before = len(panel.latencies)
         panel.sample_panel.next()
         while len(panel.latencies) == before:
-            app.processEvents()
+            app.processEvents(idle)
         new.append(panel.latencies[-1])
     # engine only: recombination of a cached encoding
     ctx = panel.context
@@ -101,6 +108,8 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
     return {"model": checkpoint, "modalities": list(loaded.info.modality_names), "toggles": n,
             "first_sample_s": first,
             "toggle_to_panels_updated_ms": {"p50": pct(upd, 50), "p95": pct(upd, 95), "max": pct(upd, 100)},
+            "of_which_request_to_worker_result_ms": {"p50": pct(worker, 50), "p95": pct(worker, 95)},
+            "of_which_gui_panel_updates_ms": {"p50": pct(gui, 50), "p95": pct(gui, 95)},
             "toggle_to_panels_repainted_ms": {"p50": pct(paint, 50), "p95": pct(paint, 95), "max": pct(paint, 100)},
             "new_sample_to_panels_updated_ms": {"p50": pct(new, 50), "p95": pct(new, 95)},
             "engine_recombine_ms": engine * 1000.0}
@@ -118,7 +127,6 @@ def bench_robustness(root: Path, n_runs: int = 6) -> dict:
     paths = [train(base.replace(method=mm), root / mm) for mm in methods]
     bundle = load_dataset(base.data)
     test = bundle.splits["test"]
-    refs = [RunRef(i, f"#{i} {mm}", mm, p) for i, (mm, p) in enumerate(zip(paths, methods))]
     refs = [RunRef(i, f"#{i} {mm}", mm, p) for i, (mm, p) in enumerate(zip(methods, paths))]
     # one full evaluation, as `robult eval` does it: load the checkpoint, all subsets from one pass
     evals = []
@@ -159,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=6)
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-robustness", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="robult-bench-"))
@@ -166,8 +175,10 @@ def main(argv=None) -> int:
     if not ck:
         from robult_engine.config import RunConfig
         ck = train(RunConfig().replace(**{"train.epochs": args.epochs, "train.device": "cpu"}), tmp / "avd")
-    out = {"toggle": bench_toggles(ck, args.toggles), "robustness": bench_robustness(tmp / "rob", args.runs),
-           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    out = {"toggle": bench_toggles(ck, args.toggles),
+           "robustness": None if args.skip_robustness else bench_robustness(tmp / "rob", args.runs),
+           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+           "load_average_at_end": os.getloadavg()}
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -14,31 +14,30 @@ bridge, caches, requests off the GUI thread), `jobs` (QThreadPool jobs with prog
 """
 from __future__ import annotations
 
-import sys
-
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Slot
 from PySide6.QtGui import QAction, QKeySequence
 
-__all__ = ["ExplorerSuite", "install", "protect_none"]
+__all__ = ["ExplorerSuite", "install", "protect_bools"]
 
 
-def protect_none() -> bool:
-    """Work around a PySide6 6.12 binding bug on CPython < 3.12: every Qt method that returns void hands back
-    `None` *without* a new reference (fine where None is immortal, 3.12+; on 3.11 each call lowers None's
-    reference count by one). An app that paints plots reaches zero within minutes and aborts with "Fatal
-    Python error: none_dealloc". Giving None a huge reference count makes it effectively immortal, as in
-    3.12. Process-wide and harmless; the real fix is a PySide6 without the bug or Python ≥ 3.12.
-    Returns True when the guard was applied."""
+def protect_bools() -> bool:
+    """The other half of `app.protect_none` (PySide6 6.12 on CPython < 3.12): emitting a Python-declared
+    signal whose arguments hold True or False (even inside a list, as pyqtgraph's ViewBox.sigRangeChanged
+    does on every setXRange / setYRange) lowers that bool's reference count by one, and the interpreter aborts
+    with "Fatal Python error: bool_dealloc" after a few thousand redraws (the toggle benchmark did). Giving
+    True and False a huge reference count makes them effectively immortal, as they are in 3.12."""
+    import sys
     if sys.version_info >= (3, 12):
         return False
     import ctypes
-    ref = ctypes.c_ssize_t.from_address(id(None))  # ob_refcnt is the first field of every PyObject
-    if ref.value < 1 << 40:
-        ref.value += 1 << 40
+    for obj in (True, False):
+        ref = ctypes.c_ssize_t.from_address(id(obj))  # ob_refcnt is the first field of every PyObject
+        if ref.value < 1 << 40:
+            ref.value += 1 << 40
     return True
 
 
-protect_none()
+protect_bools()  # before any explorer plot exists
 
 
 class ExplorerSuite(QObject):

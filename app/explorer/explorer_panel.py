@@ -49,6 +49,8 @@ class ExplorerPanel(QWidget):
         self.shown_generation = -1
         self.dropped_results = 0
         self.latencies: list[float] = []  # seconds from a change to all panels updated
+        self.update_times: list[float] = []  # seconds the GUI thread spent updating the panels
+        self.worker_times: list[float] = []  # seconds from the request to the worker's result
         self._asked_at: dict[int, float] = {}
         self._pending_restore: dict | None = None
         self._reopen_run: int | None = None
@@ -253,6 +255,7 @@ class ExplorerPanel(QWidget):
         if not self.state.is_current(result.generation):
             self.dropped_results += 1
             return
+        t_update = time.perf_counter()
         new_sample = self.sample is None or self.sample.ref != result.sample.ref
         self.sample = result.sample
         self.inspection = insp = result.inspection
@@ -265,8 +268,12 @@ class ExplorerPanel(QWidget):
         self.shown_generation = result.generation
         self.live_tag.setText("<b style='color:#D55E00'>● live model (training)</b>" if result.live else "")
         t0 = self._asked_at.pop(result.generation, None)
+        now = time.perf_counter()
+        self.update_times.append(now - t_update)
+        self.worker_times.append(result.seconds)
+        del self.update_times[:-1000], self.worker_times[:-1000]
         if t0 is not None:
-            self.latencies.append(time.perf_counter() - t0)
+            self.latencies.append(now - t0)
             del self.latencies[:-1000]
         if self.status.property("kind") == "error" and new_sample:
             self._message("", "info")
@@ -279,11 +286,18 @@ class ExplorerPanel(QWidget):
             self.dropped_results += 1
             return
         # keep the last good sample on screen; the state goes back to it quietly
+        failed = self.state.sample
         if self.sample is not None:
             self.state.sample = self.sample.ref
         else:
             self.state.sample = None
         self._message(f"Could not use that sample: {message}", "error")
+        if self.sample is None and failed is not None and not failed.is_dataset:
+            # e.g. a restored inspection whose files are gone: show a dataset sample instead of nothing
+            self._pending_restore = None
+            text = self.status.text()
+            self._restore_or_default()
+            self.status.setText(text)
 
     @Slot(bool)
     def _on_live_box_toggled(self, on: bool) -> None:

@@ -55,9 +55,11 @@ class LatentsPanel(QWidget):
         lay.setRowStretch(1, 1)
         self._names: tuple[str, ...] = ()
         self._classes: tuple[str, ...] = ()
+        self._shown_used: tuple[bool, ...] = ()
 
     def clear(self) -> None:
         self.inspection = None
+        self._shown_used = ()
         for b in (self.bars_z, self.bars_u, self.bars_rec):
             b.setOpts(x=[], height=[], brushes=[])
         self.modpred_img.clear()
@@ -95,7 +97,10 @@ class LatentsPanel(QWidget):
         style.set_ticks(self.modpred, "left", names, positions=np.arange(len(names)) + 0.5)
 
     def show_inspection(self, insp) -> None:
-        self.inspection = insp
+        prev, self.inspection = self.inspection, insp
+        if prev is not None and self._same_encoding(prev, insp):
+            self._show_subset(insp)  # a toggle: only what is on / off changes
+            return
         names = insp.modality_names
         classes = insp.class_names if insp.task != "regression" else ("score",)
         self._ensure_axes(tuple(names), tuple(classes))
@@ -107,7 +112,6 @@ class LatentsPanel(QWidget):
         top = float(max(np.max(insp.z_norm), np.max(insp.u_norm))) if m else 1.0
         self.norms.setYRange(0, top * 1.2 or 1.0, padding=0)
         for i, t in enumerate(self.ratio_texts):
-            t.setText(f"U/Z {insp.ratio[i]:.2f}" + ("" if insp.used[i] else " (off)"))
             t.setPos(i, max(insp.z_norm[i], insp.u_norm[i]) + top * 0.02)
         self.bars_rec.setOpts(x=x, height=insp.rec_err, brushes=[style.colour(style.REC_COLOUR, al) for al in a])
         self.rec.setYRange(0, float(np.max(insp.rec_err)) * 1.2 or 1.0, padding=0)
@@ -125,13 +129,43 @@ class LatentsPanel(QWidget):
             for i in range(m):
                 for j in range(img.shape[1]):
                     v = float(insp.mod_probs[i, j])
-                    t = self.cell_texts[i * img.shape[1] + j]
                     best = j == insp.mod_pred[i]
-                    t.setText(f"{v:.2f}" if (v >= 0.01 or best) else "")
-                    t.setColor("#000000" if (v > 0.6 and levels[0] == 0) else "#FFFFFF")
-                    if not insp.used[i]:
+                    self.cell_texts[i * img.shape[1] + j].setText(f"{v:.2f}" if (v >= 0.01 or best) else "")
+        self._show_subset(insp, values_changed=True)
+
+    @staticmethod
+    def _same_encoding(a, b) -> bool:
+        """Two inspections of one encoded sample (they differ only by the subset)."""
+        return (a.modality_names == b.modality_names and a.class_names == b.class_names and a.present == b.present
+                and np.array_equal(a.z_norm, b.z_norm) and np.array_equal(a.u_norm, b.u_norm)
+                and np.array_equal(a.mod_probs, b.mod_probs) and np.array_equal(a.rec_err, b.rec_err))
+
+    def _show_subset(self, insp, values_changed: bool = False) -> None:
+        """Fade the modalities that are off; the values are already on screen."""
+        names = insp.modality_names
+        classes = insp.class_names if insp.task != "regression" else ("score",)
+        used = tuple(insp.used)
+        if not values_changed and used == self._shown_used:
+            return
+        self._shown_used = used
+        a = [255 if u else style.DISABLED_ALPHA for u in used]
+        if not values_changed:
+            self.bars_z.setOpts(brushes=[style.colour(style.Z_COLOUR, al) for al in a])
+            self.bars_u.setOpts(brushes=[style.colour(style.U_COLOUR, al) for al in a])
+            self.bars_rec.setOpts(brushes=[style.colour(style.REC_COLOUR, al) for al in a])
+        for i, t in enumerate(self.ratio_texts):
+            t.setText(f"U/Z {insp.ratio[i]:.2f}" + ("" if used[i] else " (off)"))
+        c = len(classes)
+        if self.cell_texts:
+            for i in range(len(names)):
+                for j in range(c):
+                    v = float(insp.mod_probs[i, j])
+                    t = self.cell_texts[i * c + j]
+                    if not used[i]:
                         t.setColor("#A0A0A0")
-        on = [n for n, u in zip(names, insp.used) if u]
+                    else:
+                        t.setColor("#000000" if (v > 0.6 and insp.task != "regression") else "#FFFFFF")
+        on = [n for n, u in zip(names, used) if u]
         self.modpred.getPlotItem().setTitle(
             "Each modality alone: c([U<sup>i</sup>, Z<sup>i</sup>])  —  "
             + ", ".join(f"{n} → {classes[p] if 0 <= p < len(classes) else '–'}" for n, p in zip(names, insp.mod_pred))

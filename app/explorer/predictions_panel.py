@@ -50,6 +50,9 @@ class PredictionsPanel(QWidget):
     # --- showing --------------------------------------------------------------------------------------
     def clear(self, message: str = "") -> None:
         self.inspection = None
+        self._shown_all = None
+        self._delta_lim = None
+        self._y_fixed = False
         self.header.setText(f"<span style='color:#606060'>{message}</span>")
         for b in (self.bars_all, self.bars_sub):
             b.setOpts(x=[], height=[])
@@ -68,7 +71,9 @@ class PredictionsPanel(QWidget):
         classes = insp.class_names if insp.task != "regression" else ("score",)
         self._set_classes(tuple(classes))
         x = np.arange(len(classes), dtype=float)
-        self.bars_all.setOpts(x=x - 0.2, height=insp.probs_all)
+        if self._shown_all is None or not np.array_equal(self._shown_all, insp.probs_all):
+            self.bars_all.setOpts(x=x - 0.2, height=insp.probs_all)
+            self._shown_all = insp.probs_all
         reg = insp.task == "regression"
         if insp.empty:
             self.bars_sub.setOpts(x=[], height=[])
@@ -86,9 +91,12 @@ class PredictionsPanel(QWidget):
         d = insp.delta
         self.bars_delta.setOpts(x=x, height=d, brushes=[style.UP if v >= 0 else style.DOWN for v in d])
         lim = max(0.05, float(np.nanmax(np.abs(d))) * 1.15)
-        self.delta.setYRange(-lim, lim, padding=0)
-        if not reg and insp.task == "single-label":
+        if lim != self._delta_lim:
+            self.delta.setYRange(-lim, lim, padding=0)
+            self._delta_lim = lim
+        if not reg and insp.task == "single-label" and not self._y_fixed:
             self.plot.setYRange(0, 1.05, padding=0)
+            self._y_fixed = True
         used = " + ".join(n for n, u in zip(insp.modality_names, insp.used) if u)
         p = insp.probs[insp.pred] if insp.pred >= 0 and not reg else float("nan")
         pa = insp.probs_all[insp.pred_all] if insp.pred_all >= 0 and not reg else float("nan")

@@ -114,6 +114,12 @@ class RobustnessPanel(QWidget):
     # --- inputs ---------------------------------------------------------------------------------------
     def set_runs(self, runs: list[RunRef], data_cfg) -> None:
         """The columns to compute (and the dataset, by its DataConfig)."""
+        if self.data_cfg is not None and data_cfg != self.data_cfg and self._job is None:
+            self.result = None  # another dataset: the old matrix no longer applies
+            self.report_btn.setEnabled(False)
+            self.flips.clear()
+            self.sel_box.hide()
+            self._draw()
         self.runs = list(runs)
         self.data_cfg = data_cfg
         n = len(self.runs)

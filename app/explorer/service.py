@@ -10,6 +10,10 @@
   training, through `controller.submit(request_id, fn)` so inference happens on the training thread (train /
   eval mode and weights are shared state there). Each request carries the generation of the explorer state
   that asked; work whose generation is already old is skipped, and the panels drop stale results too.
+  Exception, by design: a toggle on a sample whose encoding is cached is answered at once on the GUI thread —
+  it is one `combine_logits` over a (1, M, C) tensor (well under a millisecond, no model call, no lock
+  waited for), and the thread round trip cost more than the work (see benchmarks/toggle_latency.py).
+  Everything that runs the model (a new sample, a new model, the live training model) goes off the GUI.
 """
 from __future__ import annotations
 
@@ -154,6 +158,20 @@ class InspectionEngine:
             self._refs[mkey] = ref
         return ref
 
+    def try_cached(self, ctx: ModelContext, sample: LoadedSample, subset: tuple[bool, ...]) -> Inspection | None:
+        """The inspection from an already encoded sample, or None — never waits (a worker may hold the lock
+        while it encodes) and never calls the model. Cheap enough for the GUI thread (one combine_logits)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            model = ctx.model
+            insp = self._inspectors.get((id(model), weights_version(model), sample.ref.key()))
+            if insp is None:
+                return None
+            return insp.inspect(subset)
+        finally:
+            self._lock.release()
+
     def inspect(self, ctx: ModelContext, ref: SampleRef, sample: LoadedSample | None, subset: tuple[bool, ...],
                 model=None) -> tuple[LoadedSample, Inspection, bool]:
         """(sample, inspection, cached). `model` defaults to the context's model (the training model when
@@ -253,6 +271,14 @@ class ExplorerService(QObject):
             return  # the panel asks again when the context is ready
         t0 = time.perf_counter()
         engine = self.engine
+        live = self.live_training()
+        if not live and sample is not None and sample.ref == ref:
+            # a toggle on a sample already encoded: recombine the cached per-modality logits right here (no
+            # model call, well under a millisecond) instead of a round trip through the pool
+            insp = engine.try_cached(ctx, sample, subset)
+            if insp is not None:
+                self.sig_result_ready.emit(InspectResult(generation, sample, insp, time.perf_counter() - t0, True))
+                return
 
         def work(model=None):
             if generation != self._latest:
@@ -260,7 +286,7 @@ class ExplorerService(QObject):
             s, insp, cached = engine.inspect(ctx, ref, sample, subset, model)
             return InspectResult(generation, s, insp, time.perf_counter() - t0, cached, live=model is not None)
 
-        if self.live_training():
+        if live:
             self._next_request += 1
             rid = self._next_request
             self._pending[rid] = (generation, t0)

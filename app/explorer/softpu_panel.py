@@ -29,6 +29,7 @@ class SoftPUPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.softpu = None
+        self._note = ""
         self.kappa_history: tuple | None = None
         self.header = style.title_label()
         self.header.setToolTip(style.TIP_PSEUDO + "\n\n" + style.TIP_KAPPA)
@@ -113,7 +114,9 @@ class SoftPUPanel(QWidget):
         if pu is None:
             self.clear(note or "Soft-PU needs the training split (the reference batch); it is not available.")
             return
-        self.softpu = pu
+        if pu is self.softpu and note == self._note:
+            return  # a toggle: soft-PU does not depend on the subset, nothing to redraw
+        self.softpu, self._note = pu, note
         conf = style.fmt(pu.confidence, 2)
         if pu.labeled:
             who = f"labeled training sample: ỹ = its label <b>{pu.pseudo_label_name}</b>, κ = 1"
