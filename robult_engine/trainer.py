@@ -125,6 +125,10 @@ class Trainer:
             if ckpt.fingerprint != self.bundle.fingerprint():
                 raise CheckpointError(f"{self.resume_from}: this run was trained on other data "
                                       f"(fingerprint {ckpt.fingerprint}); cannot resume on {info.name}")
+            for section in ("method", "data", "model", "loss"):
+                if getattr(ckpt.config, section) != getattr(cfg, section):
+                    raise ConfigError(f"{self.resume_from}: cannot resume with a different {section} configuration "
+                                      f"than the run was started with (only the training schedule may change)")
             if not ckpt.training_state:
                 raise CheckpointError(f"{self.resume_from}: holds no training state to resume from "
                                       f"(resume from last.pt of a run folder)")
@@ -144,7 +148,8 @@ class Trainer:
         self.memory = PrototypeMemory(n_protos, cfg.model.d_z, cfg.loss.prototype_momentum).to(self.device)
         self.net = (DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                         find_unused_parameters=True) if self.dist.enabled else self.model)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                     foreach=True)
         self.total_steps = cfg.train.epochs * self.sampler.steps_per_epoch
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total_steps, cfg.train.warmup_frac))
         self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)  # modality dropout draws
@@ -215,7 +220,7 @@ class Trainer:
         denom_sup = D.all_reduce_sum(weight.sum().detach(), di).clamp(min=1.0)
         if method == "moddrop":
             # the late-fusion prediction trained under random modality dropout, plus the fused head
-            drop = out.mask & self._drop_mask_local(mask)
+            drop = self._drop_mask_local(mask)
             logits_mod = combine_logits(out.logits_mod, drop).unsqueeze(1)  # (B, 1, C)
             sup_mask = torch.ones(mask.shape[0], 1, dtype=torch.bool, device=mask.device)
         else:
@@ -288,10 +293,10 @@ class Trainer:
         return torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device), logits[:, 0]
 
     def _drop_mask_local(self, mask: torch.Tensor) -> torch.Tensor:
-        """Modality dropout for the global batch (same draw on every process), sliced to this process."""
+        """Modality dropout drawn on the global batch's presence mask (same draw on every process, never
+        emptying a row that had a modality), sliced to this process."""
         b = mask.shape[0]
-        full = torch.ones(b * self.dist.world, mask.shape[1], dtype=torch.bool)
-        drop = modality_dropout_mask(full, self.cfg.loss.moddrop_p, self.gen)
+        drop = modality_dropout_mask(self._global_mask, self.cfg.loss.moddrop_p, self.gen)
         return drop[self.dist.rank * b:(self.dist.rank + 1) * b].to(mask.device)
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -322,10 +327,11 @@ class Trainer:
         b = len(global_idx) // self.dist.world
         local = global_idx[self.dist.rank * b:(self.dist.rank + 1) * b]
         batch = make_batch(self.train_split, local, self.is_labeled)
+        gmask = self.train_split.mask[global_idx]  # (Bg, M) the global batch's presence mask
         if self.cfg.data.train_modality_dropout > 0:
-            full = torch.ones(len(global_idx), batch.mask.shape[1], dtype=torch.bool)
-            keep = modality_dropout_mask(full, self.cfg.data.train_modality_dropout, self.gen)
-            batch.mask = batch.mask & keep[self.dist.rank * b:(self.dist.rank + 1) * b]
+            gmask = modality_dropout_mask(gmask, self.cfg.data.train_modality_dropout, self.gen)
+            batch.mask = gmask[self.dist.rank * b:(self.dist.rank + 1) * b]
+        self._global_mask = gmask
         return batch.to(self.device)
 
     def _loop(self, t0: float) -> Finished:
@@ -354,7 +360,7 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 (total * self.dist.world).backward()  # × world: DDP averages, our denominators are global
                 if cfg.train.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip, foreach=True)
                 self.opt.step()
                 lr = float(self.opt.param_groups[0]["lr"])  # the rate this step used (the scheduler moves on next)
                 self.sched.step()
