@@ -19,9 +19,9 @@ class LatentsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.inspection = None
-        self.norms = style.plot_widget(f"‖Z<sup>i</sup>‖ <span style='color:{style.Z_COLOUR}'>■ redundant (g<sub>0</sub>)"
-                                       f"</span> · ‖U<sup>i</sup>‖ <span style='color:{style.U_COLOUR}'>■ unique "
-                                       f"(g<sub>i</sub>)</span>", left="norm", min_height=150,
+        self.norms = style.plot_widget(f"<span style='color:{style.Z_COLOUR}'>■</span> ‖Z<sup>i</sup>‖ redundant · "
+                                       f"<span style='color:{style.U_COLOUR}'>■</span> ‖U<sup>i</sup>‖ unique",
+                                       left="norm", min_height=150,
                                        tooltip=style.TIP_Z + "\n\n" + style.TIP_U + "\n\n" + style.TIP_RATIO)
         self.bars_z = pg.BarGraphItem(x=[], height=[], width=0.36, brush=style.Z_COLOUR, brushes=[], pen=None,
                                       name="‖Z‖ redundant (g_0)")

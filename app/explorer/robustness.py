@@ -135,6 +135,9 @@ def runs_from_store(store, dataset: str, current=None) -> list[RunRef]:
             label = f"#{r.id} {r.method}" + (f" ({r.name})" if r.name else "")
             out.append(RunRef(r.id, label, r.method, r.checkpoint_path, r.config_json))
             seen_paths.add(str(Path(r.checkpoint_path).resolve()))
+    # columns: Robult, its ablations, then the baselines (config.METHODS order), oldest run first
+    from robult_engine.config import METHODS
+    out.sort(key=lambda r: (METHODS.index(r.method) if r.method in METHODS else len(METHODS), r.run_id or 0))
     if current is not None and current.checkpoint_path and Path(current.checkpoint_path).is_file():
         if str(Path(current.checkpoint_path).resolve()) not in seen_paths:
             out.insert(0, RunRef(current.run_id, f"current ({current.config.method})", current.config.method,

@@ -75,8 +75,9 @@ class ModalityView_(QGroupBox):
             self.frames_img = pg.ImageItem(axisOrder="row-major")
             self.frames_img.setLookupTable(style.heat_lut("CET-D1"))
             self.frames.addItem(self.frames_img)
-            self.lay.addWidget(self.wave)
-            self.lay.addWidget(self.frames)
+            self.wave.setMinimumHeight(110)
+            self.lay.addWidget(self.wave, 2)
+            self.lay.addWidget(self.frames, 3)
         elif kind == "vector":
             self.vector = style.plot_widget("feature values", bottom="feature", min_height=100)
             self.vector_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#0072B2", pen=None)

@@ -714,6 +714,21 @@ def test_a_reopened_session_restores_the_explorer(qtbot, make_window, store, pid
     assert ex2.sample_panel.current_split == "val" and ex2.sample_panel.index.value() == 5
 
 
+def test_a_restored_inspection_whose_files_are_gone_falls_back_to_the_dataset(qtbot, make_window, store, pid_runs,
+                                                                              tmp_path):
+    run_id, ck = _window_with_run(make_window, store, pid_runs, tmp_path)
+    gone = tmp_path / "moved-away.npy"
+    store.save_inspection(run_id, {"version": 1, "sample": {"kind": "files", "files": {"m0": str(gone)}, "texts": {}},
+                                   "enabled": {"m0": True, "m1": False, "m2": True}, "prediction": None})
+    w = make_window(store=store)
+    ex = w.explorer.explorer
+    w.reopen_session(run_id)
+    qtbot.waitUntil(lambda: ex.sample is not None, timeout=WAIT)
+    wait_shown(qtbot, ex)
+    assert ex.sample.ref.is_dataset and ex.sample.ref.split == "test"
+    assert ex.toggles.state() == (True, True, True)
+
+
 def test_inspecting_the_model_that_is_training_runs_on_the_training_thread(qtbot, make_window, store, pid_runs,
                                                                           tmp_path):
     run_id, ck = _window_with_run(make_window, store, pid_runs, tmp_path)
