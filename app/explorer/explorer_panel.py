@@ -19,7 +19,6 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout,
                                QWidget)
 
-from . import style
 from .export import inspection_tables, write_json, write_tables
 from .latents_panel import LatentsPanel
 from .predictions_panel import PredictionsPanel
