@@ -33,6 +33,7 @@ Inference on the model while it trains (for the explorer)
 """
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import traceback
@@ -52,6 +53,26 @@ from robult_engine.events import EpochEnded, Failed, Finished, StepEnded
 LIVE_THREADS: "weakref.WeakSet[QThread]" = weakref.WeakSet()
 # Threads that did not stop within the shutdown timeout: kept referenced (never garbage-collected while running).
 _STUBBORN: list[QThread] = []
+
+
+_GUI_GC = None
+
+
+def ensure_gui_thread_gc(interval_s: float = 1.0) -> None:
+    """Collect reference cycles on the GUI thread only (pyqtgraph's GarbageCollector: automatic collection off,
+    a QTimer collects instead). Call on the GUI thread before any training thread starts.
+
+    Why: the trainer's Python loop allocates a lot, so an automatic collection would often run on the training
+    thread and free dead Qt wrappers there (discarded widgets and plot items sit in cycles); their C++
+    destructors then take Qt's signal/slot locks off the GUI thread while asking for the GIL, and deadlock
+    against the GUI thread (seen: QObject::~QObject of a QAction on the GUI thread waiting for a mutex held by
+    the training thread, which waited for the GIL inside gc_collect_main)."""
+    global _GUI_GC
+    if _GUI_GC is not None and shiboken6.isValid(_GUI_GC.timer):
+        gc.disable()  # (again: someone may have re-enabled it, e.g. a test fixture)
+        return
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+    _GUI_GC = GarbageCollector(interval=interval_s)
 
 
 class NoModelError(RuntimeError):
@@ -119,6 +140,7 @@ class TrainingWorker(QObject):
     sig_failed = Signal(object)  # Failed
     sig_request_done = Signal(int, object)
     sig_labeled_indices = Signal(int, object)  # (run_id, list[int]) once the trainer has drawn them
+    sig_release = Signal(object)  # served requests, so their callables (and what they hold) die on the GUI thread
     sig_done = Signal()  # run() returned; the thread may quit
 
     def __init__(self, job: TrainingJob, bundle_loader: Callable, stop_event: threading.Event,
@@ -153,9 +175,13 @@ class TrainingWorker(QObject):
             self.sig_failed.emit(ev)
         finally:
             model = self._trainer.model if self._trainer is not None else None
-            for rid, fn in self._requests.close():
+            pending = self._requests.close()
+            for rid, fn in pending:
                 self.sig_request_done.emit(rid, _call_on_model(fn, model) if model is not None
                                            else NoModelError("training ended before the model was built"))
+            if pending:
+                self.sig_release.emit(pending)
+            del pending
             self._trainer = None
             app = QCoreApplication.instance()
             if app is not None:
@@ -188,6 +214,9 @@ class TrainingWorker(QObject):
         for rid, fn in pending:
             self.sig_request_done.emit(rid, _call_on_model(fn, model) if model is not None
                                        else NoModelError("the model is not built yet"))
+        # the callables may hold Qt objects (a requester's closure): let their last reference go on the GUI thread
+        self.sig_release.emit(pending)
+        del pending, fn
 
 
 class TrainingController(QObject):
@@ -213,6 +242,7 @@ class TrainingController(QObject):
         self._requests: _RequestChannel | None = None
         self._model = None  # the model idle requests run on
         self.job: TrainingJob | None = None
+        ensure_gui_thread_gc()
         self.last_final_event: Finished | Failed | None = None
         app = QCoreApplication.instance()
         if app is not None:
@@ -255,6 +285,7 @@ class TrainingController(QObject):
         worker.sig_failed.connect(self._on_worker_failed)
         worker.sig_request_done.connect(self._on_worker_request_done)
         worker.sig_labeled_indices.connect(self._on_worker_labeled_indices)
+        worker.sig_release.connect(self._on_worker_release)
         worker.sig_done.connect(thread.quit)
         thread.started.connect(worker.run)
         thread.finished.connect(self._on_thread_finished)
@@ -331,6 +362,10 @@ class TrainingController(QObject):
     def _on_worker_labeled_indices(self, run_id: int, indices: object) -> None:
         self.sig_labeled_indices.emit(run_id, indices)
 
+    @Slot(object)
+    def _on_worker_release(self, _objects: object) -> None:
+        """Nothing to do: the queued call's arguments are dropped here, on the GUI thread."""
+
     @Slot()
     def _on_thread_finished(self) -> None:
         # `finished` is emitted by the thread just *before* it ends (isRunning() may still be true here):
@@ -399,6 +434,7 @@ def _hub() -> _JobHub:
         if app is None or QThread.currentThread() is not app.thread():
             raise RuntimeError("start_job must be called from the GUI thread of a running QApplication")
         _HUB = _JobHub()
+    ensure_gui_thread_gc()  # pool threads run Python too: no collection may start there
     return _HUB
 
 

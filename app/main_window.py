@@ -390,7 +390,11 @@ class MainWindow(QMainWindow):
         if self.controller.is_running:
             self.statusBar().showMessage("A run is already training.", 5000)
             return None
-        cfg.validate()
+        try:
+            cfg.validate()
+        except ConfigError as e:
+            self.training_panel.set_status("error", f"The run was not started: {e}")
+            return None
         self.settings.setValue("wizard/last_config", cfg.to_json())
         run_id = self.store.create_run(cfg, name=name)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -116,7 +116,10 @@ def dialogs(monkeypatch) -> DialogRecorder:
 
 @pytest.fixture(autouse=True)
 def no_thread_left(request):
-    """FAIL the test if it leaves a QThread, a pool job or a Python thread running."""
+    """FAIL the test if it leaves a QThread, a pool job or a Python thread running. Afterwards, collect garbage
+    here (no other thread runs now) and give back automatic collection, which the app switches off."""
+    import gc
+    gc_was_enabled = gc.isenabled()
     before = set(threading.enumerate())
     yield
     problems = []
@@ -139,6 +142,9 @@ def no_thread_left(request):
     left = [t for t in left if t.is_alive()]
     if left:
         problems.append(f"Python threads still running: {[t.name for t in left]}")
+    gc.collect()
+    if gc_was_enabled:
+        gc.enable()
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
 

@@ -39,6 +39,8 @@ def test_the_shared_window_api(qtbot, make_window):
     sub = w.get_bundle(DataConfig(dataset="pid-synth", synth_n_train=100, modalities=("m1",)))
     assert sub.info.modality_names == ("m1",)
     assert "MainWindow" in repr(type(w)) and hasattr(w, "sig_model_loaded") and hasattr(w, "sig_session_reopened")
+    import gc
+    assert not gc.isenabled()  # cycles are collected on the GUI thread only (see ensure_gui_thread_gc)
     qtbot.waitUntil(lambda: "Ready to train on pid-synth" in w.training_panel.status_panel.text, timeout=20_000)
     assert "pid-synth" in w.dataset_label.text()
 
