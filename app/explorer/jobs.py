@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 import threading
 import traceback
 from typing import Any, Callable
@@ -38,7 +39,9 @@ def gc_paused_in_worker():
     reference cycles) there; their C++ destructors then run off the GUI thread and can deadlock or crash
     against it (seen: QObject::~QObject on a pool thread waiting for the GIL while the GUI thread waits for
     that object's mutex). While any explorer job runs, automatic collection is off, so cycles are collected
-    on the GUI thread once the jobs are done (pyqtgraph's GarbageCollector is the app-wide version of this).
+    on the GUI thread once the jobs are done. Inside the main window, `app.controller.ensure_gui_thread_gc`
+    (pyqtgraph's GarbageCollector) already keeps automatic collection off app-wide; this covers the panels
+    run on their own and never fights it.
     """
     global _gc_jobs, _gc_was_enabled
     with _gc_lock:
@@ -51,8 +54,15 @@ def gc_paused_in_worker():
     finally:
         with _gc_lock:
             _gc_jobs -= 1
-            if _gc_jobs == 0 and _gc_was_enabled:
+            if _gc_jobs == 0 and _gc_was_enabled and not _gui_collector_active():
                 gc.enable()
+
+
+def _gui_collector_active() -> bool:
+    """The app's GUI-thread garbage collector (app.controller.ensure_gui_thread_gc) owns gc.enable/disable
+    once it runs: never re-enable automatic collection behind its back."""
+    ctl = sys.modules.get("app.controller")
+    return getattr(ctl, "_GUI_GC", None) is not None
 
 
 class JobCancelled(Exception):
