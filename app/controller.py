@@ -58,7 +58,7 @@ _STUBBORN: list[QThread] = []
 _GUI_GC = None
 
 
-def ensure_gui_thread_gc(interval_s: float = 1.0) -> None:
+def ensure_gui_thread_gc(interval_s: float = 0.1) -> None:
     """Collect reference cycles on the GUI thread only (pyqtgraph's GarbageCollector: automatic collection off,
     a QTimer collects instead). Call on the GUI thread before any training thread starts.
 

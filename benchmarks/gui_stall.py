@@ -80,6 +80,18 @@ def main(argv: list[str] | None = None) -> int:
         poll.stop()
         return bool(pred())
 
+    # garbage collections (the app runs them on the GUI thread): how long each took
+    import gc
+    gc_times: list[tuple[int, float]] = []
+    gc_t0 = {}
+
+    def gc_callback(phase, info) -> None:
+        if phase == "start":
+            gc_t0["t"] = time.perf_counter()
+        elif "t" in gc_t0:
+            gc_times.append((info["generation"], (time.perf_counter() - gc_t0.pop("t")) * 1000.0))
+    gc.callbacks.append(gc_callback)
+
     # the probe
     ticks: list[float] = []
     probe = QTimer()
@@ -149,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         window.grab().save(args.screenshot)
 
     import numpy as np
+    if os.environ.get("ROBULT_GUI_STALL_TICKS"):  # raw probe times, for digging into single gaps
+        np.save(os.environ["ROBULT_GUI_STALL_TICKS"], np.asarray(ticks))
     gaps_ms = np.diff(np.asarray(ticks)) * 1000.0
     base_ms = np.diff(np.asarray(baseline)) * 1000.0 if len(baseline) > 1 else np.zeros(0)
     stalls = np.maximum(gaps_ms - args.probe_ms, 0.0)
@@ -194,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         "best_epoch": getattr(ev, "best_epoch", None),
         "best_val_score": getattr(ev, "best_score", None),
         "failed": str(final["failed"].message) if "failed" in final else None,
+        "gc_collections": len(gc_times),
+        "gc_max_ms": max((t for _, t in gc_times), default=None),
+        "gc_gen2_count": sum(1 for g, _ in gc_times if g == 2),
+        "gc_gen2_max_ms": max((t for g, t in gc_times if g == 2), default=None),
         "redraws": window.training_panel.redraw_count,
         "redraw_setdata_total_s": window.training_panel.redraw_time_total,
         "redraw_setdata_max_ms": window.training_panel.redraw_time_max * 1000,

@@ -89,6 +89,8 @@ class TrainingPanel(QWidget):
         self._drawn_steps = -1
         self._drawn_epochs = -1
         self._last_step_plot = 0.0
+        self._epoch_queue: list = []  # epoch plots still to draw, one per tick
+        self._epoch_axis_hi: dict[int, tuple[float, float]] = {}
         self._loss_view_user = False  # the user zoomed/panned the loss plot: stop managing its range
         self._loss_x_hi = 0.0
         self._create_header()
@@ -231,6 +233,7 @@ class TrainingPanel(QWidget):
         self._drawn_steps = self._drawn_epochs = -1
         self._loss_view_user = False
         self._loss_x_hi = 0.0
+        self._epoch_axis_hi.clear()
         self.plot_losses.getViewBox().enableAutoRange()
         self.redraw(force=True)
 
@@ -261,17 +264,33 @@ class TrainingPanel(QWidget):
             self.redraw_time_max = max(self.redraw_time_max, dt)
 
     def _redraw(self, force: bool) -> None:
+        """One frame. An ended epoch touches three plots; they are drawn on three successive ticks, so Qt paints
+        one plot per pass and the event loop runs in between (painting all three at once blocked it for
+        ~100 ms). `force` draws everything at once (tests, a reopened run)."""
         b = self.buffers
-        if force or b.version_steps != self._drawn_steps:
+        if force:
+            self._epoch_queue = []
+            self._drawn_steps, self._drawn_epochs = b.version_steps, b.version_epochs
+            self._last_step_plot = time.perf_counter()
+            self._draw_steps()
+            self._draw_val()
+            self._draw_norms()
+            self._draw_kappa()
+            self._draw_progress()
+            return
+        if b.version_epochs != self._drawn_epochs:
+            self._drawn_epochs = b.version_epochs
+            self._epoch_queue = [self._draw_val, self._draw_norms, self._draw_kappa]
+            self._draw_progress()
+        if self._epoch_queue:
+            self._epoch_queue.pop(0)()
+            return
+        if b.version_steps != self._drawn_steps:
             now = time.perf_counter()
-            if force or now - self._last_step_plot >= STEP_PLOT_INTERVAL_S:
+            if now - self._last_step_plot >= STEP_PLOT_INTERVAL_S:
                 self._last_step_plot = now
                 self._drawn_steps = b.version_steps
                 self._draw_steps()
-            self._draw_progress()
-        if force or b.version_epochs != self._drawn_epochs:
-            self._drawn_epochs = b.version_epochs
-            self._draw_epochs()
             self._draw_progress()
         self.redraw_count += 1
 
@@ -342,9 +361,20 @@ class TrainingPanel(QWidget):
             pad = 0.08 * span
             vb.setYRange(lo - pad, hi + pad, padding=0)
 
-    def _draw_epochs(self) -> None:
+    def _hold_epoch_axis(self, plot: pg.PlotWidget, x0: float = 0.0) -> None:
+        """All plots share one still x axis: the planned epochs (a growing range re-renders the axis on every
+        epoch, and that was most of an epoch-end frame)."""
+        b = self.buffers
+        hi = float(max(b.epochs_planned, b.epoch_x[-1] if b.epoch_x else 0, 1))
+        key = id(plot)
+        if self._epoch_axis_hi.get(key) != (x0, hi):
+            self._epoch_axis_hi[key] = (x0, hi)
+            plot.getViewBox().setXRange(x0, hi, padding=0.02)
+
+    def _draw_val(self) -> None:
         b = self.buffers
         x = np.asarray(b.epoch_x, dtype=float)
+        self._hold_epoch_axis(self.plot_val)
         if b.metric_name:
             self.plot_val.setTitle(f"Validation {b.metric_name} per modality subset (★ best)", size="10pt")
             self.plot_val.setLabel("left", b.metric_name)
@@ -365,6 +395,11 @@ class TrainingPanel(QWidget):
             self.score_curve.setData(x, np.asarray(b.val_score, dtype=float), connect="finite")
             if b.best_epoch >= 0 and math.isfinite(b.best_score):
                 self.best_marker.setData([b.best_epoch + 1.0], [b.best_score])
+
+    def _draw_norms(self) -> None:
+        b = self.buffers
+        x = np.asarray(b.epoch_x, dtype=float)
+        self._hold_epoch_axis(self.plot_norms)
         mods = list(dict.fromkeys([*b.z_norm, *b.u_norm]))
         for i, mod in enumerate(mods):
             color = PALETTE[i % len(PALETTE)]
@@ -379,7 +414,6 @@ class TrainingPanel(QWidget):
                                                 name=f"‖{kind}‖ {mod}")
                     self.norm_curves[key] = item
                 item.setData(x, np.asarray(series[mod], dtype=float), connect="finite")
-        self._draw_kappa()
 
     def _draw_kappa(self) -> None:
         b = self.buffers
@@ -396,7 +430,7 @@ class TrainingPanel(QWidget):
         self.kappa_bar.setLevels((0.0, top))
         self.kappa_image.setRect(QRectF(x0, edges[0], float(n_ep), edges[-1] - edges[0]))
         self.kappa_text.setVisible(False)
-        self.plot_kappa.setXRange(x0, x0 + n_ep, padding=0.02)
+        self._hold_epoch_axis(self.plot_kappa, x0=min(x0, 0.0))
 
 
 def _demo() -> int:  # pragma: no cover - manual check

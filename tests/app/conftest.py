@@ -153,7 +153,8 @@ def no_thread_left(request):
 def make_window(qtbot, db_path, settings):
     """Factory: a MainWindow on the temp database and settings, PID-Synth as default dataset, shown.
 
-    Windows are closed at teardown (a running training is stopped: the close question answers Yes)."""
+    Windows are closed at teardown (a running training is stopped: the close question answers Yes), then
+    deleted."""
     from app.main_window import MainWindow
     from app.sessions import SessionStore
     made: list = []
@@ -164,7 +165,6 @@ def make_window(qtbot, db_path, settings):
         if store is None:
             stores.append(st)
         w = MainWindow(st, settings, default_dataset=default_dataset)
-        qtbot.addWidget(w)
         if show:
             w.show()
             qtbot.waitExposed(w)
@@ -172,12 +172,20 @@ def make_window(qtbot, db_path, settings):
         return w
 
     yield make
+    import shiboken6
+    from app.controller import wait_for_jobs
     for w in made:
+        if not shiboken6.isValid(w):
+            continue
         if w.isVisible() or w.controller.is_running:
             w.close()
         w.controller.shutdown()
-    from app.controller import wait_for_jobs
     wait_for_jobs(15_000)
+    for w in made:
+        # destroy the window now, while every Python wrapper of it and of its children is intact; left to the
+        # garbage collector, a wrapper's state can be cleared before its C++ object (still filtering events)
+        if shiboken6.isValid(w):
+            shiboken6.delete(w)
     for st in stores:
         st.close()
 

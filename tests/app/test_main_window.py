@@ -143,14 +143,18 @@ def test_start_up_with_a_corrupt_database_keeps_the_file_and_says_where_it_is(qt
     bad = tmp_path / "sessions.sqlite"
     bad.write_bytes(b"garbage" * 500)
     app, w, store = build(["--db", str(bad), "--settings", str(tmp_path / "s.ini"), "--dataset", "pid-synth"])
-    qtbot.addWidget(w)
     try:
         assert store.in_memory
         assert not w.notice_label.isHidden() and str(bad) in w.notice_label.text()
         assert "memory" in w.db_label.text()
         assert bad.read_bytes() == b"garbage" * 500
     finally:
+        import shiboken6
+
+        from app.controller import wait_for_jobs
         w.close()
+        wait_for_jobs(15_000)
+        shiboken6.delete(w)
         store.close()
 
 
