@@ -173,6 +173,7 @@ class TrainingBuffers:
     def set_outcome(self, text: str, complete: bool) -> None:
         self.outcome, self.outcome_complete = text, complete
         self.version_epochs += 1
+        self.version_steps += 1  # the plots refit their x axis to what the run did
 
     def add_epoch(self, epoch: int, train_losses: dict[str, float], val_metrics: dict[str, dict[str, float]],
                   val_score: float, z_norm: dict[str, float], u_norm: dict[str, float],

@@ -349,7 +349,7 @@ class TrainingPanel(QWidget):
         frame; pyqtgraph's auto-range would change it on every new point."""
         vb = self.plot_losses.getViewBox()
         b = self.buffers
-        x_hi = max(float(b.epochs_planned or 0), b.step_x[-1])
+        x_hi = b.step_x[-1] if b.outcome else max(float(b.epochs_planned or 0), b.step_x[-1])
         if x_hi != self._loss_x_hi:
             self._loss_x_hi = x_hi
             vb.setXRange(0.0, x_hi, padding=0.02)
@@ -365,7 +365,9 @@ class TrainingPanel(QWidget):
         """All plots share one still x axis: the planned epochs (a growing range re-renders the axis on every
         epoch, and that was most of an epoch-end frame)."""
         b = self.buffers
-        hi = float(max(b.epochs_planned, b.epoch_x[-1] if b.epoch_x else 0, 1))
+        last = b.epoch_x[-1] if b.epoch_x else 0.0
+        # while it runs: the plan (still); once it ended (or a stored run): just the epochs it has
+        hi = float(max(last if b.outcome else b.epochs_planned, last, 1))
         key = id(plot)
         if self._epoch_axis_hi.get(key) != (x0, hi):
             self._epoch_axis_hi[key] = (x0, hi)
