@@ -14,6 +14,8 @@ bridge, caches, requests off the GUI thread), `jobs` (QThreadPool jobs with prog
 """
 from __future__ import annotations
 
+import weakref
+
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Slot
 from PySide6.QtGui import QAction, QKeySequence
 
@@ -48,7 +50,7 @@ class ExplorerSuite(QObject):
         from .explorer_panel import ExplorerPanel
         from .latent_view import LatentViewPanel
         from .robustness_panel import RobustnessPanel
-        self.window = window
+        self._window_ref = weakref.ref(window)  # the window holds the suite (window.explorer): no cycle back
         getter = getattr(window, "get_bundle", None)
         self.explorer = ExplorerPanel(store=getattr(window, "store", None),
                                       controller=getattr(window, "controller", None), bundle_getter=getter)
@@ -62,6 +64,12 @@ class ExplorerSuite(QObject):
         current = getattr(window, "current_model", None)
         if current is not None:
             self._on_model_loaded(current)
+
+    @property
+    def window(self):
+        """The MainWindow (held weakly; None once it is gone)."""
+        ref = getattr(self, "_window_ref", None)  # absent while Python tears the wrapper down
+        return ref() if ref is not None else None
 
     def _create_tabs(self) -> None:
         w = self.window
@@ -173,7 +181,8 @@ class ExplorerSuite(QObject):
 
     @Slot(str, str)
     def _on_message(self, text: str, kind: str) -> None:
-        sb = self.window.statusBar() if hasattr(self.window, "statusBar") else None
+        w = self.window
+        sb = w.statusBar() if w is not None and hasattr(w, "statusBar") else None
         if sb is not None and text:
             sb.showMessage(text, 8000 if kind != "error" else 15000)
 
@@ -193,11 +202,11 @@ class ExplorerSuite(QObject):
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
         """Shut down when the window really closes: a Close event (which the window may still refuse, e.g.
         while training) followed by the Hide that an accepted close causes."""
-        if obj is self.window:
+        if obj is not None and obj is self.window:
             t = event.type()
             if t == QEvent.Type.Close:
                 self._close_seen = True
-            elif t == QEvent.Type.Hide and self._close_seen:
+            elif t == QEvent.Type.Hide and getattr(self, "_close_seen", False):
                 self.shutdown()
             elif t == QEvent.Type.Show:
                 self._close_seen = False
@@ -205,9 +214,12 @@ class ExplorerSuite(QObject):
 
     def shutdown(self) -> None:
         """Save the inspection and stop the explorer's background jobs (bounded waits)."""
-        if self._closed:
+        if getattr(self, "_closed", True):
             return
         self._closed = True
+        w = self.window
+        if w is not None:
+            w.removeEventFilter(self)
         self.explorer.shutdown()
         self.robustness.shutdown()
         self.latent_view.shutdown()
