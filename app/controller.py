@@ -36,6 +36,7 @@ from __future__ import annotations
 import gc
 import queue
 import threading
+import time
 import traceback
 import weakref
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from typing import Any, Callable
 
 import shiboken6
 import torch
-from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
 
 from robult_engine.config import RunConfig
 from robult_engine.events import EpochEnded, Failed, Finished, StepEnded
@@ -55,12 +56,49 @@ LIVE_THREADS: "weakref.WeakSet[QThread]" = weakref.WeakSet()
 _STUBBORN: list[QThread] = []
 
 
-_GUI_GC = None
+FULL_GC_EVERY_S = 60.0  # a full (generation 2) collection at most this often
+
+
+class _GuiThreadGC(QObject):
+    """Collects reference cycles on the GUI thread, from a QTimer, with automatic collection off.
+
+    Generations 0 and 1 follow Python's own thresholds; a full collection (which walks every object of the
+    process: torch, numpy, pyqtgraph...) runs at most every FULL_GC_EVERY_S seconds, and the objects that
+    exist once the app is up are frozen (`gc.freeze`), so a full collection only walks what came later."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        gc.collect()
+        gc.freeze()  # start-up objects: long-lived, never garbage; collections no longer walk them
+        gc.disable()
+        self._last_full = time.monotonic()
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(interval_s * 1000))
+        self.timer.timeout.connect(self._on_timer_timeout)
+        self.timer.start()
+
+    @Slot()
+    def _on_timer_timeout(self) -> None:
+        gc.disable()  # (someone may have switched it back on)
+        c0, c1, c2 = gc.get_count()
+        t0, t1, t2 = gc.get_threshold()
+        if c0 <= t0:
+            return
+        generation = 0
+        if c1 > t1:
+            generation = 1
+            if c2 > t2 and time.monotonic() - self._last_full >= FULL_GC_EVERY_S:
+                generation = 2
+                self._last_full = time.monotonic()
+        gc.collect(generation)
+
+
+_GUI_GC: _GuiThreadGC | None = None
 
 
 def ensure_gui_thread_gc(interval_s: float = 0.1) -> None:
-    """Collect reference cycles on the GUI thread only (pyqtgraph's GarbageCollector: automatic collection off,
-    a QTimer collects instead). Call on the GUI thread before any training thread starts.
+    """Collect reference cycles on the GUI thread only (automatic collection off; a QTimer collects instead).
+    Call on the GUI thread before any training thread or pool job starts.
 
     Why: the trainer's Python loop allocates a lot, so an automatic collection would often run on the training
     thread and free dead Qt wrappers there (discarded widgets and plot items sit in cycles); their C++
@@ -68,11 +106,10 @@ def ensure_gui_thread_gc(interval_s: float = 0.1) -> None:
     against the GUI thread (seen: QObject::~QObject of a QAction on the GUI thread waiting for a mutex held by
     the training thread, which waited for the GIL inside gc_collect_main)."""
     global _GUI_GC
-    if _GUI_GC is not None and shiboken6.isValid(_GUI_GC.timer):
+    if _GUI_GC is not None and shiboken6.isValid(_GUI_GC):
         gc.disable()  # (again: someone may have re-enabled it, e.g. a test fixture)
         return
-    from pyqtgraph.util.garbage_collector import GarbageCollector
-    _GUI_GC = GarbageCollector(interval=interval_s)
+    _GUI_GC = _GuiThreadGC(interval_s)
 
 
 class NoModelError(RuntimeError):
