@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QT
                                QWidget)
 
 from robult_engine.config import ConfigError, DataConfig, RunConfig
-from robult_engine.data import load_dataset
-from robult_engine.data.base import DataError, DatasetBundle
+from robult_engine.data import choose_modalities, load_dataset
+from robult_engine.data.base import DatasetBundle
 from robult_engine.events import EpochEnded, Failed, Finished, StepEnded
 from robult_engine.metrics import PRIMARY
 
@@ -90,13 +90,7 @@ class DatasetCache:
                         self._items[k] = bundle
                         while len(self._items) > self.max_items:
                             self._items.popitem(last=False)
-        if data_cfg.modalities:
-            unknown = [m for m in data_cfg.modalities if m not in bundle.info.modality_names]
-            if unknown:
-                raise DataError(f"{data_cfg.dataset}: unknown modality {unknown[0]!r}; the dataset has "
-                                f"{', '.join(bundle.info.modality_names)}")
-            bundle = bundle.select_modalities(tuple(data_cfg.modalities))
-        return bundle
+        return choose_modalities(bundle, data_cfg.modalities, data_cfg.dataset)
 
     def clear(self) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ from .base import (Batch, DataError, DatasetBundle, DatasetInfo, ModalitySpec, S
 BUILTIN = ("av-digits", "pid-synth")
 
 __all__ = ["BUILTIN", "Batch", "DataError", "DatasetBundle", "DatasetInfo", "ModalitySpec", "SplitData",
-           "check_finite", "load_dataset", "make_batch"]
+           "check_finite", "choose_modalities", "load_dataset", "make_batch"]
 
 
 def load_dataset(data_cfg) -> DatasetBundle:
@@ -34,10 +34,15 @@ def load_dataset(data_cfg) -> DatasetBundle:
             raise DataError(f"{name}: no such built-in dataset ({', '.join(BUILTIN)}) and no such file or folder")
         from .formats import load_path
         bundle = load_path(path)
-    if data_cfg.modalities:
-        unknown = [m for m in data_cfg.modalities if m not in bundle.info.modality_names]
-        if unknown:
-            raise DataError(f"{name}: unknown modality {unknown[0]!r}; the dataset has "
-                            f"{', '.join(bundle.info.modality_names)}")
-        bundle = bundle.select_modalities(tuple(data_cfg.modalities))
-    return bundle
+    return choose_modalities(bundle, data_cfg.modalities, name)
+
+
+def choose_modalities(bundle: DatasetBundle, names: tuple[str, ...], source: str) -> DatasetBundle:
+    """Keep the named modalities (all when `names` is empty); an unknown name is a DataError naming `source`."""
+    if not names:
+        return bundle
+    unknown = [m for m in names if m not in bundle.info.modality_names]
+    if unknown:
+        raise DataError(f"{source}: unknown modality {unknown[0]!r}; the dataset has "
+                        f"{', '.join(bundle.info.modality_names)}")
+    return bundle.select_modalities(tuple(names))

@@ -12,9 +12,8 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData
+from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec
 
 SEED = 0
 VAL_FRACTION = 0.1
@@ -89,7 +88,7 @@ def _collect(root: Path, split: str, classes: list[str]) -> tuple[list[str | Non
 
 def load_food101(root: Path) -> DatasetBundle:
     """Load UPMC Food-101 with a seeded, stratified validation split carved from train."""
-    from .formats import IMAGE_SHAPE, encode_text_splits, load_images, stratified_holdout
+    from .formats import IMAGE_SHAPE, stratified_holdout, text_image_splits
 
     root = Path(root)
     train_dir = root / "images" / "train"
@@ -108,14 +107,7 @@ def load_food101(root: Path) -> DatasetBundle:
     parts["test"] = raw["test"]
     if not parts["val"][2]:
         raise DataError(f"{root}: too few training samples to carve a validation split")
-    encoded, width = encode_text_splits({s: parts[s][0] for s in parts})
-    splits = {}
-    for s, (texts, images, labels, ids) in parts.items():
-        ids_t, lengths, text_present = encoded[s]
-        img, img_present = load_images(images, IMAGE_SHAPE)
-        splits[s] = SplitData(inputs={"text": ids_t, "image": img}, lengths={"text": lengths},
-                              mask=torch.stack([text_present, img_present], dim=1),
-                              target=torch.tensor(labels, dtype=torch.long), ids=list(ids))
+    splits, width = text_image_splits(parts)
     info = DatasetInfo(
         name="food-101", modalities=(ModalitySpec("text", "text", (width,)), ModalitySpec("image", "image", IMAGE_SHAPE)),
         task="single-label", class_names=tuple(classes),

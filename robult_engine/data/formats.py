@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .base import DataError, DatasetBundle, check_finite
+from .base import DataError, DatasetBundle, SplitData, check_finite
 from .text import DEFAULT_BUCKETS, DEFAULT_MAX_LEN, encode_texts
 
 IMAGE_SHAPE = (3, 64, 64)  # modest fixed size for the paper datasets' images (C, H, W)
@@ -155,6 +155,22 @@ def encode_text_splits(texts: dict[str, Sequence[str | None]], buckets: int = DE
         present = torch.tensor([bool(t and t.strip()) for t in texts[s]], dtype=torch.bool)
         out[s] = (padded, lengths, present)
     return out, width
+
+
+def text_image_splits(parts: dict[str, tuple]) -> tuple[dict[str, SplitData], int]:
+    """SplitData per split for the paper's text + image datasets (Food-101, Hateful Memes).
+
+    parts: {split: (texts, image paths, int labels, ids)}. Returns the splits and the common text width L.
+    """
+    encoded, width = encode_text_splits({s: parts[s][0] for s in parts})
+    splits = {}
+    for s, (_texts, images, labels, ids) in parts.items():
+        ids_t, lengths, text_present = encoded[s]
+        img, img_present = load_images(images, IMAGE_SHAPE)
+        splits[s] = SplitData(inputs={"text": ids_t, "image": img}, lengths={"text": lengths},
+                              mask=torch.stack([text_present, img_present], dim=1),
+                              target=torch.tensor(labels, dtype=torch.long), ids=list(ids))
+    return splits, width
 
 
 def stratified_holdout(labels: Sequence[object], fraction: float, seed: int = 0,

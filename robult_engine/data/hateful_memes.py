@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData
+from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec
 
 SEED = 0
 CLASS_NAMES = ("not hateful", "hateful")
@@ -74,7 +73,7 @@ def _parse(path: Path, rows: list[tuple[int, dict]], root: Path) -> tuple[list[s
 
 def load_hateful_memes(root: Path) -> DatasetBundle:
     """Load the Hateful Memes folder (see module docstring for how splits are chosen)."""
-    from .formats import IMAGE_SHAPE, encode_text_splits, load_images, stratified_holdout
+    from .formats import IMAGE_SHAPE, stratified_holdout, text_image_splits
 
     root = Path(root)
     files = {name: root / f"{name}.jsonl" for name in
@@ -103,14 +102,7 @@ def load_hateful_memes(root: Path) -> DatasetBundle:
         parts["val"] = tuple([seq[i] for i in np.nonzero(~held)[0]] for seq in val)  # type: ignore[assignment]
         parts["test"] = tuple([seq[i] for i in np.nonzero(held)[0]] for seq in val)  # type: ignore[assignment]
         note = f" No labelled test file: half of {val_name}.jsonl (seed {SEED}) is the test split."
-    encoded, width = encode_text_splits({s: parts[s][0] for s in parts})
-    splits = {}
-    for s, (texts, images, labels, ids) in parts.items():
-        ids_t, lengths, text_present = encoded[s]
-        img, img_present = load_images(images, IMAGE_SHAPE)
-        splits[s] = SplitData(inputs={"text": ids_t, "image": img}, lengths={"text": lengths},
-                              mask=torch.stack([text_present, img_present], dim=1),
-                              target=torch.tensor(labels, dtype=torch.long), ids=list(ids))
+    splits, width = text_image_splits(parts)
     info = DatasetInfo(
         name="hateful-memes",
         modalities=(ModalitySpec("text", "text", (width,)), ModalitySpec("image", "image", IMAGE_SHAPE)),
