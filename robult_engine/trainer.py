@@ -83,6 +83,7 @@ class Trainer:
         self.device = torch.device("cpu")
         self.dist = D.DistInfo()
         self.best_path = ""
+        self._best_state: dict | None = None  # in-memory copy of the best epoch when there is no out_dir
 
     # --- events -----------------------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -395,6 +396,9 @@ class Trainer:
             self.best_score, self.best_epoch = score, epoch
             if self.out_dir is not None and self.dist.is_main:
                 self.best_path = self._save(self.out_dir / "best.pt", epoch, {"val": table, "best_score": score})
+            elif self.out_dir is None:  # without a folder the test split is still scored on the best epoch
+                self._best_state = {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                                    "memory": {k: v.detach().clone() for k, v in self.memory.state_dict().items()}}
         present = enc.mask.float()
         z_norm = (enc.z.norm(dim=-1) * present).sum(0) / present.sum(0).clamp(min=1)  # (M,)
         u_norm = (enc.u.norm(dim=-1) * present).sum(0) / present.sum(0).clamp(min=1)
@@ -433,6 +437,9 @@ class Trainer:
             best = load_checkpoint(self.best_path)
             self.model.load_state_dict(best.model_state)
             self.memory.load_state_dict(best.memory_state)
+        elif self._best_state is not None:
+            self.model.load_state_dict(self._best_state["model"])
+            self.memory.load_state_dict(self._best_state["memory"])
         if "test" in self.bundle.splits and len(self.bundle.splits["test"]) and self.best_epoch >= 0:
             enc = encode_split(self.model, self.bundle.splits["test"], self.eval_batch_size, self.device,
                                with_latents=False)

@@ -316,3 +316,18 @@ def test_training_on_a_modality_subset(make_cfg, pid_bundle):
     final, events = run(make_cfg(**{"train.epochs": 1, "data.modalities": ("m2", "m0")}), pid_bundle)
     assert isinstance(final, Finished), final
     assert set(final.test_metrics) == {"m2", "m0", "m2+m0"}
+
+
+def test_test_split_is_scored_on_the_best_epoch_with_or_without_a_folder(make_cfg, pid_bundle, tmp_path, monkeypatch):
+    # only the first epoch counts as an improvement, so epochs 2..3 move the weights away from the best ones
+    scores = iter([0.9, 0.1, 0.1])
+    monkeypatch.setattr(trainer_mod, "selection_score", lambda table, task: next(scores))
+    on_disk, _ = run(make_cfg(**{"train.epochs": 3, "train.patience": 0}), pid_bundle, out_dir=tmp_path)
+    scores = iter([0.9, 0.1, 0.1])
+    in_memory, _ = run(make_cfg(**{"train.epochs": 3, "train.patience": 0}), pid_bundle)
+    assert on_disk.best_epoch == in_memory.best_epoch == 0 and in_memory.checkpoint_path == ""
+    assert in_memory.test_metrics and in_memory.test_metrics == on_disk.test_metrics
+    # and scoring the last weights instead would have given something else
+    scores = iter([0.1, 0.1, 0.9])
+    last, _ = run(make_cfg(**{"train.epochs": 3, "train.patience": 0}), pid_bundle)
+    assert last.best_epoch == 2 and last.test_metrics != in_memory.test_metrics
