@@ -64,16 +64,27 @@ def _run(job: tuple) -> dict:
                                                          **extra, **setting}).validate()
     curve: list[float] = []
     t0 = time.perf_counter()
-    result = Trainer(cfg, load_dataset(cfg.data),
-                     callbacks=[lambda e: curve.append(e.val_score) if isinstance(e, EpochEnded) else None]).run()
+    bundle = load_dataset(cfg.data)
+    trainer = Trainer(cfg, bundle,
+                      callbacks=[lambda e: curve.append(e.val_score) if isinstance(e, EpochEnded) else None])
+    result = trainer.run()
     if not isinstance(result, Finished):
         return {"method": method, "seed": seed, "setting": setting, "error": result.message}
-    task = "single-label"
-    return {"method": method, "seed": seed, "setting": setting, "val": result.best_score,
-            "best_epoch": result.best_epoch, "curve": curve,
-            "test": mean_over_subsets(result.test_metrics, task)["accuracy"],
-            "test_subsets": {k: v["accuracy"] for k, v in result.test_metrics.items()},
-            "seconds": time.perf_counter() - t0}
+    row = {"method": method, "seed": seed, "setting": setting, "val": result.best_score,
+           "best_epoch": result.best_epoch, "curve": curve,
+           "test": mean_over_subsets(result.test_metrics, bundle.info.task)["accuracy"],
+           "test_subsets": {k: v["accuracy"] for k, v in result.test_metrics.items()},
+           "seconds": time.perf_counter() - t0}
+    if bundle.info.name == "pid-synth":  # which information types the (best) model decodes, per subset
+        from robult_engine.data.pid_synth import bit_accuracy
+        from robult_engine.evaluation import encode_split, modality_subsets, subset_logits
+        test = bundle.splits["test"]
+        enc = encode_split(trainer.model, test, with_latents=False)
+        d = cfg.data
+        row["bits"] = {name: bit_accuracy(subset_logits(enc, sm)[0].argmax(-1), test.target, d.synth_redundant_bits,
+                                          d.synth_unique_bits, d.synth_synergy_bits)
+                       for name, sm in modality_subsets(bundle.info.modality_names)}
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         t = cell(m, grid[i], "test")
         sd = statistics.stdev(t) if len(t) > 1 else 0.0
         chosen[m] = {"setting": grid[i], "test_mean": statistics.mean(t), "test_std": sd}
-        print(f"  {m:<14} {label(grid[i]):<{width}}  test {statistics.mean(t):.4f} ± {sd:.4f}")
+        bits = [r["bits"] for r in results if r["method"] == m and r["setting"] == grid[i] and "bits" in r]
+        extra_txt = ""
+        if bits:  # per information type, mean over subsets and seeds (u: subsets holding the modality with it)
+            chosen[m]["bits"] = {}
+            for g in ("r", "u"):
+                vals = [b[k][g] for b in bits for k in b if g in b[k] and (g != "u" or "m0" in k.split("+"))]
+                if vals:
+                    chosen[m]["bits"][g] = statistics.mean(vals)
+            extra_txt = "  bit accuracy " + " ".join(f"{g} {v:.3f}" for g, v in chosen[m]["bits"].items())
+        print(f"  {m:<14} {label(grid[i]):<{width}}  test {statistics.mean(t):.4f} ± {sd:.4f}{extra_txt}")
     print(f"\n{len(jobs)} runs in {time.perf_counter() - t0:.0f}s with {args.workers} workers")
     if args.out:
         out = Path(args.out)

@@ -84,3 +84,25 @@ def make_pid_synth(n_train: int = 3000, redundant_bits: int = 1, unique_bits: in
         licence="generated",
     )
     return DatasetBundle(info, splits)
+
+
+def decode_bits(y: torch.Tensor, redundant_bits: int = 1, unique_bits: int = 1,
+                synergy_bits: int = 1) -> dict[str, torch.Tensor]:
+    """Split PID-Synth class indices into their bit groups: {"r": (N,), "u": (N,), "s": (N,)} integers.
+
+    The class is the number written by the bits r|u|s, most significant first (see make_pid_synth), so a
+    prediction can be scored per information type: did it get the redundant bits right, the unique ones?
+    """
+    y = torch.as_tensor(y).long()
+    s_mask, u_mask = (1 << synergy_bits) - 1, (1 << unique_bits) - 1
+    return {"r": y >> (unique_bits + synergy_bits), "u": (y >> synergy_bits) & u_mask, "s": y & s_mask}
+
+
+def bit_accuracy(pred: torch.Tensor, target: torch.Tensor, redundant_bits: int = 1, unique_bits: int = 1,
+                 synergy_bits: int = 1) -> dict[str, float]:
+    """Fraction of samples whose predicted class has the right redundant / unique / synergy bits (a group
+    with no bits is left out)."""
+    sizes = {"r": redundant_bits, "u": unique_bits, "s": synergy_bits}
+    p = decode_bits(pred, redundant_bits, unique_bits, synergy_bits)
+    t = decode_bits(target, redundant_bits, unique_bits, synergy_bits)
+    return {g: float((p[g] == t[g]).float().mean()) for g in ("r", "u", "s") if sizes[g] > 0}
