@@ -200,6 +200,63 @@ def _mean_std(vals: list[float]) -> tuple[float, float]:
     return m, sd
 
 
+class _RunFailed(Exception):
+    pass
+
+
+def paired_differences(results: dict[str, list[dict]], methods: list[str], metric: str) -> dict[str, dict]:
+    """The first method minus each other one on the mean over subsets, seed by seed (the runs of a seed share
+    labeled indices and batch order, so the paired difference removes the split's own luck)."""
+    ref = methods[0]
+    by_seed = {r["seed"]: r["test"]["mean"].get(metric, float("nan")) for r in results[ref]}
+    out = {}
+    for m in methods[1:]:
+        diffs = [by_seed[r["seed"]] - r["test"]["mean"].get(metric, float("nan")) for r in results[m]
+                 if r["seed"] in by_seed]
+        diffs = [d for d in diffs if not math.isnan(d)]
+        if diffs:
+            mean, sd = _mean_std(diffs)
+            out[m] = {"mean": mean, "std": sd, "wins": sum(d > 0 for d in diffs), "n": len(diffs)}
+    return out
+
+
+_WORKER_BUNDLES: dict[str, object] = {}
+
+
+def _compare_worker(job: tuple) -> tuple:
+    """One compare run in a worker process (spawned: nothing is inherited but this job). The data comes from
+    the compare's base config, as in a sequential compare: for PID-Synth the run seeds vary the labeled split
+    and the model, not the generated dataset."""
+    key, cfg_json, base_json, out_dir, threads = job
+    import torch
+    torch.set_num_threads(threads)
+    from .data import load_dataset
+    from .trainer import Trainer
+    if base_json not in _WORKER_BUNDLES:
+        _WORKER_BUNDLES[base_json] = load_dataset(RunConfig.from_json(base_json).data)
+    return key, Trainer(RunConfig.from_json(cfg_json), _WORKER_BUNDLES[base_json], out_dir=out_dir).run()
+
+
+def _compare_parallel(jobs, configs, base: RunConfig, out: Path, args: argparse.Namespace, record) -> None:
+    """Runs of a compare in `--jobs` processes at once; each prints nothing, the parent reports each result."""
+    import multiprocessing as mp
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    work = [((seed, m), configs[seed, m].to_json(), base.to_json(), str(out / f"{m}-seed{seed}"), threads)
+            for seed, m in jobs]
+    if not args.quiet:
+        print(f"{len(work)} runs, {args.jobs} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
+    pool = mp.get_context("spawn").Pool(args.jobs)
+    try:
+        for k, ((seed, m), final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
+            record(k, seed, m, final)
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Several methods × seeds on identical labeled indices, batches and masks (the data seed is the run seed)."""
     from .data import load_dataset
@@ -211,6 +268,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for m in methods:
         if m not in METHODS:
             raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
     base = config_from_args(args, methods[0])
     bundle = load_dataset(base.data)
     task = bundle.info.task
@@ -219,31 +278,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {m: [] for m in methods}
     t0 = time.perf_counter()
-    n_runs = len(methods) * args.seeds
-    k = 0
-    for seed in range(args.seeds):
-        for m in methods:
-            k += 1
-            cfg = base.replace(method=m, seed=seed, **{"data.seed": seed})
-            label = f"[{k}/{n_runs}] {m} seed {seed}: "
-            final = Trainer(cfg, bundle, callbacks=[ProgressPrinter(label, args.quiet)],
-                            out_dir=out / f"{m}-seed{seed}").run()
-            if isinstance(final, Failed):
-                print(f"{label}failed: {final.message}", file=sys.stderr)
-                return 1
-            table = dict(final.test_metrics)
-            table["mean"] = mean_over_subsets(final.test_metrics, task)
-            results[m].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
-                               "elapsed_s": final.elapsed_s})
-            if not args.quiet:
-                print(f"{label}mean {metric} {table['mean'].get(metric, float('nan')):.4f} "
-                      f"({final.elapsed_s:.0f}s, total {time.perf_counter() - t0:.0f}s)", file=sys.stderr)
+    jobs = [(seed, m) for seed in range(args.seeds) for m in methods]
+    n_runs = len(jobs)
+    configs = {(seed, m): base.replace(method=m, seed=seed, **{"data.seed": seed}) for seed, m in jobs}
+
+    def record(k: int, seed: int, m: str, final) -> None:
+        label = f"[{k}/{n_runs}] {m} seed {seed}: "
+        if isinstance(final, Failed):
+            raise _RunFailed(f"{label}failed: {final.message}")
+        table = dict(final.test_metrics)
+        table["mean"] = mean_over_subsets(final.test_metrics, task)
+        results[m].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
+                           "elapsed_s": final.elapsed_s})
+        if not args.quiet:
+            print(f"{label}mean {metric} {table['mean'].get(metric, float('nan')):.4f} "
+                  f"(best epoch {final.best_epoch + 1}, {final.elapsed_s:.0f}s, total {time.perf_counter() - t0:.0f}s)",
+                  file=sys.stderr, flush=True)
+
+    try:
+        if args.jobs <= 1:
+            for k, (seed, m) in enumerate(jobs, 1):
+                label = f"[{k}/{n_runs}] {m} seed {seed}: "
+                final = Trainer(configs[seed, m], bundle, callbacks=[ProgressPrinter(label, args.quiet)],
+                                out_dir=out / f"{m}-seed{seed}").run()
+                record(k, seed, m, final)
+        else:
+            _compare_parallel(jobs, configs, base, out, args, record)
+    except _RunFailed as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    for m in methods:
+        results[m].sort(key=lambda r: r["seed"])
     rows = list(results[methods[0]][0]["test"].keys())
     summary = {r: {m: _mean_std([res["test"][r].get(metric, float("nan")) for res in results[m]])
                    for m in methods} for r in rows}
     print(f"\n{bundle.info.name}, label fraction {base.data.label_fraction}, {args.seeds} seeds, test {metric} "
           f"(mean ± std over seeds)")
     print(format_table(rows, methods, lambda r, c: f"{summary[r][c][0]:.4f} ± {summary[r][c][1]:.4f}"))
+    paired = paired_differences(results, methods, metric)
+    if paired:
+        ref = methods[0]
+        print(f"\n{ref} minus each method on the mean over subsets, paired by seed (same labels and batches):")
+        for m, d in paired.items():
+            print(f"  {ref} - {m:<14} {d['mean']:+.4f} ± {d['std']:.4f}   {ref} ahead in {d['wins']}/{d['n']} seeds")
     with open(out / "compare.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["subset", "method", "metric", "mean", "std"] + [f"seed{s}" for s in range(args.seeds)])
@@ -255,7 +332,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "dataset": bundle.info.name, "label_fraction": base.data.label_fraction, "metric": metric,
         "seeds": args.seeds, "methods": methods, "config": base.to_dict(),
         "summary": {r: {m: {"mean": summary[r][m][0], "std": summary[r][m][1]} for m in methods} for r in rows},
-        "runs": results, "elapsed_s": time.perf_counter() - t0}, indent=2))
+        "paired_vs_first": paired, "runs": results, "elapsed_s": time.perf_counter() - t0}, indent=2))
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.json'} ({time.perf_counter() - t0:.0f}s)")
     return 0
 
@@ -282,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=3)
     c.add_argument("--metric", help="metric of the table (default: the task's primary metric)")
     c.add_argument("--out", help="folder for compare.csv, compare.json and the runs")
+    c.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once in separate processes (default 1: one at a time, with step progress)")
     _add_run_args(c)
     c.set_defaults(func=cmd_compare)
     return p

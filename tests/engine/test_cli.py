@@ -78,11 +78,33 @@ def test_compare_writes_csv_and_json(engine_cli, tmp_path):
     for m in ("robult", "supervised"):
         for seed in (0, 1):
             assert (out / f"{m}-seed{seed}" / "best.pt").is_file()
+    # robult minus supervised, paired by seed
+    diffs = [a["test"]["mean"]["accuracy"] - b["test"]["mean"]["accuracy"]
+             for a, b in zip(data["runs"]["robult"], data["runs"]["supervised"])]
+    paired = data["paired_vs_first"]["supervised"]
+    assert paired["mean"] == pytest.approx(sum(diffs) / 2) and paired["n"] == 2
+    assert paired["wins"] == sum(d > 0 for d in diffs)
+    assert re.search(r"robult - supervised\s+[+-][\d.]+ ± [\d.]+\s+robult ahead in \d/2 seeds", proc.stdout)
+
+
+def test_compare_in_parallel_processes_gives_the_same_results(engine_cli, tmp_path):
+    args = ["compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1", *TINY_ARGS]
+    one = engine_cli(*args, "--out", str(tmp_path / "one"), timeout=300)
+    two = engine_cli(*args, "--out", str(tmp_path / "two"), "--jobs", "2", timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    a = json.loads((tmp_path / "one" / "compare.json").read_text())
+    b = json.loads((tmp_path / "two" / "compare.json").read_text())
+    assert a["summary"] == b["summary"] and a["paired_vs_first"] == b["paired_vs_first"]
+    assert [r["seed"] for r in b["runs"]["supervised"]] == [0, 1]
+    for m in ("robult", "supervised"):
+        for seed in (0, 1):
+            assert (tmp_path / "two" / f"{m}-seed{seed}" / "best.pt").is_file()
 
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--method", "robust"], "invalid choice: 'robust'"),
     (["compare", "--methods", "robult,magic"], "unknown method 'magic'"),
+    (["compare", "--jobs", "0"], "--jobs: must be at least 1"),
     (["train", "--set", "epochs"], "expected SECTION.FIELD=VALUE"),
     (["eval", "no/such/run/best.pt"], "no such checkpoint file"),
 ])
