@@ -9,6 +9,8 @@ with its true bits (an oracle that the methods never see), and scored on the tes
   - and, for reference, the same probes on the raw inputs X^i and on an untrained model.
 A probe accuracy says how linearly available that bit is in the representation; the gap between it and the
 method's own classifier (trained on 150 labels) says how much the few labels limit the classifier head.
+Each probe is also fitted on the run's own labeled samples only ("few-label"): how label-efficient the
+representation is, compared with the raw inputs and an untrained model given the same 150 labels.
 
 Usage: python benchmarks/pid_probe.py [--methods robult,supervised,...] [--seeds 3] [--set k=v ...]
 """
@@ -29,6 +31,7 @@ from robult_engine.data import load_dataset  # noqa: E402
 from robult_engine.data.pid_synth import bit_accuracy, decode_bits  # noqa: E402
 from robult_engine.evaluation import encode_split, modality_subsets, subset_logits  # noqa: E402
 from robult_engine.models import build_model  # noqa: E402
+from robult_engine.semisup import labeled_indices  # noqa: E402
 from robult_engine.trainer import Trainer, seed_everything  # noqa: E402
 
 
@@ -52,13 +55,18 @@ def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, te
         return float((lin(b).argmax(-1) == test_y).float().mean())
 
 
-def probes_of(enc_tr, enc_te, bits_tr, bits_te, names) -> dict[str, float]:
+def probes_of(enc_tr, enc_te, bits_tr, bits_te, names, labeled: torch.Tensor) -> dict[str, float]:
+    """Oracle probes (all training labels) and few-label probes (the run's labeled samples only) of [U^i, Z^i],
+    Z^i and U^i per modality."""
     out = {}
     for i, name in enumerate(names):
-        for part in ("z", "u"):
+        feats_tr = {"Z": enc_tr.z[:, i], "U": enc_tr.u[:, i], "UZ": torch.cat([enc_tr.u[:, i], enc_tr.z[:, i]], -1)}
+        feats_te = {"Z": enc_te.z[:, i], "U": enc_te.u[:, i], "UZ": torch.cat([enc_te.u[:, i], enc_te.z[:, i]], -1)}
+        for part in feats_tr:
             for g in ("r", "u"):
-                out[f"{g}|{part.upper()}[{name}]"] = probe(getattr(enc_tr, part)[:, i], bits_tr[g],
-                                                            getattr(enc_te, part)[:, i], bits_te[g])
+                out[f"{g}|{part}[{name}]"] = probe(feats_tr[part], bits_tr[g], feats_te[part], bits_te[g])
+                out[f"{g}|{part}[{name}] few-label"] = probe(feats_tr[part][labeled], bits_tr[g][labeled],
+                                                             feats_te[part], bits_te[g])
     return out
 
 
@@ -82,21 +90,25 @@ def main(argv: list[str] | None = None) -> int:
         bits_tr = decode_bits(tr.target, d.synth_redundant_bits, d.synth_unique_bits, d.synth_synergy_bits)
         bits_te = decode_bits(te.target, d.synth_redundant_bits, d.synth_unique_bits, d.synth_synergy_bits)
         # reference rows: raw inputs and an untrained model of the same architecture
+        labeled = labeled_indices(tr.target, "single-label", d.label_fraction, d.seed)  # the runs' labeled split
         raw = {}
         for name in names:
             for g in ("r", "u"):
                 raw[f"{g}|X[{name}]"] = probe(tr.inputs[name], bits_tr[g], te.inputs[name], bits_te[g])
+                raw[f"{g}|X[{name}] few-label"] = probe(tr.inputs[name][labeled], bits_tr[g][labeled],
+                                                        te.inputs[name], bits_te[g])
         rows.setdefault("raw inputs", []).append(raw)
         seed_everything(seed)
         untrained = build_model(base.model, bundle.info)
         rows.setdefault("untrained", []).append(probes_of(encode_split(untrained, tr), encode_split(untrained, te),
-                                                         bits_tr, bits_te, names))
+                                                         bits_tr, bits_te, names, labeled))
         for m in methods:
             cfg = base.replace(method=m).validate()
             trainer = Trainer(cfg, bundle)
             result = trainer.run()
             enc_tr, enc_te = encode_split(trainer.model, tr), encode_split(trainer.model, te)
-            row = probes_of(enc_tr, enc_te, bits_tr, bits_te, names)
+            assert torch.equal(trainer.labeled_idx, labeled)
+            row = probes_of(enc_tr, enc_te, bits_tr, bits_te, names, labeled)
             # the method's own classifier, for the same bits (mean over the subsets that can see them)
             own = {name: bit_accuracy(subset_logits(enc_te, sm)[0].argmax(-1), te.target, d.synth_redundant_bits,
                                       d.synth_unique_bits, d.synth_synergy_bits)

@@ -33,6 +33,7 @@ GRIDS = {
     },
     "quick": {
         "train.labeled_per_batch": [16, 4],
+        "model.dropout": [0.1, 0.3],
     },
 }
 DEFAULT_METHODS = "robult,robult-st,supervised,moddrop,self-training"

@@ -289,7 +289,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table = dict(final.test_metrics)
         table["mean"] = mean_over_subsets(final.test_metrics, task)
         results[m].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
-                           "elapsed_s": final.elapsed_s})
+                           "val_score": final.best_score, "elapsed_s": final.elapsed_s})
         if not args.quiet:
             print(f"{label}mean {metric} {table['mean'].get(metric, float('nan')):.4f} "
                   f"(best epoch {final.best_epoch + 1}, {final.elapsed_s:.0f}s, total {time.perf_counter() - t0:.0f}s)",
