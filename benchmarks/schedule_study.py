@@ -35,11 +35,18 @@ GRIDS = {
         "train.labeled_per_batch": [16, 4],
         "model.dropout": [0.1, 0.3],
     },
+    # an explicit list: the defaults against the setting every method chose on PID-Synth
+    "pid-choice": [
+        {"train.labeled_per_batch": 16, "model.dropout": 0.1},
+        {"train.labeled_per_batch": 4, "model.dropout": 0.3},
+    ],
 }
 DEFAULT_METHODS = "robult,robult-st,supervised,moddrop,self-training"
 
 
-def settings(grid: dict) -> list[dict]:
+def settings(grid: dict | list) -> list[dict]:
+    if isinstance(grid, list):
+        return [dict(g) for g in grid]
     keys = list(grid)
     return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
