@@ -1,0 +1,170 @@
+"""The explorer on the other tasks and on text: a multi-label and a regression model trained on a manifest
+folder with a raw-text column and a .npy vector column. Every panel must show what the engine computes:
+sigmoid probabilities per label (multi-label), the score itself (regression), for each modality subset.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from robult_engine.config import RunConfig
+
+WAIT = 30_000
+WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
+
+
+def _manifest(root: Path, task: str) -> Path:
+    """40 / 12 / 12 samples; the text and the vector both carry the target, with noise."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    lines = ["id,split,label,vec,caption"]
+    k = 0
+    for split, n in (("train", 40), ("val", 12), ("test", 12)):
+        for _ in range(n):
+            a, b = int(rng.integers(0, 2)), int(rng.integers(0, 2))
+            if task == "multi-label":
+                label = "|".join(n for n, on in (("comedy", a), ("drama", b)) if on) or "none"
+            else:
+                label = f"{(a - 0.5) * 2 + 0.3 * b + 0.01 * rng.standard_normal():.3f}"
+            vec = np.array([a, b, *rng.standard_normal(4)], dtype=np.float32) + 0.2 * rng.standard_normal(6)
+            np.save(root / f"v{k}.npy", vec.astype(np.float32))
+            words = [WORDS[a], WORDS[2 + b], WORDS[4 + int(rng.integers(0, 2))]]
+            lines.append(f"s{k},{split},{label},v{k}.npy,{' '.join(words)}")
+            k += 1
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _train(root: Path, out: Path) -> Path:
+    from robult_engine.trainer import Trainer
+    cfg = RunConfig().replace(**{
+        "data.dataset": str(root), "data.label_fraction": 0.5, "train.epochs": 2, "train.batch_size": 16,
+        "train.labeled_per_batch": 4, "train.device": "cpu", "model.d_h": 16, "model.d_z": 8, "model.d_u": 4,
+        "model.d_hidden": 16, "model.text_buckets": 256}).validate()
+    final = Trainer(cfg, out_dir=out).run()
+    assert final.checkpoint_path, final
+    return Path(final.checkpoint_path)
+
+
+@pytest.fixture(scope="module", params=["multi-label", "regression"])
+def task_run(request, tmp_path_factory) -> tuple[str, Path]:
+    root = tmp_path_factory.mktemp(f"explorer-{request.param}")
+    return request.param, _train(_manifest(root / "data", request.param), root / "run")
+
+
+def _shown(qtbot, panel):
+    qtbot.waitUntil(lambda: panel.inspection is not None and panel.shown_generation == panel.state.generation,
+                    timeout=WAIT)
+
+
+def _engine(model, data, mask, task):
+    with torch.no_grad():
+        m = torch.tensor([tuple(mask)]) & data.mask
+        out = model(data.inputs, data.lengths, m, with_reconstruction=True)
+    logits = out.logits[0].float()
+    probs = torch.sigmoid(logits) if task == "multi-label" else logits
+    return probs.numpy(), out.z[0].norm(dim=-1).numpy(), out.u[0].norm(dim=-1).numpy()
+
+
+def test_explorer_shows_multi_label_and_regression_outputs_for_every_subset(qtbot, task_run):
+    from app.explorer.explorer_panel import ExplorerPanel
+    from app.explorer.standalone import loaded_from_checkpoint
+    task, ckpt = task_run
+    panel = ExplorerPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1300, 850)
+    panel.show()
+    qtbot.waitExposed(panel)
+    try:
+        panel.set_model(loaded_from_checkpoint(str(ckpt)))
+        _shown(qtbot, panel)
+        model = panel.context.model
+        assert panel.context.task == task
+        names = panel.context.loaded.info.modality_names
+        assert {s.kind for s in panel.context.loaded.info.modalities} == {"vector", "text"}
+        heights = lambda bars: np.asarray(bars.opts["height"], dtype=float)  # noqa: E731
+        expected = [True, True]
+        for i in (None, 0, 0, 1):  # all on, vector off, back on, text off
+            if i is not None:
+                with qtbot.waitSignal(panel.sig_inspection_shown, timeout=WAIT):
+                    panel.toggles.buttons[i].click()
+                expected[i] = not expected[i]
+                _shown(qtbot, panel)
+            probs, zn, un = _engine(model, panel.sample.data, expected, task)
+            np.testing.assert_allclose(heights(panel.predictions.bars_sub), probs, atol=1e-5)
+            np.testing.assert_allclose(heights(panel.latents.bars_z), zn, rtol=1e-5)
+            np.testing.assert_allclose(heights(panel.latents.bars_u), un, rtol=1e-5)
+            header = panel.predictions.header.text()
+            used = " + ".join(n for n, on in zip(names, expected) if on)
+            assert used in header
+            if task == "regression":
+                assert f"score <b>{probs[0]:+.3f}</b>" in header
+                assert len(heights(panel.predictions.bars_sub)) == 1
+            else:
+                assert len(heights(panel.predictions.bars_sub)) == len(panel.context.class_names)
+                assert np.all((heights(panel.predictions.bars_sub) >= 0) & (heights(panel.predictions.bars_sub) <= 1))
+        # the true target is shown in the task's terms, and the soft-PU panel has a state (values or a reason)
+        assert panel.sample.target_name
+        if task == "multi-label":
+            assert panel.sample.target_name.startswith("{")
+        else:
+            float(panel.sample.target_name)
+        sp = panel.softpu.softpu
+        assert sp is None or np.isfinite(np.asarray(sp.matrix, dtype=float)).all()
+        # browsing to other samples keeps working
+        for _ in range(3):
+            panel.sample_panel.next()
+        _shown(qtbot, panel)
+        assert panel.sample.ref.index == 3
+        probs, _, _ = _engine(model, panel.sample.data, tuple(expected), task)
+        np.testing.assert_allclose(heights(panel.predictions.bars_sub), probs, atol=1e-5)
+    finally:
+        panel.shutdown()  # stops its jobs; pytest-qt closes and deletes the widget
+
+
+def test_typed_text_alone_gives_a_prediction(qtbot, task_run):
+    """A text the user types is hashed like the training texts; with the vector missing, only text counts."""
+    from app.explorer.sources import load_file_sample
+    from app.explorer.standalone import loaded_from_checkpoint
+    from app.explorer.state import SampleRef
+    from robult_engine.inspect import inspect_sample
+    task, ckpt = task_run
+    loaded = loaded_from_checkpoint(str(ckpt))
+    info = loaded.info
+    text_name = next(s.name for s in info.modalities if s.kind == "text")
+    ref = SampleRef.sources({}, {text_name: "alpha delta echo"})
+    sample = load_file_sample(info, ref, text_buckets=loaded.config.model.text_buckets)
+    assert sample.data.mask[0].tolist() == [s.kind == "text" for s in info.modalities]
+    assert next(v for v in sample.views if v.name == text_name).text == "alpha delta echo"
+    insp = inspect_sample(loaded.model, sample.data, (True,) * len(info.modalities), task=task,
+                          class_names=info.class_names)
+    probs, _, _ = _engine(loaded.model, sample.data, (True, True), task)
+    np.testing.assert_allclose(insp.probs, probs, atol=1e-5)
+    assert insp.used == tuple(s.kind == "text" for s in info.modalities)
+
+
+def test_robustness_matrix_on_these_tasks_matches_robult_eval(task_run):
+    from app.explorer.robustness import RunRef, compute_robustness
+    from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from robult_engine.data import load_dataset
+    from robult_engine.evaluation import evaluate_subsets
+    from robult_engine.metrics import primary_metric
+    task, ckpt_path = task_run
+    ckpt = load_checkpoint(ckpt_path)
+    bundle = load_dataset(ckpt.config.data)
+    res = compute_robustness([RunRef(None, "run", "robult", str(ckpt_path))], bundle)
+    assert not res.skipped and res.task == task
+    want = evaluate_subsets(model_from_checkpoint(ckpt), bundle.splits["test"], bundle.info.modality_names, task)
+    assert res.metric_names[0] == primary_metric(task)
+    for metric in res.metric_names:
+        col = res.matrix(metric)[:, 0]
+        for i, (name, _) in enumerate(res.subsets):
+            assert col[i] == pytest.approx(want[name][metric], abs=1e-12, nan_ok=True)
+    # flips: samples whose subset prediction (labels set / sign of the score) differs from all modalities
+    for name, sm in res.subsets:
+        flips = res.flips("run", sm)
+        assert flips.dtype == np.int64 and (flips < len(bundle.splits["test"])).all()
+    assert len(res.flips("run", (True,) * len(res.modality_names))) == 0
