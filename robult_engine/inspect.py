@@ -225,6 +225,7 @@ class SoftPU:
     ref_kappa: np.ndarray  # (N,) κ of each reference row (1 for labeled rows)
     matrix: np.ndarray  # (N+1, N+1) weights of the batch with the sample appended last
     top: tuple[tuple[int, int, float, str, bool], ...]  # (ref row, split index, weight, ỹ name, labeled), desc
+    task: str = "single-label"  # how ỹ is read off c_0(S): argmax, the labels with p ≥ 0.5, or the sign
 
 
 def _class_name(c: torch.Tensor, class_names: tuple[str, ...], task: str) -> str:
@@ -286,7 +287,7 @@ def soft_pu(enc: SampleEncoding, ref: ReferenceEncoding, memory_state: dict[str,
         confidence=confidence, kappa=float(kap_eff[n]), kappa_raw=float(kappa[n]), sigma=float(sigma),
         kernel=kernel, prototypes_seen=int(seen.sum()), gives=_ro(gives), receives=_ro(receives),
         ref_indices=_ro(ref.indices), ref_labeled=_ro(ref.labeled), ref_class_names=names,
-        ref_kappa=_ro(kap_eff[:n]), matrix=_ro(w), top=top,
+        ref_kappa=_ro(kap_eff[:n]), matrix=_ro(w), top=top, task=task,
     )
 
 
@@ -323,6 +324,28 @@ class Inspection:
         """No modality contributes: the "no modality selected" state."""
         return not any(self.used)
 
+    def label_set(self, probs: np.ndarray) -> tuple[str, ...]:
+        """Multi-label: the labels predicted on (probability ≥ 0.5), in class order."""
+        return tuple(c for c, p in zip(self.class_names, probs) if p >= 0.5)
+
+    def prediction_text(self, which: str = "subset") -> str:
+        """The prediction as a person reads it: a class name, a set of labels ({a, b}; {} for none), or a score.
+        `which`: "subset", "all", or a modality name (that modality alone). "–" when there is none."""
+        if which == "subset":
+            probs, pred = self.probs, self.pred
+        elif which == "all":
+            probs, pred = self.probs_all, self.pred_all
+        else:
+            i = self.modality_names.index(which)
+            probs, pred = self.mod_probs[i], self.mod_pred[i]
+        if np.isnan(probs).any():
+            return "–"
+        if self.task == "regression":
+            return f"{float(probs[0]):+.3f}"
+        if self.task == "multi-label":
+            return "{" + ", ".join(self.label_set(probs)) + "}"
+        return self.class_names[pred] if 0 <= pred < len(self.class_names) else "–"
+
     def summary(self) -> dict:
         """A JSON-able digest (what a session stores as "the prediction")."""
         cls = self.class_names
@@ -334,6 +357,7 @@ class Inspection:
             "pred_all_name": name(self.pred_all),
             "probs": [None if np.isnan(v) else float(v) for v in self.probs],
             "probs_all": [float(v) for v in self.probs_all],
+            "prediction": self.prediction_text("subset"), "prediction_all": self.prediction_text("all"),
         }
 
 

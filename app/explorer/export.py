@@ -140,6 +140,12 @@ def write_json(path: str | os.PathLike, data) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _said(insp, which: str) -> str:
+    """The prediction as the panels show it (class, label set or score); empty when there is none."""
+    text = insp.prediction_text(which)
+    return "" if text == "–" else text
+
+
 def inspection_tables(insp, sample_title: str = "") -> dict[str, tuple[list[str], list[list]]]:
     """CSV tables of one inspection: {file stem: (header, rows)}."""
     names, classes = insp.modality_names, insp.class_names
@@ -149,12 +155,11 @@ def inspection_tables(insp, sample_title: str = "") -> dict[str, tuple[list[str]
     mods = (["modality", "toggle_on", "present", "z_norm", "u_norm", "u_over_z", "rec_error", "own_prediction",
              *[f"p_{c}" for c in classes]],
             [[n, insp.subset[i], insp.present[i], float(insp.z_norm[i]), float(insp.u_norm[i]), float(insp.ratio[i]),
-              float(insp.rec_err[i]), classes[insp.mod_pred[i]] if 0 <= insp.mod_pred[i] < len(classes) else "",
+              float(insp.rec_err[i]), _said(insp, n),
               *[float(v) for v in insp.mod_probs[i]]] for i, n in enumerate(names)])
     summary = (["field", "value"], [["sample", sample_title], ["subset", subset],
-                                    ["prediction", classes[insp.pred] if 0 <= insp.pred < len(classes) else ""],
-                                    ["prediction_all_modalities",
-                                     classes[insp.pred_all] if 0 <= insp.pred_all < len(classes) else ""]])
+                                    ["prediction", _said(insp, "subset")],
+                                    ["prediction_all_modalities", _said(insp, "all")]])
     out = {"inspection_summary": summary, "inspection_predictions": preds, "inspection_modalities": mods}
     pu = insp.softpu
     if pu is not None:

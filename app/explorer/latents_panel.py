@@ -5,6 +5,8 @@ Run alone: `python -m app.explorer.latents_panel` shows it on a synthetic sample
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QGridLayout, QWidget
@@ -168,7 +170,7 @@ class LatentsPanel(QWidget):
         on = [n for n, u in zip(names, used) if u]
         self.modpred.getPlotItem().setTitle(
             "Each modality alone: c([U<sup>i</sup>, Z<sup>i</sup>])  —  "
-            + ", ".join(f"{n} → {classes[p] if 0 <= p < len(classes) else '–'}" for n, p in zip(names, insp.mod_pred))
+            + ", ".join(f"{n} → {html.escape(insp.prediction_text(n))}" for n in names)
             + ("" if on else "  (none on)"), color="#202020", size="10pt")
 
     def plots(self) -> dict[str, pg.PlotWidget]:

@@ -4,6 +4,8 @@ Run alone: `python -m app.explorer.predictions_panel` shows it on a synthetic sa
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
@@ -59,6 +61,22 @@ class PredictionsPanel(QWidget):
         self.bars_delta.setOpts(x=[], height=[], brushes=[])
         self.empty_text.setText("")
 
+    _TITLES = {"single-label": ("Class probabilities", "p", "Δp"),
+               "multi-label": ("Label probabilities (one sigmoid per label; on at p ≥ 0.5)", "p", "Δp"),
+               "regression": ("Predicted score", "score", "Δ score")}
+
+    def _set_task(self, task: str) -> None:
+        if task == getattr(self, "_task", None):
+            return
+        self._task = task
+        title, left, dleft = self._TITLES.get(task, self._TITLES["single-label"])
+        self.plot.getPlotItem().setTitle(title, color="#202020", size="10pt")
+        for w, lab in ((self.plot, left), (self.delta, dleft)):
+            w.getPlotItem().getAxis("left").setLabel(lab, color="#303030")
+        self._y_fixed = False
+        if task == "regression":
+            self.plot.enableAutoRange(axis="y")
+
     def _set_classes(self, classes: tuple[str, ...]) -> None:
         if classes != self._classes:
             self._classes = classes
@@ -69,6 +87,7 @@ class PredictionsPanel(QWidget):
     def show_inspection(self, insp, true_name: str = "") -> None:
         self.inspection = insp
         classes = insp.class_names if insp.task != "regression" else ("score",)
+        self._set_task(insp.task)
         self._set_classes(tuple(classes))
         x = np.arange(len(classes), dtype=float)
         if self._shown_all is None or not np.array_equal(self._shown_all, insp.probs_all):
@@ -83,10 +102,12 @@ class PredictionsPanel(QWidget):
             self.empty_text.setPos((len(classes) - 1) / 2, top * 0.6)
             self.header.setText("<b style='color:#B00020'>No modality selected</b> — switch one on (Alt+1…) to "
                                 "get a prediction. All modalities: "
-                                f"<b>{self._name(insp, insp.pred_all)}</b>")
+                                f"<b>{html.escape(insp.prediction_text('all'))}</b>")
             return
         self.empty_text.setText("")
-        pens = [pg.mkPen("#000000", width=2) if i == insp.pred else None for i in range(len(classes))]
+        multi = insp.task == "multi-label"
+        on = [(p >= 0.5) if multi else (i == insp.pred) for i, p in enumerate(insp.probs)]
+        pens = [pg.mkPen("#000000", width=2) if o else None for o in on]
         self.bars_sub.setOpts(x=x + 0.2, height=insp.probs, pens=pens)
         d = insp.delta
         self.bars_delta.setOpts(x=x, height=d, brushes=[style.UP if v >= 0 else style.DOWN for v in d])
@@ -94,19 +115,24 @@ class PredictionsPanel(QWidget):
         if lim != self._delta_lim:
             self.delta.setYRange(-lim, lim, padding=0)
             self._delta_lim = lim
-        if not reg and insp.task == "single-label" and not self._y_fixed:
+        if not reg and not self._y_fixed:  # probabilities: softmax or one sigmoid per label
             self.plot.setYRange(0, 1.05, padding=0)
             self._y_fixed = True
         used = " + ".join(n for n, u in zip(insp.modality_names, insp.used) if u)
         p = insp.probs[insp.pred] if insp.pred >= 0 and not reg else float("nan")
         pa = insp.probs_all[insp.pred_all] if insp.pred_all >= 0 and not reg else float("nan")
-        same = insp.pred == insp.pred_all
+        same = insp.prediction_text("subset") == insp.prediction_text("all") if multi else insp.pred == insp.pred_all
         verdict = ("<span style='color:#1A7F37'>same as all modalities</span>" if same else
                    "<span style='color:#B00020'><b>differs</b> from all modalities</span>")
-        truth = f" · true class <b>{true_name}</b>" if true_name else ""
+        truth = (f" · true {'score' if reg else 'labels' if multi else 'class'} <b>{html.escape(true_name)}</b>"
+                 if true_name else "")
         if reg:
             self.header.setText(f"With {used}: score <b>{insp.probs[0]:+.3f}</b> · all modalities "
                                 f"<b>{insp.probs_all[0]:+.3f}</b>{truth}")
+        elif multi:  # the predicted label set (p ≥ 0.5 each)
+            self.header.setText(f"With <b>{used}</b>: labels <b style='font-size:large'>"
+                                f"{html.escape(insp.prediction_text('subset'))}</b> · all modalities: "
+                                f"<b>{html.escape(insp.prediction_text('all'))}</b> — {verdict}{truth}")
         else:
             self.header.setText(f"With <b>{used}</b>: <b style='font-size:large'>{self._name(insp, insp.pred)}</b> "
                                 f"(p = {style.fmt(p, 2)}) · all modalities: <b>{self._name(insp, insp.pred_all)}</b> "

@@ -7,6 +7,8 @@ GUI thread and calls `show_sample`. Run alone: `python -m app.explorer.sample_pa
 """
 from __future__ import annotations
 
+import html
+
 from pathlib import Path
 
 import numpy as np
@@ -410,9 +412,11 @@ class SamplePanel(QWidget):
         self.loaded = s
         if s.ref.is_dataset:
             self.select_dataset_sample(s.ref.split, s.ref.index)
-        bits = [f"<b>{s.title}</b>"]
+        bits = [f"<b>{html.escape(s.title)}</b>"]
         if s.target_name:
-            bits.append(f"true class <b>{s.target_name}</b>")
+            task = self.info.task if self.info is not None else "single-label"
+            what = {"regression": "true score", "multi-label": "true labels"}.get(task, "true class")
+            bits.append(f"{what} <b>{html.escape(s.target_name)}</b>")
         if s.ref.is_dataset:
             if s.ref.split == "train":
                 bits.append("<span style='color:#1A7F37'>labeled in this run</span>" if s.labeled else

@@ -8,6 +8,8 @@ Run alone: `python -m app.explorer.softpu_panel` shows it on a synthetic sample.
 """
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
@@ -118,10 +120,14 @@ class SoftPUPanel(QWidget):
             return  # a toggle: soft-PU does not depend on the subset, nothing to redraw
         self.softpu, self._note = pu, note
         conf = style.fmt(pu.confidence, 2)
+        name = html.escape(pu.pseudo_label_name)  # "< 0" (a regression sign bin) is not a tag
         if pu.labeled:
-            who = f"labeled training sample: ỹ = its label <b>{pu.pseudo_label_name}</b>, κ = 1"
+            who = f"labeled training sample: ỹ = its label <b>{name}</b>, κ = 1"
         else:
-            who = f"pseudo-label ỹ = argmax c<sub>0</sub>(S) = <b>{pu.pseudo_label_name}</b> (confidence {conf})"
+            rule = {"multi-label": "the labels with σ(c<sub>0</sub>(S)) ≥ 0.5",
+                    "regression": "the sign of c<sub>0</sub>(S)"}.get(pu.task, "argmax c<sub>0</sub>(S)")
+            who = f"pseudo-label ỹ = {rule} = <b>{name}</b>" + ("" if pu.task == "regression" else
+                                                                    f" (confidence {conf})")
         kappa_txt = (f"κ = <b>{pu.kappa:.3f}</b> ({pu.kernel}, σ = {pu.sigma:.3f})" if pu.prototypes_seen else
                      "κ = 0: <i>this run keeps no labeled prototypes</i> (its method does not use soft-PU)")
         parts = [who, kappa_txt, f"{pu.prototypes_seen} class prototypes",

@@ -41,6 +41,14 @@ def colour(c: str, alpha: int = 255) -> QColor:
     return q
 
 
+def no_si_prefix(axis: pg.AxisItem) -> None:
+    """Tick values as they are: no "(x0.001)" rescaling of small values. (pyqtgraph 0.14 ignores
+    enableAutoSIPrefix(False) on axes without units; an empty set of enabling ranges turns it off.)"""
+    axis.enableAutoSIPrefix(False)
+    if hasattr(axis, "setSIPrefixEnableRanges"):
+        axis.setSIPrefixEnableRanges(())
+
+
 def plot_widget(title: str = "", *, left: str = "", bottom: str = "", tooltip: str = "",
                 min_height: int = 150) -> pg.PlotWidget:
     """A white plot with readable axes; the mouse does not pan/zoom by accident (right-click menu still works)."""
@@ -54,6 +62,7 @@ def plot_widget(title: str = "", *, left: str = "", bottom: str = "", tooltip: s
         ax = p.getAxis(name)
         ax.setPen(pg.mkPen("#606060"))
         ax.setTextPen(pg.mkPen("#303030"))
+        no_si_prefix(ax)
         if label:
             ax.setLabel(label, color="#303030")
     p.setMouseEnabled(x=False, y=False)

@@ -103,11 +103,23 @@ def test_explorer_shows_multi_label_and_regression_outputs_for_every_subset(qtbo
             if task == "regression":
                 assert f"score <b>{probs[0]:+.3f}</b>" in header
                 assert len(heights(panel.predictions.bars_sub)) == 1
-            else:
+            else:  # the predicted label set: every label with p ≥ 0.5, outlined, and named in the header
                 assert len(heights(panel.predictions.bars_sub)) == len(panel.context.class_names)
-                assert np.all((heights(panel.predictions.bars_sub) >= 0) & (heights(panel.predictions.bars_sub) <= 1))
+                labels = [c for c, p in zip(panel.context.class_names, probs) if p >= 0.5]
+                assert "labels <b style='font-size:large'>{" + ", ".join(labels) + "}</b>" in header
+                outlined = [pen is not None for pen in panel.predictions.bars_sub.opts["pens"]]
+                assert outlined == [p >= 0.5 for p in probs]
+                assert panel.predictions.plot.getViewBox().viewRange()[1] == pytest.approx([0, 1.05])
         # the true target is shown in the task's terms, and the soft-PU panel has a state (values or a reason)
         assert panel.sample.target_name
+        what = "true labels" if task == "multi-label" else "true score"
+        assert what in panel.sample_panel.title.text() and what in panel.predictions.header.text()
+        assert "true class" not in panel.predictions.header.text()
+        if task == "regression":  # no "(x0.001)" rescaling of a score axis
+            axis = panel.predictions.plot.getPlotItem().getAxis("left")
+            assert axis.autoSIPrefixScale == 1.0 and "x0.001" not in axis.labelString()
+        rule = "the labels with σ(c<sub>0</sub>(S)) ≥ 0.5" if task == "multi-label" else "the sign of c<sub>0</sub>(S)"
+        assert rule in panel.softpu.header.text()
         if task == "multi-label":
             assert panel.sample.target_name.startswith("{")
         else:

@@ -282,3 +282,27 @@ def test_inspect_imports_no_qt_and_no_sqlite():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_prediction_text_per_task():
+    """A class name (single-label), the set of labels with p ≥ 0.5 (multi-label), the score (regression)."""
+    from robult_engine.inspect import SampleEncoding
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 0.2, -0.1]])  # two modalities, three outputs
+
+    def enc(lm):
+        m = lm.shape[0]
+        return SampleEncoding(("a", "b"), torch.ones(m, dtype=torch.bool), lm, torch.ones(m, 4), torch.ones(m, 2),
+                              torch.zeros(m), torch.ones(4), torch.zeros(lm.shape[1]))
+
+    single = recombine(enc(logits), (True, True), "single-label", ("x", "y", "z"))
+    assert single.prediction_text() == "z"  # mean logits (-0.5, -0.4, 0.2)
+    assert single.prediction_text("a") == "x" and single.prediction_text("b") == "y"
+    multi = recombine(enc(logits), (True, True), "multi-label", ("x", "y", "z"))
+    assert multi.prediction_text("all") == "{z}"  # sigmoid(-0.5), sigmoid(-0.4) < 0.5 ≤ sigmoid(0.2)
+    assert multi.prediction_text("a") == "{x, z}" and multi.prediction_text("b") == "{y}"
+    none = recombine(enc(torch.full((2, 3), -4.0)), (True, True), "multi-label", ("x", "y", "z"))
+    assert none.prediction_text() == "{}"
+    reg = recombine(enc(logits[:, :1]), (False, True), "regression", ("score",))
+    assert reg.prediction_text() == "-3.000" and reg.prediction_text("all") == "-0.500"
+    empty = recombine(enc(logits), (False, False), "single-label", ("x", "y", "z"))
+    assert empty.prediction_text() == "–" and empty.summary()["prediction"] == "–"
