@@ -121,9 +121,12 @@ def _dataset_view(info: DatasetInfo, split: SplitData, name: str) -> ModalityVie
         return ModalityView(name, "sequence", present, frames=x[:n].float().numpy(), source="dataset")
     if spec.kind == "vector":
         return ModalityView(name, "vector", present, vector=x.float().numpy(), source="dataset")
+    raw = split.texts.get(name)
+    if raw:  # the loader kept the text as read
+        return ModalityView(name, "text", present, text=raw[0] if present else "", source="dataset")
     n = int(split.lengths[name][0]) if name in split.lengths else int((x != 0).sum())
-    return ModalityView(name, "text", present, text=f"({n} hashed word n-gram ids; the dataset keeps no raw text)",
-                        source="dataset")
+    return ModalityView(name, "text", present, text=f"({n} hashed word n-gram ids; this dataset format keeps no "
+                                                    f"raw text)", source="dataset")
 
 
 def load_dataset_sample(bundle: DatasetBundle, split: str, index: int,

@@ -97,6 +97,9 @@ class SplitData:
     mask: torch.Tensor  # bool (N, M), modality order of DatasetInfo.modalities
     target: torch.Tensor
     ids: list[str] = field(default_factory=list)  # a human-readable id per sample (file name, row id)
+    # the raw text of each sample per text modality, when the loader read it ("" where absent); only for showing
+    # a sample to a person: the model sees the hashed ids in `inputs`
+    texts: dict[str, list[str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.mask.shape[0])
@@ -108,6 +111,7 @@ class SplitData:
             lengths={k: v[idx_t] for k, v in self.lengths.items()},
             mask=self.mask[idx_t], target=self.target[idx_t],
             ids=[self.ids[i] for i in idx_t.tolist()] if self.ids else [],
+            texts={k: [v[i] for i in idx_t.tolist()] for k, v in self.texts.items()},
         )
 
     def select_modalities(self, names: tuple[str, ...], all_names: tuple[str, ...]) -> "SplitData":
@@ -116,6 +120,7 @@ class SplitData:
             inputs={n: self.inputs[n] for n in names},
             lengths={n: self.lengths[n] for n in names if n in self.lengths},
             mask=self.mask[:, cols], target=self.target, ids=self.ids,
+            texts={n: self.texts[n] for n in names if n in self.texts},
         )
 
 

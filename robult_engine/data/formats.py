@@ -169,7 +169,8 @@ def text_image_splits(parts: dict[str, tuple]) -> tuple[dict[str, SplitData], in
         img, img_present = load_images(images, IMAGE_SHAPE)
         splits[s] = SplitData(inputs={"text": ids_t, "image": img}, lengths={"text": lengths},
                               mask=torch.stack([text_present, img_present], dim=1),
-                              target=torch.tensor(labels, dtype=torch.long), ids=list(ids))
+                              target=torch.tensor(labels, dtype=torch.long), ids=list(ids),
+                              texts={"text": [t or "" for t in _texts]})
     return splits, width
 
 

@@ -388,6 +388,7 @@ def load_manifest(path: str | Path, task: str | None = None) -> DatasetBundle:
     targets, classes = _targets(file, rows, splits, task_name)
     kinds = {c: infer_column_kind(file, c, rows) for c in modality_columns}
     specs, data, lengths, present = [], {}, {}, []
+    raw_texts = {c: [r.values[c] or "" for r in rows] for c in modality_columns if kinds[c] == "text"}
     for c in modality_columns:
         spec, x, lens, pres = _modality(file, base, c, kinds[c], rows)
         specs.append(spec)
@@ -410,7 +411,8 @@ def load_manifest(path: str | Path, task: str | None = None) -> DatasetBundle:
         idx = torch.tensor([i for i, s in enumerate(splits) if s == name], dtype=torch.long)
         out[name] = SplitData(inputs={k: v[idx] for k, v in data.items()},
                               lengths={k: v[idx] for k, v in lengths.items()}, mask=mask[idx],
-                              target=target_all[idx], ids=[ids[i] for i in idx.tolist()])
+                              target=target_all[idx], ids=[ids[i] for i in idx.tolist()],
+                              texts={c: [t[i] for i in idx.tolist()] for c, t in raw_texts.items()})
     desc = (f"Manifest {file}: {len(rows)} rows, modalities "
             f"{', '.join(f'{s.name} ({s.kind} {tuple(s.shape)})' for s in specs)}; {task_name}; "
             f"{len(out['train'])}/{len(out['val'])}/{len(out['test'])} train/val/test"

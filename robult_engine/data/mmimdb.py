@@ -169,7 +169,8 @@ def load_mmimdb_folder(root: Path) -> DatasetBundle:
         img, img_present = load_images(images[s], IMAGE_SHAPE)
         splits[s] = SplitData(inputs={"text": ids_t, "image": img}, lengths={"text": lengths},
                               mask=torch.stack([text_present, img_present], dim=1),
-                              target=torch.from_numpy(targets[s]), ids=ids[s])
+                              target=torch.from_numpy(targets[s]), ids=ids[s],
+                              texts={"text": [t or "" for t in texts[s]]})
     info = DatasetInfo(name="mm-imdb", modalities=(ModalitySpec("text", "text", (width,)),
                                                    ModalitySpec("image", "image", IMAGE_SHAPE)),
                        task="multi-label", class_names=GENRES,

@@ -126,6 +126,10 @@ def test_explorer_shows_multi_label_and_regression_outputs_for_every_subset(qtbo
             float(panel.sample.target_name)
         sp = panel.softpu.softpu
         assert sp is None or np.isfinite(np.asarray(sp.matrix, dtype=float)).all()
+        # the dataset sample's text is shown as written in the manifest, not as hashed ids
+        raw = panel.context.bundle.splits["test"].texts["caption"][0]
+        assert raw.split()[0] in WORDS and len(raw.split()) == 3
+        assert panel.sample_panel.views["caption"].text.toPlainText() == raw
         # browsing to other samples keeps working
         for _ in range(3):
             panel.sample_panel.next()

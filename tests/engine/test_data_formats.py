@@ -192,6 +192,7 @@ def test_mmimdb_folder(tmp_path):
     assert tr.target[1, GENRES.index("Drama")] == 1 and tr.target[1, GENRES.index("Comedy")] == 1
     # the longest plot is used: its ids are longer than the short one's would be
     assert int(tr.lengths["text"][0]) > 5
+    assert tr.texts["text"][0] == "A longer plot about movie 0000001 and its hero."  # kept for showing
 
 
 # --- Food-101 ----------------------------------------------------------------------------------------------
@@ -210,6 +211,14 @@ def test_food101(tmp_path):
     assert t.mask[t.ids.index("sushi/extra.jpg")].tolist() == [False, True]
     # the carve is seeded: loading again gives the same validation ids
     assert load_path(root).splits["val"].ids == b.splits["val"].ids
+    # the raw titles stay aligned with their samples through the carve ("" where a sample has no title)
+    for split in b.splits.values():
+        for sid, text, present in zip(split.ids, split.texts["text"], split.mask[:, 0].tolist()):
+            if present:
+                c, i = sid.split("/")[0], sid.rsplit("_", 1)[1].split(".")[0]
+                assert text == f"Best {c.replace('_', ' ')} recipe, number {i}", (sid, text)
+            else:
+                assert text == ""
 
 
 def test_food101_header_row_is_skipped(tmp_path):
@@ -233,6 +242,8 @@ def test_hateful_memes_unlabelled_test_uses_half_of_dev(tmp_path):
     assert len(b.splits["val"]) + len(b.splits["test"]) == 6
     assert "half of dev" in b.info.description
     assert set(b.splits["test"].ids).isdisjoint(b.splits["val"].ids)
+    for split in b.splits.values():  # raw texts follow their samples into the halves of dev
+        assert split.texts["text"] == [f"meme text {int(i[1:])} {i[0]}" for i in split.ids]
 
 
 def test_stratified_holdout():

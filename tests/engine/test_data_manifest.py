@@ -62,6 +62,13 @@ def test_four_kinds_inferred(tmp_path):
     assert tr.lengths["seq"].tolist() == [3, 4, 5, 6, 3, 4]
     assert tr.mask.all() and tr.ids[0] == "s0"
     assert tr.inputs["voice"].abs().max() < 20  # standardised MFCCs
+    assert tr.texts == {"caption": [f"a {['cat', 'dog'][k % 2]} number {k}" for k in range(6)]}
+    # the raw text follows a subset and a modality selection; other modalities have none
+    sub = tr.subset([4, 1])
+    assert sub.texts["caption"] == ["a cat number 4", "a dog number 1"] and sub.ids == ["s4", "s1"]
+    only = b.select_modalities(("caption", "vec")).splits["test"]
+    assert list(only.texts) == ["caption"] and len(only.texts["caption"]) == 2
+    assert b.select_modalities(("vec",)).splits["train"].texts == {}
 
 
 def test_jsonl_empty_cells_are_missing_modalities(tmp_path):
