@@ -113,7 +113,7 @@ def _dataset_view(info: DatasetInfo, split: SplitData, name: str) -> ModalityVie
     present = bool(split.mask[0, m])
     x = split.inputs[name][0]
     if spec.kind == "image":
-        img = x.float().numpy()  # (C, H, W)
+        img = (x.float() / 255.0 if not x.is_floating_point() else x.float()).numpy()  # (C, H, W) in [0, 1]
         img = img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
         return ModalityView(name, "image", present, image=img, source="dataset")
     if spec.kind == "sequence":

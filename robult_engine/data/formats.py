@@ -109,16 +109,23 @@ def load_path(path: str | Path) -> DatasetBundle:
 # ----------------------------------------------------------------------------------------------------------
 # Helpers shared by the loaders
 # ----------------------------------------------------------------------------------------------------------
+def to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """A float image in [0, 1] as bytes 0..255 (rounded; at most 1/510 from the float value)."""
+    return (img.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
 def load_images(paths: Sequence[Path | None], shape: tuple[int, int, int] = IMAGE_SHAPE,
                 workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode image files in parallel threads → float32 (N, C, H, W) and a bool presence (N,).
+    """Decode image files in parallel threads → uint8 (N, C, H, W) (pixel values 0..255) and a bool presence (N,).
 
+    Images are stored as bytes, a quarter of float32's memory (UPMC Food-101 at 3×64×64: 1.1 GB instead of
+    4.4 GB); the image encoder reads uint8 input as value / 255, the [0, 1] range of `load_image`.
     A None path is a missing image (zeros, absent). A file that cannot be decoded raises the front-end's
     DataError naming it.
     """
     from .image import load_image
 
-    out = torch.zeros(len(paths), *shape)  # (N, C, H, W)
+    out = torch.zeros(len(paths), *shape, dtype=torch.uint8)  # (N, C, H, W)
     present = torch.tensor([p is not None for p in paths], dtype=torch.bool)  # (N,)
     todo = [(i, p) for i, p in enumerate(paths) if p is not None]
     if not todo:
@@ -126,7 +133,7 @@ def load_images(paths: Sequence[Path | None], shape: tuple[int, int, int] = IMAG
     workers = workers or min(8, os.cpu_count() or 1)
 
     def work(item: tuple[int, Path]) -> tuple[int, torch.Tensor]:
-        return item[0], load_image(item[1], shape, digit=False)
+        return item[0], to_uint8(load_image(item[1], shape, digit=False))
 
     if workers <= 1 or len(todo) < 16:
         results = map(work, todo)

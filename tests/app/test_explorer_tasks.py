@@ -184,3 +184,21 @@ def test_robustness_matrix_on_these_tasks_matches_robult_eval(task_run):
         flips = res.flips("run", sm)
         assert flips.dtype == np.int64 and (flips < len(bundle.splits["test"])).all()
     assert len(res.flips("run", (True,) * len(res.modality_names))) == 0
+
+
+def test_a_dataset_image_stored_as_bytes_is_shown_in_0_1(tmp_path):
+    from PIL import Image
+
+    from app.explorer.sources import load_dataset_sample
+    from robult_engine.data.manifest import load_manifest
+    root = tmp_path / "imgs"
+    root.mkdir()
+    lines = ["id,split,label,photo"]
+    for k, split in enumerate(["train"] * 4 + ["val", "test"]):
+        Image.new("RGB", (12, 12), (250 if k % 2 else 10, 128, 0)).save(root / f"p{k}.png")
+        lines.append(f"s{k},{split},{'ab'[k % 2]},p{k}.png")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    bundle = load_manifest(root)
+    assert bundle.splits["train"].inputs["photo"].dtype == torch.uint8
+    view = load_dataset_sample(bundle, "train", 1).views[0]
+    assert view.image.max() <= 1.0 and view.image.max() == pytest.approx(250 / 255, abs=1e-6)

@@ -237,6 +237,23 @@ def test_hateful_memes(tmp_path):
     assert b.splits["train"].inputs["image"].shape == (10, 3, 64, 64)
 
 
+def test_images_are_stored_as_bytes_and_read_as_the_float_image(tmp_path):
+    """uint8 storage (a quarter of float32's memory) loses at most half a grey level against load_image."""
+    from robult_engine.data.image import load_image
+    from robult_engine.models.encoders import ImageEncoder
+    root = write_hateful_memes(tmp_path / "hm")
+    b = load_path(root)
+    imgs = b.splits["train"].inputs["image"]
+    assert imgs.dtype == torch.uint8 and imgs.element_size() == 1
+    exact = load_image(root / "img" / "1003.png", (3, 64, 64), digit=False)
+    row = b.splits["train"].ids.index("1003")
+    assert (imgs[row].float() / 255 - exact).abs().max() <= 0.5 / 255 + 1e-6
+    assert int(imgs.max()) > 1  # bytes 0..255, not a [0, 1] float cast to integers
+    enc = ImageEncoder(3, 16, 0.0).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(imgs[:4]), enc(imgs[:4].float() / 255))
+
+
 def test_hateful_memes_unlabelled_test_uses_half_of_dev(tmp_path):
     b = load_path(write_hateful_memes(tmp_path / "hm", test_labelled=False))
     assert len(b.splits["val"]) + len(b.splits["test"]) == 6
