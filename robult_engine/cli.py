@@ -207,6 +207,7 @@ class _RunFailed(Exception):
 def paired_differences(results: dict[str, list[dict]], methods: list[str], metric: str) -> dict[str, dict]:
     """The first method minus each other one on the mean over subsets, seed by seed (the runs of a seed share
     labeled indices and batch order, so the paired difference removes the split's own luck)."""
+    from .metrics import HIGHER_IS_BETTER
     ref = methods[0]
     by_seed = {r["seed"]: r["test"]["mean"].get(metric, float("nan")) for r in results[ref]}
     out = {}
@@ -216,7 +217,9 @@ def paired_differences(results: dict[str, list[dict]], methods: list[str], metri
         diffs = [d for d in diffs if not math.isnan(d)]
         if diffs:
             mean, sd = _mean_std(diffs)
-            out[m] = {"mean": mean, "std": sd, "wins": sum(d > 0 for d in diffs), "n": len(diffs)}
+            higher = HIGHER_IS_BETTER.get(metric, True)  # MAE: the first method is ahead when its error is lower
+            out[m] = {"mean": mean, "std": sd, "wins": sum((d > 0) if higher else (d < 0) for d in diffs),
+                      "n": len(diffs)}
     return out
 
 

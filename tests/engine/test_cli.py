@@ -147,3 +147,15 @@ def test_unknown_modality_fails_clearly(capsys):
     rc = main(["train", "--modalities", "m0,audio", "--dataset", "pid-synth", "--quiet"])
     err = capsys.readouterr().err
     assert rc in (1, 2) and "unknown modality 'audio'; the dataset has m0, m1, m2" in err
+
+
+def test_paired_differences_know_which_way_is_better():
+    from robult_engine.cli import paired_differences
+
+    def runs(vals, key):
+        return [{"seed": i, "test": {"mean": {key: v}}} for i, v in enumerate(vals)]
+    acc = paired_differences({"a": runs([0.9, 0.7, 0.8], "accuracy"), "b": runs([0.8, 0.8, 0.8], "accuracy")},
+                             ["a", "b"], "accuracy")["b"]
+    assert acc["mean"] == pytest.approx(0.0) and acc["wins"] == 1 and acc["n"] == 3
+    mae = paired_differences({"a": runs([0.5, 0.7], "mae"), "b": runs([0.6, 0.6], "mae")}, ["a", "b"], "mae")["b"]
+    assert mae["wins"] == 1  # a lower error is ahead
