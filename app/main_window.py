@@ -125,6 +125,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.state = SessionState()
         self.buffers = TrainingBuffers()
+        self._epoch_steps: list[StepEnded] = []  # the current epoch's steps, stored with its epoch row
         self.current_model: LoadedModel | None = None
         self._dataset_cache = DatasetCache()
         self.controller = TrainingController(self.get_bundle, parent=self)
@@ -455,13 +456,22 @@ class MainWindow(QMainWindow):
         self.sessions_panel.set_busy_run(run_id if status == RUNNING else None)
 
     def _show_run_history(self, row) -> None:
-        """Fill the buffers with a run's stored epochs (no step curves: those are not stored)."""
+        """Fill the buffers with a run's stored epochs and the step losses drawn during them."""
         self.buffers.clear()
         try:
             self.buffers.set_plan(RunConfig.from_json(row.config_json).train.epochs)
         except ConfigError:
             pass
         for e in self.store.epochs(row.id):
+            for st in e.get("steps") or ():
+                try:
+                    step, global_step, total_steps, elapsed, lr, losses = st
+                    self.buffers.add_step(StepEnded(
+                        e["epoch"], int(step), int(global_step), int(total_steps),
+                        {k: float("nan") if v is None else float(v) for k, v in dict(losses).items()},
+                        float(lr), float(elapsed)))
+                except (TypeError, ValueError):  # a malformed row (hand-edited file): skip it, keep the rest
+                    continue
             metric = _metric_name(e["val_metrics"])
             self.buffers.add_epoch(e["epoch"], e["train_losses"], e["val_metrics"], e["val_score"], e["z_norm"],
                                    e["u_norm"], e.get("kappa_hist") or (), e.get("kappa_edges") or (),
@@ -479,6 +489,7 @@ class MainWindow(QMainWindow):
     # --- controller events (GUI thread) ---------------------------------------------------------------------
     @Slot(int)
     def _on_controller_started(self, run_id: int) -> None:
+        self._epoch_steps = []
         self._update_actions()
 
     @Slot(object)
@@ -488,13 +499,16 @@ class MainWindow(QMainWindow):
             self.training_panel.set_status("info", "Training…  Stop with Esc; the best checkpoint is kept and the "
                                                    "run can be resumed.")
         self.buffers.add_step(ev)
+        self._epoch_steps.append(ev)  # written with the epoch's row when it ends
 
     @Slot(object)
     def _on_controller_epoch_ended(self, ev: EpochEnded) -> None:
         self.buffers.add_epoch_event(ev, _metric_name(ev.val_metrics))
         run_id = self.controller.job.run_id if self.controller.job else self.state.run_id
+        steps = [s for s in self._epoch_steps if s.epoch == ev.epoch]
+        self._epoch_steps = []
         if run_id is not None:
-            self.store.add_epoch(run_id, ev)
+            self.store.add_epoch(run_id, ev, steps)
         self.sessions_panel.request_refresh()
 
     @Slot(int, object)

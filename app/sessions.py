@@ -69,6 +69,12 @@ def m003_epoch_diagnostics(db: sqlite_utils.Database) -> None:
     db["epochs"].add_column("pseudo_label_acc", float)
 
 
+@migrations()
+def m004_step_losses(db: sqlite_utils.Database) -> None:
+    """The per-step losses of each epoch (what the loss plot drew), so a reopened run shows its step curves."""
+    db["epochs"].add_column("steps", str, not_null_default="[]")
+
+
 class SessionStoreError(RuntimeError):
     """The session database cannot be used; the message names the file and the reason."""
 
@@ -225,15 +231,18 @@ class SessionStore:
             fields["error_message"] = error
         self.update_run(run_id, **fields)
 
-    def add_epoch(self, run_id: int, ev) -> None:
-        """Record an EpochEnded event (and the run's best so far) in one transaction."""
+    def add_epoch(self, run_id: int, ev, steps: Iterable[Any] = ()) -> None:
+        """Record an EpochEnded event (and the run's best so far) in one transaction; `steps` are the epoch's
+        StepEnded events, kept as [step, global step, total steps, elapsed s, lr, {loss: value}] rows."""
+        step_rows = [[int(s.step), int(s.global_step), int(s.total_steps), round(float(s.elapsed_s), 4),
+                      float(s.lr), {k: _finite_or_none(v) for k, v in s.losses.items()}] for s in steps]
         row = {
             "run_id": run_id, "epoch": int(ev.epoch), "train_losses": _json(ev.train_losses),
             "val_metrics": _json(ev.val_metrics), "val_score": _finite_or_none(ev.val_score),
             "z_norm": _json(ev.z_norm), "u_norm": _json(ev.u_norm), "kappa_hist": _json(list(ev.pu_weight_hist)),
             "elapsed": float(ev.elapsed_s), "rec_error": _json(ev.rec_error),
             "kappa_edges": _json(list(ev.pu_weight_edges)), "pu_weight_mean": _finite_or_none(ev.pu_weight_mean),
-            "pseudo_label_acc": _finite_or_none(ev.pseudo_label_acc),
+            "pseudo_label_acc": _finite_or_none(ev.pseudo_label_acc), "steps": _json(step_rows),
         }
         with self.db.atomic():
             self.db["epochs"].upsert(row, pk=("run_id", "epoch"))
@@ -274,9 +283,10 @@ class SessionStore:
         out = []
         for r in self.db["epochs"].rows_where("run_id = ?", [run_id], order_by="epoch"):
             d = dict(r)
-            for k in ("train_losses", "val_metrics", "z_norm", "u_norm", "kappa_hist", "rec_error", "kappa_edges"):
+            for k in ("train_losses", "val_metrics", "z_norm", "u_norm", "kappa_hist", "rec_error", "kappa_edges",
+                      "steps"):
                 if k in d:
-                    d[k] = json.loads(d[k]) if d[k] else ({} if k not in ("kappa_hist", "kappa_edges") else [])
+                    d[k] = json.loads(d[k]) if d[k] else ({} if k not in ("kappa_hist", "kappa_edges", "steps") else [])
             if d.get("val_score") is None:
                 d["val_score"] = float("nan")
             out.append(d)

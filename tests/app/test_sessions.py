@@ -13,7 +13,7 @@ from app.sessions import SessionStore, migrations, open_store
 from app.state import CRASHED, FINISHED, RUNNING, STOPPED
 from robult_engine.events import EpochEnded
 
-ALL_MIGRATIONS = ["m001_initial", "m002_inspections_and_ui_state", "m003_epoch_diagnostics"]
+ALL_MIGRATIONS = ["m001_initial", "m002_inspections_and_ui_state", "m003_epoch_diagnostics", "m004_step_losses"]
 
 
 def _epoch(epoch: int, score: float, best: bool = True, ckpt: str = "") -> EpochEnded:
@@ -64,7 +64,7 @@ def test_later_migrations_apply_to_a_file_at_the_first_schema(db_path, tiny):
     run = store.get_run(1)
     assert run.name == "old run" and run.best_score == 0.5 and run.epochs_done == 1
     ep = store.epochs(1)[0]
-    assert ep["rec_error"] == {} and ep["kappa_edges"] == []  # new columns, filled with their defaults
+    assert ep["rec_error"] == {} and ep["kappa_edges"] == [] and ep["steps"] == []  # new columns, their defaults
     store.save_inspection(1, {"sample": 3})
     assert store.latest_inspection(1) == {"sample": 3}
     store.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from PySide6.QtWidgets import QMessageBox
 
@@ -66,6 +68,20 @@ def test_a_run_from_the_wizard_trains_draws_and_is_recorded(qtbot, make_window, 
     w.tabs.setCurrentWidget(w.sessions_panel)  # the table refreshes when shown
     assert w.sessions_panel.model.rowCount() == 1
     assert w.sessions_panel.model.run_at(0).status == FINISHED
+
+    # the step losses are stored with their epochs: reopening the run draws the same loss curves
+    live_x = list(w.buffers.step_x)
+    live = {k: list(v) for k, v in w.buffers.step_losses.items()}
+    stored = [s for e in epochs for s in e["steps"]]
+    assert len(stored) == len(live_x) > 0 and [s[1] for s in stored] == list(range(1, len(stored) + 1))
+    w.buffers.clear()
+    w.reopen_session(run_id)
+    qtbot.waitUntil(lambda: not w.controller.is_running and w.current_model is not None, timeout=10_000)
+    assert w.buffers.step_x == pytest.approx(live_x)
+    for k, v in live.items():
+        np.testing.assert_allclose(w.buffers.step_losses[k], v, rtol=1e-12)
+    w.training_panel.redraw(force=True)
+    assert w.training_panel.curve_point_counts()["loss:total"] == counts["loss:total"]
 
 
 def test_stop_keeps_the_best_checkpoint_and_resume_completes_the_run(qtbot, make_window, tiny):
