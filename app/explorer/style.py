@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+
+from ..plot_util import no_si_prefix
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QLabel, QSizePolicy
@@ -39,14 +41,6 @@ def colour(c: str, alpha: int = 255) -> QColor:
     q = QColor(c)
     q.setAlpha(alpha)
     return q
-
-
-def no_si_prefix(axis: pg.AxisItem) -> None:
-    """Tick values as they are: no "(x0.001)" rescaling of small values. (pyqtgraph 0.14 ignores
-    enableAutoSIPrefix(False) on axes without units; an empty set of enabling ranges turns it off.)"""
-    axis.enableAutoSIPrefix(False)
-    if hasattr(axis, "setSIPrefixEnableRanges"):
-        axis.setSIPrefixEnableRanges(())
 
 
 def plot_widget(title: str = "", *, left: str = "", bottom: str = "", tooltip: str = "",

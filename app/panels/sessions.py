@@ -1,5 +1,6 @@
 """SessionsPanel: the runs of the session database in a sortable table, the validation curves of the selected
-runs overlaid, and Reopen / Resume / Delete.
+runs overlaid, their validation metric per modality subset at the best epoch side by side, and Reopen /
+Resume / Delete.
 
 The table model reads `SessionStore.list_runs()` (GUI thread). Deleting asks for confirmation first. Reopening
 and resuming are the window's business: the panel emits `sig_reopen_requested(run_id)` /
@@ -16,8 +17,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
-                               QSplitter, QTableView, QVBoxLayout, QWidget)
+                               QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..plot_util import no_si_prefix
 from ..sessions import RunRow, SessionStore
 from ..state import CRASHED, FAILED, FINISHED, RESUMABLE, RUNNING, STOPPED
 from .training import PALETTE
@@ -136,17 +138,36 @@ class SessionsPanel(QWidget):
         self.plot.setLabel("bottom", "epoch")
         self.plot.setLabel("left", "val score")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
+        for side in ("left", "bottom"):
+            no_si_prefix(self.plot.getAxis(side))
         self.plot.addLegend(offset=(-10, -10), labelTextSize="8pt")
         self.overlay_ids: list[int] = []
+
+        # the selected runs side by side: validation metric per modality subset at each run's best epoch
+        self.subsets = QTableWidget(0, 0)
+        self.subsets.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.subsets.setAlternatingRowColors(True)
+        self.subsets.setToolTip("Validation metric of each modality subset at the run's best epoch (the "
+                                "checkpoint the run keeps); bold: the best run for that subset.")
+        self.subsets_title = QLabel("<b>Per modality subset</b> (select runs)")
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.subsets_title)
+        rl.addWidget(self.subsets)
 
         top = QWidget()
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
         tl.addWidget(self.table)
         tl.addLayout(buttons)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(self.plot)
+        bottom.addWidget(right)
+        bottom.setSizes([560, 440])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
-        split.addWidget(self.plot)
+        split.addWidget(bottom)
         split.setSizes([300, 260])
         lay = QVBoxLayout(self)
         lay.addWidget(split)
@@ -287,6 +308,65 @@ class SessionsPanel(QWidget):
                            pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
                            symbolPen=None, name=label[:40], connect="finite")
             self.overlay_ids.append(rid)
+        self._update_subset_table()
+
+    def _update_subset_table(self) -> None:
+        """Rows: modality subsets, then their mean; columns: the selected runs (best-epoch validation)."""
+        from robult_engine.metrics import HIGHER_IS_BETTER, PRIMARY
+        cols: list[tuple[str, dict]] = []
+        metric = ""
+        for rid in self.selected_run_ids()[:12]:
+            run = self.store.get_run(rid)
+            if run is None or run.best_epoch is None or run.best_epoch < 0:
+                continue
+            best = next((e for e in self.store.epochs(rid) if e["epoch"] == run.best_epoch), None)
+            if not best or not best["val_metrics"]:
+                continue
+            names = [m for m in PRIMARY.values() if any(m in row for row in best["val_metrics"].values())]
+            if not names or (metric and names[0] != metric):
+                continue  # runs of another task are not comparable in one column set
+            metric = names[0]
+            cols.append((f"#{rid} {run.method}" + (f"\n{run.name[:24]}" if run.name else ""), best["val_metrics"]))
+        self.subsets.clear()
+        if not cols:
+            self.subsets.setRowCount(0)
+            self.subsets.setColumnCount(0)
+            self.subsets_title.setText("<b>Per modality subset</b> (select runs with a finished epoch)")
+            return
+        subsets: list[str] = []
+        for _, table in cols:
+            for k in table:
+                if k not in subsets:
+                    subsets.append(k)
+        subsets.sort(key=lambda k: (k.count("+"), k))  # single modalities first, as `robult eval` lists them
+        rows = subsets + ["mean"]
+        self.subsets.setRowCount(len(rows))
+        self.subsets.setColumnCount(len(cols))
+        self.subsets.setVerticalHeaderLabels(rows)
+        self.subsets.setHorizontalHeaderLabels([c[0] for c in cols])
+        higher = HIGHER_IS_BETTER.get(metric, True)
+        for i, r in enumerate(rows):
+            vals = []
+            for _, table in cols:
+                if r == "mean":
+                    got = [table[k][metric] for k in subsets if k in table and table[k].get(metric) is not None]
+                    vals.append(sum(got) / len(got) if got else float("nan"))
+                else:
+                    v = table.get(r, {}).get(metric)
+                    vals.append(float("nan") if v is None else float(v))
+            finite = [v for v in vals if math.isfinite(v)]
+            best_v = (max(finite) if higher else min(finite)) if finite else None
+            for j, v in enumerate(vals):
+                item = QTableWidgetItem("–" if not math.isfinite(v) else f"{v:.4f}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if best_v is not None and len(cols) > 1 and math.isfinite(v) and v == best_v:
+                    f = item.font()
+                    f.setBold(True)
+                    item.setFont(f)
+                self.subsets.setItem(i, j, item)
+        self.subsets.resizeColumnsToContents()
+        self.subsets_title.setText(f"<b>Per modality subset</b> · validation {metric} at each run's best epoch"
+                                   + ("" if higher else " (lower is better)"))
 
 
 def _main() -> int:  # pragma: no cover - manual check

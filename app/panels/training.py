@@ -19,6 +19,7 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
+from ..plot_util import no_si_prefix
 from ..state import TrainingBuffers, format_duration
 
 REDRAW_HZ = 20  # progress bar, labels, and epoch plots when an epoch ended
@@ -145,7 +146,7 @@ class TrainingPanel(QWidget):
         w.setMenuEnabled(True)
         for side in ("left", "bottom", "top", "right"):
             axis = w.getAxis(side)
-            axis.enableAutoSIPrefix(False)  # "accuracy (x0.001)" helps nobody
+            no_si_prefix(axis)  # "accuracy (x0.001)" helps nobody
             # repaint an axis only when it changes: a curve's update region touches the axes, and replaying
             # their tick labels was most of the cost of a frame
             axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)

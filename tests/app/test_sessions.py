@@ -156,6 +156,18 @@ def test_the_sessions_view_sorts_overlays_and_deletes_with_confirmation(qtbot, s
     panel.select_runs([a, b])
     assert sorted(panel.overlay_ids) == sorted([a, b])
     assert not panel.btn_reopen.isEnabled()  # reopen takes one run
+    # ... and compared per modality subset at their best epochs (a: 0.9 at epoch 2; b: 0.2 at epoch 3)
+    t = panel.subsets
+    rows = [t.verticalHeaderItem(i).text() for i in range(t.rowCount())]
+    assert rows == ["a", "b", "a+b", "mean"] and t.columnCount() == 2
+    heads = [t.horizontalHeaderItem(j).text().split()[0] for j in range(2)]
+    col_a, col_b = heads.index(f"#{a}"), heads.index(f"#{b}")
+    assert t.item(0, col_a).text() == "0.9000" and t.item(1, col_a).text() == "0.4500"
+    assert t.item(3, col_a).text() == f"{(0.9 + 0.45 + 0.9) / 3:.4f}" and t.item(0, col_b).text() == "0.2000"
+    assert t.item(0, col_a).font().bold() and not t.item(0, col_b).font().bold()
+    assert "validation accuracy" in panel.subsets_title.text()
+    panel.plot.getPlotItem().vb.autoRange()  # scores below 1 are drawn as they are, not as "(x0.001)"
+    assert panel.plot.getAxis("left").autoSIPrefixScale == 1.0
     panel.select_runs([b])
     assert panel.btn_resume.isEnabled()  # stopped: resumable
 
