@@ -111,11 +111,11 @@ class ProgressPrinter:
             print(f"\n{self.label}FAILED: {ev.message}", file=self.stream, flush=True)
 
 
-def format_table(rows: list[str], cols: list[str], cell) -> str:
+def format_table(rows: list[str], cols: list[str], cell, first: str = "subset") -> str:
     """A plain-text table: one row per subset, one column per method/metric."""
-    w0 = max([len("subset")] + [len(r) for r in rows])
+    w0 = max([len(first)] + [len(r) for r in rows])
     widths = [max(len(c), 15) for c in cols]
-    lines = ["subset".ljust(w0) + "  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths))]
+    lines = [first.ljust(w0) + "  " + "  ".join(c.rjust(w) for c, w in zip(cols, widths))]
     for r in rows:
         lines.append(r.ljust(w0) + "  " + "  ".join(cell(r, c).rjust(w) for c, w in zip(cols, widths)))
     return "\n".join(lines)
@@ -204,6 +204,38 @@ class _RunFailed(Exception):
     pass
 
 
+def parse_grid(items: list[str], base: RunConfig) -> list[dict]:
+    """`--grid section.field=v1,v2 …` (repeatable) → every combination as config changes; [{}] without any.
+    Each value is parsed as JSON (a bare word stays a string); every combination is validated up front."""
+    import itertools
+    keys, values = [], []
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--grid {item}: expected SECTION.FIELD=V1,V2,...")
+        key, raw = item.split("=", 1)
+        vals = []
+        for v in raw.split(","):
+            try:
+                vals.append(json.loads(v))
+            except json.JSONDecodeError:
+                vals.append(v.strip())
+        if not vals or key.strip() in keys:
+            raise ConfigError(f"--grid {item}: give each field once, with at least one value")
+        keys.append(key.strip())
+        values.append(vals)
+    grid = [dict(zip(keys, combo)) for combo in itertools.product(*values)] if keys else [{}]
+    for g in grid:
+        try:
+            base.replace(**g).validate()
+        except ConfigError as e:
+            raise ConfigError(f"--grid {setting_label(g)}: {e}") from None
+    return grid
+
+
+def setting_label(setting: dict) -> str:
+    return " ".join(f"{k.split('.')[-1]}={v}" for k, v in setting.items()) or "default"
+
+
 def paired_differences(results: dict[str, list[dict]], methods: list[str], metric: str) -> dict[str, dict]:
     """The first method minus each other one on the mean over subsets, seed by seed (the runs of a seed share
     labeled indices and batch order, so the paired difference removes the split's own luck)."""
@@ -240,18 +272,17 @@ def _compare_worker(job: tuple) -> tuple:
     return key, Trainer(RunConfig.from_json(cfg_json), _WORKER_BUNDLES[base_json], out_dir=out_dir).run()
 
 
-def _compare_parallel(jobs, configs, base: RunConfig, out: Path, args: argparse.Namespace, record) -> None:
+def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record) -> None:
     """Runs of a compare in `--jobs` processes at once; each prints nothing, the parent reports each result."""
     import multiprocessing as mp
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    work = [((seed, m), configs[seed, m].to_json(), base.to_json(), str(out / f"{m}-seed{seed}"), threads)
-            for seed, m in jobs]
+    work = [(key, configs[key].to_json(), base.to_json(), str(run_dirs[key]), threads) for key in jobs]
     if not args.quiet:
         print(f"{len(work)} runs, {args.jobs} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
     pool = mp.get_context("spawn").Pool(args.jobs)
     try:
-        for k, ((seed, m), final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
-            record(k, seed, m, final)
+        for k, (key, final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
+            record(k, key, final)
         pool.close()
     except BaseException:
         pool.terminate()
@@ -274,25 +305,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
     base = config_from_args(args, methods[0])
+    grid = parse_grid(args.grid, base)  # [{}] without --grid
     bundle = load_dataset(base.data)
     task = bundle.info.task
     metric = args.metric or primary_metric(task)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict]] = {m: [] for m in methods}
     t0 = time.perf_counter()
-    jobs = [(seed, m) for seed in range(args.seeds) for m in methods]
+    jobs = [(g, seed, m) for g in range(len(grid)) for seed in range(args.seeds) for m in methods]
     n_runs = len(jobs)
-    configs = {(seed, m): base.replace(method=m, seed=seed, **{"data.seed": seed}) for seed, m in jobs}
+    configs = {(g, seed, m): base.replace(**grid[g]).replace(method=m, seed=seed, **{"data.seed": seed})
+               for g, seed, m in jobs}
+    by_setting: dict[tuple[str, int], list[dict]] = {(m, g): [] for m in methods for g in range(len(grid))}
 
-    def record(k: int, seed: int, m: str, final) -> None:
-        label = f"[{k}/{n_runs}] {m} seed {seed}: "
+    def run_dir(g: int, seed: int, m: str) -> Path:
+        return out / (f"{m}-seed{seed}" if len(grid) == 1 else f"{m}-seed{seed}-g{g}")
+
+    def label_of(k: int, g: int, seed: int, m: str) -> str:
+        where = f" [{setting_label(grid[g])}]" if len(grid) > 1 else ""
+        return f"[{k}/{n_runs}] {m} seed {seed}{where}: "
+
+    def record(k: int, key: tuple, final) -> None:
+        g, seed, m = key
+        label = label_of(k, g, seed, m)
         if isinstance(final, Failed):
             raise _RunFailed(f"{label}failed: {final.message}")
         table = dict(final.test_metrics)
         table["mean"] = mean_over_subsets(final.test_metrics, task)
-        results[m].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
-                           "val_score": final.best_score, "elapsed_s": final.elapsed_s})
+        by_setting[m, g].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
+                                 "val_score": final.best_score, "elapsed_s": final.elapsed_s})
         if not args.quiet:
             print(f"{label}mean {metric} {table['mean'].get(metric, float('nan')):.4f} "
                   f"(best epoch {final.best_epoch + 1}, {final.elapsed_s:.0f}s, total {time.perf_counter() - t0:.0f}s)",
@@ -300,22 +341,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     try:
         if args.jobs <= 1:
-            for k, (seed, m) in enumerate(jobs, 1):
-                label = f"[{k}/{n_runs}] {m} seed {seed}: "
-                final = Trainer(configs[seed, m], bundle, callbacks=[ProgressPrinter(label, args.quiet)],
-                                out_dir=out / f"{m}-seed{seed}").run()
-                record(k, seed, m, final)
+            for k, key in enumerate(jobs, 1):
+                final = Trainer(configs[key], bundle, callbacks=[ProgressPrinter(label_of(k, *key), args.quiet)],
+                                out_dir=run_dir(*key)).run()
+                record(k, key, final)
         else:
-            _compare_parallel(jobs, configs, base, out, args, record)
+            _compare_parallel(jobs, configs, base, {key: run_dir(*key) for key in jobs}, args, record)
     except _RunFailed as e:
         print(str(e), file=sys.stderr)
         return 1
-    for m in methods:
-        results[m].sort(key=lambda r: r["seed"])
+    for runs in by_setting.values():
+        runs.sort(key=lambda r: r["seed"])
+    # each method's setting: the best mean validation score over the seeds (the test split takes no part)
+    chosen = {m: max(range(len(grid)), key=lambda g: (_mean_std([r["val_score"] for r in by_setting[m, g]])[0], -g))
+              for m in methods}
+    results: dict[str, list[dict]] = {m: by_setting[m, chosen[m]] for m in methods}
+    if len(grid) > 1:
+        labels = [setting_label(g) for g in grid]
+
+        def grid_cell(row: str, m: str) -> str:
+            g = labels.index(row)
+            v = _mean_std([x["val_score"] for x in by_setting[m, g]])[0]
+            return f"{v:.4f}" + (" *" if chosen[m] == g else "  ")
+        print(f"\nmean validation score over {args.seeds} seeds per setting (* each method's choice)")
+        print(format_table(labels, methods, grid_cell, first="setting"))
     rows = list(results[methods[0]][0]["test"].keys())
     summary = {r: {m: _mean_std([res["test"][r].get(metric, float("nan")) for res in results[m]])
                    for m in methods} for r in rows}
-    print(f"\n{bundle.info.name}, label fraction {base.data.label_fraction}, {args.seeds} seeds, test {metric} "
+    at = ", each method at its chosen setting" if len(grid) > 1 else ""
+    print(f"\n{bundle.info.name}, label fraction {base.data.label_fraction}, {args.seeds} seeds{at}, test {metric} "
           f"(mean ± std over seeds)")
     print(format_table(rows, methods, lambda r, c: f"{summary[r][c][0]:.4f} ± {summary[r][c][1]:.4f}"))
     paired = paired_differences(results, methods, metric)
@@ -335,7 +389,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "dataset": bundle.info.name, "label_fraction": base.data.label_fraction, "metric": metric,
         "seeds": args.seeds, "methods": methods, "config": base.to_dict(),
         "summary": {r: {m: {"mean": summary[r][m][0], "std": summary[r][m][1]} for m in methods} for r in rows},
-        "paired_vs_first": paired, "runs": results, "elapsed_s": time.perf_counter() - t0}, indent=2))
+        "paired_vs_first": paired, "runs": results,
+        "grid": [dict(g) for g in grid] if len(grid) > 1 else [],
+        "chosen_setting": {m: dict(grid[chosen[m]]) for m in methods} if len(grid) > 1 else {},
+        "grid_runs": ([{"method": m, "setting": dict(grid[g]), "runs": by_setting[m, g]}
+                       for m in methods for g in range(len(grid))] if len(grid) > 1 else []),
+        "elapsed_s": time.perf_counter() - t0}, indent=2))
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.json'} ({time.perf_counter() - t0:.0f}s)")
     return 0
 
@@ -362,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=3)
     c.add_argument("--metric", help="metric of the table (default: the task's primary metric)")
     c.add_argument("--out", help="folder for compare.csv, compare.json and the runs")
+    c.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
+                   help="tune every method alike: train each combination of these values (repeatable) and report "
+                        "each method at its best setting on the validation split, e.g. --grid "
+                        "train.labeled_per_batch=16,4 --grid model.dropout=0.1,0.3")
     c.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once in separate processes (default 1: one at a time, with step progress)")
     _add_run_args(c)

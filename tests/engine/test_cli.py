@@ -101,7 +101,31 @@ def test_compare_in_parallel_processes_gives_the_same_results(engine_cli, tmp_pa
             assert (tmp_path / "two" / f"{m}-seed{seed}" / "best.pt").is_file()
 
 
+def test_compare_with_a_grid_tunes_every_method_alike_on_validation(engine_cli, tmp_path):
+    out = tmp_path / "grid"
+    proc = engine_cli("compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1",
+                      "--grid", "train.labeled_per_batch=4,2", "--grid", "model.dropout=0.0,0.2", "--out", str(out),
+                      "--jobs", "2", *TINY_ARGS, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "per setting (* each method's choice)" in proc.stdout and "each method at its chosen setting" in proc.stdout
+    data = json.loads((out / "compare.json").read_text())
+    assert len(data["grid"]) == 4 and len(data["grid_runs"]) == 8
+    for m in ("robult", "supervised"):
+        cells = [c for c in data["grid_runs"] if c["method"] == m]
+        best = max(cells, key=lambda c: sum(r["val_score"] for r in c["runs"]))  # validation only
+        assert data["chosen_setting"][m] == best["setting"]
+        assert data["runs"][m] == best["runs"] and [r["seed"] for r in best["runs"]] == [0, 1]
+        g = data["grid"].index(best["setting"])
+        assert (out / f"{m}-seed1-g{g}" / "best.pt").is_file()
+        chosen_line = next(ln for ln in proc.stdout.splitlines()
+                           if ln.startswith("labeled_per_batch=" + str(best["setting"]["train.labeled_per_batch"]))
+                           and f"dropout={best['setting']['model.dropout']}" in ln)
+        assert "*" in chosen_line
+
+
 @pytest.mark.parametrize("args, message", [
+    (["compare", "--grid", "train.labeled_per_batch=99", "--batch-size", "16"], "--grid labeled_per_batch=99"),
+    (["compare", "--grid", "model.dropout"], "expected SECTION.FIELD=V1,V2"),
     (["train", "--method", "robust"], "invalid choice: 'robust'"),
     (["compare", "--methods", "robult,magic"], "unknown method 'magic'"),
     (["compare", "--jobs", "0"], "--jobs: must be at least 1"),
