@@ -134,15 +134,10 @@ class PredictionsPanel(QWidget):
                                 f"{html.escape(insp.prediction_text('subset'))}</b> · all modalities: "
                                 f"<b>{html.escape(insp.prediction_text('all'))}</b> — {verdict}{truth}")
         else:
-            self.header.setText(f"With <b>{used}</b>: <b style='font-size:large'>{self._name(insp, insp.pred)}</b> "
-                                f"(p = {style.fmt(p, 2)}) · all modalities: <b>{self._name(insp, insp.pred_all)}</b> "
+            self.header.setText(f"With <b>{used}</b>: <b style='font-size:large'>"
+                                f"{html.escape(insp.prediction_text('subset'))}</b> (p = {style.fmt(p, 2)}) · all "
+                                f"modalities: <b>{html.escape(insp.prediction_text('all'))}</b> "
                                 f"(p = {style.fmt(pa, 2)}) — {verdict}{truth}")
-
-    @staticmethod
-    def _name(insp, i: int) -> str:
-        if insp.task == "regression":
-            return "≥ 0" if i == 1 else "< 0"
-        return insp.class_names[i] if 0 <= i < len(insp.class_names) else "–"
 
     # --- export ---------------------------------------------------------------------------------------
     def plots(self) -> dict[str, pg.PlotWidget]:
