@@ -8,7 +8,6 @@ GUI thread and calls `show_sample`. Run alone: `python -m app.explorer.sample_pa
 from __future__ import annotations
 
 import html
-
 from pathlib import Path
 
 import numpy as np
