@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+from explorer_helpers import WAIT, bar_heights, dispose, show_explorer, wait_shown
 from robult_engine.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"data.dataset": "pid-synth", "data.synth_n_train": 200, "train.epochs": 2, "model.d_h": 32,
         "model.d_z": 16, "model.d_u": 8, "model.d_hidden": 32, "train.device": "cpu"}
-WAIT = 30_000
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -78,31 +78,6 @@ def engine_view(model, data, mask) -> dict[str, np.ndarray]:
             "rec": (out.h - out.h_rec).pow(2).mean(-1)[0].numpy()}
 
 
-def bar_heights(bars) -> np.ndarray:
-    return np.asarray(bars.opts["height"], dtype=float)
-
-
-def dispose(qtbot, *widgets):
-    """Shut a panel down and delete it now, collecting its reference cycles on this (the GUI) thread."""
-    import gc
-
-    import shiboken6
-    for w in widgets:
-        if not shiboken6.isValid(w):
-            continue  # pytest-qt closed and deleted it already (closeEvent shut it down)
-        w.shutdown()
-        w.close()
-        w.deleteLater()
-    qtbot.wait(10)
-    gc.collect()
-
-
-def wait_shown(qtbot, panel, timeout=WAIT):
-    """Wait until the panels show the state's newest generation."""
-    qtbot.waitUntil(lambda: panel.inspection is not None and panel.shown_generation == panel.state.generation,
-                    timeout=timeout)
-
-
 def check_panels(panel, model, mask, atol=1e-5):
     """Every panel shows the numbers of `mask` on the sample on screen, as the engine computes them."""
     want = engine_view(model, panel.sample.data, mask)
@@ -130,14 +105,7 @@ def check_panels(panel, model, mask, atol=1e-5):
 @pytest.fixture
 def explorer(qtbot, pid_runs):
     """A standalone ExplorerPanel on the tiny Robult run, showing test #0."""
-    from app.explorer.explorer_panel import ExplorerPanel
-    panel = ExplorerPanel()
-    qtbot.addWidget(panel)
-    panel.resize(1300, 850)
-    panel.show()
-    qtbot.waitExposed(panel)
-    panel.set_model(loaded(pid_runs["robult"]))
-    wait_shown(qtbot, panel)
+    panel = show_explorer(qtbot, loaded(pid_runs["robult"]))
     yield panel
     dispose(qtbot, panel)
 
@@ -292,13 +260,7 @@ def test_soft_pu_panel_shows_history_or_says_unavailable(qtbot, explorer, store)
 
 @pytest.fixture
 def avd_explorer(qtbot, avd_run):
-    from app.explorer.explorer_panel import ExplorerPanel
-    panel = ExplorerPanel()
-    qtbot.addWidget(panel)
-    panel.resize(1300, 850)
-    panel.show()
-    panel.set_model(loaded(avd_run))
-    wait_shown(qtbot, panel, timeout=60_000)
+    panel = show_explorer(qtbot, loaded(avd_run), timeout=60_000)
     yield panel
     dispose(qtbot, panel)
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from explorer_helpers import WAIT, bar_heights, show_explorer, wait_shown
 from robult_engine.config import RunConfig
 
-WAIT = 30_000
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"]
 
 
@@ -55,11 +55,6 @@ def task_run(request, tmp_path_factory) -> tuple[str, Path]:
     return request.param, _train(_manifest(root / "data", request.param), root / "run")
 
 
-def _shown(qtbot, panel):
-    qtbot.waitUntil(lambda: panel.inspection is not None and panel.shown_generation == panel.state.generation,
-                    timeout=WAIT)
-
-
 def _engine(model, data, mask, task):
     with torch.no_grad():
         m = torch.tensor([tuple(mask)]) & data.mask
@@ -70,41 +65,33 @@ def _engine(model, data, mask, task):
 
 
 def test_explorer_shows_multi_label_and_regression_outputs_for_every_subset(qtbot, task_run):
-    from app.explorer.explorer_panel import ExplorerPanel
     from app.explorer.standalone import loaded_from_checkpoint
     task, ckpt = task_run
-    panel = ExplorerPanel()
-    qtbot.addWidget(panel)
-    panel.resize(1300, 850)
-    panel.show()
-    qtbot.waitExposed(panel)
+    panel = show_explorer(qtbot, loaded_from_checkpoint(str(ckpt)))
     try:
-        panel.set_model(loaded_from_checkpoint(str(ckpt)))
-        _shown(qtbot, panel)
         model = panel.context.model
         assert panel.context.task == task
         names = panel.context.loaded.info.modality_names
         assert {s.kind for s in panel.context.loaded.info.modalities} == {"vector", "text"}
-        heights = lambda bars: np.asarray(bars.opts["height"], dtype=float)  # noqa: E731
         expected = [True, True]
         for i in (None, 0, 0, 1):  # all on, vector off, back on, text off
             if i is not None:
                 with qtbot.waitSignal(panel.sig_inspection_shown, timeout=WAIT):
                     panel.toggles.buttons[i].click()
                 expected[i] = not expected[i]
-                _shown(qtbot, panel)
+                wait_shown(qtbot, panel)
             probs, zn, un = _engine(model, panel.sample.data, expected, task)
-            np.testing.assert_allclose(heights(panel.predictions.bars_sub), probs, atol=1e-5)
-            np.testing.assert_allclose(heights(panel.latents.bars_z), zn, rtol=1e-5)
-            np.testing.assert_allclose(heights(panel.latents.bars_u), un, rtol=1e-5)
+            np.testing.assert_allclose(bar_heights(panel.predictions.bars_sub), probs, atol=1e-5)
+            np.testing.assert_allclose(bar_heights(panel.latents.bars_z), zn, rtol=1e-5)
+            np.testing.assert_allclose(bar_heights(panel.latents.bars_u), un, rtol=1e-5)
             header = panel.predictions.header.text()
             used = " + ".join(n for n, on in zip(names, expected) if on)
             assert used in header
             if task == "regression":
                 assert f"score <b>{probs[0]:+.3f}</b>" in header
-                assert len(heights(panel.predictions.bars_sub)) == 1
+                assert len(bar_heights(panel.predictions.bars_sub)) == 1
             else:  # the predicted label set: every label with p ≥ 0.5, outlined, and named in the header
-                assert len(heights(panel.predictions.bars_sub)) == len(panel.context.class_names)
+                assert len(bar_heights(panel.predictions.bars_sub)) == len(panel.context.class_names)
                 labels = [c for c, p in zip(panel.context.class_names, probs) if p >= 0.5]
                 assert "labels <b style='font-size:large'>{" + ", ".join(labels) + "}</b>" in header
                 outlined = [pen is not None for pen in panel.predictions.bars_sub.opts["pens"]]
@@ -133,10 +120,10 @@ def test_explorer_shows_multi_label_and_regression_outputs_for_every_subset(qtbo
         # browsing to other samples keeps working
         for _ in range(3):
             panel.sample_panel.next()
-        _shown(qtbot, panel)
+        wait_shown(qtbot, panel)
         assert panel.sample.ref.index == 3
         probs, _, _ = _engine(model, panel.sample.data, tuple(expected), task)
-        np.testing.assert_allclose(heights(panel.predictions.bars_sub), probs, atol=1e-5)
+        np.testing.assert_allclose(bar_heights(panel.predictions.bars_sub), probs, atol=1e-5)
     finally:
         panel.shutdown()  # stops its jobs; pytest-qt closes and deletes the widget
 
