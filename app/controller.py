@@ -33,10 +33,8 @@ Inference on the model while it trains (for the explorer)
 """
 from __future__ import annotations
 
-import gc
 import queue
 import threading
-import time
 import traceback
 import weakref
 from dataclasses import dataclass
@@ -45,7 +43,7 @@ from typing import Any, Callable
 
 import shiboken6
 import torch
-from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QThreadPool, QTimer, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from robult_engine.config import RunConfig
 from robult_engine.events import EpochEnded, Failed, Finished, StepEnded
@@ -54,62 +52,6 @@ from robult_engine.events import EpochEnded, Failed, Finished, StepEnded
 LIVE_THREADS: "weakref.WeakSet[QThread]" = weakref.WeakSet()
 # Threads that did not stop within the shutdown timeout: kept referenced (never garbage-collected while running).
 _STUBBORN: list[QThread] = []
-
-
-FULL_GC_EVERY_S = 60.0  # a full (generation 2) collection at most this often
-
-
-class _GuiThreadGC(QObject):
-    """Collects reference cycles on the GUI thread, from a QTimer, with automatic collection off.
-
-    Generations 0 and 1 follow Python's own thresholds; a full collection (which walks every object of the
-    process: torch, numpy, pyqtgraph...) runs at most every FULL_GC_EVERY_S seconds, and the objects that
-    exist once the app is up are frozen (`gc.freeze`), so a full collection only walks what came later."""
-
-    def __init__(self, interval_s: float) -> None:
-        super().__init__()
-        gc.collect()
-        gc.freeze()  # start-up objects: long-lived, never garbage; collections no longer walk them
-        gc.disable()
-        self._last_full = time.monotonic()
-        self.timer = QTimer(self)
-        self.timer.setInterval(int(interval_s * 1000))
-        self.timer.timeout.connect(self._on_timer_timeout)
-        self.timer.start()
-
-    @Slot()
-    def _on_timer_timeout(self) -> None:
-        gc.disable()  # (someone may have switched it back on)
-        c0, c1, c2 = gc.get_count()
-        t0, t1, t2 = gc.get_threshold()
-        if c0 <= t0:
-            return
-        generation = 0
-        if c1 > t1:
-            generation = 1
-            if c2 > t2 and time.monotonic() - self._last_full >= FULL_GC_EVERY_S:
-                generation = 2
-                self._last_full = time.monotonic()
-        gc.collect(generation)
-
-
-_GUI_GC: _GuiThreadGC | None = None
-
-
-def ensure_gui_thread_gc(interval_s: float = 0.1) -> None:
-    """Collect reference cycles on the GUI thread only (automatic collection off; a QTimer collects instead).
-    Call on the GUI thread before any training thread or pool job starts.
-
-    Why: the trainer's Python loop allocates a lot, so an automatic collection would often run on the training
-    thread and free dead Qt wrappers there (discarded widgets and plot items sit in cycles); their C++
-    destructors then take Qt's signal/slot locks off the GUI thread while asking for the GIL, and deadlock
-    against the GUI thread (seen: QObject::~QObject of a QAction on the GUI thread waiting for a mutex held by
-    the training thread, which waited for the GIL inside gc_collect_main)."""
-    global _GUI_GC
-    if _GUI_GC is not None and shiboken6.isValid(_GUI_GC):
-        gc.disable()  # (again: someone may have re-enabled it, e.g. a test fixture)
-        return
-    _GUI_GC = _GuiThreadGC(interval_s)
 
 
 class NoModelError(RuntimeError):
@@ -279,7 +221,6 @@ class TrainingController(QObject):
         self._requests: _RequestChannel | None = None
         self._model = None  # the model idle requests run on
         self.job: TrainingJob | None = None
-        ensure_gui_thread_gc()
         self.last_final_event: Finished | Failed | None = None
         app = QCoreApplication.instance()
         if app is not None:
@@ -471,7 +412,6 @@ def _hub() -> _JobHub:
         if app is None or QThread.currentThread() is not app.thread():
             raise RuntimeError("start_job must be called from the GUI thread of a running QApplication")
         _HUB = _JobHub()
-    ensure_gui_thread_gc()  # pool threads run Python too: no collection may start there
     return _HUB
 
 

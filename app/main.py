@@ -73,6 +73,8 @@ def build(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     app, window, store = build(argv)
+    from .background import gc_policy
+    gc_policy.install()  # cycles collected on the GUI thread only: why, in app/background/gc_policy.py
     window.show()
     if window.quit_after_ms > 0:
         from PySide6.QtCore import QTimer

@@ -714,6 +714,8 @@ def _main() -> int:  # pragma: no cover - manual check
 
     from robult_engine.data import load_dataset
     app = QApplication(sys.argv)
+    from .background import gc_policy
+    gc_policy.install()
     wiz = TrainingWizard(load_dataset, RunConfig())
     if wiz.exec():
         print(wiz.config().to_json())

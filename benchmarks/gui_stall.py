@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="1400x900", help="window size WxH")
     p.add_argument("--baseline-s", type=float, default=10.0,
                    help="first probe the idle window this long (the machine's own noise), 0 to skip")
+    p.add_argument("--gc-policy", choices=("on", "off"), default="on",
+                   help="on: the app's policy (app.main.main installs it: collections on the GUI thread only); "
+                        "off: Python's automatic collection on whatever thread allocates")
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.switch_interval > 0:
         argv_app += ["--switch-interval", str(args.switch_interval)]
     app, window, store = build(argv_app)
+    if args.gc_policy == "on":
+        from app.background import gc_policy
+        gc_policy.install()
     cfg = RunConfig().replace(**{"data.dataset": args.dataset})
     if args.epochs:
         cfg = cfg.replace(**{"train.epochs": args.epochs})
@@ -208,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_epoch": getattr(ev, "best_epoch", None),
         "best_val_score": getattr(ev, "best_score", None),
         "failed": str(final["failed"].message) if "failed" in final else None,
+        "gc_policy": args.gc_policy,
         "gc_collections": len(gc_times),
         "gc_max_ms": max((t for _, t in gc_times), default=None),
         "gc_gen2_count": sum(1 for g, _ in gc_times if g == 2),

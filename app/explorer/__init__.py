@@ -19,27 +19,7 @@ import weakref
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Slot
 from PySide6.QtGui import QAction, QKeySequence
 
-__all__ = ["ExplorerSuite", "install", "protect_bools"]
-
-
-def protect_bools() -> bool:
-    """The other half of `app.protect_none` (PySide6 6.12 on CPython < 3.12): emitting a Python-declared
-    signal whose arguments hold True or False (even inside a list, as pyqtgraph's ViewBox.sigRangeChanged
-    does on every setXRange / setYRange) lowers that bool's reference count by one, and the interpreter aborts
-    with "Fatal Python error: bool_dealloc" after a few thousand redraws (the toggle benchmark did). Giving
-    True and False a huge reference count makes them effectively immortal, as they are in 3.12."""
-    import sys
-    if sys.version_info >= (3, 12):
-        return False
-    import ctypes
-    for obj in (True, False):
-        ref = ctypes.c_ssize_t.from_address(id(obj))  # ob_refcnt is the first field of every PyObject
-        if ref.value < 1 << 40:
-            ref.value += 1 << 40
-    return True
-
-
-protect_bools()  # before any explorer plot exists
+__all__ = ["ExplorerSuite", "install"]
 
 
 class ExplorerSuite(QObject):

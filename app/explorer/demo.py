@@ -77,6 +77,8 @@ def run_panel_demo(panel_cls, fill: Callable, title: str, size: tuple[int, int] 
         del os.environ["QT_QPA_PLATFORM"]
     from PySide6.QtWidgets import QApplication
     app = QApplication.instance() or QApplication(sys.argv)
+    from app.background import gc_policy
+    gc_policy.install()
     panel = panel_cls()
     panel.setWindowTitle(title)
     panel.resize(*size)

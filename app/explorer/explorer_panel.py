@@ -389,6 +389,8 @@ def main() -> int:
 
     from .standalone import loaded_from_checkpoint
     app = QApplication.instance() or QApplication(sys.argv)
+    from app.background import gc_policy
+    gc_policy.install()
     panel = ExplorerPanel()
     panel.resize(1400, 900)
     if len(sys.argv) > 1:

@@ -9,9 +9,6 @@ from its own slot on the GUI thread. `shutdown()` cancels everything and waits (
 """
 from __future__ import annotations
 
-import contextlib
-import gc
-import sys
 import threading
 import traceback
 from typing import Any, Callable
@@ -24,45 +21,6 @@ from robult_engine.config import ConfigError
 from robult_engine.data.base import DataError
 
 EXPECTED_ERRORS = (DataError, CheckpointError, ConfigError, FileNotFoundError, PermissionError, ValueError)
-
-
-_gc_lock = threading.Lock()
-_gc_jobs = 0
-_gc_was_enabled = True
-
-
-@contextlib.contextmanager
-def gc_paused_in_worker():
-    """No cyclic garbage collection while a job's Python code runs on a worker thread.
-
-    A collection triggered on a worker thread may free Qt wrappers (pyqtgraph items, discarded widgets sit in
-    reference cycles) there; their C++ destructors then run off the GUI thread and can deadlock or crash
-    against it (seen: QObject::~QObject on a pool thread waiting for the GIL while the GUI thread waits for
-    that object's mutex). While any explorer job runs, automatic collection is off, so cycles are collected
-    on the GUI thread once the jobs are done. Inside the main window, `app.controller.ensure_gui_thread_gc`
-    (pyqtgraph's GarbageCollector) already keeps automatic collection off app-wide; this covers the panels
-    run on their own and never fights it.
-    """
-    global _gc_jobs, _gc_was_enabled
-    with _gc_lock:
-        if _gc_jobs == 0:
-            _gc_was_enabled = gc.isenabled()
-            gc.disable()
-        _gc_jobs += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_jobs -= 1
-            if _gc_jobs == 0 and _gc_was_enabled and not _gui_collector_active():
-                gc.enable()
-
-
-def _gui_collector_active() -> bool:
-    """The app's GUI-thread garbage collector (app.controller.ensure_gui_thread_gc) owns gc.enable/disable
-    once it runs: never re-enable automatic collection behind its back."""
-    ctl = sys.modules.get("app.controller")
-    return getattr(ctl, "_GUI_GC", None) is not None
 
 
 class JobCancelled(Exception):
@@ -104,8 +62,7 @@ class Job(QRunnable):
     def run(self) -> None:
         try:
             self.check()
-            with gc_paused_in_worker():
-                result = self._fn(self)
+            result = self._fn(self)
             self.check()
         except JobCancelled:
             self._runner.sig_job_cancelled.emit(self.job_id)

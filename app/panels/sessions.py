@@ -376,6 +376,8 @@ def _main() -> int:  # pragma: no cover - manual check
 
     from ..sessions import open_store
     app = QApplication(sys.argv)
+    from ..background import gc_policy
+    gc_policy.install()
     store, problem = open_store(sys.argv[1] if len(sys.argv) > 1 else None)
     if problem:
         print(problem)

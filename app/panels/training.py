@@ -443,6 +443,8 @@ def _demo() -> int:  # pragma: no cover - manual check
 
     from robult_engine.events import EpochEnded, StepEnded
     app = QApplication(sys.argv)
+    from ..background import gc_policy
+    gc_policy.install()
     buf = TrainingBuffers()
     buf.set_plan(12)
     panel = TrainingPanel(buf)

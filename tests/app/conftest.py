@@ -114,12 +114,20 @@ def dialogs(monkeypatch) -> DialogRecorder:
     return rec
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gui_thread_gc(qapp):
+    """The app's garbage-collection policy, installed once as `app.main.main` does: the tests run the window
+    under the same rules as the app (cycles collected on the GUI thread only; why: app/background/gc_policy.py)."""
+    from app.background import gc_policy
+    gc_policy.install()
+    yield
+
+
 @pytest.fixture(autouse=True)
 def no_thread_left(request):
     """FAIL the test if it leaves a QThread, a pool job or a Python thread running. Afterwards, collect garbage
-    here (no other thread runs now) and give back automatic collection, which the app switches off."""
+    here (no other thread runs now)."""
     import gc
-    gc_was_enabled = gc.isenabled()
     before = set(threading.enumerate())
     yield
     problems = []
@@ -143,8 +151,6 @@ def no_thread_left(request):
     if left:
         problems.append(f"Python threads still running: {[t.name for t in left]}")
     gc.collect()
-    if gc_was_enabled:
-        gc.enable()
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
 

@@ -39,8 +39,6 @@ def test_the_shared_window_api(qtbot, make_window):
     sub = w.get_bundle(DataConfig(dataset="pid-synth", synth_n_train=100, modalities=("m1",)))
     assert sub.info.modality_names == ("m1",)
     assert "MainWindow" in repr(type(w)) and hasattr(w, "sig_model_loaded") and hasattr(w, "sig_session_reopened")
-    import gc
-    assert not gc.isenabled()  # cycles are collected on the GUI thread only (see ensure_gui_thread_gc)
     qtbot.waitUntil(lambda: "Ready to train on pid-synth" in w.training_panel.status_panel.text, timeout=20_000)
     assert "pid-synth" in w.dataset_label.text()
 
@@ -204,14 +202,51 @@ def test_python_main_py_starts_and_quits_cleanly(tmp_path):
     assert (tmp_path / "env.sqlite").is_file()  # $ROBULT_STUDIO_DB was used
 
 
-def test_none_survives_pyside_void_calls(qtbot):
-    """PySide6 6.12 on Python 3.11 drops a reference to None on every void Qt call; `import app` guards it."""
-    import app
-    label = QLabel()
-    qtbot.addWidget(label)
-    before = sys.getrefcount(None)
-    for _ in range(20_000):
-        label.setText("x")
-    if sys.version_info < (3, 12):
-        assert app.protect_none() is True and sys.getrefcount(None) > 1 << 39
-    assert sys.getrefcount(None) >= before - 20_000
+REFCOUNT_PROBE = r"""
+import sys
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QApplication, QLabel
+
+class Emitter(QObject):
+    flag = Signal(bool)
+    payload = Signal(object)
+
+app = QApplication([])
+label = QLabel()
+emitter = Emitter()
+got = []
+emitter.flag.connect(got.append)
+emitter.payload.connect(got.append)
+for _ in range(100):  # warm-up: lazily created caches take their references now, not in the measured loop
+    label.setText("x"); emitter.flag.emit(True); emitter.payload.emit([True, False])
+got.clear()
+before = [sys.getrefcount(o) for o in (None, True, False)]
+for i in range(20_000):
+    label.setText("x")
+    emitter.flag.emit(i % 2 == 0)
+    emitter.payload.emit([True, False])
+n = len(got)
+got.clear()
+after = [sys.getrefcount(o) for o in (None, True, False)]
+print(n, *before, *after)
+"""
+
+
+def test_pyside_keeps_the_reference_counts_of_none_true_and_false():
+    """Regression test on the installed PySide6: PySide6 6.12.0 on CPython 3.11 drops one reference to None
+    on every void Qt call and one to True/False on every emission of a Python-declared signal carrying a bool
+    (even inside a list); the interpreter then aborts after minutes of plotting ("none_dealloc"). The app
+    does not patch the interpreter around it: pyproject excludes 6.12, and this test fails on a binding that
+    has the bug. In a fresh interpreter, 20,000 rounds of `QLabel.setText` plus a bool and a [True, False]
+    emission must leave each count within 50 of where it was: the bug moves it by 20,000 (None) and 40,000
+    (True, False), while the incidental references of a quiet interpreter (caches, the loop's own frame)
+    move it by a handful (0 measured on 6.11.3)."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    r = subprocess.run([sys.executable, "-c", REFCOUNT_PROBE], capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    n, *counts = (int(v) for v in r.stdout.split())
+    assert n == 40_000  # every emission was delivered
+    before, after = counts[:3], counts[3:]
+    for name, b, a in zip(("None", "True", "False"), before, after):
+        assert abs(a - b) <= 50, f"the reference count of {name} moved from {b} to {a}"

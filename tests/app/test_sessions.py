@@ -261,7 +261,7 @@ def test_killing_the_app_mid_training_keeps_finished_epochs_and_the_run_resumes(
         assert run.checkpoint_path and (tmp_path / run.checkpoint_path).is_file()
         kept = run.epochs_done
         with qtbot.waitSignal(w.controller.sig_step_ended, timeout=60_000) as first:
-            assert w.resume_run(run.id)
+            assert w.resume_run(run.id), w.training_panel.status_panel.text
         assert first.args[0].epoch >= kept - 1  # continues from last.pt, not from scratch
         with qtbot.waitSignal(w.controller.sig_stopped, timeout=60_000):
             w.stop_training()
