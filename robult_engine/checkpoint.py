@@ -1,4 +1,4 @@
-"""Checkpoints: a versioned dict of state dicts + the config as plain data (DESIGN.md §3).
+"""Checkpoints: a versioned dict of state dicts + the config as plain data.
 
 Written to a temporary file in the same folder and renamed (atomic), loaded with
 `torch.load(weights_only=True)`, which runs no pickled code: a file that tries is refused.
@@ -27,6 +27,25 @@ OPTIONAL = ("memory", "epoch", "metrics", "training_state")
 
 class CheckpointError(ValueError):
     """The file is not a usable Robult checkpoint; the message names the file and the reason."""
+
+
+class UntrustedCodeError(CheckpointError):
+    """The checkpoint's config names encoder code outside robult_engine (`model.encoders`), and the caller did
+    not trust it: nothing was imported. `.modules` lists the module names (for a dialog that names them),
+    `.source` is the checkpoint file (or the config field) that names them."""
+
+    def __init__(self, source: str, modules: list[str] | tuple[str, ...]) -> None:
+        self.source = str(source)
+        self.modules = list(modules)
+        names = ", ".join(self.modules)
+        super().__init__(
+            f"{self.source}: uses encoder code from outside Robult Studio (model.encoders): module"
+            f"{'s' if len(self.modules) > 1 else ''} {names}. Loading it would import and run that code, so "
+            f"nothing was imported. If you trust {names}, load it with --trust-code (robult eval, robult train "
+            f"--resume) or model_from_checkpoint(ckpt, trust_code=True).")
+
+    def __reduce__(self):  # picklable across processes despite the custom __init__
+        return (type(self), (self.source, self.modules))
 
 
 @dataclass
@@ -116,10 +135,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                       training_state=raw.get("training_state", {}))
 
 
-def model_from_checkpoint(ckpt: Checkpoint):
-    """Rebuild the trained model (eval mode, CPU) from a loaded checkpoint; strict about keys."""
+def untrusted_modules(ckpt: Checkpoint) -> list[str]:
+    """The modules outside robult_engine that rebuilding this checkpoint's model would import (its
+    `model.encoders` factories), sorted; [] for a model of built-in encoders only. Imports nothing."""
+    from .models.encoders import untrusted_modules as modules_of
+    try:
+        return modules_of(ckpt.config.model.encoders)
+    except ConfigError as e:
+        raise CheckpointError(f"{ckpt.path}: damaged checkpoint metadata ({e})") from None
+
+
+def require_trust(ckpt: Checkpoint, trust_code: bool) -> None:
+    """Raise `UntrustedCodeError` naming the modules when the checkpoint names outside code and `trust_code`
+    is false; do nothing otherwise. Imports nothing."""
+    modules = untrusted_modules(ckpt)
+    if modules and not trust_code:
+        raise UntrustedCodeError(ckpt.path, modules)
+
+
+def model_from_checkpoint(ckpt: Checkpoint, trust_code: bool = False):
+    """Rebuild the trained model (eval mode, CPU) from a loaded checkpoint; strict about keys.
+
+    A checkpoint whose `model.encoders` names code outside robult_engine raises `UntrustedCodeError` (with
+    `.modules`) before anything is imported, unless `trust_code` is true: opening a file never runs code the
+    user did not choose."""
     from .models.robult import build_model
-    model = build_model(ckpt.config.model, ckpt.info)
+    require_trust(ckpt, trust_code)
+    try:
+        model = build_model(ckpt.config.model, ckpt.info, rec_route=ckpt.config.loss.rec_route,
+                            trust_code=trust_code)
+    except ConfigError as e:  # a factory that is gone, fails or returns no module: name the file too
+        raise CheckpointError(f"{ckpt.path}: cannot rebuild the model ({e})") from None
     try:
         model.load_state_dict(ckpt.model_state, strict=True)
     except RuntimeError as e:

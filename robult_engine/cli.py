@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import METHODS, ConfigError, RunConfig
+from .config import METHODS, ConfigError, RunConfig, labeled_per_batch_for
 from .events import EpochEnded, Failed, Finished, StepEnded
 
 
@@ -37,12 +37,17 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dropout", type=float)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="any config field, e.g. --set model.d_z=32 (repeatable; value parsed as JSON)")
+    p.add_argument("--encoder", action="append", default=[], metavar="MODALITY=MODULE:FUNCTION",
+                   help="your own encoder for a modality (repeatable; sets model.encoders), e.g. "
+                        "--encoder audio=examples.transformer_encoder:make_encoder (docs/custom-encoders.md)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: leave the default)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def config_from_args(args: argparse.Namespace, method: str | None = None) -> RunConfig:
-    cfg = RunConfig()
+def config_from_args(args: argparse.Namespace, method: str | None = None, base: RunConfig | None = None
+                     ) -> RunConfig:
+    """The run's config: `base` (default: the defaults) or --config, then every flag given on top."""
+    cfg = base or RunConfig()
     if args.config:
         try:
             cfg = RunConfig.from_json(Path(args.config).read_text())
@@ -62,6 +67,8 @@ def config_from_args(args: argparse.Namespace, method: str | None = None) -> Run
         changes["data.modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
     if getattr(args, "seed", None) is not None:
         changes["seed"] = args.seed
+    if getattr(args, "encoder", None):
+        changes["model.encoders"] = tuple(e.strip() for e in args.encoder)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set {item}: expected SECTION.FIELD=VALUE")
@@ -75,8 +82,8 @@ def config_from_args(args: argparse.Namespace, method: str | None = None) -> Run
         changes["method"] = method
     cfg = cfg.replace(**changes)
     if "train.batch_size" in changes and "train.labeled_per_batch" not in changes:
-        cfg = cfg.replace(**{"train.labeled_per_batch": max(1, min(cfg.train.labeled_per_batch,
-                                                                    cfg.train.batch_size // 4))})
+        cfg = cfg.replace(**{"train.labeled_per_batch": labeled_per_batch_for(cfg.train.batch_size,
+                                                                               cfg.train.labeled_per_batch)})
     return cfg.validate()
 
 
@@ -133,7 +140,15 @@ def _set_threads(n: int) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import Trainer
     _set_threads(args.threads)
-    cfg = config_from_args(args, args.method)
+    base = None
+    if args.resume and not args.config:
+        # resuming continues the run as it was configured (its checkpoint's config; flags may change the
+        # schedule); encoder code that config names outside robult_engine runs only with --trust-code
+        from .checkpoint import load_checkpoint, require_trust
+        ckpt = load_checkpoint(args.resume)
+        require_trust(ckpt, args.trust_code)
+        base = ckpt.config
+    cfg = config_from_args(args, args.method, base=base)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     rank = int(os.environ.get("RANK", "0"))
     trainer = Trainer(cfg, callbacks=[ProgressPrinter(quiet=args.quiet)], out_dir=out, resume_from=args.resume)
@@ -170,7 +185,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_subsets, mean_over_subsets
     _set_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt, trust_code=args.trust_code)
     data_cfg = ckpt.config.data
     if args.dataset:
         data_cfg = ckpt.config.replace(**{"data.dataset": args.dataset}).data
@@ -406,7 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--method", default=None, choices=METHODS)
     t.add_argument("--seed", type=int, help="model seed")
     t.add_argument("--out", help="run folder (best.pt, last.pt, result.json)")
-    t.add_argument("--resume", help="resume from a run's last.pt")
+    t.add_argument("--resume", help="resume from a run's last.pt (its config, unless --config is given)")
+    t.add_argument("--trust-code", action="store_true",
+                   help="with --resume: import the encoder code outside robult_engine that the checkpoint names")
     _add_run_args(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on every modality subset")
@@ -414,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", help="evaluate on this dataset instead of the training one")
     e.add_argument("--split", default="test")
     e.add_argument("--json", help="also write the table as JSON")
+    e.add_argument("--trust-code", action="store_true",
+                   help="import the encoder code outside robult_engine that the checkpoint names (model.encoders); "
+                        "without it such a checkpoint is refused and nothing is imported")
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="several methods × seeds on identical data, labels and masks")

@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
-METHODS = (
-    "robult",
-    "robult-no-rec",
-    "robult-supcon",
-    "robult-no-pu",
-    "supervised",
-    "moddrop",
-    "self-training",
-    "robult-st",
-)
+from .methods import METHOD_NAMES
+
+METHODS = METHOD_NAMES  # the table of method specs lives in robult_engine/methods.py
+REC_ROUTES = ("projector", "branch", "full")
 KERNELS = ("rbf", "laplacian", "inverse-l2")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("single-label", "multi-label", "regression")
@@ -74,6 +69,13 @@ class DataConfig:
     seed: int = 0
     # Probability of dropping each modality of a training sample (beyond the paper; 0 keeps the paper setting).
     train_modality_dropout: float = 0.0
+    # Missing modalities in the training split, as a mechanism spec (robult_engine/missing.py), e.g. "mcar:0.3"
+    # (rates are fractions MISSING); "" keeps the data's own mask. Drawn once with the mask seed `seed`, so every
+    # method of a seed trains on the same incomplete samples.
+    train_missing: str = ""
+    # Add the dataset's `pool` split (AV-Digits: 1,317 real audio-only and image-only samples) to training as
+    # incomplete UNLABELED samples (their labels are never used; the labeled indices stay those of `train`).
+    train_pool: bool = False
     # PID-Synth only: number of training samples, and the bits of each information type.
     synth_n_train: int = 3000
     synth_redundant_bits: int = 1
@@ -91,6 +93,20 @@ class DataConfig:
                f"data.label_fraction: must be in (0, 1], got {self.label_fraction}")
         _check(0.0 <= self.train_modality_dropout < 1.0,
                f"data.train_modality_dropout: must be in [0, 1), got {self.train_modality_dropout}")
+        if self.train_missing:
+            from .missing import parse_missing
+            specs = parse_missing(self.train_missing, where="data.train_missing:")
+            _check(len(specs) == 1 and specs[0].mechanism not in ("subsets",),
+                   f"data.train_missing: {self.train_missing}: give one setting (not a grid, not 'subsets')")
+            if known_modalities is not None:
+                names = specs[0].modalities
+                unknown = [m for m in names if m not in known_modalities]
+                _check(not unknown, f"data.train_missing: {self.train_missing}: unknown modality "
+                       f"{unknown[0] if unknown else ''!r}; the dataset has {', '.join(known_modalities)}")
+                _check(specs[0].mechanism == "subset" or names or len(specs[0].rates) in (1, len(known_modalities))
+                       or specs[0].mechanism == "mnar-class",
+                       f"data.train_missing: {self.train_missing}: give one rate or one per modality "
+                       f"({len(known_modalities)}: {', '.join(known_modalities)})")
         _check(len(set(self.modalities)) == len(self.modalities), f"data.modalities: duplicates in {self.modalities}")
         if known_modalities is not None and self.modalities:
             unknown = [m for m in self.modalities if m not in known_modalities]
@@ -105,6 +121,30 @@ class DataConfig:
         _check(self.synth_noise >= 0, "data.synth_noise: must be >= 0")
         _check(0 <= self.synth_nuisance_bits <= 16, "data.synth_nuisance_bits: must be in 0..16")
         _check(2 <= self.synth_dim <= 1024, "data.synth_dim: must be in 2..1024")
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def parse_encoder_entries(entries: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`model.encoders` entries "modality=package.module:function" -> {modality: "package.module:function"}.
+
+    Checks the syntax only (never imports anything); the message names the entry and what is wrong."""
+    out: dict[str, str] = {}
+    for entry in entries:
+        name, sep, ref = str(entry).partition("=")
+        name, ref = name.strip(), ref.strip()
+        module, colon, func = ref.partition(":")
+        _check(bool(sep) and bool(name) and bool(colon),
+               f"model.encoders: {entry!r}: expected MODALITY=package.module:function, e.g. "
+               f"'audio=examples.transformer_encoder:make_encoder'")
+        _check(_DOTTED.fullmatch(module) is not None,
+               f"model.encoders: {entry!r}: {module!r} is not a module name (dotted Python identifiers)")
+        _check(_DOTTED.fullmatch(func) is not None,
+               f"model.encoders: {entry!r}: {func!r} is not a function name (a Python identifier)")
+        _check(name not in out, f"model.encoders: modality {name!r} is given twice")
+        out[name] = f"{module}:{func}"
+    return out
 
 
 @dataclass(frozen=True)
@@ -127,6 +167,11 @@ class ModelConfig:
     sequence_encoder: str = "conv"
     # Hashed n-gram text encoder: number of hash buckets.
     text_buckets: int = 2 ** 15
+    # Your own encoders, one "modality=package.module:function" entry per modality: the function is called as
+    # function(shape=..., d_h=..., dropout=...) and returns a torch.nn.Module mapping (input, lengths) to
+    # (B, d_h). Modalities not named keep the built-in encoder of their kind. Stored by name in checkpoints;
+    # a checkpoint naming code outside robult_engine imports it only when trusted (docs/custom-encoders.md).
+    encoders: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _check_types(self, "model")
@@ -139,6 +184,7 @@ class ModelConfig:
         _check(self.sequence_encoder in ("conv", "gru"),
                f"model.sequence_encoder: 'conv' or 'gru', got {self.sequence_encoder!r}")
         _check(self.text_buckets >= 16, "model.text_buckets: must be >= 16")
+        parse_encoder_entries(self.encoders)  # syntax only: nothing is imported here
 
 
 @dataclass(frozen=True)
@@ -147,6 +193,12 @@ class LossConfig:
     lambda_pu: float = 1.0
     # Weight of the latent reconstruction loss L_rec.
     lambda_rec: float = 1.0
+    # Which parameters L_rec trains (docs/method.md, "Latent reconstruction"): "branch" reaches the modality's
+    # own branch f_i, g_i, r_i against a detached, per-sample standardised H^i; "projector" only g_i and r_i
+    # (H^i detached as g_i's input too); "full" also lets the gradient through the standardised target.
+    rec_route: str = "branch"
+    # Weight of the difference term ‖Û^T Ẑ‖²_F (batch-centred, normalised U^i and Z^i); 0 disables it.
+    lambda_diff: float = 0.0
     # Temperature τ of the contrastive softmax.
     tau: float = 0.1
     # Kernel turning the distance to the class prototype into the soft weight κ.
@@ -166,6 +218,9 @@ class LossConfig:
         _check_types(self, "loss")
         _check(self.lambda_pu >= 0, f"loss.lambda_pu: must be >= 0, got {self.lambda_pu}")
         _check(self.lambda_rec >= 0, f"loss.lambda_rec: must be >= 0, got {self.lambda_rec}")
+        _check(self.rec_route in REC_ROUTES,
+               f"loss.rec_route: one of {', '.join(REC_ROUTES)}, got {self.rec_route!r}")
+        _check(self.lambda_diff >= 0, f"loss.lambda_diff: must be >= 0, got {self.lambda_diff}")
         _check(self.tau > 0, f"loss.tau: the temperature must be > 0, got {self.tau}")
         _check(self.kernel in KERNELS, f"loss.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
         _check(self.bandwidth is None or self.bandwidth > 0,
@@ -174,6 +229,11 @@ class LossConfig:
         _check(0.0 < self.st_threshold <= 1.0, "loss.st_threshold: must be in (0, 1]")
         _check(0.0 <= self.st_warmup < 1.0, "loss.st_warmup: must be in [0, 1)")
         _check(0.0 <= self.moddrop_p < 1.0, "loss.moddrop_p: must be in [0, 1)")
+
+
+def labeled_per_batch_for(batch_size: int, labeled_per_batch: int) -> int:
+    """The labeled share of a batch after its size changed: at most a quarter of the batch, at least 1."""
+    return max(1, min(labeled_per_batch, batch_size // 4)) if batch_size >= 2 else 1
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def encode_split(model: RobultModel, split: SplitData, batch_size: int = 512,
             if with_latents:
                 zs.append(out.z.float().cpu())
                 us.append(out.u.float().cpu())
-                errs.append((out.h.float() - out.h_rec.float()).pow(2).mean(-1).cpu())
+                errs.append(out.rec_error().cpu())
     finally:
         model.train(was_training)
     n, m = len(split), split.mask.shape[1]
@@ -73,8 +73,12 @@ def encode_split(model: RobultModel, split: SplitData, batch_size: int = 512,
 
 
 def subset_logits(enc: EncodedSplit, subset_mask: tuple[bool, ...] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (N, C), rows (N,) bool where at least one modality of the subset is present in the data)."""
-    sm = torch.as_tensor(subset_mask, dtype=torch.bool)[None, :]  # (1, M)
+    """(logits (N, C), rows (N,) bool where at least one modality of the subset is present in the data).
+
+    `subset_mask` is one subset for every sample (M,) or a mask per sample (N, M), e.g. a missing-modality
+    mechanism's draw (robult_engine.missing); either way it is combined with the data's own mask."""
+    sm = torch.as_tensor(subset_mask, dtype=torch.bool)
+    sm = sm[None, :] if sm.dim() == 1 else sm  # (1, M) or (N, M)
     eff = enc.mask & sm  # (N, M)
     return combine_logits(enc.logits_mod, eff), eff.any(1)
 

@@ -5,6 +5,17 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class Started:
+    """Sent once, after set-up and before the first step (also when a run resumes)."""
+    labeled_indices: tuple[int, ...]  # indices into the training split that keep their labels
+    n_train: int  # training samples
+    steps_per_epoch: int
+    total_steps: int  # planned steps of the whole run
+    start_epoch: int  # 0 for a new run, the next epoch for a resumed one
+    device: str  # "cpu", "cuda", "cuda:1"
+
+
+@dataclass(frozen=True)
 class StepEnded:
     epoch: int  # 0-based
     step: int  # step within the epoch, 0-based
@@ -56,4 +67,4 @@ class Failed:
     checkpoint_path: str = ""  # the best checkpoint written before the failure, if any
 
 
-Event = StepEnded | EpochEnded | Finished | Failed
+Event = Started | StepEnded | EpochEnded | Finished | Failed

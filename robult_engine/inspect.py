@@ -124,7 +124,7 @@ def encode_sample(model: RobultModel, sample: SplitData | Batch) -> SampleEncodi
     lengths = {k: v.to(dev) for k, v in sample.lengths.items()}
     with _eval_mode(model):
         out = model(inputs, lengths, full, with_fusion=True, with_reconstruction=True)
-    rec = (out.h.float() - out.h_rec.float()).pow(2).mean(-1)  # (1, M)
+    rec = out.rec_error()  # (1, M)
     return SampleEncoding(
         modality_names=tuple(model.modality_names), present=sample.mask[0].bool().cpu().clone(),
         logits_mod=out.logits_mod[0].float().cpu(), z=out.z[0].float().cpu(), u=out.u[0].float().cpu(),

@@ -239,16 +239,41 @@ def pu_contrastive_loss(anchors: torch.Tensor, candidates: torch.Tensor, cand_ma
 # ----------------------------------------------------------------------------------------------------------
 
 
-def reconstruction_loss(h: torch.Tensor, h_rec: torch.Tensor, mask: torch.Tensor,
+def reconstruction_loss(target: torch.Tensor, h_rec: torch.Tensor, mask: torch.Tensor,
                         denom: float | torch.Tensor | None = None) -> torch.Tensor:
-    """L_rec = Σ_j Σ_{i present} ‖sg(H^i_j) − Ĥ^i_j‖² / d_h / denom, Ĥ^i = r_i([g_i(sg H^i), sg Z^i]).
+    """L_rec = Σ_j Σ_{i present} ‖T^i_j − Ĥ^i_j‖² / d_h / denom (docs/method.md, "Latent reconstruction").
 
-    The squared norm is divided by d_h (a mean over features) so λ_rec does not depend on the latent width.
-    The stop-gradients on the path into Ĥ live in RobultModel.heads; here H is detached as the target.
-    h, h_rec: (B, M, d_h); mask: (B, M) bool. denom defaults to B (the mean over samples).
+    T is the route's target as the model made it (`ModelOutput.rec_target`: sg H^i, sg n(H^i) or n(H^i)); it
+    is used as given, so the route alone decides whether the target carries a gradient. The squared norm is
+    divided by d_h (a mean over features) so λ_rec does not depend on the latent width.
+    target, h_rec: (B, M, d_h); mask: (B, M) bool. denom defaults to B (the mean over samples).
     """
-    err = (h.detach().float() - h_rec.float()).pow(2).mean(-1)  # (B, M)
+    err = (target.float() - h_rec.float()).pow(2).mean(-1)  # (B, M)
     total = (err * mask.to(err.dtype)).sum()
     if denom is None:
-        denom = max(h.shape[0], 1)
+        denom = max(target.shape[0], 1)
     return total / denom
+
+
+def difference_loss(u: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """L_diff = mean_i mean_{a,b} (Û^iᵀ Ẑ^i)²_{ab}: soft orthogonality of the unique and redundant latents.
+
+    Û^i, Ẑ^i: the present rows of U^i and Z^i, centred over the batch, then each row L2-normalised (MISA's
+    difference loss). It is small when no direction of U^i co-varies with a direction of Z^i over the batch,
+    i.e. when U^i holds what Z^i does not. u: (B, M, d_u), z: (B, M, d_z), mask: (B, M) bool -> scalar.
+    Modalities with fewer than two present rows in the batch are skipped (a centred single row is zero).
+    """
+    terms = []
+    for i in range(u.shape[1]):
+        rows = mask[:, i]
+        if int(rows.sum()) < 2:
+            continue
+        ui, zi = u[rows, i].float(), z[rows, i].float()  # (B_i, d_u), (B_i, d_z)
+        ui = ui - ui.mean(0, keepdim=True)
+        zi = zi - zi.mean(0, keepdim=True)
+        ui = ui / ui.norm(dim=1, keepdim=True).clamp(min=eps)
+        zi = zi / zi.norm(dim=1, keepdim=True).clamp(min=eps)
+        terms.append((ui.T @ zi).pow(2).mean())  # (d_u, d_z) -> scalar
+    if not terms:
+        return u.sum() * 0.0
+    return torch.stack(terms).mean()

@@ -24,14 +24,15 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
 from .data.base import Batch, DataError, DatasetBundle, check_finite, make_batch
 from .evaluation import autocast_ctx, encode_split, metrics_from_encoded, selection_score
-from .events import EpochEnded, Event, Failed, Finished, StepEnded
-from .losses import (PrototypeMemory, contrastive_classes, modality_dropout_mask, pseudo_classes,
+from .events import EpochEnded, Event, Failed, Finished, Started, StepEnded
+from .losses import (PrototypeMemory, contrastive_classes, difference_loss, modality_dropout_mask, pseudo_classes,
                      pu_contrastive_loss, reconstruction_loss, soft_kappa, soft_pu_weights, supcon_weights,
                      supervised_loss)
+from .methods import method_spec
 from .models.robult import RobultModel, build_model, combine_logits
+from .missing import soft_pu_points
 from .semisup import SemiSupervisedSampler, labeled_indices
 
-ROBULT_FAMILY = ("robult", "robult-no-rec", "robult-supcon", "robult-no-pu", "robult-st")
 HIST_EDGES = tuple(i / 20 for i in range(21))
 
 
@@ -71,7 +72,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, bundle: DatasetBundle | None = None, *,
                  callbacks: Iterable[Callable[[Event], None]] = (), should_stop: Callable[[], bool] | None = None,
                  out_dir: str | Path | None = None, resume_from: str | Path | None = None,
-                 eval_batch_size: int = 512) -> None:
+                 eval_batch_size: int = 512, trust_code: bool = True) -> None:
         self.cfg = cfg
         self.bundle = bundle
         self.callbacks = list(callbacks)
@@ -79,6 +80,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self.eval_batch_size = eval_batch_size
+        # import the encoder factories the config names (model.encoders): a config the user wrote or chose is
+        # their choice of code; pass False to refuse code outside robult_engine (UntrustedCodeError)
+        self.trust_code = trust_code
         self.model: RobultModel | None = None
         self.device = torch.device("cpu")
         self.dist = D.DistInfo()
@@ -115,7 +119,7 @@ class Trainer:
             if name not in self.bundle.splits or len(self.bundle.splits[name]) == 0:
                 raise DataError(f"{info.name}: the {name} split is empty")
             check_finite(self.bundle.splits[name], name, info.name)
-        self.train_split = self.bundle.splits["train"]
+        self.train_split = self._training_split(self.bundle)  # data.train_missing and data.train_pool applied
         self.val_split = self.bundle.splits["val"]
         self.task = info.task
         n = len(self.train_split)
@@ -136,15 +140,17 @@ class Trainer:
         if ckpt is not None:
             self.labeled_idx = ckpt.labeled_indices.long()
         else:
-            self.labeled_idx = labeled_indices(self.train_split.target, self.task, cfg.data.label_fraction,
-                                               cfg.data.seed)
+            # drawn on the data's train split alone: a pool appended by data.train_pool is never labeled
+            self.labeled_idx = labeled_indices(self.bundle.splits["train"].target, self.task,
+                                               cfg.data.label_fraction, cfg.data.seed)
         self.is_labeled = torch.zeros(n, dtype=torch.bool)
         self.is_labeled[self.labeled_idx] = True
         self.sampler = SemiSupervisedSampler(n, self.labeled_idx, cfg.train.batch_size,
                                              cfg.train.labeled_per_batch, cfg.data.seed)
 
         seed_everything(cfg.seed)
-        self.model = build_model(cfg.model, info).to(self.device)
+        self.model = build_model(cfg.model, info, rec_route=cfg.loss.rec_route,
+                                 trust_code=self.trust_code).to(self.device)
         n_protos = 2 if self.task == "regression" else info.num_outputs
         self.memory = PrototypeMemory(n_protos, cfg.model.d_z, cfg.loss.prototype_momentum).to(self.device)
         self.net = (DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -161,6 +167,27 @@ class Trainer:
         self.bad_epochs = 0
         if ckpt is not None:
             self._restore(ckpt)
+
+    def _training_split(self, bundle: DatasetBundle):
+        """The data's train split with `data.train_missing` applied to its mask (drawn once, with the data seed as
+        the mask seed, so every method of a seed sees the same incomplete samples) and, with `data.train_pool`,
+        the dataset's `pool` split appended as unlabeled samples (after the train rows, so labeled indices keep
+        pointing into `train`; the pool's own labels are never used). train_missing does not touch the pool."""
+        cfg = self.cfg.data
+        train = bundle.splits["train"]
+        if cfg.train_missing:
+            from .missing import apply_mask, draw_mask, parse_missing
+            spec = parse_missing(cfg.train_missing, where="data.train_missing:")[0]
+            train = apply_mask(train, draw_mask(train, bundle.info, spec, cfg.seed))
+        if cfg.train_pool:
+            from .missing import concat_splits
+            pool = bundle.splits.get("pool")
+            if pool is None or len(pool) == 0:
+                raise ConfigError(f"data.train_pool: {bundle.info.name} has no pool split of incomplete samples "
+                                  f"(its splits: {', '.join(bundle.splits)})")
+            check_finite(pool, "pool", bundle.info.name)
+            train = concat_splits(train, pool)
+        return train
 
     def _restore(self, ckpt) -> None:
         ts = ckpt.training_state
@@ -185,11 +212,11 @@ class Trainer:
         `batch` holds this process's rows; denominators are global so gradients match a one-process run.
         """
         cfg, task, di = self.cfg, self.task, self.dist
-        method = cfg.method
+        spec = method_spec(cfg.method)
         mask = batch.mask
-        robult_like = method in ROBULT_FAMILY
-        lam_pu = cfg.loss.lambda_pu if method in ("robult", "robult-no-rec", "robult-supcon", "robult-st") else 0.0
-        lam_rec = cfg.loss.lambda_rec if method in ("robult", "robult-supcon", "robult-no-pu", "robult-st") else 0.0
+        lam_pu = cfg.loss.lambda_pu if spec.contrastive != "none" else 0.0
+        lam_rec = cfg.loss.lambda_rec if spec.uses_rec else 0.0
+        lam_diff = cfg.loss.lambda_diff if spec.uses_rec else 0.0
         out = self.net(batch.inputs, batch.lengths, mask, with_fusion=True, with_reconstruction=lam_rec > 0)
 
         labeled = batch.labeled
@@ -199,9 +226,9 @@ class Trainer:
         after_warmup = epoch >= int(cfg.train.epochs * cfg.loss.st_warmup)
 
         pu = None
-        if robult_like and (lam_pu > 0 or method == "robult-st"):
+        if spec.needs_soft_pu_terms and (lam_pu > 0 or spec.pseudo_labels == "kappa"):
             pu = self._soft_pu_terms(out, batch, stats)
-        if method == "self-training" and after_warmup:
+        if spec.pseudo_labels == "confident" and after_warmup:
             # confident fused predictions of unlabeled samples become their targets
             with torch.no_grad():
                 conf, pseudo = self._confident_pseudo(out.logits.detach())
@@ -209,7 +236,7 @@ class Trainer:
             target = torch.where(take.view(-1, *([1] * (target.dim() - 1))), pseudo.to(target.dtype), target)
             weight = weight + take.float()
             stats["st_taken"] = stats.get("st_taken", 0) + int(take.sum())
-        if method == "robult-st" and after_warmup:
+        if spec.pseudo_labels == "kappa" and after_warmup:
             # beyond the paper: unlabeled samples train the classifiers on their pseudo-label ỹ = c_0(S),
             # weighted by their soft weight κ (how close they lie to the labeled prototype of that class)
             kappa_local, pseudo_local = pu["kappa_local"], pu["pseudo_local"]
@@ -219,7 +246,7 @@ class Trainer:
             target = torch.where(take.view(-1, *([1] * (target.dim() - 1))), pseudo_local.to(target.dtype), target)
             weight = weight + take.float() * kappa_local
         denom_sup = D.all_reduce_sum(weight.sum().detach(), di).clamp(min=1.0)
-        if method == "moddrop":
+        if spec.moddrop:
             # the late-fusion prediction trained under random modality dropout, plus the fused head
             drop = self._drop_mask_local(mask)
             logits_mod = combine_logits(out.logits_mod, drop).unsqueeze(1)  # (B, 1, C)
@@ -232,9 +259,15 @@ class Trainer:
             losses["pu"] = pu_contrastive_loss(pu["anchors"], pu["candidates"], pu["cand_mask"], pu["weights"],
                                                cfg.loss.tau, pu["anchor_valid"], denom=pu["denom"])
         if lam_rec > 0:
-            losses["rec"] = reconstruction_loss(out.h, out.h_rec, out.mask, denom=float(mask.shape[0] * di.world))
+            losses["rec"] = reconstruction_loss(out.rec_target, out.h_rec, out.mask,
+                                                denom=float(mask.shape[0] * di.world))
+        if lam_diff > 0:
+            # Z^i detached: like L_rec, the difference term trains the modality's own branch, not g_0. Under
+            # data parallel it is computed on each process's share of the batch (its centring is per process).
+            losses["diff"] = difference_loss(out.u, out.z.detach(), out.mask)
 
-        total = losses["sup"] + lam_pu * losses.get("pu", 0.0) + lam_rec * losses.get("rec", 0.0)
+        total = (losses["sup"] + lam_pu * losses.get("pu", 0.0) + lam_rec * losses.get("rec", 0.0)
+                 + lam_diff * losses.get("diff", 0.0))
         losses["total"] = total
         return losses
 
@@ -250,16 +283,20 @@ class Trainer:
         lab_all = D.gather(labeled, di)
         valid_all = D.gather(out.s_valid, di)
         cls_all = contrastive_classes(D.gather(batch.target, di), task)
-        pseudo_all = pseudo_classes(D.gather(out.logits_fused.detach().float(), di), task)
+        # an incomplete sample has no S: its κ point and pseudo-class come from its present modalities
+        kappa_points, pseudo_logits = soft_pu_points(s_n, z_n, mask_all, valid_all,
+                                                     D.gather(out.logits_fused.detach().float(), di),
+                                                     D.gather(out.logits.detach().float(), di))
+        pseudo_all = pseudo_classes(pseudo_logits, task)
         lab_b = lab_all.view(-1, *([1] * (cls_all.dim() - 1)))
         cls_tilde = torch.where(lab_b, cls_all.to(pseudo_all.dtype), pseudo_all)
         # the memory of labeled prototypes first sees this batch's labeled anchors (identical on all processes)
         self.memory.update(s_n.detach()[lab_all & valid_all], cls_all[lab_all & valid_all])
         b_local = out.s.shape[0]
         rows = torch.arange(b_local, device=s_all.device) + di.rank * b_local
-        kappa, _sigma = soft_kappa(s_n.detach(), cls_tilde, self.memory.protos, self.memory.seen,
+        kappa, _sigma = soft_kappa(kappa_points, cls_tilde, self.memory.protos, self.memory.seen,
                                    cfg.loss.kernel, cfg.loss.bandwidth)
-        if cfg.method == "robult-supcon":
+        if method_spec(cfg.method).contrastive == "supcon":
             w = supcon_weights(cls_all, lab_all, rows)
             anchor_valid = out.s_valid & labeled
         else:
@@ -305,6 +342,9 @@ class Trainer:
         t0 = time.perf_counter()
         try:
             self.setup()
+            self.emit(Started(labeled_indices=tuple(int(i) for i in self.labeled_idx.tolist()),
+                              n_train=len(self.train_split), steps_per_epoch=self.sampler.steps_per_epoch,
+                              total_steps=self.total_steps, start_epoch=self.start_epoch, device=str(self.device)))
             final = self._loop(t0)
         except TrainingFailed as e:
             final = Failed(str(e), e.kind, e.epoch, self.best_path)

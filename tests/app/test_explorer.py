@@ -63,7 +63,7 @@ def avd_run(tmp_path_factory) -> Path:
 
 
 def loaded(path, run_id=None):
-    from app.explorer.standalone import loaded_from_checkpoint
+    from app.views.explorer.standalone import loaded_from_checkpoint
     return loaded_from_checkpoint(str(path), run_id)
 
 
@@ -75,7 +75,7 @@ def engine_view(model, data, mask) -> dict[str, np.ndarray]:
     return {"probs": torch.softmax(out.logits[0], -1).numpy(), "used": tuple(m[0].tolist()),
             "z_norm": out.z[0].norm(dim=-1).numpy(), "u_norm": out.u[0].norm(dim=-1).numpy(),
             "mod_probs": torch.softmax(out.logits_mod[0], -1).numpy(),
-            "rec": (out.h - out.h_rec).pow(2).mean(-1)[0].numpy()}
+            "rec": out.rec_error()[0].numpy()}
 
 
 def check_panels(panel, model, mask, atol=1e-5):
@@ -379,13 +379,13 @@ def test_a_file_type_the_model_does_not_take_is_refused(qtbot, explorer, tmp_pat
 
 
 def _run_refs(pid_runs):
-    from app.explorer.robustness import RunRef
+    from app.views.explorer.robustness import RunRef
     return [RunRef(i + 1, f"#{i + 1} {m}", m, str(p)) for i, (m, p) in enumerate(pid_runs.items())]
 
 
 @pytest.fixture
 def robustness(qtbot, pid_runs):
-    from app.explorer.robustness_panel import RobustnessPanel
+    from app.views.explorer.robustness_panel import RobustnessPanel
     panel = RobustnessPanel()
     qtbot.addWidget(panel)
     panel.resize(1000, 600)
@@ -424,7 +424,7 @@ def test_robustness_matrix_equals_evaluate_subsets(robustness, pid_runs):
 def test_clicking_a_cell_lists_flips_and_opens_one_in_the_explorer(qtbot, robustness, explorer):
     from PySide6.QtCore import QPoint, Qt
     robustness.sig_open_sample.connect(
-        lambda split, i, mask: explorer.open_sample(__import__("app.explorer.state", fromlist=["SampleRef"])
+        lambda split, i, mask: explorer.open_sample(__import__("app.core.explorer_state", fromlist=["SampleRef"])
                                                     .SampleRef.dataset(split, i), mask))
     r = robustness.result
     col = 0
@@ -458,7 +458,7 @@ def pg_point(x, y):
 
 
 def test_robustness_can_be_cancelled(qtbot, pid_runs):
-    from app.explorer.robustness_panel import RobustnessPanel
+    from app.views.explorer.robustness_panel import RobustnessPanel
     panel = RobustnessPanel()
     qtbot.addWidget(panel)
     refs = _run_refs(pid_runs) * 30  # long enough to be cancelled on the way
@@ -473,7 +473,7 @@ def test_robustness_can_be_cancelled(qtbot, pid_runs):
 
 
 def test_robustness_skips_runs_on_other_data(qtbot, pid_runs, tmp_path):
-    from app.explorer.robustness import RunRef, compute_robustness
+    from app.views.explorer.robustness import RunRef, compute_robustness
     from robult_engine.data import load_dataset
     other = _train(tiny_cfg("robult", **{"data.seed": 5}), tmp_path / "other")
     bad = tmp_path / "bad.pt"
@@ -494,7 +494,7 @@ def test_robustness_skips_runs_on_other_data(qtbot, pid_runs, tmp_path):
 def test_latent_view_colours_and_click_opens_the_sample(qtbot, explorer):
     from PySide6.QtCore import QPoint, Qt
 
-    from app.explorer.latent_view import LatentViewPanel
+    from app.views.explorer.latent_view import LatentViewPanel
     from robult_engine.evaluation import encode_split
     from robult_engine.inspect import latent_points
     lv = LatentViewPanel()
@@ -503,7 +503,7 @@ def test_latent_view_colours_and_click_opens_the_sample(qtbot, explorer):
     lv.show()
     qtbot.waitExposed(lv)
     lv.sig_open_sample.connect(lambda split, i: explorer.open_sample(
-        __import__("app.explorer.state", fromlist=["SampleRef"]).SampleRef.dataset(split, i)))
+        __import__("app.core.explorer_state", fromlist=["SampleRef"]).SampleRef.dataset(split, i)))
     with qtbot.waitSignal(lv.sig_points_ready, timeout=WAIT):
         lv.set_context(explorer.context.loaded, explorer.context.bundle)
     test = explorer.context.bundle.splits["test"]
@@ -734,7 +734,7 @@ def test_inspecting_the_model_that_is_training_runs_on_the_training_thread(qtbot
 def test_each_panel_module_runs_alone(module, tmp_path):
     shot = tmp_path / f"{module}.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "ROBULT_DEMO_SCREENSHOT": str(shot)}
-    r = subprocess.run([sys.executable, "-m", f"app.explorer.{module}"], cwd=REPO, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", f"app.views.explorer.{module}"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     from PIL import Image

@@ -59,7 +59,7 @@ def test_recombine_matches_model_for_every_subset(trained):
             np.testing.assert_allclose(got.ratio, got.u_norm / got.z_norm, rtol=1e-6)
             np.testing.assert_allclose(got.mod_probs, torch.softmax(out.logits_mod[0], -1).numpy(), rtol=1e-5,
                                        atol=1e-6)
-            rec = (out.h - out.h_rec).pow(2).mean(-1)[0].numpy()
+            rec = out.rec_error()[0].numpy()
             np.testing.assert_allclose(got.rec_err, rec, rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(got.delta, got.probs - got.probs_all, atol=1e-12)
         full = insp.inspect((True,) * info.num_modalities)

@@ -308,13 +308,45 @@ def test_reconstruction_loss_by_hand():
     mask = torch.tensor([[True, False], [True, True]])
     # squared errors averaged over d_h = 2: (1 + 0)/2 = 0.5, (masked), (4 + 0)/2 = 2, (0 + 1)/2 = 0.5
     # sum 3, mean over B = 2 samples: 1.5
-    got = reconstruction_loss(h, h_rec, mask)
+    got = reconstruction_loss(h.detach(), h_rec, mask)
     assert close(got, 1.5)
-    assert close(reconstruction_loss(h, h_rec, mask, denom=6.0), 0.5)
+    assert close(reconstruction_loss(h.detach(), h_rec, mask, denom=6.0), 0.5)
     got.backward()
-    assert h.grad is None, "the target H is a stop-gradient"
+    assert h.grad is None, "a detached target gets no gradient"
     # ∂/∂Ĥ = 2(Ĥ − H)/d_h/B on present entries: (−1, 0)/2 for [0,0]; masked [0,1] gets 0
     assert close(h_rec.grad[0, 0], [-0.5, 0.0]) and close(h_rec.grad[0, 1], [0.0, 0.0])
+    # a target that carries a gradient (the "full" route) gets the opposite one: ∂/∂T = 2(T − Ĥ)/d_h/B
+    h_rec.grad = None
+    reconstruction_loss(h, h_rec, mask).backward()
+    assert close(h.grad[0, 0], [0.5, 0.0]) and close(h.grad[0, 1], [0.0, 0.0])
+    assert close(h.grad[1, 0], [1.0, 0.0]) and close(h.grad[1, 1], [0.0, 0.5])
+
+
+def test_standardise_features_by_hand():
+    from robult_engine.models.robult import standardise_features
+    h = torch.tensor([[1.0, 3.0], [2.0, 2.0], [0.0, 4.0]])
+    # row 0: mean 2, var 1 -> (-1, 1)/sqrt(1 + eps); row 1: var 0 -> zeros; row 2: mean 2, var 4 -> (-1, 1)
+    got = standardise_features(h, eps=0.0 + 1e-12)
+    assert close(got[0], [-1.0, 1.0], 1e-5) and close(got[1], [0.0, 0.0]) and close(got[2], [-1.0, 1.0], 1e-5)
+    # scale-free: shrinking H does not change the target
+    assert close(standardise_features(h[:1] * 0.01, eps=1e-12), got[:1], 1e-4)
+
+
+def test_difference_loss_by_hand():
+    from robult_engine.losses import difference_loss
+    # one modality, 2 rows: U = [[1], [3]] -> centred [[-1], [1]] -> normalised [[-1], [1]];
+    # Z = [[0, 2], [2, 0]] -> centred [[-1, 1], [1, -1]] -> normalised rows [[-1, 1], [1, -1]] / sqrt 2
+    # Ûᵀ Ẑ = [-1, 1] @ [[-1, 1], [1, -1]] / sqrt 2 = [2, -2] / sqrt 2 -> squares [2, 2], mean 2
+    u = torch.tensor([[[1.0]], [[3.0]]])
+    z = torch.tensor([[[0.0, 2.0]], [[2.0, 0.0]]])
+    mask = torch.ones(2, 1, dtype=torch.bool)
+    assert close(difference_loss(u, z, mask), 2.0, 1e-5)
+    # orthogonal over the batch: U varies along rows where Z does not co-vary -> 0
+    u2 = torch.tensor([[[1.0]], [[-1.0]], [[1.0]], [[-1.0]]])
+    z2 = torch.tensor([[[1.0]], [[1.0]], [[-1.0]], [[-1.0]]])
+    assert close(difference_loss(u2, z2, torch.ones(4, 1, dtype=torch.bool)), 0.0, 1e-6)
+    # a modality with fewer than two present rows is skipped; none left gives 0 (not NaN)
+    assert close(difference_loss(u, z, torch.tensor([[True], [False]])), 0.0)
 
 
 # ----------------------------------------------------------------------------------------------------------

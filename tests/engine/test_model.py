@@ -59,15 +59,60 @@ def pid_model_and_batch(pid_bundle):
     return model, make_batch(split, torch.arange(32), labeled)
 
 
-def test_reconstruction_loss_reaches_only_g_i_and_r_i(pid_model_and_batch):
-    model, batch = pid_model_and_batch
+@pytest.mark.parametrize("route", ["projector", "branch", "full"])
+def test_reconstruction_loss_routes(pid_bundle, route):
+    """Every L_rec route trains r_i and g_i and never g_0, f_0, c or c_0; only "projector" keeps the encoders out."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL), pid_bundle.info, rec_route=route)
+    split = pid_bundle.splits["train"]
+    batch = make_batch(split, torch.arange(32), torch.arange(len(split)) % 4 == 0)
     out = model(batch.inputs, batch.lengths, batch.mask, with_fusion=True, with_reconstruction=True)
-    reconstruction_loss(out.h, out.h_rec, out.mask).backward()
+    reconstruction_loss(out.rec_target, out.h_rec, out.mask).backward()
     assert untouched(model.shared_proj), "L_rec must not move the shared projector g_0"
-    assert untouched(model.encoders), "L_rec must not reach the encoders f_i"
     assert untouched(model.fusion) and untouched(model.classifier) and untouched(model.fusion_head)
     assert every_param_reached(model.mod_proj) == [], "L_rec trains every modality projector g_i"
     assert every_param_reached(model.reconstructors) == [], "L_rec trains every reconstructor r_i"
+    if route == "projector":
+        assert untouched(model.encoders), "the projector route must not reach the encoders f_i"
+    else:
+        for name, enc in model.encoders.items():
+            assert every_param_reached(enc) == [], f"the {route} route must reach encoder {name}"
+    assert out.rec_target.requires_grad == (route == "full"), "only the full route lets the target carry a gradient"
+
+
+@pytest.mark.parametrize("route", ["branch", "full"])
+def test_reconstruction_target_is_standardised(pid_bundle, route):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL), pid_bundle.info, rec_route=route)
+    split = pid_bundle.splits["train"]
+    out = model(split.inputs, split.lengths, split.mask, with_reconstruction=True)
+    t = out.rec_target.detach()
+    assert torch.allclose(t.mean(-1), torch.zeros_like(t.mean(-1)), atol=1e-4)
+    assert torch.allclose(t.std(-1, unbiased=False), torch.ones_like(t.mean(-1)), atol=1e-2)
+
+
+def test_rec_route_gradient_differs_between_branch_and_full(pid_bundle):
+    """The full route's extra gradient through n(H^i) reaches the encoders: same weights, different grads."""
+    grads = {}
+    for route in ("branch", "full"):
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(**SMALL), pid_bundle.info, rec_route=route)
+        split = pid_bundle.splits["train"]
+        out = model(split.inputs, split.lengths, split.mask, with_reconstruction=True)
+        reconstruction_loss(out.rec_target, out.h_rec, out.mask).backward()
+        grads[route] = torch.cat([p.grad.flatten() for p in model.encoders.parameters()])
+    assert not torch.allclose(grads["branch"], grads["full"])
+
+
+def test_difference_loss_reaches_branch_not_g_0_when_z_detached(pid_model_and_batch):
+    from robult_engine.losses import difference_loss
+    model, batch = pid_model_and_batch
+    out = model(batch.inputs, batch.lengths, batch.mask)
+    difference_loss(out.u, out.z.detach(), out.mask).backward()
+    assert untouched(model.shared_proj) and untouched(model.classifier)
+    assert every_param_reached(model.mod_proj) == []
+    for name, enc in model.encoders.items():
+        assert every_param_reached(enc) == [], f"L_diff must reach encoder {name}"
 
 
 def test_pu_loss_reaches_every_encoder_fusion_and_g_0(pid_model_and_batch):

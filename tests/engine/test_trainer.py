@@ -11,7 +11,7 @@ import torch
 import robult_engine.trainer as trainer_mod
 from robult_engine.checkpoint import load_checkpoint
 from robult_engine.config import METHODS
-from robult_engine.events import EpochEnded, Failed, Finished, StepEnded
+from robult_engine.events import EpochEnded, Failed, Finished, Started, StepEnded
 from robult_engine.trainer import Trainer
 
 
@@ -45,7 +45,7 @@ def test_events_in_order_with_diagnostics(make_cfg, pid_bundle, tmp_path):
     kinds = [type(e).__name__ for e in events]
     n_steps = sum(isinstance(e, StepEnded) for e in events) // cfg.train.epochs
     assert n_steps >= 2
-    expect = (["StepEnded"] * n_steps + ["EpochEnded"]) * cfg.train.epochs + ["Finished"]
+    expect = ["Started"] + (["StepEnded"] * n_steps + ["EpochEnded"]) * cfg.train.epochs + ["Finished"]
     assert kinds == expect
     step_events = [e for e in events if isinstance(e, StepEnded)]
     assert [e.global_step for e in step_events] == list(range(1, 2 * n_steps + 1))
@@ -54,7 +54,7 @@ def test_events_in_order_with_diagnostics(make_cfg, pid_bundle, tmp_path):
     assert all(set(e.losses) == {"sup", "pu", "rec", "total"} for e in step_events)
     assert all(math.isfinite(v) for e in step_events for v in e.losses.values())
     assert all(e.lr > 0 for e in step_events)
-    times = [e.elapsed_s for e in events]
+    times = [e.elapsed_s for e in events[1:]]
     assert times == sorted(times), "elapsed time never goes back"
     names = pid_bundle.info.modality_names
     epochs = [e for e in events if isinstance(e, EpochEnded)]
@@ -107,7 +107,7 @@ def test_cancel_before_first_step(make_cfg, pid_bundle, tmp_path):
     final, events = run(make_cfg(), pid_bundle, should_stop=lambda: True, out_dir=tmp_path)
     assert isinstance(final, Finished) and final.cancelled
     assert final.best_epoch == -1 and final.checkpoint_path == "" and final.epochs_run == 0
-    assert final.test_metrics == {} and len(events) == 1
+    assert final.test_metrics == {} and len(events) == 2 and isinstance(events[0], Started)
 
 
 def test_nan_loss_fails_cleanly_and_keeps_best(make_cfg, pid_bundle, tmp_path, monkeypatch):
@@ -331,3 +331,27 @@ def test_test_split_is_scored_on_the_best_epoch_with_or_without_a_folder(make_cf
     scores = iter([0.1, 0.1, 0.9])
     last, _ = run(make_cfg(**{"train.epochs": 3, "train.patience": 0}), pid_bundle)
     assert last.best_epoch == 2 and last.test_metrics != in_memory.test_metrics
+
+
+def test_started_event_carries_the_labeled_indices(make_cfg, pid_bundle, tmp_path):
+    events = []
+    final = Trainer(make_cfg(**{"train.epochs": 1}), pid_bundle, callbacks=[events.append], out_dir=tmp_path).run()
+    assert isinstance(final, Finished)
+    started = [e for e in events if isinstance(e, Started)]
+    assert len(started) == 1 and events[0] is started[0]
+    ckpt = load_checkpoint(final.checkpoint_path)
+    assert list(started[0].labeled_indices) == ckpt.labeled_indices.tolist()
+    assert started[0].n_train == len(pid_bundle.splits["train"]) and started[0].start_epoch == 0
+    steps = [e for e in events if isinstance(e, StepEnded)]
+    assert started[0].total_steps == steps[-1].total_steps and started[0].steps_per_epoch == len(steps)
+
+
+def test_methods_table_drives_every_method():
+    from robult_engine.methods import METHOD_SPECS, method_spec
+    assert tuple(METHOD_SPECS) == METHODS
+    assert method_spec("robult-no-rec").uses_rec is False and method_spec("robult").uses_rec
+    assert method_spec("robult-supcon").contrastive == "supcon"
+    assert method_spec("self-training").pseudo_labels == "confident"
+    assert method_spec("robult-st").pseudo_labels == "kappa" and method_spec("moddrop").moddrop
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        method_spec("nope")
