@@ -1,11 +1,22 @@
-"""Modality encoders f_i: X^i → H^i (B, d_h), one per modality kind (DESIGN.md §1).
+"""Modality encoders f_i: X^i → H^i (B, d_h): one built-in encoder per modality kind, or your own.
 
 No batch norm anywhere, so results do not depend on how a batch is split across processes.
+
+Your own encoder (docs/custom-encoders.md): `model.encoders` names a factory per modality as
+"modality=package.module:function". `build_encoder(..., factory=...)` imports it only when `trust_code` is
+true, calls `function(shape=..., d_h=..., dropout=...)` and checks on every forward pass that the module
+returns (B, d_h), naming the factory when it does not. Factories inside this module (`BUILTIN_FACTORIES`)
+need no trust.
 """
 from __future__ import annotations
 
+import importlib
+from typing import Callable, Iterable
+
 import torch
 from torch import nn
+
+from ..config import ConfigError, parse_encoder_entries
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequential:
@@ -102,8 +113,102 @@ class TextEncoder(nn.Module):
         return self.net(self.emb(ids))  # (B, L) -> (B, d_h)
 
 
+# --- factories -------------------------------------------------------------------------------------------
+# The built-in encoders as factories, so `model.encoders` can also pick one per modality (e.g. a GRU for one
+# sequence modality and convolutions for another) without trusting any code.
+def vector(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
+    return VectorEncoder(shape[-1], d_h, dropout)
+
+
+def image(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
+    return ImageEncoder(shape[0], d_h, dropout)
+
+
+def conv_sequence(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
+    return ConvSequenceEncoder(shape[-1], d_h, dropout)
+
+
+def gru_sequence(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
+    return GRUSequenceEncoder(shape[-1], d_h, dropout)
+
+
+BUILTIN_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    f"{__name__}:{f.__name__}": f for f in (vector, image, conv_sequence, gru_sequence)
+}
+
+
+def untrusted_modules(entries: Iterable[str]) -> list[str]:
+    """Modules that the `model.encoders` entries would import (every factory outside `BUILTIN_FACTORIES`),
+    sorted and unique. Parses the names only: nothing is imported."""
+    refs = parse_encoder_entries(tuple(entries)).values()
+    return sorted({ref.partition(":")[0] for ref in refs if ref not in BUILTIN_FACTORIES})
+
+
+def require_trust(entries: Iterable[str], trust_code: bool, source: str = "model.encoders") -> None:
+    """Raise `UntrustedCodeError` (naming `source` and the modules) when the entries name code outside
+    robult_engine and `trust_code` is false. Imports nothing."""
+    modules = untrusted_modules(entries)
+    if modules and not trust_code:
+        from ..checkpoint import UntrustedCodeError
+        raise UntrustedCodeError(source, modules)
+
+
+def load_factory(ref: str, *, trust_code: bool) -> Callable[..., nn.Module]:
+    """The function named by "package.module:function"; imports its module only when `trust_code` is true
+    (built-in factories need no trust)."""
+    if ref in BUILTIN_FACTORIES:
+        return BUILTIN_FACTORIES[ref]
+    module_name, _, attr = ref.partition(":")
+    require_trust([f"_={ref}"], trust_code, f"model.encoders ({ref})")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - ModuleNotFoundError, or any error raised by the user's module
+        raise ConfigError(f"model.encoders: cannot import {module_name!r} for the encoder factory {ref} "
+                          f"({type(e).__name__}: {e}); the module must be importable: install its package, or "
+                          f"add its folder to PYTHONPATH") from e
+    obj = module
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ConfigError(f"model.encoders: module {module_name!r} has no {attr!r} (the encoder factory {ref})")
+    if not callable(obj):
+        raise ConfigError(f"model.encoders: {ref} is not callable (an encoder factory is a function or class)")
+    return obj
+
+
+def _output_check(ref: str, modality: str, d_h: int):
+    """A forward hook that refuses an output other than a floating (B, d_h) tensor, naming the factory."""
+    def hook(module: nn.Module, args: tuple, output) -> None:
+        x = args[0] if args else None
+        b = x.shape[0] if isinstance(x, torch.Tensor) and x.dim() > 0 else None
+        ok = (isinstance(output, torch.Tensor) and output.dim() == 2 and output.shape[1] == d_h
+              and (b is None or output.shape[0] == b) and output.is_floating_point())
+        if not ok:
+            got = (f"a {output.dtype} tensor of shape {tuple(output.shape)}" if isinstance(output, torch.Tensor)
+                   else f"a {type(output).__name__}")
+            raise ConfigError(f"model.encoders: the encoder of modality {modality!r} made by {ref} returned {got}; "
+                              f"expected a floating tensor of shape (B, d_h) = ({b if b is not None else 'B'}, "
+                              f"{d_h}) for an input of shape {tuple(x.shape) if isinstance(x, torch.Tensor) else '?'}")
+    return hook
+
+
 def build_encoder(kind: str, shape: tuple[int, ...], *, d_h: int, dropout: float, sequence_encoder: str,
-                  text_buckets: int) -> nn.Module:
+                  text_buckets: int, factory: str | None = None, trust_code: bool = False,
+                  modality: str = "") -> nn.Module:
+    """The encoder of one modality: the built-in one of its kind, or the module `factory` (a
+    "package.module:function" name, imported only when `trust_code` is true or it is built in) makes."""
+    if factory is not None:
+        fn = load_factory(factory, trust_code=trust_code)
+        try:
+            module = fn(shape=tuple(shape), d_h=d_h, dropout=dropout)
+        except Exception as e:  # noqa: BLE001 - the user's factory failed: say which one and how it was called
+            raise ConfigError(f"model.encoders: {factory}(shape={tuple(shape)}, d_h={d_h}, dropout={dropout}) for "
+                              f"modality {modality!r} failed ({type(e).__name__}: {e})") from e
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"model.encoders: {factory} returned a {type(module).__name__} for modality "
+                              f"{modality!r}; an encoder factory must return a torch.nn.Module")
+        module.register_forward_hook(_output_check(factory, modality, d_h))
+        return module
     if kind == "vector":
         return VectorEncoder(shape[-1], d_h, dropout)
     if kind == "image":

@@ -1,0 +1,1 @@
+"""Examples that plug into Robult Studio (importable from a source checkout: `PYTHONPATH=.`)."""
