@@ -70,7 +70,9 @@ def compute_metrics(logits: torch.Tensor, target: torch.Tensor, task: str) -> di
         tp = conf.diag()
         fp = conf.sum(0) - tp
         fn = conf.sum(1) - tp
-        support = conf.sum(1) > 0
+        # scikit-learn's convention (f1_score(average="macro")): the mean over the classes present in the targets
+        # or in the predictions, so predicting a class absent from the targets costs an F1 of 0 for that class
+        support = (conf.sum(1) > 0) | (conf.sum(0) > 0)
         f1 = _f1(tp, fp, fn)
         out["macro_f1"] = float(f1[support].mean()) if support.any() else float("nan")
         if c == 2:

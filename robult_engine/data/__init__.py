@@ -7,7 +7,7 @@ from pathlib import Path
 from .base import (Batch, DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData, check_finite,
                    make_batch)
 
-BUILTIN = ("av-digits", "pid-synth")
+BUILTIN = ("av-digits", "mfeat", "pid-synth")
 
 __all__ = ["BUILTIN", "Batch", "DataError", "DatasetBundle", "DatasetInfo", "ModalitySpec", "SplitData",
            "check_finite", "choose_modalities", "load_dataset", "make_batch"]
@@ -28,6 +28,9 @@ def load_dataset(data_cfg) -> DatasetBundle:
     elif name == "av-digits":
         from .avdigits import load_av_digits
         bundle = load_av_digits()
+    elif name == "mfeat":
+        from .mfeat import load_mfeat
+        bundle = load_mfeat()
     else:
         path = Path(os.path.expanduser(name))
         if not path.exists():

