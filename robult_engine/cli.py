@@ -42,6 +42,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "--encoder audio=examples.transformer_encoder:make_encoder (docs/custom-encoders.md)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: leave the default)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files beside each run's metrics.jsonl (needs tensorboardX: "
+                        "pip install 'robult-studio[tensorboard]'); tensorboard --logdir on a compare folder shows "
+                        "its runs side by side")
 
 
 def config_from_args(args: argparse.Namespace, method: str | None = None, base: RunConfig | None = None
@@ -151,7 +155,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, args.method, base=base)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     rank = int(os.environ.get("RANK", "0"))
-    trainer = Trainer(cfg, callbacks=[ProgressPrinter(quiet=args.quiet)], out_dir=out, resume_from=args.resume)
+    trainer = Trainer(cfg, callbacks=[ProgressPrinter(quiet=args.quiet)], out_dir=out, resume_from=args.resume,
+                      tensorboard=args.tensorboard)
     final = trainer.run()
     from . import distributed
     distributed.shutdown()
@@ -277,21 +282,23 @@ def _compare_worker(job: tuple) -> tuple:
     """One compare run in a worker process (spawned: nothing is inherited but this job). The data comes from
     the compare's base config, as in a sequential compare: for PID-Synth the run seeds vary the labeled split
     and the model, not the generated dataset."""
-    key, cfg_json, base_json, out_dir, threads = job
+    key, cfg_json, base_json, out_dir, threads, tensorboard = job
     import torch
     torch.set_num_threads(threads)
     from .data import load_dataset
     from .trainer import Trainer
     if base_json not in _WORKER_BUNDLES:
         _WORKER_BUNDLES[base_json] = load_dataset(RunConfig.from_json(base_json).data)
-    return key, Trainer(RunConfig.from_json(cfg_json), _WORKER_BUNDLES[base_json], out_dir=out_dir).run()
+    return key, Trainer(RunConfig.from_json(cfg_json), _WORKER_BUNDLES[base_json], out_dir=out_dir,
+                        tensorboard=tensorboard).run()
 
 
 def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record) -> None:
     """Runs of a compare in `--jobs` processes at once; each prints nothing, the parent reports each result."""
     import multiprocessing as mp
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    work = [(key, configs[key].to_json(), base.to_json(), str(run_dirs[key]), threads) for key in jobs]
+    work = [(key, configs[key].to_json(), base.to_json(), str(run_dirs[key]), threads, args.tensorboard)
+            for key in jobs]
     if not args.quiet:
         print(f"{len(work)} runs, {args.jobs} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
     pool = mp.get_context("spawn").Pool(args.jobs)
@@ -358,7 +365,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.jobs <= 1:
             for k, key in enumerate(jobs, 1):
                 final = Trainer(configs[key], bundle, callbacks=[ProgressPrinter(label_of(k, *key), args.quiet)],
-                                out_dir=run_dir(*key)).run()
+                                out_dir=run_dir(*key), tensorboard=args.tensorboard).run()
                 record(k, key, final)
         else:
             _compare_parallel(jobs, configs, base, {key: run_dir(*key) for key in jobs}, args, record)

@@ -72,7 +72,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig, bundle: DatasetBundle | None = None, *,
                  callbacks: Iterable[Callable[[Event], None]] = (), should_stop: Callable[[], bool] | None = None,
                  out_dir: str | Path | None = None, resume_from: str | Path | None = None,
-                 eval_batch_size: int = 512, trust_code: bool = True) -> None:
+                 eval_batch_size: int = 512, trust_code: bool = True, tensorboard: bool = False) -> None:
         self.cfg = cfg
         self.bundle = bundle
         self.callbacks = list(callbacks)
@@ -83,6 +83,10 @@ class Trainer:
         # import the encoder factories the config names (model.encoders): a config the user wrote or chose is
         # their choice of code; pass False to refuse code outside robult_engine (UntrustedCodeError)
         self.trust_code = trust_code
+        # with an out_dir every run writes <out_dir>/metrics.jsonl; tensorboard=True adds TensorBoard event files
+        # (robult_engine/runlog.py); the log is fed the events this trainer emits
+        self.tensorboard = tensorboard
+        self.runlog = None
         self.model: RobultModel | None = None
         self.device = torch.device("cpu")
         self.dist = D.DistInfo()
@@ -167,6 +171,12 @@ class Trainer:
         self.bad_epochs = 0
         if ckpt is not None:
             self._restore(ckpt)
+        if self.out_dir is not None and self.dist.is_main and self.runlog is None:
+            from .runlog import RUNLOG_FILE, RunLog
+            history = self.resume_from.parent / RUNLOG_FILE if self.resume_from is not None else None
+            self.runlog = RunLog(self.out_dir, start_epoch=self.start_epoch, tensorboard=self.tensorboard,
+                                 history_from=history, method=cfg.method, seed=cfg.seed)
+            self.callbacks.append(self.runlog)
 
     def _training_split(self, bundle: DatasetBundle):
         """The data's train split with `data.train_missing` applied to its mask (drawn once, with the data seed as
