@@ -92,35 +92,62 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, base: 
 
 
 class ProgressPrinter:
-    """Prints a line per epoch and a throttled in-place progress line with ETA (stderr)."""
+    """Progress on stderr: a line per epoch, and between them a progress bar redrawn in place (at most twice a
+    second) when the stream is a terminal, or a plain line every `interval` seconds when it is not (a CI or
+    cluster log gets no carriage returns)."""
 
-    def __init__(self, label: str = "", quiet: bool = False, stream=None) -> None:
+    BAR = 24  # characters of the bar
+
+    def __init__(self, label: str = "", quiet: bool = False, stream=None, *, tty: bool | None = None,
+                 interval: float = 30.0) -> None:
         self.label = label
         self.quiet = quiet
         self.stream = stream or sys.stderr
-        self._last = 0.0
+        if tty is None:
+            isatty = getattr(self.stream, "isatty", None)
+            tty = bool(isatty()) if callable(isatty) else False
+        self.tty = tty
+        self.interval = interval
+        self._last = float("-inf")
+        self._first: tuple[int, float] | None = None  # (global step, elapsed) before this process's first step
+        self._open = False  # an in-place line is on screen without its newline
+
+    def _eta(self, ev) -> float:
+        if self._first is None:
+            self._first = (ev.global_step - 1, 0.0)  # a resumed run: the rate of the steps run here
+        steps, secs = ev.global_step - self._first[0], ev.elapsed_s - self._first[1]
+        return secs / max(steps, 1) * (ev.total_steps - ev.global_step)
 
     def __call__(self, ev) -> None:
         if self.quiet:
             return
         if isinstance(ev, StepEnded):
+            eta = self._eta(ev)
             now = time.perf_counter()
-            if now - self._last < 0.5 and ev.global_step != ev.total_steps:
+            if now - self._last < (0.5 if self.tty else self.interval) and ev.global_step != ev.total_steps:
                 return
             self._last = now
             frac = ev.global_step / max(ev.total_steps, 1)
-            eta = ev.elapsed_s / max(frac, 1e-9) * (1 - frac)
-            print(f"\r{self.label}epoch {ev.epoch + 1} step {ev.global_step}/{ev.total_steps} "
-                  f"loss {ev.losses.get('total', float('nan')):.4f}  {frac:5.1%}  ETA {eta:5.0f}s   ",
-                  end="", file=self.stream, flush=True)
+            text = (f"{self.label}epoch {ev.epoch + 1} step {ev.global_step}/{ev.total_steps} "
+                    f"loss {ev.losses.get('total', float('nan')):.4f}  {frac:5.1%}  ETA {eta:5.0f}s")
+            if self.tty:
+                filled = int(round(frac * self.BAR))
+                bar = "[" + "=" * filled + " " * (self.BAR - filled) + "] "
+                print(f"\r{bar}{text}   ", end="", file=self.stream, flush=True)
+                self._open = True
+            elif ev.global_step != ev.total_steps:  # the epoch line follows the last step at once
+                print(text, file=self.stream, flush=True)
         elif isinstance(ev, EpochEnded):
             best = " *" if ev.is_best else ""
-            print(f"\r{self.label}epoch {ev.epoch + 1}/{ev.epochs}  train {ev.train_losses.get('total', 0):.4f}  "
-                  f"val score {ev.val_score:.4f}{best}  ({ev.elapsed_s:.0f}s)" + " " * 20,
-                  file=self.stream, flush=True)
+            text = (f"{self.label}epoch {ev.epoch + 1}/{ev.epochs}  train {ev.train_losses.get('total', 0):.4f}  "
+                    f"val score {ev.val_score:.4f}{best}  ({ev.elapsed_s:.0f}s)")
+            if self.tty:
+                text = "\r" + text + " " * (self.BAR + 30)  # overwrite the whole bar line
+            print(text, file=self.stream, flush=True)
+            self._open = False
         elif isinstance(ev, Failed):
-            print(f"\n{self.label}FAILED: {ev.message}", file=self.stream, flush=True)
-
+            print(("\n" if self._open else "") + f"{self.label}FAILED: {ev.message}", file=self.stream, flush=True)
+            self._open = False
 
 def format_table(rows: list[str], cols: list[str], cell, first: str = "subset") -> str:
     """A plain-text table: one row per subset, one column per method/metric."""
