@@ -449,7 +449,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     p = argparse.ArgumentParser(prog="robult", description="Robult Studio engine: train, evaluate, compare.")
+    p.add_argument("--version", action="version", version=f"robult {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train one method")
     t.add_argument("--method", default=None, choices=METHODS)

@@ -56,3 +56,8 @@ def test_assets_inside_an_installed_package_win(monkeypatch, tmp_path):
 def test_version_is_the_pyproject_version():
     want = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert robult_engine.__version__ == want
+
+
+def test_robult_version_flag(engine_cli):
+    proc = engine_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"robult {robult_engine.__version__}"
