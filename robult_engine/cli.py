@@ -31,6 +31,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--lambda-pu", type=float)
     p.add_argument("--lambda-rec", type=float)
+    p.add_argument("--rec-route", choices=("branch", "projector", "full"),
+                   help="which parameters L_rec trains: branch (f_i, g_i, r_i; default), projector (g_i, r_i) or "
+                        "full (branch, and the gradient through the standardised target too); docs/method.md")
+    p.add_argument("--lambda-diff", type=float, help="weight of the U/Z difference term L_diff (default 0: off)")
     p.add_argument("--tau", type=float)
     p.add_argument("--kernel", choices=("rbf", "laplacian", "inverse-l2"))
     p.add_argument("--bandwidth", type=float, help="kernel bandwidth σ (default: median heuristic)")
@@ -61,7 +65,8 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, base: 
     mapping = {"dataset": "data.dataset", "label_fraction": "data.label_fraction", "data_seed": "data.seed",
                "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
                "patience": "train.patience", "device": "train.device", "lambda_pu": "loss.lambda_pu",
-               "lambda_rec": "loss.lambda_rec", "tau": "loss.tau", "kernel": "loss.kernel",
+               "lambda_rec": "loss.lambda_rec", "rec_route": "loss.rec_route", "lambda_diff": "loss.lambda_diff",
+               "tau": "loss.tau", "kernel": "loss.kernel",
                "bandwidth": "loss.bandwidth", "dropout": "model.dropout"}
     for attr, key in mapping.items():
         v = getattr(args, attr, None)
@@ -222,14 +227,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.dataset:
         data_cfg = ckpt.config.replace(**{"data.dataset": args.dataset}).data
     bundle = load_dataset(data_cfg)
-    if bundle.info.modality_names != ckpt.info.modality_names:
-        raise ConfigError(f"{args.checkpoint}: trained on modalities {ckpt.info.modality_names}, the data has "
-                          f"{bundle.info.modality_names}")
+    from .evaluation import transfer_mismatches
+    mismatch = transfer_mismatches(ckpt.info, bundle.info)
+    if mismatch:
+        raise ConfigError(f"{args.checkpoint}: a model trained on {ckpt.info.name} cannot be evaluated on "
+                          f"{bundle.info.name}: " + "; ".join(mismatch))
     if bundle.fingerprint() != ckpt.fingerprint:
         print(f"note: the data differ from the data this model was trained on (fingerprint "
               f"{bundle.fingerprint()} vs {ckpt.fingerprint})", file=sys.stderr)
     if args.split not in bundle.splits:
         raise ConfigError(f"--split {args.split}: the dataset has {', '.join(bundle.splits)}")
+    if args.missing or args.masks:  # under missing-modality masks instead of the subset table
+        from .sweep import eval_missing
+        return eval_missing(args, model, bundle, args.checkpoint)
     table = evaluate_subsets(model, bundle.splits[args.split], bundle.info.modality_names, bundle.info.task)
     table["mean over subsets"] = mean_over_subsets(table, bundle.info.task)
     _print_metric_table(table, title=f"{args.split} split, {ckpt.config.method}, {args.checkpoint}")
@@ -320,15 +330,17 @@ def _compare_worker(job: tuple) -> tuple:
                         tensorboard=tensorboard).run()
 
 
-def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record) -> None:
-    """Runs of a compare in `--jobs` processes at once; each prints nothing, the parent reports each result."""
+def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record,
+                      pool_factory=None) -> None:
+    """Runs of a compare (or a sweep) in `--jobs` processes at once; each prints nothing, the parent reports each
+    result. `pool_factory(n)` replaces the multiprocessing pool, e.g. a Ray pool (robult_engine.sweep, --ray)."""
     import multiprocessing as mp
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     work = [(key, configs[key].to_json(), base.to_json(), str(run_dirs[key]), threads, args.tensorboard)
             for key in jobs]
     if not args.quiet:
         print(f"{len(work)} runs, {args.jobs} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
-    pool = mp.get_context("spawn").Pool(args.jobs)
+    pool = (pool_factory or mp.get_context("spawn").Pool)(args.jobs)
     try:
         for k, (key, final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
             record(k, key, final)
@@ -360,6 +372,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     metric = args.metric or primary_metric(task)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
+    from .sweep import compare_masks
+    missing_ev = compare_masks(args, bundle, out)  # --missing: drawn once, every method evaluated under them
     t0 = time.perf_counter()
     jobs = [(g, seed, m) for g in range(len(grid)) for seed in range(args.seeds) for m in methods]
     n_runs = len(jobs)
@@ -383,19 +397,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table["mean"] = mean_over_subsets(final.test_metrics, task)
         by_setting[m, g].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
                                  "val_score": final.best_score, "elapsed_s": final.elapsed_s})
+        if missing_ev is not None:
+            by_setting[m, g][-1]["missing"] = missing_ev.evaluate_checkpoint(final.checkpoint_path)
         if not args.quiet:
             print(f"{label}mean {metric} {table['mean'].get(metric, float('nan')):.4f} "
                   f"(best epoch {final.best_epoch + 1}, {final.elapsed_s:.0f}s, total {time.perf_counter() - t0:.0f}s)",
                   file=sys.stderr, flush=True)
 
     try:
-        if args.jobs <= 1:
+        if args.jobs <= 1 and args.ray is None:
             for k, key in enumerate(jobs, 1):
                 final = Trainer(configs[key], bundle, callbacks=[ProgressPrinter(label_of(k, *key), args.quiet)],
                                 out_dir=run_dir(*key), tensorboard=args.tensorboard).run()
                 record(k, key, final)
         else:
-            _compare_parallel(jobs, configs, base, {key: run_dir(*key) for key in jobs}, args, record)
+            from .sweep import ray_kwargs
+            _compare_parallel(jobs, configs, base, {key: run_dir(*key) for key in jobs}, args, record,
+                              **ray_kwargs(args))
     except _RunFailed as e:
         print(str(e), file=sys.stderr)
         return 1
@@ -427,6 +445,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"\n{ref} minus each method on the mean over subsets, paired by seed (same labels and batches):")
         for m, d in paired.items():
             print(f"  {ref} - {m:<14} {d['mean']:+.4f} ± {d['std']:.4f}   {ref} ahead in {d['wins']}/{d['n']} seeds")
+    from .sweep import compare_missing_report
+    missing_section = (compare_missing_report(missing_ev, results, methods, metric, args.seeds)
+                       if missing_ev is not None else {})
     with open(out / "compare.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["subset", "method", "metric", "mean", "std"] + [f"seed{s}" for s in range(args.seeds)])
@@ -443,7 +464,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "chosen_setting": {m: dict(grid[chosen[m]]) for m in methods} if len(grid) > 1 else {},
         "grid_runs": ([{"method": m, "setting": dict(grid[g]), "runs": by_setting[m, g]}
                        for m in methods for g in range(len(grid))] if len(grid) > 1 else []),
-        "elapsed_s": time.perf_counter() - t0}, indent=2))
+        "missing": missing_section, "elapsed_s": time.perf_counter() - t0}, indent=2))
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.json'} ({time.perf_counter() - t0:.0f}s)")
     return 0
 
@@ -471,6 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import the encoder code outside robult_engine that the checkpoint names (model.encoders); "
                         "without it such a checkpoint is refused and nothing is imported")
     e.add_argument("--threads", type=int, default=0)
+    from .sweep import add_missing_args, add_parser as add_sweep_parser, add_ray_arg
+    e.add_argument("--out", help="with --missing: folder for missing.json and masks.npz")
+    add_missing_args(e, with_file=True)
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="several methods × seeds on identical data, labels and masks")
     c.add_argument("--methods", default="robult,robult-st,supervised,moddrop,self-training")
@@ -484,7 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once in separate processes (default 1: one at a time, with step progress)")
     _add_run_args(c)
+    add_missing_args(c)
+    add_ray_arg(c)
     c.set_defaults(func=cmd_compare)
+    add_sweep_parser(sub)
     return p
 
 

@@ -146,6 +146,9 @@ def test_bad_arguments_exit_2_with_a_clear_message(engine_cli, args, message):
     (["train", "--config", "no/such/config.json"], "cannot read the config file"),
     (["train", "--epochs", "many"], "invalid int value: 'many'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["train", "--rec-route", "encoder"], "invalid choice: 'encoder'"),
+    (["train", "--set", "loss.rec_route=encoder"], "loss.rec_route: one of projector, branch, full"),
+    (["train", "--lambda-diff", "-1"], "loss.lambda_diff: must be >= 0"),
 ])
 def test_more_bad_arguments_in_process(args, message, capsys):
     """The same contract through `cli.main` (cheaper than a subprocess per case)."""
@@ -183,3 +186,12 @@ def test_paired_differences_know_which_way_is_better():
     assert acc["mean"] == pytest.approx(0.0) and acc["wins"] == 1 and acc["n"] == 3
     mae = paired_differences({"a": runs([0.5, 0.7], "mae"), "b": runs([0.6, 0.6], "mae")}, ["a", "b"], "mae")["b"]
     assert mae["wins"] == 1  # a lower error is ahead
+
+
+def test_rec_route_and_lambda_diff_reach_the_config():
+    from robult_engine.cli import build_parser, config_from_args
+    args = build_parser().parse_args(["train", "--rec-route", "full", "--lambda-diff", "0.5"])
+    cfg = config_from_args(args, "robult")
+    assert cfg.loss.rec_route == "full" and cfg.loss.lambda_diff == 0.5
+    default = config_from_args(build_parser().parse_args(["train"]), "robult")
+    assert default.loss.rec_route == "branch" and default.loss.lambda_diff == 0.0

@@ -355,3 +355,23 @@ def test_methods_table_drives_every_method():
     assert method_spec("robult-st").pseudo_labels == "kappa" and method_spec("moddrop").moddrop
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         method_spec("nope")
+
+
+@pytest.mark.parametrize("route", ["projector", "branch", "full"])
+def test_every_rec_route_trains_and_is_stored_with_the_run(make_cfg, pid_bundle, tmp_path, route):
+    cfg = make_cfg(**{"train.epochs": 1, "loss.rec_route": route, "loss.lambda_diff": 0.5})
+    final, events = run(cfg, pid_bundle, out_dir=tmp_path)
+    assert isinstance(final, Finished), final
+    steps = [e for e in events if isinstance(e, StepEnded)]
+    assert all(set(e.losses) == {"sup", "pu", "rec", "diff", "total"} for e in steps)
+    assert all(math.isfinite(e.losses["diff"]) and e.losses["diff"] >= 0 for e in steps)
+    ckpt = load_checkpoint(final.checkpoint_path)
+    assert ckpt.config.loss.rec_route == route and ckpt.config.loss.lambda_diff == 0.5
+    from robult_engine.checkpoint import model_from_checkpoint
+    assert model_from_checkpoint(ckpt).rec_route == route
+
+
+def test_methods_without_rec_train_no_diff_term(make_cfg, pid_bundle):
+    final, events = run(make_cfg(method="robult-no-rec", **{"train.epochs": 1, "loss.lambda_diff": 0.5}), pid_bundle)
+    assert isinstance(final, Finished)
+    assert all("diff" not in e.losses and "rec" not in e.losses for e in events if isinstance(e, StepEnded))
