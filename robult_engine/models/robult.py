@@ -1,4 +1,4 @@
-"""The Robult model (DESIGN.md §1): encoders f_i, fusion f_0, shared projector g_0, modality projectors g_i,
+"""The Robult model (docs/method.md): encoders f_i, fusion f_0, shared projector g_0, modality projectors g_i,
 reconstructors r_i, shared classifier c and fusion head c_0.
 
 Every method of the comparison (Robult, its ablations and the baselines) uses this same module; they differ
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, parse_encoder_entries
@@ -44,9 +45,7 @@ def standardise_features(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     The L_rec target of the "branch" and "full" routes, so an encoder cannot lower L_rec by shrinking H^i.
     h: (..., d_h) -> (..., d_h).
     """
-    mu = h.mean(-1, keepdim=True)
-    var = h.var(-1, unbiased=False, keepdim=True)
-    return (h - mu) / torch.sqrt(var + eps)
+    return F.layer_norm(h, h.shape[-1:], eps=eps)  # no affine parameters: exactly (h − mean) / sqrt(var + eps)
 
 
 def combine_logits(logits_mod: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
