@@ -28,8 +28,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--switch-interval", type=float, default=0.001, metavar="S",
                    help="Python's thread switch interval (default 0.001 s instead of 0.005 s: the GUI thread waits "
                         "less for the GIL while the training thread runs Python code)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     p.add_argument("--quit-after", type=int, default=0, metavar="MS", help=argparse.SUPPRESS)  # smoke tests
     return p.parse_args(argv)
+
+
+def _version() -> str:
+    try:
+        from robult_engine import __version__
+    except ImportError:
+        return "unknown"
+    return str(__version__)
 
 
 def default_threads() -> int:
@@ -52,12 +61,14 @@ def build(argv: list[str] | None = None):
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
-    from .main_window import ICON_PATH, MainWindow
-    from .sessions import default_db_path, open_store
+    from .main_window import ICON_PATH, MainWindow, app_version
+    from .core.sessions import default_db_path, open_store
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "robult-studio"])
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORG_NAME)
+    app.setApplicationVersion(app_version())
+    app.setDesktopFileName("robult-studio")  # assets/robult-studio.desktop: the icon and name desktops show
     if ICON_PATH.exists():
         app.setWindowIcon(QIcon(str(ICON_PATH)))
     settings = (QSettings(args.settings, QSettings.Format.IniFormat) if args.settings

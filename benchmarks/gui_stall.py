@@ -131,10 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     def on_epoch(_ev) -> None:
         epoch_marks.append(time.perf_counter())
 
-    window.controller.sig_epoch_ended.connect(on_epoch)
+    from robult_engine.events import EpochEnded, StepEnded
+
+    def on_progress(ev) -> None:
+        if isinstance(ev, StepEnded):
+            on_step(ev)
+        elif isinstance(ev, EpochEnded):
+            on_epoch(ev)
+
+    window.controller.sig_progressed.connect(on_progress)
     window.controller.sig_finished.connect(on_finished)
+    window.controller.sig_cancelled.connect(on_finished)
     window.controller.sig_failed.connect(on_failed)
-    window.controller.sig_step_ended.connect(on_step)
     window.sig_model_loaded.connect(on_loaded)
 
     # the wizard, as a user would go through it: defaults, Finish

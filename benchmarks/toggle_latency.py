@@ -46,8 +46,8 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
     from PySide6.QtWidgets import QApplication
     from PySide6.QtTest import QTest
 
-    from app.explorer.explorer_panel import ExplorerPanel
-    from app.explorer.standalone import loaded_from_checkpoint
+    from app.views.explorer.explorer_panel import ExplorerPanel
+    from app.views.explorer.standalone import loaded_from_checkpoint
     from robult_engine.inspect import SampleInspector
 
     app = QApplication.instance() or QApplication([])
@@ -116,7 +116,7 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
 
 
 def bench_robustness(root: Path, n_runs: int = 6) -> dict:
-    from app.explorer.robustness import RunRef, compute_robustness
+    from app.views.explorer.robustness import RunRef, compute_robustness
     from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
     from robult_engine.config import RunConfig
     from robult_engine.data import load_dataset

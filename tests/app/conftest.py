@@ -67,7 +67,7 @@ def settings(tmp_path):
 
 @pytest.fixture
 def store(db_path):
-    from app.sessions import SessionStore
+    from app.core.sessions import SessionStore
     s = SessionStore(db_path)
     yield s
     s.close()
@@ -135,7 +135,7 @@ def no_thread_left(request):
         from PySide6.QtCore import QThreadPool
     except ImportError:  # pragma: no cover
         return
-    from app import controller as ctl
+    from app.background import training as ctl
     if not QThreadPool.globalInstance().waitForDone(15_000):
         problems.append("a QThreadPool job was still running 15 s after the test")
     for t in list(ctl.LIVE_THREADS):
@@ -162,7 +162,7 @@ def make_window(qtbot, db_path, settings):
     Windows are closed at teardown (a running training is stopped: the close question answers Yes), then
     deleted."""
     from app.main_window import MainWindow
-    from app.sessions import SessionStore
+    from app.core.sessions import SessionStore
     made: list = []
     stores: list = []
 
@@ -179,7 +179,7 @@ def make_window(qtbot, db_path, settings):
 
     yield make
     import shiboken6
-    from app.controller import wait_for_jobs
+    from app.background.training import wait_for_jobs
     for w in made:
         if not shiboken6.isValid(w):
             continue

@@ -33,7 +33,7 @@ def wait_shown(qtbot, panel, timeout=WAIT):
 
 def show_explorer(qtbot, loaded_model, timeout=WAIT):
     """A standalone ExplorerPanel, shown at 1300×850, on `loaded_model`, once its first sample is on screen."""
-    from app.explorer.explorer_panel import ExplorerPanel
+    from app.views.explorer.explorer_panel import ExplorerPanel
     panel = ExplorerPanel()
     qtbot.addWidget(panel)
     panel.resize(1300, 850)

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -702,24 +703,26 @@ def test_inspecting_the_model_that_is_training_runs_on_the_training_thread(qtbot
     # a long run with the same data and architecture: the explorer follows the live model
     cfg = tiny_cfg("robult", **{"train.epochs": 400, "train.patience": 0})
     w.start_training(cfg)
-    qtbot.waitUntil(lambda: w.controller.is_training and w.buffers.global_step > 0, timeout=60_000)
+    qtbot.waitUntil(lambda: w.controller.is_running and w.buffers.global_step > 0, timeout=60_000)
     threads = []
-    real = w.controller.submit
+    real = w.controller.run_on_model
 
-    def spy(rid, fn):
-        threads.append(rid)
-        return real(rid, fn)
-    w.controller.submit = spy
+    def spy(fn, **callbacks):
+        def on_training_thread(model):
+            threads.append(threading.get_ident())
+            return fn(model)
+        return real(on_training_thread, **callbacks)
+    w.controller.run_on_model = spy
     with qtbot.waitSignal(ex.sig_inspection_shown, timeout=WAIT):
         ex.toggles.buttons[0].click()
     wait_shown(qtbot, ex)
-    assert threads and "live model" in ex.live_tag.text()
+    assert threads and threading.get_ident() not in threads and "live model" in ex.live_tag.text()
     assert ex.inspection.subset == (False, True, True)
     ex.live_box.setChecked(False)  # back to the loaded checkpoint, on the explorer's own pool
     wait_shown(qtbot, ex)
     assert ex.live_tag.text() == ""
     check_panels(ex, ex.context.model, (False, True, True))
-    w.controller.submit = real
+    w.controller.run_on_model = real
     w.stop_training()
     qtbot.waitUntil(lambda: not w.controller.is_running, timeout=60_000)
 

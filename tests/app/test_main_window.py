@@ -14,9 +14,9 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QLabel, QTabWidget
 
-from app.controller import TrainingController
-from app.sessions import SessionStore
-from app.state import CRASHED, LoadedModel
+from app.background.training import TrainingController
+from app.core.sessions import SessionStore
+from app.core.state import CRASHED, LoadedModel
 from robult_engine.config import DataConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,19 +44,19 @@ def test_the_shared_window_api(qtbot, make_window):
 
 
 def test_the_explorer_is_installed_when_present(qtbot, make_window, monkeypatch):
-    import app
+    import app.views as app
     calls = []
-    fake = types.ModuleType("app.explorer")
+    fake = types.ModuleType("app.views.explorer")
     fake.install = calls.append
-    monkeypatch.setitem(sys.modules, "app.explorer", fake)
+    monkeypatch.setitem(sys.modules, "app.views.explorer", fake)
     monkeypatch.setattr(app, "explorer", fake, raising=False)
     w = make_window(show=False)
     assert calls == [w]
 
 
 def test_a_missing_explorer_is_fine(qtbot, make_window, monkeypatch):
-    import app
-    monkeypatch.setitem(sys.modules, "app.explorer", None)  # importing it raises ModuleNotFoundError
+    import app.views as app
+    monkeypatch.setitem(sys.modules, "app.views.explorer", None)  # importing it raises ModuleNotFoundError
     monkeypatch.delattr(app, "explorer", raising=False)
     w = make_window(show=False)
     assert w.tabs.count() == 2
@@ -149,7 +149,7 @@ def test_start_up_with_a_corrupt_database_keeps_the_file_and_says_where_it_is(qt
     finally:
         import shiboken6
 
-        from app.controller import wait_for_jobs
+        from app.background.training import wait_for_jobs
         w.close()
         wait_for_jobs(15_000)
         shiboken6.delete(w)
@@ -169,7 +169,9 @@ def test_runs_left_running_are_marked_crashed_at_start(qtbot, make_window, store
 def test_shortcuts_tooltips_and_status_bar(qtbot, make_window):
     w = make_window()
     assert w.act_new.shortcut() == QKeySequence(QKeySequence.StandardKey.New)
-    assert w.act_quit.shortcut() == QKeySequence("Ctrl+Q")
+    assert QKeySequence("Ctrl+Q") in w.act_quit.shortcuts()
+    assert all(k in w.act_quit.shortcuts() for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Quit)
+               if not k.isEmpty())
     stops = [s.toString() for s in w.act_stop.shortcuts()]
     assert "Esc" in stops and "Ctrl+." in stops
     for a in (w.act_new, w.act_open, w.act_quit, w.act_stop, w.act_resume):
@@ -181,6 +183,25 @@ def test_shortcuts_tooltips_and_status_bar(qtbot, make_window):
     qtbot.keyClick(w, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: getattr(w, "wizard", None) is not None and w.wizard.isVisible(), timeout=5_000)
     w.wizard.reject()
+
+
+def test_about_names_the_version_and_the_licences_and_about_qt_is_there(qtbot, make_window, dialogs):
+    import robult_engine
+    w = make_window()
+    w.act_about.trigger()
+    kind, text = dialogs.asked[-1]
+    assert kind == "about" and robult_engine.__version__ in text
+    assert "LGPL" in text and "PySide6" in text and "CC BY-SA 4.0" in text and "THIRD-PARTY-NOTICES.md" in text
+    help_menu = next(a.menu() for a in w.menuBar().actions() if a.text().replace("&", "") == "Help")
+    assert w.act_about_qt in help_menu.actions()
+
+
+def test_the_core_imports_no_qt():
+    code = ("import sys, app.core.state, app.core.explorer_state, app.core.sessions, app.core.run_session, "
+            "app.core.work; bad=[m for m in sys.modules if m.split('.')[0] in ('PySide6','shiboken6','pyqtgraph')]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
 
 
 def test_window_settings_are_saved_and_restored(qtbot, make_window, settings):
@@ -200,6 +221,10 @@ def test_python_main_py_starts_and_quits_cleanly(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "Destroyed while thread" not in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "env.sqlite").is_file()  # $ROBULT_STUDIO_DB was used
+    import robult_engine
+    v = subprocess.run([sys.executable, str(REPO / "main.py"), "--version"], capture_output=True, text=True,
+                       timeout=60, cwd=tmp_path)
+    assert v.returncode == 0 and v.stdout.strip() == f"robult-studio {robult_engine.__version__}"
 
 
 REFCOUNT_PROBE = r"""

@@ -8,10 +8,10 @@ import sqlite_utils
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from app import sessions as S
-from app.sessions import SessionStore, migrations, open_store
-from app.state import CRASHED, FINISHED, RUNNING, STOPPED
-from robult_engine.events import EpochEnded
+from app.core import sessions as S
+from app.core.sessions import SessionStore, migrations, open_store
+from app.core.state import CRASHED, FINISHED, RUNNING, STOPPED
+from robult_engine.events import EpochEnded, StepEnded
 
 ALL_MIGRATIONS = ["m001_initial", "m002_inspections_and_ui_state", "m003_epoch_diagnostics", "m004_step_losses"]
 
@@ -136,7 +136,7 @@ def test_a_locked_file_falls_back_to_memory(tmp_path, monkeypatch):
 
 # --- the sessions view -------------------------------------------------------------------------------------
 def test_the_sessions_view_sorts_overlays_and_deletes_with_confirmation(qtbot, store, tiny, dialogs):
-    from app.panels.sessions import RunsTableModel, SessionsPanel
+    from app.views.sessions import RunsTableModel, SessionsPanel
     a = _run(store, tiny, 0.9, "a")
     b = _run(store, tiny, 0.2, "b", status=STOPPED, epochs=3)
     c = _run(store, tiny, 0.55, "c")
@@ -260,9 +260,12 @@ def test_killing_the_app_mid_training_keeps_finished_epochs_and_the_run_resumes(
         assert run.status == CRASHED and run.epochs_done >= 2
         assert run.checkpoint_path and (tmp_path / run.checkpoint_path).is_file()
         kept = run.epochs_done
-        with qtbot.waitSignal(w.controller.sig_step_ended, timeout=60_000) as first:
+        assert w.notice_label.isVisible() and f"#{run.id}" in w.notice_label.text()  # "did not end cleanly"
+        with qtbot.waitSignal(w.controller.sig_progressed, timeout=60_000,
+                              check_params_cb=lambda ev: isinstance(ev, StepEnded)) as first:
             assert w.resume_run(run.id), w.training_panel.status_panel.text
         assert first.args[0].epoch >= kept - 1  # continues from last.pt, not from scratch
+        assert not w.notice_label.isVisible()  # the resumed run is training: the notice is gone
         with qtbot.waitSignal(w.controller.sig_stopped, timeout=60_000):
             w.stop_training()
         assert store.get_run(run.id).status == STOPPED

@@ -10,10 +10,20 @@ import pytest
 import torch
 from PySide6.QtWidgets import QMessageBox
 
-from app.controller import LIVE_THREADS, NoModelError
-from app.state import FAILED, FINISHED, STOPPED
+from app.background.training import LIVE_THREADS, NoModelError
+from app.core.state import FAILED, FINISHED, STOPPED
+from app.core.work import Failure
+from robult_engine.events import EpochEnded, StepEnded
 
 RUN_TIMEOUT = 90_000  # ms; a tiny run takes seconds, but the machine is shared
+
+
+def _is_epoch(ev) -> bool:
+    return isinstance(ev, EpochEnded)
+
+
+def _is_step(ev) -> bool:
+    return isinstance(ev, StepEnded)
 
 
 def _finish_wizard(qtbot, wiz) -> None:
@@ -87,9 +97,9 @@ def test_a_run_from_the_wizard_trains_draws_and_is_recorded(qtbot, make_window, 
 def test_stop_keeps_the_best_checkpoint_and_resume_completes_the_run(qtbot, make_window, tiny):
     w = make_window()
     cfg = tiny(**{"train.epochs": 8})
-    with qtbot.waitSignal(w.controller.sig_epoch_ended, timeout=RUN_TIMEOUT):
+    with qtbot.waitSignal(w.controller.sig_progressed, timeout=RUN_TIMEOUT, check_params_cb=_is_epoch):
         run_id = w.start_training(cfg, name="stop me")
-    with qtbot.waitSignal(w.controller.sig_finished, timeout=RUN_TIMEOUT) as fin:
+    with qtbot.waitSignal(w.controller.sig_cancelled, timeout=RUN_TIMEOUT) as fin:
         w.act_stop.trigger()
         assert "Stopping" in w.training_panel.status_panel.text
     assert fin.args[0].cancelled
@@ -147,7 +157,7 @@ def test_a_dataset_that_cannot_be_loaded_fails_the_run_readably(qtbot, make_wind
 
 def test_closing_during_training_asks_then_stops_cleanly(qtbot, make_window, tiny, dialogs, store):
     w = make_window(store=store)
-    with qtbot.waitSignal(w.controller.sig_step_ended, timeout=RUN_TIMEOUT):
+    with qtbot.waitSignal(w.controller.sig_progressed, timeout=RUN_TIMEOUT, check_params_cb=_is_step):
         run_id = w.start_training(tiny(**{"train.epochs": 50}), name="closed")
     # answering No keeps the window and the run
     dialogs.answer = QMessageBox.StandardButton.No
@@ -176,37 +186,57 @@ def test_inference_requests_run_on_the_training_thread_in_eval_mode(qtbot, make_
     def boom(model):
         raise RuntimeError("bad request")
 
-    with qtbot.waitSignal(w.controller.sig_epoch_ended, timeout=RUN_TIMEOUT):  # a best checkpoint exists
+    with qtbot.waitSignal(w.controller.sig_progressed, timeout=RUN_TIMEOUT, check_params_cb=_is_epoch):
         w.start_training(tiny(**{"train.epochs": 30}))
-    results = {}
+    results, cancelled = {}, []
 
-    def on_done(rid, result):
-        results[rid] = result
+    def answer(key):
+        return lambda value: results.__setitem__(key, value)
 
-    w.controller.sig_request_done.connect(on_done)
-    w.controller.submit(1, probe)
-    w.controller.submit(2, boom)
-    qtbot.waitUntil(lambda: len(results) == 2, timeout=RUN_TIMEOUT)
+    w.controller.run_on_model(probe, on_result=answer(1), on_error=answer(1))
+    w.controller.run_on_model(boom, on_result=answer(2), on_error=answer(2))
+    dropped = w.controller.run_on_model(probe, on_result=answer(3), on_error=answer(3),
+                                        on_cancelled=cancelled.append)
+    dropped.cancel()  # before the training thread serves it: it never runs, and says so
+    qtbot.waitUntil(lambda: len(results) == 2 and bool(cancelled), timeout=RUN_TIMEOUT)
     assert seen["thread"] != threading.get_ident()
     assert seen["training"] is False and seen["grad"] is False
     assert isinstance(results[1], int) and results[1] > 0
-    assert isinstance(results[2], RuntimeError)
+    assert isinstance(results[2], Failure) and "bad request" in results[2].message
+    assert 3 not in results and cancelled == [None]
     with qtbot.waitSignal(w.controller.sig_stopped, timeout=RUN_TIMEOUT):
         w.stop_training()
     qtbot.waitUntil(lambda: w.current_model is not None, timeout=RUN_TIMEOUT)
 
     # no training: answered on the pool with the current model
-    w.controller.submit(3, probe)
-    qtbot.waitUntil(lambda: 3 in results, timeout=20_000)
-    assert results[3] == results[1]
+    w.controller.run_on_model(probe, on_result=answer(4), on_error=answer(4))
+    qtbot.waitUntil(lambda: 4 in results, timeout=20_000)
+    assert results[4] == results[1]
     assert seen["training"] is False
 
 
 def test_requests_without_any_model_get_a_no_model_error(qtbot, make_window):
     w = make_window()
-    with qtbot.waitSignal(w.controller.sig_request_done, timeout=5_000) as done:
-        w.controller.submit(9, lambda model: 1)
-    assert done.args[0] == 9 and isinstance(done.args[1], NoModelError)
+    got = []
+    w.controller.run_on_model(lambda model: 1, on_result=got.append, on_error=got.append)
+    assert len(got) == 1 and isinstance(got[0], Failure) and isinstance(got[0].exception, NoModelError)
+
+
+def test_the_controller_forwards_the_worker_signal_to_signal_and_reports_the_labeled_indices(qtbot, make_window,
+                                                                                           tiny):
+    w = make_window()
+    kinds = []
+    w.controller.sig_started.connect(lambda job: kinds.append("started"))
+    w.controller.sig_progressed.connect(lambda ev: kinds.append(type(ev).__name__))
+    w.controller.sig_finished.connect(lambda ev: kinds.append("finished"))
+    with qtbot.waitSignal(w.controller.sig_stopped, timeout=RUN_TIMEOUT):
+        run_id = w.start_training(tiny())
+    assert kinds[0] == "started" and kinds[1] == "Started" and kinds[-1] == "finished"
+    assert "StepEnded" in kinds and kinds.count("EpochEnded") == 2
+    assert not [name for name in dir(w.controller) if name.startswith("_on_worker_") and "request" not in name
+                and "release" not in name]  # no relay slots
+    labeled = w.store.run_record(run_id)["labeled_indices"]
+    assert labeled and labeled == sorted(labeled)
 
 
 def test_the_engine_imports_no_qt():

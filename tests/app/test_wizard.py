@@ -9,7 +9,7 @@ from robult_engine.data import load_dataset
 
 
 def _wizard(qtbot, initial: RunConfig, cuda_available: bool = False, loader=load_dataset):
-    from app.wizard import TrainingWizard
+    from app.views.wizard import TrainingWizard
     wiz = TrainingWizard(loader, initial, cuda_available=cuda_available)
     qtbot.addWidget(wiz)
     wiz.show()
@@ -168,7 +168,7 @@ def test_stale_dataset_answers_are_dropped(qtbot, tiny):
             gate.wait(10)
         return load_dataset(cfg)
 
-    from app.wizard import TrainingWizard
+    from app.views.wizard import TrainingWizard
     wiz = TrainingWizard(loader, tiny(), cuda_available=False)
     qtbot.addWidget(wiz)
     p = wiz.page_dataset
@@ -179,7 +179,7 @@ def test_stale_dataset_answers_are_dropped(qtbot, tiny):
     qtbot.waitUntil(lambda: p.info is not None, timeout=20_000)
     assert p.split_sizes["train"] == 400
     gate.set()
-    from app.controller import wait_for_jobs
+    from app.background.training import wait_for_jobs
     assert wait_for_jobs(20_000)
     qtbot.wait(50)
     assert p.split_sizes["train"] == 400

@@ -1,7 +1,7 @@
 """Running the explorer without the main window: a LoadedModel straight from a checkpoint file."""
 from __future__ import annotations
 
-from app.state import LoadedModel
+from app.core.state import LoadedModel
 from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
 
 

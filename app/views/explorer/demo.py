@@ -1,4 +1,4 @@
-"""Synthetic data for running a panel alone (`python -m app.explorer.<panel>`), with no model or dataset.
+"""Synthetic data for running a panel alone (`python -m app.views.explorer.<panel>`), with no model or dataset.
 
 Set ROBULT_DEMO_SCREENSHOT=/path.png to render the panel to that file and exit instead of opening a window
 (used for documentation screenshots and as a smoke test).

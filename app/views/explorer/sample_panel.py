@@ -3,7 +3,7 @@ each of its modalities the way a person reads it: the image scaled up with neare
 waveform (own recordings) and the MFCC heat map, the text, a feature vector's values.
 
 The panel only *asks* for samples (`sig_sample_requested` with a SampleRef); the explorer loads them off the
-GUI thread and calls `show_sample`. Run alone: `python -m app.explorer.sample_panel`.
+GUI thread and calls `show_sample`. Run alone: `python -m app.views.explorer.sample_panel`.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from robult_engine.data.base import DataError
 
 from . import style
 from .sources import AUDIO_EXT, IMAGE_EXT, LoadedSample, ModalityView, assign_paths
-from .state import SampleRef
+from app.core.explorer_state import SampleRef
 
 IMAGE_PIXELS = 168  # on-screen size of a modality image
 

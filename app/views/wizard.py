@@ -6,7 +6,7 @@ widgets, so an invalid value is refused on the page that holds it, with the engi
 fields (`isComplete` keeps Next/Finish disabled). The dataset's info is loaded off the GUI thread on the
 QThreadPool (a generation counter drops answers for a dataset the user has since left).
 
-Run alone: `python -m app.wizard` opens it on the built-in datasets and prints the chosen config.
+Run alone: `python -m app.views.wizard` opens it on the built-in datasets and prints the chosen config.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
 from robult_engine.config import (KERNELS, METHODS, ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig,
                                   TrainConfig)
 
-from .controller import start_job
+from ..background.runner import WorkRunner
 
 BUILTIN_DATASETS = (
     ("av-digits", "AV-Digits — real handwritten digits + spoken digits (built-in)"),
@@ -104,7 +104,8 @@ class DatasetPage(_Page):
                                     "(CMU-MOSI/MOSEI pickle, MM-IMDb, Food-101, Hateful Memes, or your own "
                                     "folder with a manifest).")
         self._load = bundle_loader
-        self._generation = 0
+        self._work = None  # the dataset read in progress (cancelled when the user picks another dataset)
+        self._runner = WorkRunner(self)
         self.info = None  # DatasetInfo of the current selection, once loaded
         self.split_sizes: dict[str, int] = {}
         self._info_error = ""
@@ -216,7 +217,9 @@ class DatasetPage(_Page):
 
     @Slot()
     def _start_loading(self) -> None:
-        self._generation += 1
+        if self._work is not None:
+            self._work.cancel()  # its answer is for a dataset the user has left
+            self._work = None
         self.info = None
         self._info_error = ""
         self.modality_list.clear()
@@ -231,7 +234,8 @@ class DatasetPage(_Page):
         self.status_label.setText(f"Reading {self.dataset} …")
         cfg = self._data_cfg_for_loading()
         loader = self._load
-        start_job(lambda: loader(cfg), self._on_job_done, self._on_job_failed, tag=self._generation)
+        self._work = self._runner.start(lambda _w: loader(cfg), on_result=self._on_load_done,
+                                        on_error=self._on_load_failed)
         self.completeChanged.emit()
 
     def _data_cfg_for_loading(self) -> DataConfig:
@@ -239,10 +243,8 @@ class DatasetPage(_Page):
                                    synth_n_train=int(self.spin_n_train.value()),
                                    synth_noise=float(self.spin_noise.value()))
 
-    @Slot(int, object)
-    def _on_job_done(self, generation: int, bundle) -> None:
-        if generation != self._generation:
-            return  # the user picked another dataset meanwhile
+    def _on_load_done(self, bundle) -> None:
+        self._work = None
         self._loading = False
         self.info = bundle.info
         self.split_sizes = {k: len(v) for k, v in bundle.splits.items()}
@@ -269,12 +271,11 @@ class DatasetPage(_Page):
         self.sig_info_loaded.emit(info)
         self.completeChanged.emit()
 
-    @Slot(int, object)
-    def _on_job_failed(self, generation: int, error: object) -> None:
-        if generation != self._generation:
-            return
+    def _on_load_failed(self, failure) -> None:
+        self._work = None
         self._loading = False
-        self._info_error = f"{self.dataset}: {error}" if isinstance(error, ImportError) else str(error)
+        err = failure.exception
+        self._info_error = f"{self.dataset}: {failure.message}" if isinstance(err, ImportError) else str(err or failure.message)
         self.status_label.setText("")
         self.completeChanged.emit()
 
@@ -714,7 +715,7 @@ def _main() -> int:  # pragma: no cover - manual check
 
     from robult_engine.data import load_dataset
     app = QApplication(sys.argv)
-    from .background import gc_policy
+    from ..background import gc_policy
     gc_policy.install()
     wiz = TrainingWizard(load_dataset, RunConfig())
     if wiz.exec():

@@ -4,7 +4,7 @@ Pseudo-label ỹ and its confidence, κ, the weights the sample gives to and rec
 batch of training samples, its top positives, the batch's weight matrix, and the κ histogram over training
 (from the session's epoch rows when the run was trained in the app).
 
-Run alone: `python -m app.explorer.softpu_panel` shows it on a synthetic sample.
+Run alone: `python -m app.views.explorer.softpu_panel` shows it on a synthetic sample.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The explorer: see *why* a trained model survives a missing modality (issue 5).
+"""The explorer: see *why* a trained model survives a missing modality.
 
 `install(main_window)` is called at the end of `MainWindow.__init__`; it adds three tabs and wires them:
 
@@ -6,11 +6,11 @@
     Robustness    RobustnessPanel: metric per modality subset × run of the session, flipped samples
     Latent space  LatentViewPanel: PCA of Z and U, click a point to open its sample
 
-Modules: `state` (Qt-free ExplorerState, SampleRef), `sources` (loading samples, Qt-free), `service` (engine
-bridge, caches, requests off the GUI thread), `jobs` (QThreadPool jobs with progress/cancel), `robustness`
-(Qt-free evaluation of every run), `export` (PNG/SVG/CSV/report), one module per panel (each runnable alone:
-`python -m app.explorer.predictions_panel`), `demo` (synthetic data for that). The engine side is
-`robult_engine.inspect`.
+Modules: `sources` (loading samples, Qt-free), `service` (engine bridge, caches, requests off the GUI thread
+through the work contract of app/core/work.py), `robustness` (Qt-free evaluation of every run), `export`
+(PNG/SVG/CSV/report), one module per panel (each runnable alone: `python -m
+app.views.explorer.predictions_panel`), `demo` (synthetic data for that). Its state is Qt-free:
+app/core/explorer_state.py. The engine side is `robult_engine.inspect`.
 """
 from __future__ import annotations
 
@@ -113,8 +113,8 @@ class ExplorerSuite(QObject):
         self.robustness.sig_open_sample.connect(self._on_robustness_open_sample)
         self.latent_view.sig_open_sample.connect(self._on_latent_open_sample)
         ctl = getattr(w, "controller", None)
-        if ctl is not None and hasattr(ctl, "sig_finished"):
-            ctl.sig_finished.connect(self._on_runs_changed)
+        if ctl is not None and hasattr(ctl, "sig_stopped"):
+            ctl.sig_stopped.connect(self._on_runs_changed)  # a run ended (finished, cancelled or failed)
         w.installEventFilter(self)
         app = QCoreApplication.instance()
         if app is not None:
@@ -135,8 +135,8 @@ class ExplorerSuite(QObject):
         self.robustness.set_runs(runs_from_store(getattr(self.window, "store", None), loaded.config.data.dataset,
                                                  loaded), loaded.config.data)
 
-    @Slot(object)
-    def _on_runs_changed(self, _ev=None) -> None:
+    @Slot()
+    def _on_runs_changed(self) -> None:
         self._refresh_runs()
 
     @Slot(int)
@@ -149,13 +149,13 @@ class ExplorerSuite(QObject):
 
     @Slot(str, int, tuple)
     def _on_robustness_open_sample(self, split: str, index: int, subset: tuple) -> None:
-        from .state import SampleRef
+        from app.core.explorer_state import SampleRef
         self.explorer.open_sample(SampleRef.dataset(split, index), tuple(subset))
         self.window.tabs.setCurrentWidget(self.explorer)
 
     @Slot(str, int)
     def _on_latent_open_sample(self, split: str, index: int) -> None:
-        from .state import SampleRef
+        from app.core.explorer_state import SampleRef
         self.explorer.open_sample(SampleRef.dataset(split, index))
         self.window.tabs.setCurrentWidget(self.explorer)
 

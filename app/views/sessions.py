@@ -6,7 +6,7 @@ The table model reads `SessionStore.list_runs()` (GUI thread). Deleting asks for
 and resuming are the window's business: the panel emits `sig_reopen_requested(run_id)` /
 `sig_resume_requested(run_id)`.
 
-Run alone: `python -m app.panels.sessions [DB]` shows the panel on a database (default: the user's).
+Run alone: `python -m app.views.sessions [DB]` shows the panel on a database (default: the user's).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
                                QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..plot_util import no_si_prefix
-from ..sessions import RunRow, SessionStore
-from ..state import CRASHED, FAILED, FINISHED, RESUMABLE, RUNNING, STOPPED
+from .plot_util import no_si_prefix
+from ..core.sessions import RunRow, SessionStore
+from ..core.state import CRASHED, FAILED, FINISHED, RESUMABLE, RUNNING, STOPPED
 from .training import PALETTE
 
 STATUS_COLORS = {RUNNING: "#2b5797", FINISHED: "#1e6b2f", STOPPED: "#7a5200", FAILED: "#a4161a",
@@ -374,7 +374,7 @@ def _main() -> int:  # pragma: no cover - manual check
 
     from PySide6.QtWidgets import QApplication
 
-    from ..sessions import open_store
+    from ..core.sessions import open_store
     app = QApplication(sys.argv)
     from ..background import gc_policy
     gc_policy.install()

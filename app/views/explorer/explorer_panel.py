@@ -25,7 +25,7 @@ from .predictions_panel import PredictionsPanel
 from .sample_panel import SamplePanel
 from .service import ExplorerService, InspectResult, ModelContext
 from .softpu_panel import SoftPUPanel
-from .state import ExplorerState, SampleRef
+from app.core.explorer_state import ExplorerState, SampleRef
 from .toggles import ModalityToggles
 
 SAVE_DELAY_MS = 600  # inspections are written to the session this long after the last change
@@ -40,7 +40,7 @@ class ExplorerPanel(QWidget):
         super().__init__(parent)
         self.store = store
         self.state = ExplorerState()
-        self.service = ExplorerService(self, controller=controller, bundle_getter=bundle_getter)
+        self.service = ExplorerService(self, state=self.state, controller=controller, bundle_getter=bundle_getter)
         self.context: ModelContext | None = None
         self.loaded_model = None
         self.sample = None  # LoadedSample on screen
@@ -132,7 +132,7 @@ class ExplorerPanel(QWidget):
 
     # --- model ------------------------------------------------------------------------------------------
     def set_model(self, loaded) -> None:
-        """A new current model (app.state.LoadedModel): reset toggles, prepare its context in the background,
+        """A new current model (app.core.state.LoadedModel): reset toggles, prepare its context in the background,
         then restore the session's last inspection (or show the first test sample)."""
         self.save_inspection()  # the previous model's state, if a change is pending
         self.loaded_model = loaded
@@ -381,7 +381,7 @@ class ExplorerPanel(QWidget):
 
 
 def main() -> int:
-    """`python -m app.explorer.explorer_panel [checkpoint.pt]`: the explorer on a checkpoint, standalone."""
+    """`python -m app.views.explorer.explorer_panel [checkpoint.pt]`: the explorer on a checkpoint, standalone."""
     import os
     import sys
 

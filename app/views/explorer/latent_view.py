@@ -4,7 +4,7 @@ that sample in the explorer.
 
 Z^i of all modalities share one space (g_0), so one PCA over them shows whether the modalities of a class
 meet; the U^i come from separate projectors g_i and are projected together only to show how far apart they
-stay. Run alone: `python -m app.explorer.latent_view` shows synthetic points.
+stay. Run alone: `python -m app.views.explorer.latent_view` shows synthetic points.
 """
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidg
 from robult_engine.evaluation import encode_split
 from robult_engine.inspect import latent_points
 
+from app.background.runner import WorkRunner
+
 from . import style
 from .export import export_plot, write_csv
-from .jobs import JobRunner
 
 SYMBOLS = ("o", "t", "s", "d", "+", "x", "star", "p", "h")
 MAX_POINTS = 20000  # per plot; beyond this the split is subsampled (seeded) to keep the view responsive
@@ -31,11 +32,11 @@ class LatentViewPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.runner = JobRunner(self, max_threads=1)
+        self.runner = WorkRunner(self, max_threads=1)
         self.loaded = None
         self.bundle = None
         self.points: dict | None = None  # {"z": {...}, "u": {...}, "split", "target", "labeled"}
-        self._token = 0
+        self._work = None  # the projection being computed
 
         self.split = QComboBox()
         self.split.addItems(["test", "train"])
@@ -102,8 +103,9 @@ class LatentViewPanel(QWidget):
         if split not in self.bundle.splits:
             self.note.setText(f"The dataset has no {split} split.")
             return
-        self._token += 1
-        token, model, data = self._token, self.loaded.model, self.bundle.splits[split]
+        if self._work is not None:
+            self._work.cancel()  # a newer request replaces it: its answer is dropped
+        model, data = self.loaded.model, self.bundle.splits[split]
         lab = torch.as_tensor(getattr(self.loaded, "labeled_indices", []), dtype=torch.long).reshape(-1)
 
         def work(job):
@@ -119,16 +121,14 @@ class LatentViewPanel(QWidget):
             labeled = torch.zeros(len(data), dtype=torch.bool)
             if split == "train" and len(lab):
                 labeled[lab[lab < len(data)]] = True
-            return token, {**pts, "split": split, "index": idx.numpy(), "target": sub.target.numpy(),
+            return {**pts, "split": split, "index": idx.numpy(), "target": sub.target.numpy(),
                            "labeled": labeled[idx].numpy()}
 
         self.note.setText(f"Encoding the {split} split…")
-        self.runner.start(work, on_done=self._on_done, on_failed=self._on_failed)
+        self._work = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed)
 
-    def _on_done(self, result) -> None:
-        token, pts = result
-        if token != self._token:
-            return  # a newer request is on its way
+    def _on_done(self, pts) -> None:
+        self._work = None
         self.points = pts
         n = len(pts["index"])
         ez, eu = pts["z"]["explained"], pts["u"]["explained"]
@@ -137,8 +137,9 @@ class LatentViewPanel(QWidget):
         self._draw()
         self.sig_points_ready.emit()
 
-    def _on_failed(self, message: str) -> None:
-        self.note.setText(f"<span style='color:#B00020'>Could not compute the projection: {message}</span>")
+    def _on_failed(self, failure) -> None:
+        self._work = None
+        self.note.setText(f"<span style='color:#B00020'>Could not compute the projection: {failure.message}</span>")
 
     # --- drawing --------------------------------------------------------------------------------------
     def _categories(self, key: str) -> tuple[np.ndarray, list[str], np.ndarray]:

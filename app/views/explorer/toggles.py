@@ -4,7 +4,7 @@ A switch that is off treats the modality as missing: it contributes nothing to t
 c([U^i, Z^i]) over the modalities on). A modality the sample itself lacks is shown disabled.
 Shortcuts are window shortcuts owned by `shortcut_parent` (the explorer panel): Qt keeps a shortcut inactive
 while its parent is hidden, so Alt+1 works exactly when the explorer tab is on screen.
-Run alone: `python -m app.explorer.toggles`.
+Run alone: `python -m app.views.explorer.toggles`.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ class SessionState:
     """Observable, Qt-free state of the window. `update(**changes)` notifies listeners with the changed keys."""
 
     FIELDS = ("activity", "run_id", "run_name", "run_status", "current_model", "dataset", "dataset_note",
-              "message", "message_kind")
+              "message", "message_kind", "status_tip", "buffers_version", "runs_version", "best_checkpoint")
 
     def __init__(self) -> None:
         self.activity: str = IDLE
@@ -62,6 +62,10 @@ class SessionState:
         self.dataset_note: str = ""  # e.g. why the default dataset fell back to pid-synth
         self.message: str = ""  # the status/error panel's text
         self.message_kind: str = "info"  # "info" | "ok" | "warning" | "error"
+        self.status_tip: str = ""  # a short status-bar message
+        self.buffers_version: int = 0  # grows when the curve buffers are replaced (the panel resets)
+        self.runs_version: int = 0  # grows when session rows change (the Sessions table refreshes)
+        self.best_checkpoint: tuple[str, int | None, int] | None = None  # (path, run id, serial) to load
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from robult_engine.data.base import DataError, DatasetBundle, DatasetInfo, SplitData
 
-from .state import SampleRef
+from app.core.explorer_state import SampleRef
 
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -3,7 +3,7 @@ same dataset (columns: Robult, its ablations, the baselines), computed in the ba
 cancel. Click a cell to list the samples whose prediction flips under that subset (vs all modalities); click
 one of them to open it in the explorer with that subset switched on.
 
-Run alone: `python -m app.explorer.robustness_panel` shows it on a synthetic result.
+Run alone: `python -m app.views.explorer.robustness_panel` shows it on a synthetic result.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QLis
 
 from robult_engine.metrics import HIGHER_IS_BETTER
 
+from app.background.runner import WorkRunner
+
 from . import style
 from .export import export_plot, safe_name, write_csv, write_json
-from .jobs import JobRunner
 from .robustness import RobustnessResult, RunRef, compute_robustness
 
 
@@ -31,7 +32,7 @@ class RobustnessPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None, *, bundle_getter=None) -> None:
         super().__init__(parent)
-        self.runner = JobRunner(self, max_threads=1)
+        self.runner = WorkRunner(self, max_threads=1)
         self.bundle_getter = bundle_getter
         self.result: RobustnessResult | None = None
         self.runs: list[RunRef] = []
@@ -150,7 +151,7 @@ class RobustnessPanel(QWidget):
         self.progress.setFormat("starting…")
         self.compute_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
-        self._job = self.runner.start(work, on_done=self._on_done, on_failed=self._on_failed,
+        self._job = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed,
                                       on_progress=self._on_progress, on_cancelled=self._on_cancelled)
 
     @Slot()
@@ -164,17 +165,19 @@ class RobustnessPanel(QWidget):
         self.compute_btn.setEnabled(bool(self.runs))
         self.cancel_btn.setEnabled(False)
 
-    def _on_progress(self, done: int, total: int, text: str) -> None:
+    def _on_progress(self, p) -> None:
+        done, total, text = p.done, p.total, p.text
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
         self.progress.setFormat(f"{done}/{total} {text}")
 
-    def _on_cancelled(self) -> None:
+    def _on_cancelled(self, _payload=None) -> None:
         self._finish_job()
         self.progress.setFormat("cancelled")
         self.sig_message.emit("Robustness computation cancelled.", "info")
 
-    def _on_failed(self, message: str) -> None:
+    def _on_failed(self, failure) -> None:
+        message = failure.message
         self._finish_job()
         self.progress.setFormat("failed")
         self._set_info(f"<span style='color:#B00020'>Robustness computation failed: {message}</span>")

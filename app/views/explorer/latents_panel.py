@@ -1,7 +1,7 @@
 """LatentsPanel: per modality ‖Z^i‖ and ‖U^i‖ (and their ratio), what each modality predicts on its own,
 c([U^i, Z^i]), and the reconstruction error. Modalities switched off are drawn faded.
 
-Run alone: `python -m app.explorer.latents_panel` shows it on a synthetic sample.
+Run alone: `python -m app.views.explorer.latents_panel` shows it on a synthetic sample.
 """
 from __future__ import annotations
 

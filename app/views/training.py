@@ -1,11 +1,11 @@
 """TrainingPanel: live curves of the current run, its status, progress/ETA, and Stop / Resume.
 
-The panel draws `app.state.TrainingBuffers`, which the window fills as the worker's events arrive. A ~20 Hz
+The panel draws `app.core.state.TrainingBuffers`, which the window fills as the worker's events arrive. A ~20 Hz
 QTimer redraws only the plots whose buffer version changed, only while the panel is visible, and thins step
 curves to at most `MAX_POINTS` points, so the cost of a redraw does not grow with the length of the run
 (ScopeFoundry's "throttle at the edges").
 
-Run alone: `python -m app.panels.training` shows the panel fed with synthetic events.
+Run alone: `python -m app.views.training` shows the panel fed with synthetic events.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QToolButton,
                                QVBoxLayout, QWidget)
 
-from ..plot_util import no_si_prefix
-from ..state import TrainingBuffers, format_duration
+from .plot_util import no_si_prefix
+from ..core.state import TrainingBuffers, format_duration
 
 REDRAW_HZ = 20  # progress bar, labels, and epoch plots when an epoch ended
 STEP_PLOT_INTERVAL_S = 0.25  # the step-loss plot at most 4 times a second (a repaint of a plot costs ~10-25 ms)

@@ -1,6 +1,6 @@
 """PredictionsPanel: class probabilities for the chosen modality subset next to all modalities, and the change.
 
-Run alone: `python -m app.explorer.predictions_panel` shows it on a synthetic sample.
+Run alone: `python -m app.views.explorer.predictions_panel` shows it on a synthetic sample.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
   (`robult_engine.inspect.weights_version`) changes with every optimizer step, so a model that is training
   is re-encoded instead of being served a stale cache.
 - `ExplorerService` (QObject): runs requests on its own one-thread `QThreadPool`, or, while a run is
-  training, through `controller.submit(request_id, fn)` so inference happens on the training thread (train /
+  training, through `controller.run_on_model(fn, ...)` so inference happens on the training thread (train /
   eval mode and weights are shared state there). Each request carries the generation of the explorer state
   that asked; work whose generation is already old is skipped, and the panels drop stale results too.
   Exception, by design: a toggle on a sample whose encoding is cached is answered at once on the GUI thread —
@@ -29,9 +29,11 @@ from robult_engine.data.base import Batch, DatasetBundle, make_batch
 from robult_engine.inspect import (Inspection, ReferenceEncoding, SampleInspector, encode_reference,
                                    reference_indices, weights_version)
 
-from .jobs import JobRunner, describe_error
+from app.background.runner import WorkRunner
+from app.core.work import Failure, describe_error
+
 from .sources import LoadedSample, load_sample
-from .state import SampleRef
+from app.core.explorer_state import SampleRef
 
 REFERENCE_SIZE = 64
 REFERENCE_LABELED = 16
@@ -42,7 +44,7 @@ CACHE_SIZE = 64
 @dataclass(frozen=True)
 class ModelContext:
     """Everything the explorer needs about the current model (built once per loaded model, off the GUI)."""
-    loaded: Any  # app.state.LoadedModel (or anything with model, config, info, checkpoint_path, run_id, labeled_indices)
+    loaded: Any  # app.core.state.LoadedModel (or anything with model, config, info, checkpoint_path, run_id, labeled_indices)
     memory_state: dict  # the checkpoint's PrototypeMemory buffers ({} when unavailable)
     bundle: DatasetBundle | None  # the dataset the model was trained on (None if it could not be loaded)
     reference: Batch | None  # the fixed reference batch of training samples
@@ -201,71 +203,67 @@ class InspectionEngine:
 
 
 class ExplorerService(QObject):
-    """Runs the explorer's requests off the GUI thread and answers with signals (GUI thread)."""
+    """Runs the explorer's requests off the GUI thread and answers with signals (GUI thread).
+
+    The generation of a request is the one of the explorer state (`state.generation`, the only counter):
+    work whose generation is no longer the state's is skipped before it starts, and the panel drops answers
+    that come back for an older one."""
     sig_context_ready = Signal(object)  # ModelContext
     sig_context_failed = Signal(str)
     sig_result_ready = Signal(object)  # InspectResult
     sig_request_failed = Signal(int, str)  # generation, message
 
-    REQUEST_BASE = 7_000_000  # request ids of controller.submit, away from other users' ids
-
-    def __init__(self, parent: QObject | None = None, *, controller: QObject | None = None,
+    def __init__(self, parent: QObject | None = None, *, state=None, controller: QObject | None = None,
                  bundle_getter: Callable | None = None) -> None:
         super().__init__(parent)
-        self.runner = JobRunner(self, max_threads=1)
+        self.state = state
+        self.runner = WorkRunner(self, max_threads=1)
         self.engine = InspectionEngine()
         self.controller = controller
         self.follow_live = True  # while a compatible run trains, inspect the live model on the training thread
         self.bundle_getter = bundle_getter
         self.context: ModelContext | None = None
-        self._latest = 0  # the newest generation asked for (read by workers: an int is atomic enough)
-        self._context_token = 0
-        self._pending: dict[int, tuple[int, float]] = {}  # controller request id -> (generation, t0)
-        self._next_request = self.REQUEST_BASE
-        if controller is not None and hasattr(controller, "sig_request_done"):
-            controller.sig_request_done.connect(self._on_controller_request_done)
+        self._context_work = None
 
     # --- the model ------------------------------------------------------------------------------------
     def set_model(self, loaded) -> None:
         """Prepare the context of a newly loaded model in the background; `sig_context_ready` follows."""
-        self._context_token += 1
-        token = self._context_token
+        if self._context_work is not None:
+            self._context_work.cancel()  # a newer model was loaded: the older context is dropped
         self.context = None
         self.engine.clear()
         getter = self.bundle_getter
-        self.runner.start(lambda job: (token, prepare_context(loaded, getter)),
-                          on_done=self._context_done, on_failed=self._context_failed)
+        self._context_work = self.runner.start(lambda _w: prepare_context(loaded, getter),
+                                               on_result=self._context_done, on_error=self._context_failed)
 
-    def _context_done(self, result) -> None:
-        token, ctx = result
-        if token != self._context_token:
-            return  # a newer model was loaded meanwhile
+    def _context_done(self, ctx: ModelContext) -> None:
+        self._context_work = None
         self.context = ctx
         self.sig_context_ready.emit(ctx)
 
-    def _context_failed(self, message: str) -> None:
-        self.sig_context_failed.emit(message)
+    def _context_failed(self, failure: Failure) -> None:
+        self._context_work = None
+        self.sig_context_failed.emit(failure.message)
 
     # --- requests -------------------------------------------------------------------------------------
     def live_training(self) -> bool:
         """True when requests go to the model being trained: a run is training, its data and architecture
         match the current model's (so the sample fits it), and `follow_live` is on."""
         c, ctx = self.controller, self.context
-        if not self.follow_live or c is None or ctx is None or not hasattr(c, "submit"):
-            return False
-        flag = getattr(c, "is_training", False)
-        if not (flag() if callable(flag) else flag):
+        if not self.follow_live or c is None or ctx is None or not getattr(c, "is_running", False):
             return False
         job = getattr(c, "job", None)
         cfg = getattr(job, "config", None)
         mine = getattr(ctx.loaded, "config", None)
         return cfg is not None and mine is not None and cfg.data == mine.data and cfg.model == mine.model
 
+    def _current(self, generation: int) -> bool:
+        return self.state is None or self.state.generation == generation
+
     def request(self, generation: int, ref: SampleRef, sample: LoadedSample | None, subset: tuple[bool, ...]) -> None:
         """Inspect `ref` under `subset` for the state's `generation`; answers `sig_result_ready` (or
-        `sig_request_failed`) unless a newer generation was asked for meanwhile."""
+        `sig_request_failed`) unless the state moved on meanwhile."""
         import time
-        self._latest = generation
         ctx = self.context
         if ctx is None:
             return  # the panel asks again when the context is ready
@@ -279,67 +277,28 @@ class ExplorerService(QObject):
             if insp is not None:
                 self.sig_result_ready.emit(InspectResult(generation, sample, insp, time.perf_counter() - t0, True))
                 return
+        current = self._current
 
         def work(model=None):
-            if generation != self._latest:
+            if not current(generation):
                 return None  # stale before it started: skip the work
             s, insp, cached = engine.inspect(ctx, ref, sample, subset, model)
             return InspectResult(generation, s, insp, time.perf_counter() - t0, cached, live=model is not None)
 
+        def failed(failure: Failure) -> None:
+            self.sig_request_failed.emit(generation, failure.message)
+
         if live:
-            self._next_request += 1
-            rid = self._next_request
-            self._pending[rid] = (generation, t0)
-            self.controller.submit(rid, _ControllerCall(work))
-            return
-        self.runner.start(lambda job: work(), on_done=self._on_done,
-                          on_failed=_FailedFor(self, generation))
+            self.controller.run_on_model(work, on_result=self._on_done, on_error=failed)
+        else:
+            self.runner.start(lambda _w: work(), on_result=self._on_done, on_error=failed)
 
     def _on_done(self, result: InspectResult | None) -> None:
         if result is not None:
             self.sig_result_ready.emit(result)
-
-    @Slot(int, object)
-    def _on_controller_request_done(self, request_id: int, result: object) -> None:
-        entry = self._pending.pop(request_id, None)
-        if entry is None:
-            return  # someone else's request
-        generation, _ = entry
-        if isinstance(result, BaseException):
-            self.sig_request_failed.emit(generation, describe_error(result))
-        elif isinstance(result, _Failure):
-            self.sig_request_failed.emit(generation, result.message)
-        else:
-            self._on_done(result)
 
     def wait(self, timeout_ms: int = 30000) -> bool:
         return self.runner.wait(timeout_ms)
 
     def shutdown(self) -> None:
         self.runner.shutdown()
-
-
-@dataclass(frozen=True)
-class _Failure:
-    message: str
-
-
-class _ControllerCall:
-    """fn(model) for controller.submit: a failure becomes a value (the training thread must not die)."""
-
-    def __init__(self, work: Callable) -> None:
-        self.work = work
-
-    def __call__(self, model):
-        try:
-            return self.work(model)
-        except Exception as e:  # noqa: BLE001
-            return _Failure(describe_error(e))
-
-
-class _FailedFor:
-    def __init__(self, service: ExplorerService, generation: int) -> None:
-        self.service, self.generation = service, generation
-
-    def __call__(self, message: str) -> None:
-        self.service.sig_request_failed.emit(self.generation, message)

@@ -1,0 +1,298 @@
+"""`RunSession`: the run the Training tab shows — start, resume, stop, its session rows and its history. Qt-free.
+
+It drives a *launcher* (the `TrainingController`, duck-typed: `start(job)`, `stop()`, `is_running`,
+`stop_requested`) and receives the launcher's reports through `on_started` / `on_progressed` /
+`on_finished` / `on_cancelled` / `on_failed` / `on_stopped` (the window connects the controller's signals
+of those names to them, on the GUI thread). Everything it decides is written to the session database and
+to the observable `SessionState`; the window and the panels subscribe to the state and never write back:
+
+    state.run_id / run_name / run_status / activity    what the Training tab shows
+    state.message / message_kind                       the coloured status panel above the curves
+    state.status_tip                                   a short status-bar message
+    state.buffers_version                              the curve buffers were replaced (panels reset)
+    state.runs_version                                 session rows changed (the Sessions table refreshes)
+    state.best_checkpoint                              (path, run id, serial) of a best checkpoint to load
+
+Rows are written as the events arrive, so killing the app mid-training loses at most the epoch in progress.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from robult_engine.config import ConfigError, RunConfig
+from robult_engine.events import EpochEnded, Failed, Finished, Started, StepEnded
+from robult_engine.metrics import PRIMARY
+
+from .state import (CRASHED, FAILED, FINISHED, IDLE, PREPARING, RESUMABLE, RUNNING, STOPPED, STOPPING, TRAINING,
+                    SessionState, TrainingBuffers)
+
+FAILURE_TITLES = {"nan": "The training diverged", "data": "The data could not be used", "oom": "Out of memory",
+                  "config": "The configuration is invalid", "error": "The training failed"}
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What the training worker needs to run: plain data only."""
+    run_id: int
+    config: RunConfig
+    out_dir: str
+    resume_from: str | None = None
+
+
+def metric_name(val_metrics: dict[str, dict[str, float]]) -> str:
+    """The task's primary metric, read off the metric names (accuracy, f1_micro or mae)."""
+    for row in val_metrics.values():
+        for name in PRIMARY.values():
+            if name in row:
+                return name
+    return ""
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+class RunSession:
+    """Start / resume / stop of one run at a time, its rows, and the replay of a stored run's curves."""
+
+    def __init__(self, store, state: SessionState, buffers: TrainingBuffers, launcher, runs_root: Path) -> None:
+        self.store = store
+        self.state = state
+        self.buffers = buffers
+        self.launcher = launcher
+        self.runs_root = Path(runs_root)
+        self.job: TrainingJob | None = None  # the job the launcher runs (None when idle)
+        self._epoch_steps: list[StepEnded] = []  # the current epoch's steps, stored with its epoch row
+
+    # --- commands ---------------------------------------------------------------------------------------
+    def start(self, cfg: RunConfig, name: str = "") -> int | None:
+        """Create the session row and start the run; returns the run id (None if refused, with the reason in
+        the state's message)."""
+        if self.launcher.is_running:
+            self._tip("A run is already training.")
+            return None
+        try:
+            cfg.validate()
+        except ConfigError as e:
+            self._say("error", f"The run was not started: {e}")
+            return None
+        run_id = self.store.create_run(cfg, name=name)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = self.runs_root / f"run-{run_id:04d}-{stamp}"
+        self.store.update_run(run_id, run_dir=str(run_dir))
+        self.buffers.clear()
+        self.buffers.set_plan(cfg.train.epochs)
+        self._buffers_replaced()
+        self._show(run_id, name or f"Run #{run_id}", RUNNING)
+        self._say("info", f"Preparing {cfg.data.dataset} and the model…")
+        self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=str(run_dir)))
+        return run_id
+
+    def resume(self, run_id: int) -> bool:
+        """Continue a stopped, failed or crashed run from <run dir>/last.pt (the same session row)."""
+        if self.launcher.is_running:
+            self._say("warning", "A run is training; stop it before resuming another one.")
+            return False
+        row = self.store.get_run(run_id)
+        if row is None:
+            return False
+        if row.status not in RESUMABLE:
+            self._say("warning", f"Run #{run_id} is {row.status}; only stopped, failed or crashed runs can be "
+                                 f"resumed.")
+            return False
+        last = Path(row.run_dir) / "last.pt" if row.run_dir else None
+        if last is None or not last.is_file():
+            self.replay(row)
+            self._say("error", f"Run #{run_id} cannot be resumed: it ended before its first epoch was complete, "
+                               f"so there is no {last or 'last.pt'} to resume from. Start a new run instead "
+                               f"(Ctrl+N).")
+            return False
+        try:
+            cfg = RunConfig.from_json(row.config_json)
+        except ConfigError as e:
+            self._say("error", f"Run #{run_id} cannot be resumed: its stored config is invalid ({e}).")
+            return False
+        if self.state.run_id != run_id or not self.buffers.epoch_x:
+            self.replay(row)
+        self.buffers.set_plan(cfg.train.epochs)
+        self.store.set_status(run_id, RUNNING, error="")
+        self._show(run_id, row.name or f"Run #{run_id}", RUNNING)
+        self._say("info", f"Resuming run #{run_id} from {last.name}…")
+        self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=row.run_dir, resume_from=str(last)))
+        return True
+
+    def stop(self) -> None:
+        """Cancel the run after the current step (it stays resumable)."""
+        if self.launcher.is_running and not self.launcher.stop_requested:
+            self.launcher.stop()
+            self.state.update(activity=STOPPING)
+            self._say("warning", "Stopping after the current step; the best checkpoint is kept…")
+
+    def show_stored(self, run_id: int) -> Any:
+        """Show a stored run's curves (not while one trains). Returns its row, or None."""
+        row = self.store.get_run(run_id)
+        if row is None:
+            return None
+        if self.launcher.is_running:
+            self._say("warning", "A run is training; wait for it or stop it before reopening another session.")
+            return None
+        self.replay(row)
+        return row
+
+    def forget(self, run_ids) -> None:
+        """Runs were deleted from the database: stop showing the one on screen if it was among them."""
+        if self.state.run_id in run_ids:
+            self.buffers.clear()
+            self._buffers_replaced()
+            self.state.update(run_id=None, run_name="", run_status="")
+            self._say("info", "The run shown here was deleted.")
+
+    def closing(self, stopped_in_time: bool) -> None:
+        """The app closes: a run that did not stop in time is recorded as stopped (its row says why)."""
+        if not stopped_in_time and self.job is not None:
+            self.store.set_status(self.job.run_id, STOPPED, error="The app closed before the run finished stopping.")
+
+    # --- history ----------------------------------------------------------------------------------------
+    def replay(self, row) -> None:
+        """Fill the buffers with a run's stored epochs and the step losses drawn during them."""
+        self.buffers.clear()
+        try:
+            self.buffers.set_plan(RunConfig.from_json(row.config_json).train.epochs)
+        except ConfigError:
+            pass
+        for e in self.store.epochs(row.id):
+            for st in e.get("steps") or ():
+                try:
+                    step, global_step, total_steps, elapsed, lr, losses = st
+                    self.buffers.add_step(StepEnded(
+                        e["epoch"], int(step), int(global_step), int(total_steps),
+                        {k: float("nan") if v is None else float(v) for k, v in dict(losses).items()},
+                        float(lr), float(elapsed)))
+                except (TypeError, ValueError):  # a malformed row (hand-edited file): skip it, keep the rest
+                    continue
+            self.buffers.add_epoch(e["epoch"], e["train_losses"], e["val_metrics"], e["val_score"], e["z_norm"],
+                                   e["u_norm"], e.get("kappa_hist") or (), e.get("kappa_edges") or (),
+                                   e["epoch"] == row.best_epoch, metric_name(e["val_metrics"]))
+        n = len(self.buffers.epoch_x)
+        outcome = {FINISHED: (f"Finished — {_plural(n, 'epoch')}", True),
+                   STOPPED: (f"Stopped after {_plural(n, 'epoch')} — resumable", False),
+                   CRASHED: (f"Crashed after {_plural(n, 'epoch')} — resumable", False),
+                   FAILED: (f"Failed after {_plural(n, 'epoch')}", False)}.get(row.status)
+        if outcome:
+            self.buffers.set_outcome(*outcome)
+        self._buffers_replaced()
+        self._show(row.id, row.name or f"Run #{row.id}", row.status)
+
+    # --- the launcher's reports (GUI thread) ------------------------------------------------------------
+    def on_started(self, job: TrainingJob) -> None:
+        self._epoch_steps = []
+
+    def on_progressed(self, ev) -> None:
+        if isinstance(ev, StepEnded):
+            if self.state.activity == PREPARING:
+                self.state.update(activity=TRAINING)
+                self._say("info", "Training…  Stop with Esc; the best checkpoint is kept and the run can be resumed.")
+            self.buffers.add_step(ev)
+            self._epoch_steps.append(ev)  # written with the epoch's row when it ends
+        elif isinstance(ev, EpochEnded):
+            self.buffers.add_epoch_event(ev, metric_name(ev.val_metrics))
+            steps = [s for s in self._epoch_steps if s.epoch == ev.epoch]
+            self._epoch_steps = []
+            self.store.add_epoch(self._run_id(), ev, steps)
+            self._rows_changed()
+        elif isinstance(ev, Started):
+            self.store.update_run(self._run_id(), labeled_indices=list(ev.labeled_indices))
+
+    def on_finished(self, ev: Finished) -> None:
+        self._ended(ev)
+
+    def on_cancelled(self, ev: Finished) -> None:
+        self._ended(ev)
+
+    def _ended(self, ev: Finished) -> None:
+        run_id = self._run_id()
+        status = STOPPED if ev.cancelled else FINISHED
+        fields: dict[str, Any] = {"status": status, "error_message": ""}
+        if ev.best_epoch >= 0:
+            fields.update(best_score=ev.best_score, best_epoch=ev.best_epoch)
+        if ev.checkpoint_path:
+            fields["checkpoint_path"] = ev.checkpoint_path
+        self.store.update_run(run_id, **fields)
+        self.state.update(run_status=status)
+        best = (f"best validation score {ev.best_score:.4f} at epoch {ev.best_epoch + 1}"
+                if ev.best_epoch >= 0 and math.isfinite(ev.best_score) else "no completed epoch")
+        planned = self.buffers.epochs_planned
+        if ev.cancelled:
+            msg = (f"Stopped after {_plural(ev.epochs_run, 'epoch')} — {best}. Resume continues from the last "
+                   f"completed epoch (Ctrl+R).")
+            kind = "warning"
+            self.buffers.set_outcome(f"Stopped during epoch {ev.epochs_run + 1} of {planned} — resumable", False)
+        else:
+            why = " (early stopping)" if ev.stopped_early else ""
+            msg = f"Finished{why} in {ev.elapsed_s:.0f} s — {best}."
+            kind = "ok"
+            self.buffers.set_outcome(f"Early stopping after epoch {ev.epochs_run} of {planned}" if ev.stopped_early
+                                     else f"Finished — {_plural(ev.epochs_run, 'epoch')}", True)
+        test = ev.test_metrics.get(max(ev.test_metrics, key=lambda k: k.count("+"))) if ev.test_metrics else None
+        if test:
+            metric = metric_name(ev.test_metrics)
+            if metric in test:
+                msg += f" Test {metric} with all modalities: {test[metric]:.4f}."
+        self._say(kind, msg)
+        self._tip(msg.split(" — ")[0])
+        if ev.checkpoint_path:
+            serial = self.state.best_checkpoint[2] + 1 if self.state.best_checkpoint else 1
+            self.state.update(best_checkpoint=(ev.checkpoint_path, run_id, serial))
+        self._rows_changed()
+
+    def on_failed(self, ev: Failed) -> None:
+        run_id = self._run_id()
+        fields = {"status": FAILED, "error_message": f"[{ev.kind}] {ev.message}"}
+        if ev.checkpoint_path:
+            fields["checkpoint_path"] = ev.checkpoint_path
+        if run_id is not None:
+            self.store.update_run(run_id, **fields)
+        self.state.update(run_status=FAILED)
+        title = FAILURE_TITLES.get(ev.kind, FAILURE_TITLES["error"])
+        where = f" (epoch {ev.epoch + 1})" if ev.epoch >= 0 else ""
+        extra = " The best checkpoint before the failure is kept." if ev.checkpoint_path else ""
+        self._say("error", f"{title}{where}: {ev.message}{extra}")
+        self.buffers.set_outcome(f"Failed{where}", False)
+        self._tip(title)
+        self._rows_changed()
+
+    def on_stopped(self) -> None:
+        """The launcher's thread has ended."""
+        self.job = None
+        self.state.update(activity=IDLE)
+        self._rows_changed()
+
+    # --- helpers ----------------------------------------------------------------------------------------
+    def _launch(self, job: TrainingJob) -> None:
+        self.job = job
+        self._epoch_steps = []
+        self.launcher.start(job)
+        self.state.update(activity=PREPARING)  # after start: listeners see the launcher running
+        self._rows_changed()
+
+    def _run_id(self) -> int | None:
+        return self.job.run_id if self.job is not None else self.state.run_id
+
+    def _show(self, run_id: int, name: str, status: str) -> None:
+        self.state.update(run_id=run_id, run_name=name, run_status=status)
+
+    def _say(self, kind: str, text: str) -> None:
+        self.state.update(message=text, message_kind=kind)
+
+    def _tip(self, text: str) -> None:
+        self.state.update(status_tip=text)
+
+    def _buffers_replaced(self) -> None:
+        self.state.update(buffers_version=self.state.buffers_version + 1)
+
+    def _rows_changed(self) -> None:
+        self.state.update(runs_version=self.state.runs_version + 1)
