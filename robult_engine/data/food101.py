@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec
+from .loading import IMAGE_SHAPE, stratified_holdout, text_image_splits
 
 SEED = 0
 VAL_FRACTION = 0.1
@@ -88,7 +89,6 @@ def _collect(root: Path, split: str, classes: list[str]) -> tuple[list[str | Non
 
 def load_food101(root: Path) -> DatasetBundle:
     """Load UPMC Food-101 with a seeded, stratified validation split carved from train."""
-    from .formats import IMAGE_SHAPE, stratified_holdout, text_image_splits
 
     root = Path(root)
     train_dir = root / "images" / "train"

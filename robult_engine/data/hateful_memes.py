@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec
+from .loading import IMAGE_SHAPE, stratified_holdout, text_image_splits
 
 SEED = 0
 CLASS_NAMES = ("not hateful", "hateful")
@@ -73,7 +74,6 @@ def _parse(path: Path, rows: list[tuple[int, dict]], root: Path) -> tuple[list[s
 
 def load_hateful_memes(root: Path) -> DatasetBundle:
     """Load the Hateful Memes folder (see module docstring for how splits are chosen)."""
-    from .formats import IMAGE_SHAPE, stratified_holdout, text_image_splits
 
     root = Path(root)
     files = {name: root / f"{name}.jsonl" for name in

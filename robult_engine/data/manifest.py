@@ -1,4 +1,4 @@
-"""Your own data: a folder with ``manifest.csv`` or ``manifest.jsonl`` (DESIGN.md §2).
+"""Your own data: a folder with ``manifest.csv`` or ``manifest.jsonl``.
 
 Columns (CSV header, or JSONL keys):
 
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData
+from .loading import load_images, stratified_holdout
 from .image import IMAGE_EXTENSIONS
 
 RESERVED = ("id", "split", "label", "task")
@@ -251,7 +252,6 @@ def _modality(path: Path, base: Path, column: str, kind: str, rows: list[Row]
         ids, lengths = encode_texts([r.values[column] for r in rows])
         return ModalitySpec(column, "text", (int(ids.shape[1]),)), ids, lengths, present
     if kind == "image":
-        from .formats import load_images
         from .image import image_mode_channels, image_size
         used = [f for f in files if f is not None]
         channels = 1 if all(image_mode_channels(f) == 1 for f in used) else 3
@@ -371,7 +371,6 @@ def load_manifest(path: str | Path, task: str | None = None) -> DatasetBundle:
 
     # Carve missing val / test splits from train (stratified by label, seeded) before classes are fixed.
     note = []
-    from .formats import stratified_holdout
     for name, fraction in (("test", TEST_FRACTION), ("val", VAL_FRACTION)):
         if name in splits:
             continue

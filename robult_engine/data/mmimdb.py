@@ -10,7 +10,7 @@ Two layouts are read:
   Modalities: ``text`` and ``image``, both "vector".
 - the raw release folder: ``split.json`` ({"train"|"dev"|"test": [ids]}) and ``dataset/<id>.json`` (with
   ``plot``: a list of plot texts, the longest is used, and ``genres``) + ``dataset/<id>.jpeg``. Modalities:
-  ``text`` (hashed n-grams) and ``image`` (resized to formats.IMAGE_SHAPE). A missing poster or an absent
+  ``text`` (hashed n-grams) and ``image`` (resized to loading.IMAGE_SHAPE). A missing poster or an absent
   plot makes that modality missing for the movie; a movie with neither is an error.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData
+from .loading import IMAGE_SHAPE, encode_text_splits, load_images
 
 GENRES = ("Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Adventure", "Horror", "Documentary",
           "Mystery", "Sci-Fi", "Fantasy", "Family", "Biography", "War", "History", "Animation", "Musical",
@@ -130,7 +131,6 @@ def _read_movie(json_path: Path) -> tuple[str | None, list[str]]:
 
 def load_mmimdb_folder(root: Path) -> DatasetBundle:
     """Load the raw MM-IMDb release: split.json + dataset/<id>.json + dataset/<id>.jpeg."""
-    from .formats import IMAGE_SHAPE, encode_text_splits, load_images
 
     root = Path(root)
     split_file = root / "split.json"

@@ -47,7 +47,7 @@ class ImageEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if not x.is_floating_point():  # images stored as bytes (data.formats.load_images): 0..255 -> [0, 1]
+        if not x.is_floating_point():  # images stored as bytes (data.loading.load_images): 0..255 -> [0, 1]
             x = x.float() / 255.0
         return self.net(x)  # (B, C, H, W) -> (B, d_h)
 

@@ -1,4 +1,4 @@
-"""The engine imports no Qt, no plotting, no SQLite and nothing from `app` (DESIGN.md §3), checked in a fresh
+"""The engine imports no Qt, no plotting, no SQLite and nothing from `app` (docs/app.md, "Layout"), checked in a fresh
 interpreter: every module of the package is imported, then a tiny training run and an evaluation happen (so lazy
 imports along the way count too)."""
 from __future__ import annotations
@@ -58,3 +58,16 @@ def test_engine_sources_do_not_name_the_app():
                              "import sqlite", "from sqlite")):
                 offenders.append(f"{path.relative_to(root)}:{i}: {s}")
     assert not offenders, offenders
+
+
+def test_loader_helpers_import_no_loader_and_no_format_dispatch():
+    """The helpers the dataset loaders share (data/loading.py) import neither a loader nor the format dispatch
+    (formats.py, which imports the loaders): no import circle between them."""
+    script = ("import sys, robult_engine.data.loading as l; "
+              "print(sorted(m for m in sys.modules if m.startswith('robult_engine.data.')))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(eval(proc.stdout.strip()))  # a printed list of module names
+    assert "robult_engine.data.loading" in loaded
+    for name in ("formats", "manifest", "mosi", "mmimdb", "food101", "hateful_memes"):
+        assert f"robult_engine.data.{name}" not in loaded, name

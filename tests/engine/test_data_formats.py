@@ -14,7 +14,8 @@ from PIL import Image
 
 from robult_engine.config import DataConfig
 from robult_engine.data import DataError, load_dataset
-from robult_engine.data.formats import detect_format, load_path, stratified_holdout
+from robult_engine.data.formats import detect_format, load_path
+from robult_engine.data.loading import stratified_holdout
 from robult_engine.data.mmimdb import GENRES
 
 
