@@ -20,29 +20,26 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
                                QPlainTextEdit, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
                                QWizard, QWizardPage)
 
-from robult_engine.config import (KERNELS, METHODS, ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig,
-                                  TrainConfig)
+from robult_engine.config import (KERNELS, REC_ROUTES, ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig,
+                                  TrainConfig, labeled_per_batch_for)
+from robult_engine.data import BUILTIN
+from robult_engine.methods import METHOD_SPECS
 
 from ..background.runner import WorkRunner
 
-BUILTIN_DATASETS = (
-    ("av-digits", "AV-Digits — real handwritten digits + spoken digits (built-in)"),
-    ("pid-synth", "PID-Synth — synthetic, controllable redundancy / uniqueness / synergy (built-in)"),
-)
-
-METHOD_HELP = {
-    "robult": "The full method: soft positive-unlabeled contrastive alignment (L_PU) plus latent "
-              "reconstruction (L_rec) on top of the supervised loss.",
-    "robult-no-rec": "Ablation: Robult without the latent reconstruction loss L_rec.",
-    "robult-supcon": "Ablation: soft-PU replaced by supervised contrastive learning on labeled pairs only.",
-    "robult-no-pu": "Ablation: Robult without the contrastive loss (supervised + reconstruction only).",
-    "supervised": "Baseline: the same encoders and late fusion, trained on the labeled samples only.",
-    "moddrop": "Baseline: late fusion trained with random modality dropout.",
-    "self-training": "Baseline: the same model also trained on its own confident pseudo-labels of unlabeled "
-                     "samples.",
-    "robult-st": "Robult that also trains the classifiers on κ-weighted pseudo-labels.",
+_DATASET_LABELS = {
+    "av-digits": "AV-Digits — real handwritten digits + spoken digits (built-in)",
+    "mfeat": "Multiple Features — handwritten digits as six views: pixels, Fourier, profile, Karhunen-Loève, "
+             "Zernike, morphology (built-in)",
+    "pid-synth": "PID-Synth — synthetic, controllable redundancy / uniqueness / synergy (built-in)",
 }
-ROBULT_FAMILY = ("robult", "robult-no-rec", "robult-supcon", "robult-no-pu", "robult-st")
+BUILTIN_DATASETS = tuple((name, _DATASET_LABELS.get(name, f"{name} (built-in)")) for name in BUILTIN)
+
+# the wizard fields of the Robult page, by the config field they set (a method's spec lists those that apply)
+KNOB_FIELDS = {"spin_lambda_pu": "loss.lambda_pu", "spin_tau": "loss.tau", "combo_kernel": "loss.kernel",
+               "spin_bandwidth": "loss.bandwidth", "check_median": "loss.bandwidth",
+               "spin_lambda_rec": "loss.lambda_rec", "combo_rec_route": "loss.rec_route",
+               "spin_lambda_diff": "loss.lambda_diff"}
 
 ERROR_STYLE = "color: #b00020;"
 NOTE_STYLE = "color: #555;"
@@ -318,13 +315,7 @@ class DatasetPage(_Page):
             return ["The dataset has not been read yet."]
         if self.selected_modalities() == ("",):
             return ["data.modalities: choose at least one modality"]
-        # membership is checked here: DataConfig.validate(known_modalities) raises IndexError for a *valid*
-        # subset (it formats unknown[0] before checking; reported to the engine owner)
-        unknown = [m for m in cfg.modalities if m not in self.info.modality_names]
-        if unknown:
-            return [f"data.modalities: unknown modality {unknown[0]!r}; the dataset has "
-                    f"{', '.join(self.info.modality_names)}"]
-        return _check(cfg.validate)
+        return _check(lambda: cfg.validate(self.info.modality_names))
 
     def isComplete(self) -> bool:  # noqa: N802 - Qt API
         ok = super().isComplete()
@@ -338,9 +329,10 @@ class MethodPage(_Page):
         self.group = QButtonGroup(self)
         lay = QVBoxLayout(self)
         self.buttons: dict[str, QRadioButton] = {}
-        for i, name in enumerate(METHODS):
-            b = QRadioButton(name)
-            help_text = METHOD_HELP.get(name, "")
+        for i, (name, spec) in enumerate(METHOD_SPECS.items()):
+            b = QRadioButton(f"{spec.label}  ({name})")
+            b.setProperty("method", name)
+            help_text = spec.description
             b.setToolTip(help_text)
             self.group.addButton(b, i)
             self.buttons[name] = b
@@ -359,7 +351,7 @@ class MethodPage(_Page):
     @property
     def method(self) -> str:
         b = self.group.checkedButton()
-        return b.text() if b is not None else ""
+        return str(b.property("method")) if b is not None else ""
 
     def set_method(self, name: str) -> None:
         if name in self.buttons:
@@ -370,7 +362,7 @@ class MethodPage(_Page):
         self.completeChanged.emit()
 
     def errors(self) -> list[str]:
-        return [] if self.method in METHODS else ["method: choose a method"]
+        return [] if self.method in METHOD_SPECS else ["method: choose a method"]
 
 
 def _double(lo: float, hi: float, step: float, decimals: int, tip: str) -> QDoubleSpinBox:
@@ -398,6 +390,14 @@ class RobultPage(_Page):
         self.spin_lambda_pu = _double(0.0, 100.0, 0.1, 3, "Weight λ_pu of the soft positive-unlabeled contrastive "
                                                           "loss L_PU")
         self.spin_lambda_rec = _double(0.0, 100.0, 0.1, 3, "Weight λ_rec of the latent reconstruction loss L_rec")
+        self.combo_rec_route = QComboBox()
+        self.combo_rec_route.addItems(list(REC_ROUTES))
+        self.combo_rec_route.setToolTip(
+            "Which parameters L_rec trains (docs/method.md): branch — the modality's encoder f_i, projector g_i "
+            "and reconstructor r_i, against the detached standardised H^i; projector — only g_i and r_i; full — "
+            "as branch, and the gradient also flows through the standardised target")
+        self.spin_lambda_diff = _double(0.0, 100.0, 0.1, 3, "Weight λ_diff of the difference term ‖Ûᵀ Ẑ‖² that "
+                                                            "pushes U^i to hold what Z^i does not (0: off)")
         self.spin_tau = _double(0.0, 10.0, 0.01, 3, "Temperature τ of the contrastive softmax (must be > 0)")
         self.combo_kernel = QComboBox()
         self.combo_kernel.addItems(list(KERNELS))
@@ -416,6 +416,8 @@ class RobultPage(_Page):
         form = QFormLayout()
         form.addRow("λ_pu (soft-PU weight):", self.spin_lambda_pu)
         form.addRow("λ_rec (reconstruction weight):", self.spin_lambda_rec)
+        form.addRow("L_rec route:", self.combo_rec_route)
+        form.addRow("λ_diff (U/Z difference weight):", self.spin_lambda_diff)
         form.addRow("τ (temperature):", self.spin_tau)
         form.addRow("Kernel:", self.combo_kernel)
         form.addRow("Bandwidth σ:", bw)
@@ -429,6 +431,8 @@ class RobultPage(_Page):
 
         self.spin_lambda_pu.setValue(lo.lambda_pu)
         self.spin_lambda_rec.setValue(lo.lambda_rec)
+        self.combo_rec_route.setCurrentText(lo.rec_route)
+        self.spin_lambda_diff.setValue(lo.lambda_diff)
         self.spin_tau.setValue(lo.tau)
         self.combo_kernel.setCurrentText(lo.kernel)
         self.check_median.setChecked(lo.bandwidth is None)
@@ -437,8 +441,10 @@ class RobultPage(_Page):
         self.spin_d_z.setValue(initial.model.d_z)
         self.spin_d_u.setValue(initial.model.d_u)
         self._rest_loss = lo
-        for s in (self.spin_lambda_pu, self.spin_lambda_rec, self.spin_tau, self.spin_bandwidth):
+        for s in (self.spin_lambda_pu, self.spin_lambda_rec, self.spin_lambda_diff, self.spin_tau,
+                  self.spin_bandwidth):
             s.valueChanged.connect(self._on_value_changed)
+        self.combo_rec_route.currentIndexChanged.connect(self._on_value_changed)
         for s in (self.spin_d_z, self.spin_d_u):
             s.valueChanged.connect(self._on_value_changed)
         self.combo_kernel.currentIndexChanged.connect(self._on_value_changed)
@@ -450,24 +456,35 @@ class RobultPage(_Page):
 
     @Slot(bool)
     def _on_check_median_toggled(self, on: bool) -> None:
-        self.spin_bandwidth.setEnabled(not on)
+        self.spin_bandwidth.setEnabled(not on and self.check_median.isEnabled())
         self.completeChanged.emit()
 
     def set_method(self, method: str) -> None:
-        if method in ROBULT_FAMILY:
-            self.method_note.setText(f"{method}: λ_pu, τ and the kernel shape the soft-PU loss; λ_rec the "
-                                     f"reconstruction (ablations ignore the loss they remove).")
-        else:
-            self.method_note.setText(f"{method} is a baseline: it uses no soft-PU or reconstruction loss, so only "
-                                     f"the latent sizes d_z and d_u matter here.")
+        """Enable the knobs the method's spec lists among its options; the others stay visible, greyed out."""
+        spec = METHOD_SPECS.get(method)
+        options = set(spec.options) if spec is not None else set()
+        for attr, fld in KNOB_FIELDS.items():
+            w = getattr(self, attr)
+            on = fld in options
+            w.setEnabled(on and not (attr == "spin_bandwidth" and self.check_median.isChecked()))
+            w.setProperty("applies", on)
+        unused = sorted({f.split(".")[-1] for f in KNOB_FIELDS.values() if f not in options})
+        label = spec.label if spec is not None else method
+        self.method_note.setText(f"{label}: {spec.description if spec else ''} "
+                                 + (f"Not used by this method (greyed out): {', '.join(unused)}." if unused else
+                                    "Every setting on this page applies."))
+
+    def applies(self, attr: str) -> bool:
+        return bool(getattr(self, attr).property("applies"))
 
     def loss_config(self) -> LossConfig:
-        r = self._rest_loss
-        return LossConfig(lambda_pu=float(self.spin_lambda_pu.value()), lambda_rec=float(self.spin_lambda_rec.value()),
-                          tau=float(self.spin_tau.value()), kernel=self.combo_kernel.currentText(),
-                          bandwidth=None if self.check_median.isChecked() else float(self.spin_bandwidth.value()),
-                          prototype_momentum=r.prototype_momentum, st_threshold=r.st_threshold,
-                          st_warmup=r.st_warmup, moddrop_p=r.moddrop_p)
+        """The page's fields over the initial config's loss section (fields this page does not show are kept)."""
+        return dataclasses.replace(
+            self._rest_loss, lambda_pu=float(self.spin_lambda_pu.value()),
+            lambda_rec=float(self.spin_lambda_rec.value()), rec_route=self.combo_rec_route.currentText(),
+            lambda_diff=float(self.spin_lambda_diff.value()), tau=float(self.spin_tau.value()),
+            kernel=self.combo_kernel.currentText(),
+            bandwidth=None if self.check_median.isChecked() else float(self.spin_bandwidth.value()))
 
     def errors(self) -> list[str]:
         return (_check(lambda: self.loss_config().validate())
@@ -580,8 +597,7 @@ class TrainingPage(_Page):
         return v
 
     def labeled_per_batch(self) -> int:
-        b = int(self.spin_batch.value())
-        return max(1, min(self._rest.labeled_per_batch, b // 4)) if b >= 2 else 1
+        return labeled_per_batch_for(int(self.spin_batch.value()), self._rest.labeled_per_batch)
 
     def train_config(self) -> TrainConfig:
         r = self._rest
@@ -692,11 +708,13 @@ class TrainingWizard(QWizard):
         mods = ", ".join(cfg.data.modalities) if cfg.data.modalities else (
             ", ".join(info.modality_names) if info else "all")
         bw = "median heuristic" if cfg.loss.bandwidth is None else f"{cfg.loss.bandwidth:g}"
+        spec = METHOD_SPECS.get(cfg.method)
         lines = [
             f"Dataset:        {cfg.data.dataset}" + (f"  ({info.task}, {info.num_outputs} outputs)" if info else ""),
             f"Modalities:     {mods}",
-            f"Method:         {cfg.method} — {METHOD_HELP.get(cfg.method, '')}",
-            f"Losses:         λ_pu {cfg.loss.lambda_pu:g}, λ_rec {cfg.loss.lambda_rec:g}, τ {cfg.loss.tau:g}, "
+            f"Method:         {cfg.method} — {spec.description if spec else ''}",
+            f"Losses:         λ_pu {cfg.loss.lambda_pu:g}, λ_rec {cfg.loss.lambda_rec:g} ({cfg.loss.rec_route}), "
+            f"λ_diff {cfg.loss.lambda_diff:g}, τ {cfg.loss.tau:g}, "
             f"kernel {cfg.loss.kernel}, σ {bw}",
             f"Latents:        d_z {cfg.model.d_z}, d_u {cfg.model.d_u} (d_h {cfg.model.d_h})",
             f"Labels:         {cfg.data.label_fraction:.2%} of the training split, data seed {cfg.data.seed}, "

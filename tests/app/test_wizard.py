@@ -4,8 +4,9 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QWizard
 
-from robult_engine.config import METHODS, RunConfig
+from robult_engine.config import RunConfig
 from robult_engine.data import load_dataset
+from robult_engine.methods import METHOD_SPECS
 
 
 def _wizard(qtbot, initial: RunConfig, cuda_available: bool = False, loader=load_dataset):
@@ -49,15 +50,19 @@ def test_wizard_end_to_end_refuses_invalid_values_on_their_page(qtbot, tiny):
     # method page: every method, each with its one-line explanation
     m = wiz.page_method
     assert wiz.currentPage() is m
-    assert set(m.buttons) == set(METHODS)
-    assert all(b.toolTip() for b in m.buttons.values())
+    assert list(m.buttons) == list(METHOD_SPECS)  # the engine's table of methods, in its order
+    assert all(b.toolTip() == METHOD_SPECS[name].description for name, b in m.buttons.items())
     m.buttons["robult-no-rec"].click()
     assert m.method == "robult-no-rec"
     wiz.next()
 
     # Robult knobs
     r = wiz.page_robult
-    assert "robult-no-rec" in r.method_note.text()
+    assert METHOD_SPECS["robult-no-rec"].label in r.method_note.text()
+    # the knobs the method's spec lists are enabled, the others greyed out (robult-no-rec trains no L_rec)
+    assert r.spin_lambda_pu.isEnabled() and r.spin_tau.isEnabled() and r.combo_kernel.isEnabled()
+    assert not r.spin_lambda_rec.isEnabled() and not r.combo_rec_route.isEnabled()
+    assert "lambda_rec" in r.method_note.text()
     r.spin_tau.setValue(0.0)
     assert not _next_enabled(wiz) and "loss.tau" in r.error_label.text()
     r.spin_tau.setValue(0.2)
@@ -71,6 +76,9 @@ def test_wizard_end_to_end_refuses_invalid_values_on_their_page(qtbot, tiny):
     r.spin_d_z.setValue(12)
     r.combo_kernel.setCurrentText("laplacian")
     r.spin_lambda_pu.setValue(0.5)
+    assert r.combo_rec_route.currentText() == "branch"  # the default route
+    r.combo_rec_route.setCurrentText("full")
+    r.spin_lambda_diff.setValue(0.25)
     assert _next_enabled(wiz)
     wiz.next()
 
@@ -110,6 +118,8 @@ def test_wizard_end_to_end_refuses_invalid_values_on_their_page(qtbot, tiny):
     assert cfg.data.label_fraction == 0.2 and cfg.data.seed == 7
     assert cfg.loss.tau == 0.2 and cfg.loss.bandwidth == 0.7 and cfg.loss.kernel == "laplacian"
     assert cfg.loss.lambda_pu == 0.5 and cfg.model.d_z == 12
+    assert cfg.loss.rec_route == "full" and cfg.loss.lambda_diff == 0.25
+    assert "(full)" in sp.text.toPlainText() and "λ_diff 0.25" in sp.text.toPlainText()
     assert cfg.train.lr == 3e-3 and cfg.train.batch_size == 40 and cfg.train.epochs == 3
     assert cfg.train.labeled_per_batch == 8  # a quarter of the batch at most (the initial 8 here)
     assert cfg.model.d_h == 16  # fields the wizard does not show keep their initial values
@@ -183,3 +193,18 @@ def test_stale_dataset_answers_are_dropped(qtbot, tiny):
     assert wait_for_jobs(20_000)
     qtbot.wait(50)
     assert p.split_sizes["train"] == 400
+
+
+def test_the_wizard_offers_every_builtin_dataset_and_greys_out_what_a_method_does_not_use(qtbot):
+    from robult_engine.data import BUILTIN
+    wiz = _wizard(qtbot, RunConfig().replace(**{"data.dataset": "pid-synth", "data.synth_n_train": 100}))
+    combo = wiz.page_dataset.combo
+    assert [combo.itemData(i) for i in range(combo.count()) if combo.itemData(i) in BUILTIN] == list(BUILTIN)
+    assert "mfeat" in BUILTIN
+    r = wiz.page_robult
+    r.set_method("supervised")  # a baseline: no contrastive loss, no reconstruction
+    assert not any(getattr(r, a).isEnabled() for a in ("spin_lambda_pu", "spin_tau", "combo_kernel",
+                                                        "spin_lambda_rec", "spin_lambda_diff"))
+    assert r.spin_d_z.isEnabled() and r.spin_d_u.isEnabled()  # latent sizes apply to every method
+    r.set_method("robult")
+    assert all(getattr(r, a).isEnabled() for a in ("spin_lambda_pu", "spin_tau", "spin_lambda_rec"))
