@@ -243,8 +243,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     table = evaluate_subsets(model, bundle.splits[args.split], bundle.info.modality_names, bundle.info.task)
     table["mean over subsets"] = mean_over_subsets(table, bundle.info.task)
     _print_metric_table(table, title=f"{args.split} split, {ckpt.config.method}, {args.checkpoint}")
+    from .explain.cli import eval_explanations  # --calibration / --attribution
+    extra = eval_explanations(args, ckpt, model, bundle, args.split)
     if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=2))
+        Path(args.json).write_text(json.dumps({**table, **extra}, indent=2))
     return 0
 
 
@@ -397,6 +399,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         table["mean"] = mean_over_subsets(final.test_metrics, task)
         by_setting[m, g].append({"seed": seed, "test": table, "best_epoch": final.best_epoch,
                                  "val_score": final.best_score, "elapsed_s": final.elapsed_s})
+        if task != "regression":  # ECE, adaptive ECE, Brier, NLL per subset on the test split (no temperature)
+            from .explain.calibration import checkpoint_calibration_summary
+            by_setting[m, g][-1]["calibration"] = checkpoint_calibration_summary(final.checkpoint_path, bundle)
         if missing_ev is not None:
             by_setting[m, g][-1]["missing"] = missing_ev.evaluate_checkpoint(final.checkpoint_path)
         if not args.quiet:
@@ -495,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .sweep import add_missing_args, add_parser as add_sweep_parser, add_ray_arg
     e.add_argument("--out", help="with --missing: folder for missing.json and masks.npz")
     add_missing_args(e, with_file=True)
+    from .explain.cli import add_eval_options, add_pid_command
+    add_eval_options(e)
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="several methods × seeds on identical data, labels and masks")
     c.add_argument("--methods", default="robult,robult-st,supervised,moddrop,self-training")
@@ -512,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ray_arg(c)
     c.set_defaults(func=cmd_compare)
     add_sweep_parser(sub)
+    add_pid_command(sub, _add_run_args)
     return p
 
 
