@@ -73,3 +73,11 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert "-e '.[gui]'" in setup and "torch==2.13.0" in setup and setup.endswith("main.py")
     assert "-e '.[gui,test]'" in test and "torch==2.13.0" in test and test.endswith("python -m pytest")
     assert test in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_desktop_file_is_valid():
+    tool = shutil.which("desktop-file-validate")  # Debian: apt-get install desktop-file-utils
+    if tool is None:
+        pytest.skip("desktop-file-validate is not installed")
+    proc = subprocess.run([tool, str(REPO / "assets" / "robult-studio.desktop")], capture_output=True, text=True)
+    assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
