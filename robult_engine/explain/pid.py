@@ -23,8 +23,8 @@ takes seconds. scipy is the optional extra `explain` (`pip install -e '.[explain
 Discretisation (the estimator needs discrete X): each modality's features become one vector per sample —
 vectors as they are, images flattened, sequences pooled to the mean and standard deviation of their valid
 frames, text to a bag of its hashed ids folded into 256 buckets (normalised by length) — standardised per
-feature, reduced to at most 32 principal components, and clustered by k-means (scipy.cluster.vq.kmeans2,
-k-means++ initialisation, the best of 5 seeded restarts by inertia). A "modality" may also be a group
+feature, reduced to at most 32 principal components, and clustered by k-means (Lloyd's algorithm from a
+k-means++ seeding, the best of 5 seeded restarts by inertia). A "modality" may also be a group
 "a+b": the features of a and b side by side (so a 3-modality synergy becomes visible as the synergy of a
 with the group b+c). Only samples with both sides present are used. The number of clusters k, unless given,
 is floor(sqrt(N / (2·|Y|))) clipped to [2, 10]: at least two samples per cell of the (x1, x2, y) table on
@@ -221,28 +221,47 @@ def modality_features(x, kind: str, lengths=None) -> np.ndarray:
     raise ValueError(f"unknown modality kind {kind!r}")
 
 
-def kmeans_labels(features: np.ndarray, k: int, seed: int = 0, n_init: int = N_INIT) -> np.ndarray:
-    """Cluster labels (N,) of standardised, PCA-reduced features: the best of n_init k-means++ runs."""
-    _require_scipy()
-    from scipy.cluster.vq import kmeans2
+def kmeans_labels(features: np.ndarray, k: int, seed: int = 0, n_init: int = N_INIT, max_iter: int = 100) -> np.ndarray:
+    """Cluster labels (N,) of standardised, PCA-reduced features: the best (lowest inertia) of n_init runs of
+    Lloyd's algorithm from a k-means++ seeding (Arthur & Vassilvitskii 2007), each run until no assignment
+    changes. Written with torch (distances by one matrix product) rather than scipy.cluster.vq.kmeans2, whose
+    fixed iteration count and non-BLAS distance loop made it 20 times slower here."""
+    import torch
     x = np.asarray(features, dtype=np.float64)
     sd = x.std(0)
-    x = (x[:, sd > 1e-12] - x[:, sd > 1e-12].mean(0)) / sd[sd > 1e-12]
-    if x.shape[1] == 0:
+    keep = sd > 1e-12
+    if not keep.any():
         return np.zeros(len(x), dtype=np.int64)
+    x = (x[:, keep] - x[:, keep].mean(0)) / sd[keep]
     if x.shape[1] > MAX_PCA_DIMS:
         _, _, vt = np.linalg.svd(x, full_matrices=False)
         x = x @ vt[:MAX_PCA_DIMS].T
-    k = max(1, min(k, len(np.unique(x, axis=0))))
-    best, best_inertia = None, np.inf
-    for r in range(n_init):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "One of the clusters is empty": kept, it only lowers k
-            centroids, labels = kmeans2(x, k, iter=50, minit="++", seed=np.random.default_rng(seed + r))
-        inertia = float(((x - centroids[labels]) ** 2).sum())
+    xt = torch.from_numpy(x)  # (N, D) float64
+    n = len(xt)
+    k = max(1, min(k, n))
+    g = torch.Generator().manual_seed(seed)
+    best, best_inertia = None, math.inf
+    for _ in range(n_init):
+        centres = xt[torch.randint(n, (1,), generator=g)]  # k-means++: each next centre drawn ∝ D(x)²
+        d2 = torch.cdist(xt, centres).pow(2).min(1).values
+        for _ in range(1, k):
+            if float(d2.sum()) <= 0:
+                break
+            centres = torch.cat([centres, xt[torch.multinomial(d2, 1, generator=g)]])
+            d2 = torch.minimum(d2, (xt - centres[-1]).pow(2).sum(1))
+        labels = torch.cdist(xt, centres).argmin(1)
+        for _ in range(max_iter):
+            counts = torch.bincount(labels, minlength=len(centres)).double()
+            sums = torch.zeros_like(centres).index_add_(0, labels, xt)
+            centres = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centres)
+            new = torch.cdist(xt, centres).argmin(1)
+            if torch.equal(new, labels):
+                break
+            labels = new
+        inertia = float((xt - centres[labels]).pow(2).sum())
         if inertia < best_inertia:
             best, best_inertia = labels, inertia
-    return np.asarray(best, dtype=np.int64)
+    return best.numpy().astype(np.int64)
 
 
 def default_clusters(n: int, n_classes: int) -> int:

@@ -53,7 +53,7 @@ def test_discrete_ground_truth(case):
         x1, x2 = r * 4 + u1 * 2 + s1, r * 2 + s2
         y, truth = r * 4 + u1 * 2 + (s1 ^ s2), {"R": 1, "U1": 1, "U2": 0, "S": 1}
     res = pid_from_labels(x1, x2, y)
-    _check(res, pid_bootstrap(x1, x2, y, n_boot=20, seed=1), truth)
+    _check(res, pid_bootstrap(x1, x2, y, n_boot=10, seed=1), truth)
 
 
 def test_identities_symmetry_and_relabelling():
@@ -102,7 +102,7 @@ def test_the_convex_program_against_a_brute_force_search():
 
 def _synth_pid(pairs, seed=0, **bits):
     bundle = make_pid_synth(noise=0.2, seed=seed, **bits)
-    return dataset_pid(bundle, pairs, n_boot=20)
+    return dataset_pid(bundle, pairs, n_boot=10)
 
 
 def test_pid_synth_redundant_bits_only():
