@@ -158,12 +158,15 @@ def test_runlog_alone_writes_and_closes(tmp_path):
 
 
 def test_compare_writes_one_log_per_run_folder(engine_cli, tmp_path):
+    """Each `<method>-seed<k>` folder gets its metrics.jsonl and event files: TensorBoard on the compare folder
+    shows the methods side by side."""
     pytest.importorskip("tensorboardX")
     out = tmp_path / "cmp"
     proc = engine_cli("compare", "--methods", "robult,supervised", "--seeds", "1", "--epochs", "2", "--out", str(out),
                       "--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16",
                       "--set", "model.d_z=8", "--set", "model.d_u=8", "--set", "model.d_hidden=16",
-                      "--batch-size", "16", "--label-fraction", "0.1", "--threads", "1", "--quiet", "--tensorboard")
+                      "--batch-size", "16", "--label-fraction", "0.1", "--threads", "1", "--quiet", "--tensorboard",
+                      "--jobs", "2")  # worker processes get the flag too
     assert proc.returncode == 0, proc.stderr
     for run in ("robult-seed0", "supervised-seed0"):
         assert [r["epoch"] for r in strict_lines(out / run / RUNLOG_FILE)] == [0, 1]
