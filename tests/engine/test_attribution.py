@@ -169,3 +169,15 @@ def test_cli_eval_attribution(tmp_path, capsys):
     assert "m0+m1+m2" in data  # the subset table is still there
     assert main(["eval", final.checkpoint_path, "--attribution", "--explain", "nope", "--threads", "1"]) == 2
     assert "--explain nope" in capsys.readouterr().err
+
+
+def test_the_benchmark_measures_phi_beside_one_subset_prediction(capsys):
+    import importlib.util
+    from conftest import REPO
+    spec = importlib.util.spec_from_file_location("explain_bench", REPO / "benchmarks" / "explain_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.timing(repeats=1)
+    assert set(rows) == {3, 6} and rows[6]["coalitions"] == 64
+    assert all(r["phi (µs)"] > 0 and r["phi / one subset prediction"] > 0 for r in rows.values())
+    assert "phi / one subset prediction" in capsys.readouterr().out
