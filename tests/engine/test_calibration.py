@@ -193,3 +193,19 @@ def test_cli_eval_calibration_fits_writes_and_reuses_the_side_file(trained, tmp_
     assert row["temperature"] == pytest.approx(side["temperatures"]["m0"]) and "ece_before" in row
     assert main(["eval", str(ckpt_path), "--calibration", "--threads", "1"]) == 0
     assert "using the calibration fitted" in capsys.readouterr().err
+
+
+def test_compare_stores_the_calibration_columns_of_every_run(tmp_path, capsys):
+    from robult_engine.cli import main
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "robult,supervised", "--seeds", "1", "--epochs", "1", "--out", str(out),
+                 "--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16",
+                 "--set", "train.batch_size=16", "--set", "train.labeled_per_batch=4", "--quiet",
+                 "--threads", "1"]) == 0
+    data = json.loads((out / "compare.json").read_text())
+    for method in ("robult", "supervised"):
+        cal = data["runs"][method][0]["calibration"]
+        assert set(cal) == {"m0", "m1", "m2", "m0+m1", "m0+m2", "m1+m2", "m0+m1+m2", "mean over subsets"}
+        assert set(cal["m0"]) == {"ece", "adaptive_ece", "brier", "nll"} and 0 <= cal["m0"]["ece"] <= 1
+        assert cal["mean over subsets"]["nll"] == pytest.approx(
+            sum(cal[s]["nll"] for s in cal if s != "mean over subsets") / 7)
