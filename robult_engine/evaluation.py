@@ -112,5 +112,41 @@ def selection_score(table: dict[str, dict[str, float]], task: str) -> float:
     return float(sum(score_of(row, task) for row in table.values()) / len(table))
 
 
+def transfer_mismatches(trained, data) -> list[str]:
+    """What keeps a model trained on the dataset `trained` (a DatasetInfo) from being evaluated on `data`: the
+    modality names (and order), each modality's kind and shape, the task and the classes. [] when it can.
+
+    Shapes that the encoders do not depend on are not compared: a sequence's length T_max and a text's L_max
+    (both are padded and masked); a vector's width, a sequence's feature width and an image's (C, H, W) are."""
+    def names(xs, k=12):
+        xs = list(xs)
+        return ", ".join(xs[:k]) + (f", … ({len(xs)} in all)" if len(xs) > k else "")
+    out = []
+    if tuple(trained.modality_names) != tuple(data.modality_names):
+        out.append(f"modalities: trained on ({names(trained.modality_names)}), the data has "
+                   f"({names(data.modality_names)})")
+    else:
+        for a, b in zip(trained.modalities, data.modalities):
+            if a.kind != b.kind:
+                out.append(f"modality {a.name!r}: kind {a.kind} in training, {b.kind} in the data")
+                continue
+            sa, sb = tuple(a.shape), tuple(b.shape)
+            if a.kind == "sequence":
+                sa, sb = sa[-1:], sb[-1:]
+                what = "feature width"
+            elif a.kind == "text":
+                continue
+            else:
+                what = "shape"
+            if sa != sb:
+                out.append(f"modality {a.name!r}: {what} {sa} in training, {sb} in the data")
+    if trained.task != data.task:
+        out.append(f"task: {trained.task} in training, {data.task} in the data")
+    elif trained.task != "regression" and tuple(trained.class_names) != tuple(data.class_names):
+        out.append(f"classes: {len(trained.class_names)} in training ({names(trained.class_names)}), "
+                   f"{len(data.class_names)} in the data ({names(data.class_names)})")
+    return out
+
+
 __all__ = ["EncodedSplit", "encode_split", "evaluate_subsets", "mean_over_subsets", "metrics_from_encoded",
-           "modality_subsets", "primary_metric", "selection_score", "subset_logits"]
+           "modality_subsets", "primary_metric", "selection_score", "subset_logits", "transfer_mismatches"]

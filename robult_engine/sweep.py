@@ -1,0 +1,522 @@
+"""`robult sweep`: label fraction × missing rate, every method on the same labels and the same masks; and the
+missing-modality parts of `robult eval` and `robult compare`.
+
+A sweep trains once per (method, label fraction, seed[, --grid setting]) on identical labeled indices and
+batches (the data seed is the run seed, as in `compare`) and evaluates each trained model under every mask of
+the missing grid. The masks are drawn once on the test split (robult_engine/missing.py: a pure function of the
+split, the spec and the mask seed), saved as `masks.npz` beside the results, and shared by every model; a mask
+never zero-fills an input: it is combined with the data's mask and the prediction is the mean of the present
+modalities' logits (the path of the explorer's toggles). So the grid costs trainings only along the label axis.
+
+Outputs in `--out DIR`: `sweep.csv`, `sweep.json`, `sweep.png` (metric vs missing rate, one line per method,
+one panel per label fraction; drawn with matplotlib's Agg backend, no Qt), `masks.npz` and one folder per run.
+Runs go one at a time (with step progress), in `--jobs N` local processes (`cli._compare_parallel`, the worker
+`compare` uses), or on Ray with `--ray [ADDRESS]` (an optional extra: `pip install 'robult-studio[ray]'`; without
+an address a local Ray instance is started; with a cluster, DIR must be on storage every node shares, because
+each run's best checkpoint is read back to be evaluated under the masks).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from .config import METHODS, ConfigError
+from .events import Failed
+
+DEFAULT_MISSING = "mcar:0,0.25,0.5,0.75"
+
+
+# --- evaluating checkpoints under masks ---------------------------------------------------------------------
+
+
+class MaskEvaluator:
+    """The masks of one split, drawn once (or read from a mask file), and every checkpoint's metrics under them."""
+
+    def __init__(self, bundle, split: str, specs: list[str] | None = None, mask_seed: int = 0,
+                 mask_file: str | None = None, trust_code: bool = False, batch_size: int = 512) -> None:
+        from .missing import draw_masks, load_masks, parse_missing_grid, realised_missing
+        if split not in bundle.splits:
+            raise ConfigError(f"--split {split}: the dataset has {', '.join(bundle.splits)}")
+        self.bundle, self.split_name, self.split = bundle, split, bundle.splits[split]
+        self.task = bundle.info.task
+        self.trust_code, self.batch_size = trust_code, batch_size
+        self.mask_seed = mask_seed
+        if mask_file:
+            self.masks, meta = load_masks(mask_file, n=len(self.split), modality_names=bundle.info.modality_names)
+            self.mask_seed = meta.get("mask_seed", mask_seed)
+            if meta.get("fingerprint") and meta["fingerprint"] != bundle.fingerprint():
+                from .missing import MissingSpecError
+                raise MissingSpecError(f"{mask_file}: the masks were drawn on other data (fingerprint "
+                                       f"{meta['fingerprint']}, this data {bundle.fingerprint()}); evaluate on the "
+                                       f"data they were drawn on")
+            if meta.get("split") and meta["split"] != split:
+                from .missing import MissingSpecError
+                raise MissingSpecError(f"{mask_file}: masks of the {meta['split']} split, not of --split {split}")
+        else:
+            self.masks = draw_masks(self.split, bundle.info, parse_missing_grid(specs or []), mask_seed)
+        self.labels = list(self.masks)
+        self.realised = {k: realised_missing(v) for k, v in self.masks.items()}
+
+    def rates(self) -> dict[str, float]:
+        """The nominal rate η of each setting (NaN where a setting has none: exclusive, subsets, per-modality)."""
+        from .missing import parse_missing
+        return {k: parse_missing(k)[0].rate for k in self.labels}
+
+    def evaluate_model(self, model, device: str = "cpu") -> dict[str, dict[str, float]]:
+        from .evaluation import encode_split
+        from .missing import metrics_under_masks
+        enc = encode_split(model, self.split, self.batch_size, device, with_latents=False)  # one pass
+        return metrics_under_masks(enc, self.masks, self.task)
+
+    def evaluate_checkpoint(self, path: str | Path) -> dict[str, dict[str, float]]:
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+        return self.evaluate_model(model_from_checkpoint(load_checkpoint(path), trust_code=self.trust_code))
+
+    def save(self, path: str | Path) -> Path:
+        from .missing import save_masks
+        return save_masks(path, self.masks, modality_names=self.bundle.info.modality_names, split=self.split_name,
+                          seed=self.mask_seed, dataset=self.bundle.info.name, fingerprint=self.bundle.fingerprint())
+
+    def row_label(self, label: str) -> str:
+        return f"{label} ({self.realised[label]:.0%} missing)"
+
+
+def eval_missing(args: argparse.Namespace, model, bundle, checkpoint: str) -> int:
+    """`robult eval CKPT --missing SPEC [--mask-seed S] [--masks FILE] [--out DIR] [--json FILE]`."""
+    from .cli import format_table
+    ev = MaskEvaluator(bundle, args.split, args.missing, args.mask_seed, args.masks,
+                       trust_code=getattr(args, "trust_code", False))
+    table = ev.evaluate_model(model)
+    cols = sorted({k for r in table.values() for k in r})
+    print(f"{args.split} split, {checkpoint}, under {len(ev.labels)} mask setting(s), mask seed {ev.mask_seed} "
+          f"(rates are fractions missing; the realised fraction is in brackets)")
+    print(format_table([ev.row_label(k) for k in ev.labels], cols,
+                       lambda r, c: f"{table[r.rsplit(' (', 1)[0]].get(c, float('nan')):.4f}", first="missing"))
+    result = {"checkpoint": str(checkpoint), "dataset": bundle.info.name, "split": args.split,
+              "mask_seed": ev.mask_seed, "masks_from": args.masks or "",
+              "results": {k: {"realised_missing": ev.realised[k], **table[k]} for k in ev.labels}}
+    written = []
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        result["masks_file"] = str(ev.save(out / "masks.npz"))
+        (out / "missing.json").write_text(json.dumps(result, indent=2))
+        written += [result["masks_file"], str(out / "missing.json")]
+    if args.json:
+        js = Path(args.json)
+        if "masks_file" not in result:
+            result["masks_file"] = str(ev.save(js.with_name(js.stem + ".masks.npz")))
+            written.append(result["masks_file"])
+        js.write_text(json.dumps(result, indent=2))
+        written.append(str(js))
+    if written:
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
+    return 0
+
+
+def compare_missing_report(ev: MaskEvaluator, results: dict[str, list[dict]], methods: list[str], metric: str,
+                           seeds: int) -> dict:
+    """`robult compare --missing`: print setting × method (mean ± std over seeds) and the first method minus each
+    other one per setting, paired by seed; return the JSON section."""
+    from .cli import format_table
+    summary = {k: {m: _mean_std([r["missing"][k].get(metric, float("nan")) for r in results[m]]) for m in methods}
+               for k in ev.labels}
+    print(f"\nunder missing modalities ({ev.split_name} split, same masks for every method, mask seed "
+          f"{ev.mask_seed}; rates are fractions missing), {metric} (mean ± std over {seeds} seeds)")
+    print(format_table([ev.row_label(k) for k in ev.labels], methods,
+                       lambda r, c: "{:.4f} ± {:.4f}".format(*summary[r.rsplit(" (", 1)[0]][c]), first="missing"))
+    paired = {k: _paired(results, methods, metric, k) for k in ev.labels}
+    if len(methods) > 1:
+        ref = methods[0]
+        print(f"\n{ref} minus each method per setting, paired by seed:")
+        print(format_table([ev.row_label(k) for k in ev.labels], [f"{ref} - {m}" for m in methods[1:]],
+                           lambda r, c: _diff_cell(paired[r.rsplit(" (", 1)[0]].get(c.split(" - ", 1)[1])),
+                           first="missing"))
+    return {"mask_seed": ev.mask_seed, "split": ev.split_name, "masks_file": "masks.npz",
+            "realised_missing": ev.realised,
+            "summary": {k: {m: {"mean": summary[k][m][0], "std": summary[k][m][1]} for m in methods}
+                        for k in ev.labels},
+            "paired_vs_first": paired}
+
+
+# --- statistics ---------------------------------------------------------------------------------------------
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    from .cli import _mean_std as ms
+    return ms(vals)
+
+
+def _paired(results: dict[str, list[dict]], methods: list[str], metric: str, label: str) -> dict[str, dict]:
+    """First method minus each other one under one mask setting, paired by seed."""
+    from .metrics import HIGHER_IS_BETTER
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    ref = {r["seed"]: r["missing"][label].get(metric, float("nan")) for r in results[methods[0]]}
+    out = {}
+    for m in methods[1:]:
+        diffs = [ref[r["seed"]] - r["missing"][label].get(metric, float("nan")) for r in results[m]
+                 if r["seed"] in ref]
+        diffs = [d for d in diffs if not math.isnan(d)]
+        if diffs:
+            mean, sd = _mean_std(diffs)
+            out[m] = {"mean": mean, "std": sd, "wins": sum((d > 0) if higher else (d < 0) for d in diffs),
+                      "n": len(diffs)}
+    return out
+
+
+def _diff_cell(d: dict | None) -> str:
+    return "—" if not d else f"{d['mean']:+.4f} ± {d['std']:.4f} ({d['wins']}/{d['n']})"
+
+
+# --- running the trainings ----------------------------------------------------------------------------------
+
+
+def compare_masks(args: argparse.Namespace, bundle, out: Path) -> MaskEvaluator | None:
+    """`robult compare --missing`: the test-split masks every method is evaluated under (saved to
+    out/masks.npz), or None without --missing."""
+    if not getattr(args, "missing", None):
+        return None
+    ev = MaskEvaluator(bundle, "test", args.missing, args.mask_seed, trust_code=getattr(args, "trust_code", False))
+    ev.save(out / "masks.npz")
+    return ev
+
+
+def ray_kwargs(args: argparse.Namespace) -> dict:
+    """Extra arguments of `cli._compare_parallel` for `--ray [ADDRESS]` ({} without it)."""
+    address = getattr(args, "ray", None)
+    return {} if address is None else {"pool_factory": ray_pool_factory(address)}
+
+
+def ray_pool_factory(address: str | None):
+    """A `multiprocessing.Pool`-compatible factory backed by Ray (each run a Ray task), for `_compare_parallel`."""
+    try:
+        from ray.util.multiprocessing import Pool as RayPool
+    except ImportError:
+        raise ConfigError("--ray: Ray is not installed; pip install 'robult-studio[ray]' (or pip install ray)") from None
+
+    def make(processes: int):
+        return RayPool(processes=processes, ray_address=address or None)
+    return make
+
+
+def run_trainings(jobs: list[tuple], configs: dict, base, bundle, run_dirs: dict, args: argparse.Namespace,
+                  record, label_of) -> None:
+    """Every run of `jobs`, one at a time here (step progress), or through `cli._compare_parallel` in `--jobs`
+    processes or on Ray; `record(k, key, final)` sees each result as it comes."""
+    from .cli import ProgressPrinter, _compare_parallel
+    from .trainer import Trainer
+    ray_address = getattr(args, "ray", None)
+    if ray_address is None and args.jobs <= 1:
+        for k, key in enumerate(jobs, 1):
+            final = Trainer(configs[key], bundle, callbacks=[ProgressPrinter(label_of(k, key), args.quiet)],
+                            out_dir=run_dirs[key], **_trainer_extras(args)).run()
+            record(k, key, final)
+        return
+    _compare_parallel(jobs, configs, base, run_dirs, args, record, **ray_kwargs(args))
+
+
+def _trainer_extras(args: argparse.Namespace) -> dict:
+    import inspect
+    from .trainer import Trainer
+    params = inspect.signature(Trainer.__init__).parameters
+    return {"tensorboard": bool(getattr(args, "tensorboard", False))} if "tensorboard" in params else {}
+
+
+class _RunFailed(Exception):
+    pass
+
+
+# --- the sweep ----------------------------------------------------------------------------------------------
+
+
+def parse_fractions(text: str) -> list[float]:
+    out = []
+    for item in str(text).split(","):
+        try:
+            v = float(item)
+        except ValueError:
+            raise ConfigError(f"--label-fractions {text}: {item.strip()!r} is not a number") from None
+        if not 0.0 < v <= 1.0:
+            raise ConfigError(f"--label-fractions {text}: each fraction must be in (0, 1], got {item.strip()}")
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .cli import _set_threads, config_from_args, format_table, parse_grid, setting_label
+    from .data import load_dataset
+    from .metrics import primary_metric
+    _set_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {args.seeds}")
+    base = config_from_args(args, methods[0])
+    fractions = parse_fractions(args.label_fractions) if args.label_fractions else [base.data.label_fraction]
+    grid = parse_grid(args.grid, base)
+    bundle = load_dataset(base.data)
+    if "test" not in bundle.splits or len(bundle.splits["test"]) == 0:
+        raise ConfigError(f"{bundle.info.name}: a sweep evaluates on the test split, and the dataset has none")
+    ev = MaskEvaluator(bundle, "test", args.missing or [DEFAULT_MISSING], args.mask_seed,
+                       trust_code=getattr(args, "trust_code", False))
+    task = bundle.info.task
+    metric = args.metric or primary_metric(task)
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    ev.save(out / "masks.npz")
+    jobs = [(g, f, seed, m) for f in range(len(fractions)) for g in range(len(grid)) for seed in range(args.seeds)
+            for m in methods]
+    configs = {(g, f, seed, m): base.replace(**grid[g]).replace(
+        method=m, seed=seed, **{"data.seed": seed, "data.label_fraction": fractions[f]}).validate()
+        for g, f, seed, m in jobs}
+    run_dirs = {key: out / f"lf{fractions[key[1]]:g}" / (f"{key[3]}-seed{key[2]}"
+                                                       + (f"-g{key[0]}" if len(grid) > 1 else "")) for key in jobs}
+    n_runs = len(jobs)
+    t0 = time.perf_counter()
+    cells: dict[tuple[str, int, int], list[dict]] = {(m, f, g): [] for m in methods for f in range(len(fractions))
+                                                     for g in range(len(grid))}
+
+    def label_of(k: int, key: tuple) -> str:
+        g, f, seed, m = key
+        where = f" [{setting_label(grid[g])}]" if len(grid) > 1 else ""
+        return f"[{k}/{n_runs}] {m} lf {fractions[f]:g} seed {seed}{where}: "
+
+    if not args.quiet:
+        print(f"sweep: {len(methods)} method(s) × {len(fractions)} label fraction(s) × {args.seeds} seed(s)"
+              + (f" × {len(grid)} settings" if len(grid) > 1 else "") + f" = {n_runs} trainings, each evaluated "
+              f"under {len(ev.labels)} mask setting(s) ({', '.join(ev.labels)}; rates are fractions missing)",
+              file=sys.stderr, flush=True)
+
+    def record(k: int, key: tuple, final) -> None:
+        g, f, seed, m = key
+        label = label_of(k, key)
+        if isinstance(final, Failed):
+            raise _RunFailed(f"{label}failed: {final.message}")
+        if not final.checkpoint_path:
+            raise _RunFailed(f"{label}finished without a checkpoint (no completed epoch)")
+        missing = ev.evaluate_checkpoint(final.checkpoint_path)
+        cells[m, f, g].append({"seed": seed, "missing": missing, "test_subsets": final.test_metrics,
+                               "val_score": final.best_score, "best_epoch": final.best_epoch,
+                               "elapsed_s": final.elapsed_s, "run_dir": str(run_dirs[key])})
+        if not args.quiet:
+            spent = time.perf_counter() - t0
+            eta = spent / k * (n_runs - k)
+            vals = "  ".join(f"{lab} {missing[lab].get(metric, float('nan')):.3f}" for lab in ev.labels[:6])
+            more = " …" if len(ev.labels) > 6 else ""
+            print(f"{label}{metric} {vals}{more}  (best epoch {final.best_epoch + 1}, {final.elapsed_s:.0f}s; "
+                  f"{k}/{n_runs} done, {spent:.0f}s elapsed, ETA {eta:.0f}s)", file=sys.stderr, flush=True)
+
+    try:
+        run_trainings(jobs, configs, base, bundle, run_dirs, args, record, label_of)
+    except _RunFailed as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    for runs in cells.values():
+        runs.sort(key=lambda r: r["seed"])
+    # each (method, label fraction): the grid setting with the best mean validation score (test takes no part)
+    chosen = {(m, f): max(range(len(grid)), key=lambda g: (_mean_std([r["val_score"] for r in cells[m, f, g]])[0],
+                                                              -g))
+              for m in methods for f in range(len(fractions))}
+    report = build_report(cells, chosen, methods, fractions, grid, ev, metric)
+    print_report(report, methods, fractions, grid, ev, metric, bundle.info.name, args.seeds, chosen)
+    write_csv(out / "sweep.csv", report, methods, fractions, ev, metric, args.seeds)
+    payload = {"dataset": bundle.info.name, "metric": metric, "methods": methods, "label_fractions": fractions,
+               "seeds": args.seeds, "missing": ev.labels, "mask_seed": ev.mask_seed, "masks_file": "masks.npz",
+               "realised_missing": ev.realised, "rates": ev.rates(), "config": base.to_dict(),
+               "grid": [dict(g) for g in grid] if len(grid) > 1 else [],
+               "chosen_setting": ({f"{m}@{fractions[f]:g}": dict(grid[chosen[m, f]]) for m in methods
+                                   for f in range(len(fractions))} if len(grid) > 1 else {}),
+               "cells": report["cells"], "grid_cells": report["grid_cells"],
+               "elapsed_s": time.perf_counter() - t0}
+    (out / "sweep.json").write_text(json.dumps(payload, indent=2))
+    png = plot_sweep(out / "sweep.png", report, methods, fractions, ev, metric, bundle.info.name, args.seeds)
+    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {png} and {out / 'masks.npz'} "
+          f"({time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+def build_report(cells, chosen, methods, fractions, grid, ev: MaskEvaluator, metric: str) -> dict:
+    """Per (label fraction, mask setting, method) at the chosen grid setting: mean, std, per-seed values, and the
+    first method minus each other one paired by seed; plus every grid setting's cells."""
+    from .cli import setting_label
+
+    def summarise(runs_by_method: dict[str, list[dict]]) -> dict:
+        out = {}
+        for lab in ev.labels:
+            row = {}
+            for m, runs in runs_by_method.items():
+                vals = [r["missing"][lab].get(metric, float("nan")) for r in runs]
+                mean, sd = _mean_std(vals)
+                row[m] = {"mean": mean, "std": sd, "seeds": vals, "val_score": _mean_std(
+                    [r["val_score"] for r in runs])[0]}
+            out[lab] = {"methods": row, "paired_vs_first": _paired(runs_by_method, list(runs_by_method), metric, lab)
+                        if len(runs_by_method) > 1 else {}}
+        return out
+
+    report = {"cells": {}, "grid_cells": [], "runs": {}}
+    for f, lf in enumerate(fractions):
+        at_choice = {m: cells[m, f, chosen[m, f]] for m in methods}
+        report["cells"][f"{lf:g}"] = summarise(at_choice)
+        report["runs"][f"{lf:g}"] = at_choice
+        if len(grid) > 1:
+            for g in range(len(grid)):
+                report["grid_cells"].append({
+                    "label_fraction": lf, "setting": dict(grid[g]), "setting_label": setting_label(grid[g]),
+                    "chosen_by": [m for m in methods if chosen[m, f] == g],
+                    "cells": summarise({m: cells[m, f, g] for m in methods})})
+    return report
+
+
+def print_report(report, methods, fractions, grid, ev: MaskEvaluator, metric, dataset, seeds, chosen) -> None:
+    from .cli import format_table, setting_label
+    ref = methods[0]
+    for f, lf in enumerate(fractions):
+        key = f"{lf:g}"
+        if len(grid) > 1:
+            labels = [setting_label(g) for g in grid]
+            gc = {c["setting_label"]: c for c in report["grid_cells"] if c["label_fraction"] == lf}
+
+            def grid_cell(row: str, m: str) -> str:
+                v = gc[row]["cells"][ev.labels[0]]["methods"][m]["val_score"]
+                return f"{v:.4f}" + (" *" if chosen[m, f] == labels.index(row) else "  ")
+            print(f"\nlabel fraction {lf:g}: mean validation score over {seeds} seeds per setting "
+                  f"(* each method's choice)")
+            print(format_table(labels, methods, grid_cell, first="setting"))
+            for lab_g in labels:  # every setting's test metric under the masks, so no setting is hidden
+                c = gc[lab_g]["cells"]
+                print(f"  [{lab_g}] " + "; ".join(
+                    f"{m}: " + " ".join(f"{c[x]['methods'][m]['mean']:.3f}" for x in ev.labels) for m in methods))
+        cell = report["cells"][key]
+        at = ", each method at its chosen setting" if len(grid) > 1 else ""
+        print(f"\n{dataset}, label fraction {lf:g}, {seeds} seeds{at}: test {metric} under missing modalities "
+              f"(mean ± std over seeds; rates are fractions missing, realised fraction in brackets)")
+        print(format_table([ev.row_label(x) for x in ev.labels], methods,
+                           lambda r, c: "{mean:.4f} ± {std:.4f}".format(**cell[r.rsplit(' (', 1)[0]]["methods"][c]),
+                           first="missing"))
+        if len(methods) > 1:
+            print(f"{ref} minus each method, paired by seed (mean ± std, {ref} ahead in k/n seeds):")
+            print(format_table([ev.row_label(x) for x in ev.labels], [f"{ref} - {m}" for m in methods[1:]],
+                               lambda r, c: _diff_cell(cell[r.rsplit(" (", 1)[0]]["paired_vs_first"].get(
+                                   c.split(" - ", 1)[1])), first="missing"))
+
+
+def write_csv(path: Path, report, methods, fractions, ev: MaskEvaluator, metric, seeds) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["label_fraction", "missing", "rate", "realised_missing", "method", "metric", "mean", "std",
+                    "diff_vs_first_mean", "diff_vs_first_std", "first_ahead_seeds"]
+                   + [f"seed{s}" for s in range(seeds)])
+        rates = ev.rates()
+        for lf in fractions:
+            cell = report["cells"][f"{lf:g}"]
+            for lab in ev.labels:
+                for m in methods:
+                    c = cell[lab]["methods"][m]
+                    d = cell[lab]["paired_vs_first"].get(m)
+                    w.writerow([f"{lf:g}", lab, "" if math.isnan(rates[lab]) else f"{rates[lab]:g}",
+                                f"{ev.realised[lab]:.6f}", m, metric, f"{c['mean']:.6f}", f"{c['std']:.6f}",
+                                f"{d['mean']:.6f}" if d else "", f"{d['std']:.6f}" if d else "",
+                                f"{d['wins']}/{d['n']}" if d else ""]
+                               + [f"{v:.6f}" for v in c["seeds"]])
+
+
+def plot_sweep(path: Path, report, methods, fractions, ev: MaskEvaluator, metric, dataset, seeds) -> Path:
+    """The curves: metric vs missing rate, one line per method (mean ± std over seeds as a band), one panel per
+    label fraction. x is the nominal rate η where every setting has one (realised fraction in the tick labels),
+    else the settings in order."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no display, no Qt, no pyplot state
+    from matplotlib.figure import Figure
+    rates = ev.rates()
+    numeric = all(not math.isnan(rates[lab]) for lab in ev.labels)
+    xs = [rates[lab] for lab in ev.labels] if numeric else list(range(len(ev.labels)))
+    ticks = ([f"{rates[lab]:g}\n({ev.realised[lab]:.0%})" for lab in ev.labels] if numeric
+             else [f"{lab}\n({ev.realised[lab]:.0%})" for lab in ev.labels])
+    mechs = sorted({lab.split(":", 1)[0] for lab in ev.labels})
+    n = len(fractions)
+    fig = Figure(figsize=(max(4.2 * n, 5.5), 4.0))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)
+    for f, lf in enumerate(fractions):
+        ax = axes[0][f]
+        cell = report["cells"][f"{lf:g}"]
+        for m in methods:
+            mean = [cell[lab]["methods"][m]["mean"] for lab in ev.labels]
+            sd = [cell[lab]["methods"][m]["std"] for lab in ev.labels]
+            line, = ax.plot(xs, mean, marker="o", label=m)
+            ax.fill_between(xs, [a - b for a, b in zip(mean, sd)], [a + b for a, b in zip(mean, sd)],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.set_title(f"label fraction {lf:g}")
+        ax.set_xticks(xs)
+        ax.set_xticklabels(ticks, fontsize=8, rotation=0 if numeric else 30)
+        ax.set_xlabel(f"{'/'.join(mechs)} rate η (fraction missing; realised)" if numeric
+                      else "mask setting (realised fraction missing)")
+        ax.grid(alpha=0.3)
+        if f == 0:
+            ax.set_ylabel(f"test {metric}")
+    axes[0][0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{dataset}: {metric} under missing modalities, mean ± std over {seeds} seed(s)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+
+MISSING_HELP = ("missing modalities: MECHANISM:RATES, the rate being the fraction of entries MISSING (0.7 = 70 %% "
+                "missing); a comma makes a grid, a slash gives per-modality rates: mcar:0.5, mcar:0,0.25,0.5,0.75, "
+                "mcar:0.2/0.7, mcar:audio=0.7, mnar-class:0.8[/0.1][@3+5], mnar-value:0.3, exclusive, subsets, "
+                "subset:audio (repeatable). A sample never loses all its modalities: one is restored, and the "
+                "realised fraction is reported")
+
+
+def add_missing_args(p: argparse.ArgumentParser, with_file: bool = False) -> None:
+    p.add_argument("--missing", action="append", default=[], metavar="SPEC", help=MISSING_HELP)
+    p.add_argument("--mask-seed", type=int, default=0, help="seed of the missing-modality masks (default 0)")
+    if with_file:
+        p.add_argument("--masks", metavar="FILE.npz",
+                       help="evaluate under the masks saved by an earlier eval/compare/sweep (masks.npz)")
+
+
+def add_ray_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run the trainings as Ray tasks, --jobs at a time (optional extra: pip install "
+                        "'robult-studio[ray]'); no ADDRESS starts a local Ray instance; on a cluster --out must be "
+                        "on storage every node shares")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """Register `robult sweep` on the CLI's subparsers."""
+    from .cli import _add_run_args
+    s = sub.add_parser("sweep", help="label fraction × missing rate: every method on the same labels and masks",
+                       description="Trains once per (method, label fraction, seed) on identical labeled indices "
+                                   "and evaluates each model under every mask of the --missing grid (rates are "
+                                   "fractions MISSING). Writes sweep.csv, sweep.json, sweep.png and masks.npz.")
+    s.add_argument("--methods", default="robult,supervised")
+    s.add_argument("--label-fractions", metavar="F1,F2,...",
+                   help="labeled fractions of the training split, e.g. 0.01,0.05,0.2,1 (default: --label-fraction)")
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--metric", help="metric of the tables and the plot (default: the task's primary metric)")
+    s.add_argument("--out", help="folder for sweep.csv, sweep.json, sweep.png, masks.npz and the runs")
+    s.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
+                   help="as in compare: train each combination (repeatable) and report each method at its best "
+                        "validation setting per label fraction, every setting listed, e.g. --grid loss.tau=0.05,0.1")
+    s.add_argument("--jobs", type=int, default=1, help="trainings at once in separate processes (default 1)")
+    add_ray_arg(s)
+    add_missing_args(s)
+    _add_run_args(s)
+    if not any(a.dest == "trust_code" for a in s._actions):
+        s.add_argument("--trust-code", action="store_true",
+                       help="allow custom encoder code named by the config (model.encoders)")
+    s.set_defaults(func=cmd_sweep)
+    return s

@@ -1,0 +1,255 @@
+"""`robult sweep`, `robult eval --missing` and `robult compare --missing` as a user runs them (subprocesses on a
+tiny PID-Synth), plus the transfer check of `robult eval --dataset`."""
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.util
+import io
+import json
+import re
+import subprocess
+
+import pytest
+import torch
+
+from robult_engine.cli import main as cli_main
+from robult_engine.data import DatasetInfo, ModalitySpec
+from robult_engine.evaluation import transfer_mismatches
+from robult_engine.missing import load_masks
+
+TINY = ["--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16", "--set", "model.d_z=8",
+        "--set", "model.d_u=8", "--set", "model.d_hidden=16", "--batch-size", "16", "--threads", "1"]
+SWEEP = ["sweep", "--methods", "robult,supervised", "--label-fractions", "0.1,0.5", "--missing", "mcar:0,0.5",
+         "--seeds", "2", "--epochs", "1", *TINY]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`robult ARGS` in this process (a subprocess would spend most of a test importing torch again)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli_main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def sweep_one(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "one"
+    return run_cli(*SWEEP, "--out", str(out)), out
+
+
+def test_sweep_writes_table_csv_json_png_and_masks(sweep_one):
+    proc, out = sweep_one
+    assert proc.returncode == 0, proc.stderr
+    # progress with an ETA on stderr, one line per training
+    assert len(re.findall(r"^\[\d/8\] (robult|supervised) lf 0\.[15] seed [01]: accuracy mcar:0 [\d.]+  mcar:0\.5 "
+                          r"[\d.]+ .*ETA \d+s\)$", proc.stderr, re.M)) == 8
+    for lf in ("0.1", "0.5"):
+        block = proc.stdout.split(f"label fraction {lf}, 2 seeds")[1]
+        assert re.search(r"^mcar:0 \(0% missing\)\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+$", block, re.M)
+        assert re.search(r"^mcar:0\.5 \(\d+% missing\)\s+[\d.]+ ± [\d.]+", block, re.M)
+        assert re.search(r"robult - supervised", block)
+    for name in ("sweep.csv", "sweep.json", "sweep.png", "masks.npz"):
+        assert (out / name).is_file(), name
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / "sweep.png").stat().st_size > 10_000
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["methods"] == ["robult", "supervised"] and data["label_fractions"] == [0.1, 0.5]
+    assert data["missing"] == ["mcar:0", "mcar:0.5"] and data["rates"] == {"mcar:0": 0.0, "mcar:0.5": 0.5}
+    assert data["realised_missing"]["mcar:0"] == 0 and 0.3 < data["realised_missing"]["mcar:0.5"] < 0.5
+    with open(out / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 2 * 2  # label fractions × mask settings × methods
+    for r in rows:
+        seeds = [float(r["seed0"]), float(r["seed1"])]
+        assert float(r["mean"]) == pytest.approx(sum(seeds) / 2, abs=1e-6)
+        assert float(r["std"]) == pytest.approx(abs(seeds[0] - seeds[1]) / 2 ** 0.5, abs=1e-6)
+        cell = data["cells"][r["label_fraction"]][r["missing"]]
+        assert cell["methods"][r["method"]]["seeds"] == pytest.approx(seeds, abs=1e-6)
+    # paired differences: robult minus supervised, seed by seed
+    for lf, cells in data["cells"].items():
+        for lab, cell in cells.items():
+            diffs = [a - b for a, b in zip(cell["methods"]["robult"]["seeds"], cell["methods"]["supervised"]["seeds"])]
+            assert cell["paired_vs_first"]["supervised"]["mean"] == pytest.approx(sum(diffs) / 2)
+    # every method's masks are the file's masks; mcar:0 is the data's own mask
+    masks, meta = load_masks(out / "masks.npz", n=64, modality_names=("m0", "m1", "m2"))
+    assert list(masks) == ["mcar:0", "mcar:0.5"] and masks["mcar:0"].all() and meta["split"] == "test"
+    # identical labeled indices for the methods of one (label fraction, seed)
+    a = torch.load(out / "lf0.1" / "robult-seed1" / "best.pt", weights_only=True)
+    b = torch.load(out / "lf0.1" / "supervised-seed1" / "best.pt", weights_only=True)
+    key = next(k for k in a if "labeled" in k)
+    assert torch.equal(a[key], b[key])
+
+
+def test_the_numbers_regenerate_from_the_saved_masks(sweep_one, tmp_path):
+    _, out = sweep_one
+    data = json.loads((out / "sweep.json").read_text())
+    js = tmp_path / "again.json"
+    # seed 0: PID-Synth is generated with the data seed, and a sweep's runs all use the seed-0 data
+    proc = run_cli("eval", str(out / "lf0.5" / "robult-seed0" / "best.pt"), "--masks", str(out / "masks.npz"),
+                      "--json", str(js), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(js.read_text())["results"]
+    for lab in ("mcar:0", "mcar:0.5"):
+        assert again[lab]["accuracy"] == pytest.approx(data["cells"]["0.5"][lab]["methods"]["robult"]["seeds"][0])
+    # a seed-1 checkpoint's own config generates other PID-Synth data: the masks are refused, not misapplied
+    proc = run_cli("eval", str(out / "lf0.5" / "robult-seed1" / "best.pt"), "--masks", str(out / "masks.npz"),
+                      "--threads", "1")
+    assert proc.returncode == 2 and "masks.npz: the masks were drawn on other data" in proc.stderr
+
+
+def test_sweep_in_two_processes_gives_the_same_results(sweep_one, tmp_path):
+    _, out_one = sweep_one
+    # the (label fraction 0.5, seed 0) runs of the sweep, both at once in two processes
+    args = [{"0.1,0.5": "0.5", "2": "1"}.get(a, a) for a in SWEEP]
+    assert args[args.index("--seeds") + 1] == "1"
+    proc = run_cli(*args, "--out", str(tmp_path / "two"), "--jobs", "2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    a = json.loads((out_one / "sweep.json").read_text())["cells"]["0.5"]
+    b = json.loads((tmp_path / "two" / "sweep.json").read_text())["cells"]
+    assert list(b) == ["0.5"]
+    for lab in ("mcar:0", "mcar:0.5"):
+        for m in ("robult", "supervised"):
+            assert b["0.5"][lab]["methods"][m]["seeds"] == a[lab]["methods"][m]["seeds"][:1]
+
+
+def test_sweep_with_a_grid_reports_every_setting_and_marks_the_choice(tmp_path):
+    out = tmp_path / "grid"
+    proc = run_cli("sweep", "--methods", "robult,supervised", "--label-fractions", "0.2", "--missing", "exclusive",
+                      "--missing", "mcar:0.3", "--seeds", "1", "--epochs", "1", "--grid", "loss.tau=0.05,0.2",
+                      "--out", str(out), "--quiet", *TINY, "--set", "data.synth_n_train=60")
+    assert proc.returncode == 0, proc.stderr
+    assert "per setting (* each method's choice)" in proc.stdout and "each method at its chosen setting" in proc.stdout
+    assert "[tau=0.05]" in proc.stdout and "[tau=0.2]" in proc.stdout
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["missing"] == ["exclusive", "mcar:0.3"] and len(data["grid_cells"]) == 2
+    for m in ("robult", "supervised"):
+        cells = [c for c in data["grid_cells"] if c["label_fraction"] == 0.2]
+        best = max(cells, key=lambda c: c["cells"]["exclusive"]["methods"][m]["val_score"])  # validation only
+        assert data["chosen_setting"][f"{m}@0.2"] == best["setting"] and m in best["chosen_by"]
+        assert data["cells"]["0.2"]["exclusive"]["methods"][m] == best["cells"]["exclusive"]["methods"][m]
+    assert data["realised_missing"]["exclusive"] == pytest.approx(2 / 3)  # 3 modalities, one kept
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                    reason="Ray is not installed (an optional extra: pip install 'robult-studio[ray]')")
+def test_sweep_on_local_ray_matches_one_process(engine_cli, tmp_path):
+    args = ["sweep", "--methods", "robult,supervised", "--label-fractions", "0.2", "--missing", "mcar:0,0.5",
+            "--seeds", "1", "--epochs", "1", "--quiet", *TINY]
+    one = engine_cli(*args, "--out", str(tmp_path / "one"), "--jobs", "1", timeout=300)
+    ray = engine_cli(*args, "--out", str(tmp_path / "ray"), "--ray", "--jobs", "2", timeout=600)
+    assert one.returncode == 0 and ray.returncode == 0, ray.stderr
+    a = json.loads((tmp_path / "one" / "sweep.json").read_text())
+    b = json.loads((tmp_path / "ray" / "sweep.json").read_text())
+    assert a["cells"] == b["cells"]
+
+
+# --- eval and compare under missing modalities ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    proc = run_cli("train", "--method", "robult", "--epochs", "1", "--out", str(out), "--quiet",
+                      "--label-fraction", "0.1", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    return out / "best.pt"
+
+
+def test_eval_under_every_mechanism_writes_the_masks_beside_the_results(checkpoint, tmp_path):
+    out = tmp_path / "ev"
+    proc = run_cli("eval", str(checkpoint), "--missing", "mcar:0.25,0.5", "--missing", "mnar-class:0.8/0.1@0+1",
+                      "--missing", "mnar-value:0.3", "--missing", "exclusive", "--missing", "subsets",
+                      "--mask-seed", "5", "--out", str(out), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "mask seed 5 (rates are fractions missing" in proc.stdout
+    labels = ["mcar:0.25", "mcar:0.5", "mnar-class:0.8/0.1@0+1", "mnar-value:0.3", "exclusive", "subset:m0",
+              "subset:m1", "subset:m2", "subset:m0+m1", "subset:m0+m2", "subset:m1+m2", "subset:m0+m1+m2"]
+    for lab in labels:
+        assert re.search(rf"^{re.escape(lab)} \(\d+% missing\)\s+[\d.]+\s+[\d.]+$", proc.stdout, re.M), lab
+    result = json.loads((out / "missing.json").read_text())
+    assert list(result["results"]) == labels and result["mask_seed"] == 5
+    masks, meta = load_masks(out / "masks.npz", n=64, modality_names=("m0", "m1", "m2"))
+    assert list(masks) == labels and meta["mask_seed"] == 5
+    # the subset settings agree with the subset table the training wrote (same test split, same code path)
+    table = json.loads((checkpoint.parent / "result.json").read_text())["test"]
+    for name in ("m0", "m0+m2", "m0+m1+m2"):
+        assert result["results"][f"subset:{name}"]["accuracy"] == pytest.approx(table[name]["accuracy"])
+    # --json alone puts the masks next to it
+    js = tmp_path / "r.json"
+    assert run_cli("eval", str(checkpoint), "--missing", "mcar:0.5", "--json", str(js), "--threads", "1"
+                      ).returncode == 0
+    assert (tmp_path / "r.masks.npz").is_file() and json.loads(js.read_text())["masks_file"].endswith("r.masks.npz")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--missing", "mcar:1.0"], "--missing mcar:1.0: a rate must be in [0, 1) (the fraction of entries missing)"),
+    (["--missing", "mcar:0.5,1.2"], "a rate must be in [0, 1)"),
+    (["--missing", "drop:0.5"], "unknown mechanism 'drop'; one of mcar, mnar-class, mnar-value"),
+    (["--missing", "mcar:0.1/0.2"], "mcar:0.1/0.2: 2 per-modality rates, but the dataset has 3 modalities"),
+])
+def test_eval_bad_missing_specs_exit_2_with_a_clear_message(checkpoint, args, message):
+    proc = run_cli("eval", str(checkpoint), *args, "--threads", "1")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_eval_refuses_a_mask_file_of_the_wrong_shape(checkpoint, tmp_path):
+    from robult_engine.missing import save_masks
+    bad = save_masks(tmp_path / "m.npz", {"mcar:0.5": torch.ones(10, 3, dtype=torch.bool)},
+                     modality_names=("m0", "m1", "m2"), split="test", seed=0)
+    proc = run_cli("eval", str(checkpoint), "--masks", str(bad), "--threads", "1")
+    assert proc.returncode == 2 and "m.npz: masks of 10 samples × 3 modalities, the split has 64 samples" in proc.stderr
+    other = save_masks(tmp_path / "o.npz", {"exclusive": torch.ones(64, 2, dtype=torch.bool)},
+                       modality_names=("image", "audio"), split="test", seed=0)
+    proc = run_cli("eval", str(checkpoint), "--masks", str(other), "--threads", "1")
+    assert proc.returncode == 2 and "masks made for modalities (image, audio), the data has (m0, m1, m2)" in proc.stderr
+
+
+def test_compare_gives_every_method_the_same_masks(tmp_path):
+    out = tmp_path / "cmp"
+    proc = run_cli("compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1", "--missing",
+                      "mcar:0.25,0.75", "--missing", "exclusive", "--out", str(out), "--quiet",
+                      "--label-fraction", "0.1", *TINY)
+    assert proc.returncode == 0, proc.stderr
+    assert "under missing modalities (test split, same masks for every method" in proc.stdout
+    assert re.search(r"^mcar:0\.75 \(\d+% missing\)\s+[\d.]+ ± [\d.]+\s+[\d.]+ ± [\d.]+$", proc.stdout, re.M)
+    data = json.loads((out / "compare.json").read_text())
+    sec = data["missing"]
+    assert list(sec["summary"]) == ["mcar:0.25", "mcar:0.75", "exclusive"] and (out / "masks.npz").is_file()
+    for m in ("robult", "supervised"):
+        assert [sorted(r["missing"]) for r in data["runs"][m]] == [sorted(sec["summary"])] * 2
+    diffs = [a["missing"]["exclusive"]["accuracy"] - b["missing"]["exclusive"]["accuracy"]
+             for a, b in zip(data["runs"]["robult"], data["runs"]["supervised"])]
+    assert sec["paired_vs_first"]["exclusive"]["supervised"]["mean"] == pytest.approx(sum(diffs) / 2)
+
+
+# --- zero-shot transfer ------------------------------------------------------------------------------------
+
+
+def _info(mods, task="single-label", classes=("a", "b")):
+    return DatasetInfo("x", tuple(ModalitySpec(*m) for m in mods), task, classes)
+
+
+def test_transfer_mismatches_name_what_differs():
+    base = _info([("audio", "sequence", (92, 13)), ("image", "image", (1, 8, 8))])
+    assert transfer_mismatches(base, base) == []
+    # a sequence's length and a text's width are padded: they may differ
+    assert transfer_mismatches(base, _info([("audio", "sequence", (50, 13)), ("image", "image", (1, 8, 8))])) == []
+    got = transfer_mismatches(base, _info([("audio", "sequence", (92, 20)), ("image", "vector", (64,))]))
+    assert got == ["modality 'audio': feature width (13,) in training, (20,) in the data",
+                   "modality 'image': kind image in training, vector in the data"]
+    got = transfer_mismatches(base, _info([("image", "image", (1, 8, 8)), ("audio", "sequence", (92, 13))]))
+    assert got == ["modalities: trained on (audio, image), the data has (image, audio)"]
+    got = transfer_mismatches(base, _info([("audio", "sequence", (92, 13)), ("image", "image", (3, 8, 8))],
+                                          classes=("a", "b", "c")))
+    assert got == ["modality 'image': shape (1, 8, 8) in training, (3, 8, 8) in the data",
+                   "classes: 2 in training (a, b), 3 in the data (a, b, c)"]
+    got = transfer_mismatches(base, _info([("audio", "sequence", (92, 13)), ("image", "image", (1, 8, 8))],
+                                          task="regression", classes=("score",)))
+    assert got == ["task: single-label in training, regression in the data"]
+
+
+def test_eval_on_another_dataset_says_what_does_not_match(checkpoint):
+    proc = run_cli("eval", str(checkpoint), "--dataset", "av-digits", "--threads", "1")
+    assert proc.returncode == 2, proc.stderr
+    assert ("a model trained on pid-synth cannot be evaluated on av-digits: modalities: trained on (m0, m1, m2), "
+            "the data has (image, audio); classes: 8 in training") in proc.stderr
