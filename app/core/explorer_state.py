@@ -1,9 +1,9 @@
-"""Qt-free state of the explorer (model and view apart, STYLE.md): which sample, which modalities, which
-generation of the request the panels are waiting for.
+"""Qt-free state of the explorer (model and view apart): the model context, which sample, which
+modalities, and which generation of the request the panels are waiting for.
 
-Every change of the sample or the toggles bumps `generation`; a result that comes back with an older
-generation is stale and is dropped, so rapid toggling always ends on the last state. Listeners are called on
-the thread that changes the state (the GUI thread) with the set of changed keys.
+Every change of the context, the sample or the toggles bumps `generation`; a result that comes back with an
+older generation is stale and is dropped, so rapid toggling always ends on the last state. Listeners are
+called on the thread that changes the state (the GUI thread) with the set of changed keys.
 """
 from __future__ import annotations
 
@@ -67,34 +67,60 @@ class SampleRef:
 
 @dataclass
 class ExplorerState:
-    """The explorer's current sample, enabled modalities and request generation (GUI thread only)."""
+    """The one source of truth of the explorer (GUI thread only): the model context, its modalities, the
+    sample, the toggles, which of the sample's modalities are present, and the request generation.
+
+    Toggles and panels subscribe and render; they change it only through the methods below when the *user*
+    asks for something (a click, a new sample), never to echo what they were told. Changing the context,
+    the modalities, the sample or the toggles bumps `generation` (the one counter stale answers are checked
+    against); `present` and a restored sample do not (nothing needs recomputing)."""
     modality_names: tuple[str, ...] = ()
     sample: SampleRef | None = None
     enabled: tuple[bool, ...] = ()
+    present: tuple[bool, ...] | None = None  # of the sample on screen; None until one is shown
+    context: Any = None  # app.views.explorer.service.ModelContext of the current model, None while preparing
     generation: int = 0
     _listeners: list[Listener] = field(default_factory=list, repr=False)
+
+    REQUEST_KEYS = frozenset({"modalities", "enabled", "sample", "context"})
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     def _notify(self, changed: set[str]) -> None:
-        self.generation += 1
-        changed = changed | {"generation"}
+        if changed & self.REQUEST_KEYS:
+            self.generation += 1
+            changed = changed | {"generation"}
         for listener in list(self._listeners):
             listener(changed)
 
     def set_modalities(self, names: tuple[str, ...] | list[str]) -> None:
-        """A new model: its modalities, all switched on; the sample is kept only if it still makes sense
-        (the caller decides and calls `set_sample`)."""
+        """A new model: its modalities, all switched on, no context (it is prepared in the background) and no
+        sample yet (the panel picks one once the context is ready)."""
         names = tuple(names)
-        changed = {"modalities", "enabled"} if names != self.modality_names else {"enabled"}
+        changed = {"enabled", "context", "sample", "present"} | ({"modalities"} if names != self.modality_names
+                                                                 else set())
         self.modality_names = names
         self.enabled = (True,) * len(names)
+        self.present = None
+        self.context = None
+        self.sample = None
         self._notify(changed)
 
-    def set_sample(self, ref: SampleRef | None) -> None:
+    def set_context(self, context: Any) -> None:
+        self.context = context
+        self._notify({"context"})
+
+    def set_sample(self, ref: SampleRef | None, enabled: tuple[bool, ...] | None = None) -> None:
+        """Show another sample, optionally with its toggles (one change, one generation)."""
+        changed = {"sample"}
         self.sample = ref
-        self._notify({"sample"})
+        if enabled is not None and len(enabled) == len(self.modality_names):
+            enabled = tuple(bool(e) for e in enabled)
+            if enabled != self.enabled:
+                self.enabled = enabled
+                changed.add("enabled")
+        self._notify(changed)
 
     def set_enabled(self, enabled: tuple[bool, ...] | list[bool]) -> None:
         enabled = tuple(bool(x) for x in enabled)
@@ -104,10 +130,22 @@ class ExplorerState:
             self.enabled = enabled
             self._notify({"enabled"})
 
-    def toggle(self, i: int) -> None:
-        e = list(self.enabled)
-        e[i] = not e[i]
-        self.set_enabled(e)
+    def set_present(self, present: tuple[bool, ...] | None) -> None:
+        """Which modalities the sample on screen has (its answer came back)."""
+        present = tuple(bool(p) for p in present) if present is not None else None
+        if present != self.present:
+            self.present = present
+            self._notify({"present"})
+
+    def restore_sample(self, ref: SampleRef | None) -> None:
+        """A requested sample could not be used: the previous one (still on screen) is the state again. No
+        generation: nothing is recomputed."""
+        self.sample = ref
+        self._notify({"sample_restored"})
+
+    def refresh(self) -> None:
+        """Ask again for the same state (e.g. another model should answer it): a new generation."""
+        self._notify({"sample"})
 
     def is_current(self, generation: int) -> bool:
         return generation == self.generation

@@ -1,4 +1,4 @@
-"""Sessions in SQLite (DESIGN.md §3): runs, per-epoch metrics, the explorer's inspections, UI state.
+"""Sessions in SQLite: runs, per-epoch metrics, the explorer's inspections, UI state.
 
 One file, opened through sqlite-utils with its `Migrations` (set "robult-studio"); migrations are ordered
 functions named `mNNN_...` that are never renamed once shipped. The connection belongs to the thread that
@@ -251,11 +251,6 @@ class SessionStore:
                 if ev.checkpoint_path:
                     upd["checkpoint_path"] = ev.checkpoint_path
                 self.db["runs"].update(run_id, upd)
-
-    def truncate_epochs(self, run_id: int, from_epoch: int) -> None:
-        """Forget epochs >= from_epoch (a resumed run recomputes them)."""
-        with self.db.atomic():
-            self.db.execute("DELETE FROM epochs WHERE run_id = ? AND epoch >= ?", [run_id, from_epoch])
 
     def get_run(self, run_id: int) -> RunRow | None:
         try:

@@ -1,4 +1,4 @@
-"""Qt-free application state (model/view apart, STYLE.md): what the panels show, never how.
+"""Qt-free application state (model and view apart): what the panels show, never how.
 
 - `LoadedModel`: the model that is "current" in the app (an opened checkpoint, a reopened session, the best
   checkpoint of a finished run). `MainWindow.sig_model_loaded` carries one.
@@ -238,6 +238,21 @@ class TrainingBuffers:
                     v.pop()
 
     # --- reading ----------------------------------------------------------------------------------------
+    def modality_order(self) -> tuple[str, ...]:
+        """The modalities in the model's order, read off the all-modality subset's name ("image+audio"), so a
+        curve keeps its colour whatever order a stored row's keys come back in (the database sorts them)."""
+        full = max(self.val_metric, key=lambda k: k.count("+"), default="")
+        names = [m for m in full.split("+") if m] if full else []
+        for m in (*self.z_norm, *self.u_norm):
+            if m not in names:
+                names.append(m)
+        return tuple(names)
+
+    def subset_order(self) -> list[str]:
+        """The subsets of `val_metric` in a fixed order: by size, then by their modalities' positions."""
+        order = {m: i for i, m in enumerate(self.modality_order())}
+        return sorted(self.val_metric, key=lambda s: (s.count("+"), [order.get(m, len(order)) for m in s.split("+")]))
+
     @property
     def progress(self) -> float:
         return self.global_step / self.total_steps if self.total_steps else 0.0

@@ -238,6 +238,11 @@ class TrainingPanel(QWidget):
         self.plot_losses.getViewBox().enableAutoRange()
         self.redraw(force=True)
 
+    def curve_colours(self) -> dict[str, str]:
+        """The pen colour of each validation and norm curve (tests read this)."""
+        return {f"{prefix}:{k}": item.opts["pen"].color().name() for prefix, d in
+                (("val", self.val_curves), ("norm", self.norm_curves)) for k, item in d.items()}
+
     def curve_point_counts(self) -> dict[str, int]:
         """Points currently set on each curve (tests and the benchmark read this)."""
         out = {}
@@ -381,7 +386,8 @@ class TrainingPanel(QWidget):
         if b.metric_name:
             self.plot_val.setTitle(f"Validation {b.metric_name} per modality subset (★ best)", size="10pt")
             self.plot_val.setLabel("left", b.metric_name)
-        for i, (subset, series) in enumerate(b.val_metric.items()):
+        for i, subset in enumerate(b.subset_order()):  # colour by the subset's place, not by arrival order
+            series = b.val_metric[subset]
             item = self.val_curves.get(subset)
             if item is None:
                 n_mod = subset.count("+") + 1
@@ -403,8 +409,7 @@ class TrainingPanel(QWidget):
         b = self.buffers
         x = np.asarray(b.epoch_x, dtype=float)
         self._hold_epoch_axis(self.plot_norms)
-        mods = list(dict.fromkeys([*b.z_norm, *b.u_norm]))
-        for i, mod in enumerate(mods):
+        for i, mod in enumerate(b.modality_order()):  # colour by modality index: stable across a resume
             color = PALETTE[i % len(PALETTE)]
             for kind, series, style in (("Z", b.z_norm, Qt.PenStyle.SolidLine), ("U", b.u_norm, Qt.PenStyle.DashLine)):
                 if mod not in series:

@@ -420,6 +420,19 @@ def test_robustness_matrix_equals_evaluate_subsets(robustness, pid_runs):
     assert texts == [f"{v:.3f}" for v in acc.reshape(-1)]
     assert robustness.img.image.shape == acc.shape
     assert "done" in robustness.progress.format()
+    # the colour scale is the metric's range, not the matrix's min and max, and it says so
+    assert robustness.color_range == (0.0, 1.0) and tuple(robustness.img.levels) == (0.0, 1.0)
+    assert "colour scale 0 – 1" in robustness.plot.getPlotItem().titleLabel.text
+    n = len(r.runs)
+    assert f"{n} run{'s' if n != 1 else ''} × {len(r.subsets)} subsets" in robustness.info.text()
+
+
+def test_robustness_colour_ranges():
+    from app.views.explorer.robustness_panel import color_range
+    mat = np.array([[0.986], [1.0]])
+    assert color_range("accuracy", mat) == (0.0, 1.0)  # 0.986 and 1.000 look nearly alike, as they are
+    assert color_range("pearson_r", mat) == (-1.0, 1.0)
+    assert color_range("mae", np.array([[0.5], [2.0], [np.nan]])) == (0.0, 2.0)  # errors: 0 to the largest
 
 
 def test_clicking_a_cell_lists_flips_and_opens_one_in_the_explorer(qtbot, robustness, explorer):

@@ -247,3 +247,28 @@ def test_the_engine_imports_no_qt():
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_curve_colours_follow_the_modality_order_not_the_order_rows_come_back_in(qtbot):
+    """A live run sends its dicts in the model's order (image, audio); the database gives them back sorted
+    (audio, image). The curves of a modality keep their colour either way (a resumed run used to swap them)."""
+    from app.core.state import TrainingBuffers
+    from app.views.training import TrainingPanel
+
+    def colours(order):
+        buf = TrainingBuffers()
+        buf.set_plan(3)
+        panel = TrainingPanel(buf)
+        qtbot.addWidget(panel)
+        subsets = {"image": {"accuracy": 0.5}, "audio": {"accuracy": 0.6}, "image+audio": {"accuracy": 0.7}}
+        norms = {"image": 1.0, "audio": 2.0}
+        buf.add_epoch(0, {"total": 1.0}, {k: subsets[k] for k in order(list(subsets))}, 0.6,
+                      {k: norms[k] for k in order(list(norms))}, {k: norms[k] for k in order(list(norms))}, (), (),
+                      True, "accuracy")
+        panel.redraw(force=True)
+        return panel.curve_colours()
+
+    live = colours(lambda keys: keys)
+    stored = colours(sorted)
+    assert live == stored
+    assert live["norm:Z:image"] != live["norm:Z:audio"]

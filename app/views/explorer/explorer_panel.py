@@ -41,7 +41,6 @@ class ExplorerPanel(QWidget):
         self.store = store
         self.state = ExplorerState()
         self.service = ExplorerService(self, state=self.state, controller=controller, bundle_getter=bundle_getter)
-        self.context: ModelContext | None = None
         self.loaded_model = None
         self.sample = None  # LoadedSample on screen
         self.inspection = None  # Inspection on screen
@@ -62,7 +61,7 @@ class ExplorerPanel(QWidget):
 
     # --- construction -----------------------------------------------------------------------------------
     def _create_widgets(self) -> None:
-        self.toggles = ModalityToggles(shortcut_parent=self)
+        self.toggles = ModalityToggles(self.state, shortcut_parent=self)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -119,7 +118,6 @@ class ExplorerPanel(QWidget):
 
     def _connect(self) -> None:
         self.state.subscribe(self._on_state_changed)
-        self.toggles.sig_toggles_changed.connect(self._on_toggles_changed)
         self.sample_panel.sig_sample_requested.connect(self._on_sample_requested)
         self.sample_panel.sig_message.connect(self._on_panel_message)
         self.service.sig_context_ready.connect(self._on_context_ready)
@@ -136,12 +134,9 @@ class ExplorerPanel(QWidget):
         then restore the session's last inspection (or show the first test sample)."""
         self.save_inspection()  # the previous model's state, if a change is pending
         self.loaded_model = loaded
-        self.context = None
         self.sample = self.inspection = None
         self._last_saved = None
-        names = tuple(loaded.info.modality_names)
-        self.toggles.set_modalities(names)
-        self.state.set_modalities(names)
+        self.state.set_modalities(tuple(loaded.info.modality_names))
         run_id = getattr(loaded, "run_id", None)
         self._pending_restore = None
         if run_id is not None and self.store is not None:
@@ -165,9 +160,14 @@ class ExplorerPanel(QWidget):
             if self.context is not None:
                 self._restore_or_default()
 
+    @property
+    def context(self) -> ModelContext | None:
+        """The current model's context (it lives in the state)."""
+        return self.state.context
+
     @Slot(object)
     def _on_context_ready(self, ctx: ModelContext) -> None:
-        self.context = ctx
+        self.state.set_context(ctx)  # no sample yet (set_model cleared it): the sample is chosen below
         self.sample_panel.set_context(ctx.info, ctx.bundle, ctx.labeled_indices.tolist())
         self._load_kappa_history()
         if ctx.note:
@@ -218,9 +218,7 @@ class ExplorerPanel(QWidget):
     # --- requests ---------------------------------------------------------------------------------------
     def open_sample(self, ref: SampleRef, enabled: tuple[bool, ...] | None = None) -> None:
         """Show a sample (and optionally a toggle state) — one request, one generation."""
-        if enabled is not None and len(enabled) == len(self.state.modality_names):
-            self.state.enabled = tuple(bool(e) for e in enabled)  # set quietly: set_sample notifies once
-        self.state.set_sample(ref)
+        self.state.set_sample(ref, enabled)
 
     def set_enabled(self, enabled: tuple[bool, ...]) -> None:
         self.state.set_enabled(enabled)
@@ -228,19 +226,13 @@ class ExplorerPanel(QWidget):
     def toggle(self, i: int) -> None:
         self.toggles.toggle(i)  # through the button, exactly as a click
 
-    @Slot(tuple)
-    def _on_toggles_changed(self, enabled: tuple) -> None:
-        self.state.set_enabled(enabled)
-
     @Slot(object)
     def _on_sample_requested(self, ref: SampleRef) -> None:
         self.open_sample(ref)
 
     def _on_state_changed(self, changed: set[str]) -> None:
-        self.toggles.set_state(self.state.enabled, self.inspection.present if self.inspection is not None and
-                               self.sample is not None and self.sample.ref == self.state.sample else None)
-        if self.state.sample is None or self.context is None:
-            return
+        if "generation" not in changed or self.state.sample is None or self.context is None:
+            return  # nothing to recompute
         gen = self.state.generation
         self._asked_at[gen] = time.perf_counter()
         if len(self._asked_at) > 256:
@@ -260,7 +252,7 @@ class ExplorerPanel(QWidget):
         self.inspection = insp = result.inspection
         if new_sample:
             self.sample_panel.show_sample(result.sample)
-        self.toggles.set_state(self.state.enabled, insp.present)
+        self.state.set_present(insp.present)
         self.predictions.show_inspection(insp, result.sample.target_name)
         self.latents.show_inspection(insp)
         self.softpu.show_softpu(insp.softpu, "prototype memory of the loaded checkpoint" if result.live else "")
@@ -286,10 +278,7 @@ class ExplorerPanel(QWidget):
             return
         # keep the last good sample on screen; the state goes back to it quietly
         failed = self.state.sample
-        if self.sample is not None:
-            self.state.sample = self.sample.ref
-        else:
-            self.state.sample = None
+        self.state.restore_sample(self.sample.ref if self.sample is not None else None)
         self._message(f"Could not use that sample: {message}", "error")
         if self.sample is None and failed is not None and not failed.is_dataset:
             # e.g. a restored inspection whose files are gone: show a dataset sample instead of nothing
@@ -301,7 +290,7 @@ class ExplorerPanel(QWidget):
     @Slot(bool)
     def _on_live_box_toggled(self, on: bool) -> None:
         self.service.follow_live = on
-        self.state.set_sample(self.state.sample)  # show the other model's view now
+        self.state.refresh()  # show the other model's view now
 
     # --- messages ---------------------------------------------------------------------------------------
     def _message(self, text: str, kind: str = "info") -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
-                               QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+                               QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from robult_engine.metrics import HIGHER_IS_BETTER
 
@@ -23,6 +23,19 @@ from app.background.runner import WorkRunner
 from . import style
 from .export import export_plot, safe_name, write_csv, write_json
 from .robustness import RobustnessResult, RunRef, compute_robustness
+
+
+def color_range(metric: str, mat: np.ndarray) -> tuple[float, float]:
+    """The heat map's colour scale: the metric's own range, not the matrix's min and max (so 0.986 and 1.000
+    look nearly alike, as they are): [0, 1] for accuracies, F1 and AUROC, [-1, 1] for a correlation, and
+    [0, the largest value] for an error such as MAE, which has no upper bound."""
+    if metric == "pearson_r":
+        return -1.0, 1.0
+    if HIGHER_IS_BETTER.get(metric, True):
+        return 0.0, 1.0
+    finite = mat[np.isfinite(mat)]
+    top = float(finite.max()) if finite.size else 1.0
+    return 0.0, top if top > 0 else 1.0
 
 
 class RobustnessPanel(QWidget):
@@ -71,8 +84,11 @@ class RobustnessPanel(QWidget):
                                               "runs of this session on the same dataset. Click a cell to see "
                                               "which samples change their prediction under that subset.")
         self.img = pg.ImageItem(axisOrder="row-major")
-        self.img.setLookupTable(style.heat_lut("viridis"))
         self.plot.addItem(self.img)
+        self.color_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False,
+                                         width=14, colorMapMenu=False)
+        self.color_bar.setImageItem(self.img, insert_in=self.plot.getPlotItem())
+        self.color_range: tuple[float, float] = (0.0, 1.0)
         self.plot.getPlotItem().invertY(True)
         self.cell_texts: list[pg.TextItem] = []
         self.sel_box = pg.QtWidgets.QGraphicsRectItem(0, 0, 1, 1)
@@ -94,7 +110,11 @@ class RobustnessPanel(QWidget):
         sl.addWidget(self.flips_title)
         sl.addWidget(self.flips, 1)
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.plot)
+        self.plot_scroll = QScrollArea()  # 2^M - 1 rows: at M = 6 the 63 rows scroll instead of shrinking
+        self.plot_scroll.setWidgetResizable(True)
+        self.plot_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.plot_scroll.setWidget(self.plot)
+        split.addWidget(self.plot_scroll)
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
@@ -200,7 +220,8 @@ class RobustnessPanel(QWidget):
         self.metric_box.setCurrentIndex(i if i >= 0 else 0)
         self.metric_box.blockSignals(False)
         self.report_btn.setEnabled(bool(result.runs))
-        msg = f"{len(result.runs)} runs × {len(result.subsets)} subsets on the {result.split} split."
+        nr, ns = len(result.runs), len(result.subsets)
+        msg = f"{nr} run{'s' if nr != 1 else ''} × {ns} subset{'s' if ns != 1 else ''} on the {result.split} split."
         if result.skipped:
             msg += "<br><span style='color:#8A5A00'>Skipped: " + "; ".join(result.skipped) + "</span>"
         self._set_info(msg)
@@ -228,20 +249,29 @@ class RobustnessPanel(QWidget):
             return
         metric = self.current_metric
         mat = r.matrix(metric)  # (S, R)
-        finite = mat[np.isfinite(mat)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        if hi - lo < 1e-9:
-            lo, hi = lo - 0.5, hi + 0.5
+        lo, hi = color_range(metric, mat)
+        self.color_range = (lo, hi)
         better_high = HIGHER_IS_BETTER.get(metric, True)
-        shown = mat if better_high else (hi + lo) - mat  # bright = good either way
-        self.img.setImage(np.nan_to_num(shown, nan=lo), levels=(lo, hi))
+        cmap = pg.colormap.get("viridis")
+        if not better_high:
+            cmap.reverse()  # bright = good either way: a low error is bright
+        self.color_bar.setColorMap(cmap)
+        self.color_bar.setLevels((lo, hi))
+        self.img.setImage(np.nan_to_num(mat, nan=lo if better_high else hi), levels=(lo, hi))
         s, n = mat.shape
         self.img.setRect(0, 0, n, s)
+        self.plot.setMinimumHeight(max(260, 18 * s + 90))
+        small = s > 15
         for i in range(s):
             for j in range(n):
                 v = mat[i, j]
-                frac = (shown[i, j] - lo) / (hi - lo) if np.isfinite(v) else 0
-                t = pg.TextItem(style.fmt(v, 3), color="#000000" if frac > 0.6 else "#FFFFFF", anchor=(0.5, 0.5))
+                frac = (v - lo) / (hi - lo) if np.isfinite(v) else 0.0
+                bright = frac > 0.6 if better_high else frac < 0.4
+                t = pg.TextItem(style.fmt(v, 3), color="#000000" if bright else "#FFFFFF", anchor=(0.5, 0.5))
+                if small:
+                    f = t.textItem.font()
+                    f.setPointSizeF(max(6.5, f.pointSizeF() * 0.8))
+                    t.setFont(f)
                 t.setPos(j + 0.5, i + 0.5)
                 self.plot.addItem(t)
                 self.cell_texts.append(t)
@@ -250,7 +280,7 @@ class RobustnessPanel(QWidget):
         self.plot.setXRange(0, n, padding=0)
         self.plot.setYRange(0, s, padding=0)
         self.plot.getPlotItem().setTitle(f"{metric} on the {r.split} split ({'higher' if better_high else 'lower'} "
-                                         f"is better)", color="#202020", size="10pt")
+                                         f"is better; colour scale {lo:g} – {hi:.3g})", color="#202020", size="10pt")
 
     # --- cells and flips ------------------------------------------------------------------------------
     @Slot(object)

@@ -26,6 +26,7 @@ import torch
 from PySide6.QtCore import QObject, Signal, Slot
 
 from robult_engine.data.base import Batch, DatasetBundle, make_batch
+from robult_engine.data.cache import DatasetCache
 from robult_engine.inspect import (Inspection, ReferenceEncoding, SampleInspector, encode_reference,
                                    reference_indices, weights_version)
 
@@ -76,18 +77,12 @@ class ModelContext:
         return torch.as_tensor(li if li is not None else [], dtype=torch.long).reshape(-1)
 
 
-# A process-wide cache of datasets for when the window offers none (standalone panels, tests).
-_BUNDLES: dict[str, DatasetBundle] = {}
-_BUNDLES_LOCK = threading.Lock()
+# The datasets for when the window offers no cache of its own (standalone panels, tests): the engine's cache.
+_DATASETS = DatasetCache()
 
 
 def default_bundle_getter(data_cfg) -> DatasetBundle:
-    from robult_engine.data import load_dataset
-    key = repr(data_cfg)
-    with _BUNDLES_LOCK:
-        if key not in _BUNDLES:
-            _BUNDLES[key] = load_dataset(data_cfg)
-        return _BUNDLES[key]
+    return _DATASETS.get(data_cfg)
 
 
 def prepare_context(loaded, bundle_getter: Callable | None = None) -> ModelContext:
@@ -213,7 +208,7 @@ class ExplorerService(QObject):
     sig_result_ready = Signal(object)  # InspectResult
     sig_request_failed = Signal(int, str)  # generation, message
 
-    def __init__(self, parent: QObject | None = None, *, state=None, controller: QObject | None = None,
+    def __init__(self, parent: QObject | None = None, *, state, controller: QObject | None = None,
                  bundle_getter: Callable | None = None) -> None:
         super().__init__(parent)
         self.state = state
@@ -222,7 +217,6 @@ class ExplorerService(QObject):
         self.controller = controller
         self.follow_live = True  # while a compatible run trains, inspect the live model on the training thread
         self.bundle_getter = bundle_getter
-        self.context: ModelContext | None = None
         self._context_work = None
 
     # --- the model ------------------------------------------------------------------------------------
@@ -230,7 +224,6 @@ class ExplorerService(QObject):
         """Prepare the context of a newly loaded model in the background; `sig_context_ready` follows."""
         if self._context_work is not None:
             self._context_work.cancel()  # a newer model was loaded: the older context is dropped
-        self.context = None
         self.engine.clear()
         getter = self.bundle_getter
         self._context_work = self.runner.start(lambda _w: prepare_context(loaded, getter),
@@ -238,8 +231,7 @@ class ExplorerService(QObject):
 
     def _context_done(self, ctx: ModelContext) -> None:
         self._context_work = None
-        self.context = ctx
-        self.sig_context_ready.emit(ctx)
+        self.sig_context_ready.emit(ctx)  # the panel puts it into the explorer state
 
     def _context_failed(self, failure: Failure) -> None:
         self._context_work = None
@@ -249,7 +241,7 @@ class ExplorerService(QObject):
     def live_training(self) -> bool:
         """True when requests go to the model being trained: a run is training, its data and architecture
         match the current model's (so the sample fits it), and `follow_live` is on."""
-        c, ctx = self.controller, self.context
+        c, ctx = self.controller, self.state.context
         if not self.follow_live or c is None or ctx is None or not getattr(c, "is_running", False):
             return False
         job = getattr(c, "job", None)
@@ -258,13 +250,13 @@ class ExplorerService(QObject):
         return cfg is not None and mine is not None and cfg.data == mine.data and cfg.model == mine.model
 
     def _current(self, generation: int) -> bool:
-        return self.state is None or self.state.generation == generation
+        return self.state.generation == generation
 
     def request(self, generation: int, ref: SampleRef, sample: LoadedSample | None, subset: tuple[bool, ...]) -> None:
         """Inspect `ref` under `subset` for the state's `generation`; answers `sig_result_ready` (or
         `sig_request_failed`) unless the state moved on meanwhile."""
         import time
-        ctx = self.context
+        ctx = self.state.context
         if ctx is None:
             return  # the panel asks again when the context is ready
         t0 = time.perf_counter()

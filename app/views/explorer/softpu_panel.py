@@ -1,4 +1,4 @@
-"""SoftPUPanel: the sample seen by the soft Positive-Unlabeled loss (DESIGN.md §1, loss 2).
+"""SoftPUPanel: the sample seen by the soft Positive-Unlabeled loss (docs/method.md).
 
 Pseudo-label ỹ and its confidence, κ, the weights the sample gives to and receives from a fixed reference
 batch of training samples, its top positives, the batch's weight matrix, and the κ histogram over training

@@ -8,9 +8,11 @@ Run alone: `python -m app.views.explorer.toggles`.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QSignalBlocker, Qt, Signal, Slot
+from PySide6.QtCore import QSignalBlocker, Qt, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+
+from app.core.explorer_state import ExplorerState
 
 STYLE = ("QPushButton { padding: 4px 12px; border: 1px solid #8A8A8A; border-radius: 4px; background: #F2F2F2;"
          " color: #606060; }"
@@ -19,10 +21,13 @@ STYLE = ("QPushButton { padding: 4px 12px; border: 1px solid #8A8A8A; border-rad
 
 
 class ModalityToggles(QWidget):
-    sig_toggles_changed = Signal(tuple)  # tuple[bool, ...] in modality order
+    """Renders `ExplorerState` (modalities, enabled, present) and turns a click into `state.set_enabled`.
+    It keeps no state of its own: what it shows is always what the state says."""
 
-    def __init__(self, parent: QWidget | None = None, shortcut_parent: QWidget | None = None) -> None:
+    def __init__(self, state: ExplorerState, parent: QWidget | None = None,
+                 shortcut_parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.explorer_state = state
         self._shortcut_parent = shortcut_parent or self
         self.buttons: list[QPushButton] = []
         self.shortcuts: list[QShortcut] = []
@@ -42,8 +47,17 @@ class ModalityToggles(QWidget):
         sc.setContext(Qt.ShortcutContext.WindowShortcut)
         sc.activated.connect(self.all_on)
         self._all_shortcut = sc
+        state.subscribe(self._on_explorer_state_changed)
+        self._on_explorer_state_changed({"modalities"})
 
-    def set_modalities(self, names: tuple[str, ...] | list[str]) -> None:
+    def _on_explorer_state_changed(self, changed: set[str]) -> None:
+        st = self.explorer_state
+        if "modalities" in changed and st.modality_names != self.names:
+            self._build(st.modality_names)
+        if changed & {"modalities", "enabled", "present"}:
+            self._show(st.enabled, st.present)
+
+    def _build(self, names: tuple[str, ...] | list[str]) -> None:
         for b in self.buttons:
             self.lay.removeWidget(b)
             b.setParent(None)
@@ -54,13 +68,14 @@ class ModalityToggles(QWidget):
             sc.deleteLater()
         self.buttons, self.shortcuts = [], []
         self.names = tuple(names)
+        compact = len(self.names) > 4  # M = 6 (mfeat): the buttons must fit beside the status text
         for i, name in enumerate(self.names):
-            b = QPushButton(f"{i + 1}  {name}" if i < 9 else name)
+            b = QPushButton((f"{i + 1} {name}" if compact else f"{i + 1}  {name}") if i < 9 else name)
             b.setCheckable(True)
             b.setChecked(True)
             b.setStyleSheet(STYLE)
             b.setObjectName(f"toggle_{name}")
-            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text()) + 34)
+            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text()) + (20 if compact else 34))
             key = f"Alt+{i + 1}" if i < 9 else ""
             b.setToolTip(f"Use the {name} modality in the prediction{f' ({key})' if key else ''}.\n"
                          f"Off: {name} is treated as missing — it contributes nothing to the mean of the "
@@ -77,40 +92,40 @@ class ModalityToggles(QWidget):
     def state(self) -> tuple[bool, ...]:
         return tuple(b.isChecked() for b in self.buttons)
 
-    def set_state(self, enabled: tuple[bool, ...], present: tuple[bool, ...] | None = None) -> None:
-        """Show a state without emitting; `present` disables switches of modalities the sample lacks."""
+    def _show(self, enabled: tuple[bool, ...], present: tuple[bool, ...] | None) -> None:
+        """Show what the state says, without emitting; switches of modalities the sample lacks are disabled."""
         for i, b in enumerate(self.buttons):
             with QSignalBlocker(b):
                 b.setChecked(bool(enabled[i]) if i < len(enabled) else True)
-            if present is not None and i < len(present):
-                b.setEnabled(bool(present[i]))
-                if not present[i]:
-                    b.setToolTip(f"This sample has no {self.names[i]}: it is missing whatever the switch says.")
+            lacks = present is not None and i < len(present) and not present[i]
+            b.setEnabled(not lacks)
+            if lacks:
+                b.setToolTip(f"This sample has no {self.names[i]}: it is missing whatever the switch says.")
 
     def toggle(self, i: int) -> None:
         self.buttons[i].toggle()
 
     @Slot()
     def all_on(self) -> None:
-        if all(self.state()):
-            return
-        for b in self.buttons:
-            with QSignalBlocker(b):
-                b.setChecked(True)
-        self.sig_toggles_changed.emit(self.state())
+        if self.names:
+            self.explorer_state.set_enabled((True,) * len(self.names))
 
     @Slot(bool)
     def _on_button_toggled(self, _checked: bool) -> None:
-        self.sig_toggles_changed.emit(self.state())
+        # the user clicked: ask the state for the buttons' new combination; the state's listeners (this widget
+        # among them) then show it
+        self.explorer_state.set_enabled(self.state())
 
 
 def main() -> int:
     from .demo import run_panel_demo
 
     def fill(p: ModalityToggles) -> None:
-        p.set_modalities(("image", "audio", "text"))
-        p.set_state((True, False, True), present=(True, True, False))
-    return run_panel_demo(ModalityToggles, fill, "Modality toggles", size=(600, 60))
+        st = p.explorer_state
+        st.set_modalities(("image", "audio", "text"))
+        st.set_enabled((True, False, True))
+        st.set_present((True, True, False))
+    return run_panel_demo(lambda: ModalityToggles(ExplorerState()), fill, "Modality toggles", size=(600, 60))
 
 
 if __name__ == "__main__":
