@@ -198,7 +198,7 @@ def cmd_pid(args: argparse.Namespace) -> int:
     print(format_table(rows, cols, cell, first="pair"))
     print("discretisation:")
     for r in results:
-        print(f"  {r.pair[0]}: {r.features[0]}; {r.pair[1]}: {r.features[1]}; standardised, ≤ 32 principal "
+        print(f"  {r.pair[0]} × {r.pair[1]}: {r.features[0]}; {r.features[1]}; standardised, ≤ 32 principal "
               f"components, k-means, k = {r.clusters[0]} (occupied: {r.result.sizes[0]}, {r.result.sizes[1]}; "
               f"{r.result.sizes[2]} target values)")
     print("bias bound: the plug-in's first-order upward bias of I(X1,X2;Y), (k1·k2 − 1)(|Y| − 1) / (2 N ln 2); "
