@@ -181,3 +181,26 @@ def test_the_benchmark_measures_phi_beside_one_subset_prediction(capsys):
     assert set(rows) == {3, 6} and rows[6]["coalitions"] == 64
     assert all(r["phi (µs)"] > 0 and r["phi / one subset prediction"] > 0 for r in rows.values())
     assert "phi / one subset prediction" in capsys.readouterr().out
+
+
+def test_eval_explanations_on_a_regression_model(make_bundle, capsys):
+    """Calibration does not apply to a regression model (said, not crashed); φ explains the predicted score."""
+    import argparse
+    from robult_engine.explain.cli import eval_explanations
+    bundle = make_bundle(n=16, task="regression")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**SMALL), bundle.info).eval()
+    args = argparse.Namespace(calibration=True, attribution=True, explain="predicted")
+    out = eval_explanations(args, None, model, bundle, "test")
+    err = capsys.readouterr()
+    assert out["calibration"] is None and "not applicable" in err.err and "regression" in out["calibration_note"]
+    att = out["attribution"]
+    assert att["n"] == len(bundle.splits["test"]) and set(att["mean_abs_phi"]) == {"all"}
+    assert "predicted score" in err.out
+    enc = encode_split(model, bundle.splits["test"])
+    a = shapley_values(enc.logits_mod, enc.mask, train_prior(bundle.splits["train"].target, "regression", 1),
+                       "regression")
+    w = enc.mask.float().unsqueeze(-1)
+    score = ((enc.logits_mod * w).sum(1) / w.sum(1))[:, 0]
+    assert torch.allclose(a.v_full.float(), score, atol=1e-5)  # v(all) is the model's predicted score
+    assert torch.allclose(a.phi.sum(1), a.v_full - bundle.splits["train"].target.double().mean(), atol=1e-9)
