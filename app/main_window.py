@@ -303,6 +303,8 @@ class MainWindow(QMainWindow):
                 self._show_crashed_notice()  # the run is being resumed: the notice has done its job
         if "runs_version" in changed:
             self.sessions_panel.request_refresh()
+        if "comparison_done" in changed and st.comparison_done:
+            self.sessions_panel.select_comparison(st.comparison_done)
         if "status_tip" in changed and st.status_tip:
             self.statusBar().showMessage(st.status_tip, 8000)
         if "best_checkpoint" in changed and st.best_checkpoint and not self._closing:
@@ -373,7 +375,20 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_wizard_accepted(self) -> None:
         wiz = self.sender() or self.wizard
-        self.start_training(wiz.config(), name=wiz.run_name())
+        queue = wiz.comparison()
+        if queue:
+            self.start_comparison(queue)
+        else:
+            self.start_training(wiz.config(), name=wiz.run_name())
+
+    def start_comparison(self, queue: list[tuple[RunConfig, str]]) -> int | None:
+        """Queue methods × seeds (app/core/comparison.py); they run one after another. Returns the first id."""
+        from .core.comparison import new_comparison_id
+        run_id = self.run.start_queue(queue, new_comparison_id())
+        if run_id is not None:
+            self.settings.setValue("wizard/last_config", queue[0][0].to_json())
+            self.tabs.setCurrentWidget(self.training_panel)
+        return run_id
 
     def start_training(self, cfg: RunConfig, name: str = "") -> int | None:
         """Create the session row and start the worker; returns the run id (None if refused)."""
@@ -547,6 +562,7 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self._closing = True
+        self.run.cancel_queue()  # queued runs of a comparison do not start; the finished ones are in the database
         self.training_panel.timer.stop()
         if self.controller.is_running:
             self.statusBar().showMessage("Stopping the run…")

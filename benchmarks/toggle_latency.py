@@ -8,8 +8,9 @@
 2. Robustness matrix for M = 3 (PID-Synth) and 6 runs, against one full evaluation (`evaluate_subsets`).
 
     python benchmarks/toggle_latency.py [--checkpoint runs/avd-robult/best.pt] [--toggles 200] [--json out.json]
+    python benchmarks/toggle_latency.py --dataset mfeat --skip-robustness     # M = 6
 
-Without --checkpoint a default-config Robult model is trained on AV-Digits for --epochs epochs first.
+Without --checkpoint a default-config Robult model is trained on --dataset (AV-Digits) for --epochs epochs first.
 Runs offscreen (QT_QPA_PLATFORM=offscreen) unless a display is set.
 """
 from __future__ import annotations
@@ -51,6 +52,8 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
     from robult_engine.inspect import SampleInspector
 
     app = QApplication.instance() or QApplication([])
+    from app.background import gc_policy
+    gc_policy.install()  # as the app's entry points do
     panel = ExplorerPanel()
     panel.resize(1400, 900)
     panel.show()
@@ -167,7 +170,8 @@ def bench_robustness(root: Path, n_runs: int = 6) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", help="default: train a Robult model on AV-Digits first")
+    p.add_argument("--checkpoint", help="default: train a Robult model on --dataset first")
+    p.add_argument("--dataset", default="av-digits", help="the dataset of that model (mfeat: M = 6)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--toggles", type=int, default=200)
     p.add_argument("--runs", type=int, default=6)
@@ -180,7 +184,8 @@ def main(argv=None) -> int:
     ck = args.checkpoint
     if not ck:
         from robult_engine.config import RunConfig
-        ck = train(RunConfig().replace(**{"train.epochs": args.epochs, "train.device": "cpu"}), tmp / "avd")
+        ck = train(RunConfig().replace(**{"data.dataset": args.dataset, "train.epochs": args.epochs,
+                                          "train.device": "cpu"}), tmp / args.dataset)
     out = {"toggle": bench_toggles(ck, args.toggles),
            "robustness": None if args.skip_robustness else bench_robustness(tmp / "rob", args.runs),
            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),

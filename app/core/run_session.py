@@ -67,8 +67,31 @@ class RunSession:
         self.runs_root = Path(runs_root)
         self.job: TrainingJob | None = None  # the job the launcher runs (None when idle)
         self._epoch_steps: list[StepEnded] = []  # the current epoch's steps, stored with its epoch row
+        self.queue: list[tuple[RunConfig, str]] = []  # the comparison's runs still to start (app/core/comparison.py)
+        self.comparison = ""  # the id of the comparison being run ("" for a single run)
+        self._queue_total = 0
 
     # --- commands ---------------------------------------------------------------------------------------
+    def start_queue(self, items: list[tuple[RunConfig, str]], comparison: str) -> int | None:
+        """Run a comparison: `items` (config, name) one after another, as one comparison id. A row is created
+        when its run starts, so closing the app mid-queue leaves the finished runs and nothing half-made.
+        Returns the first run's id."""
+        if self.launcher.is_running or not items:
+            self._tip("A run is already training." if items else "Nothing to run.")
+            return None
+        self.comparison, self._queue_total = comparison, len(items)
+        self.queue = list(items[1:])
+        run_id = self.start(*items[0])
+        if run_id is None:
+            self.cancel_queue()
+        return run_id
+
+    def cancel_queue(self) -> int:
+        """Start no further run of the comparison (the one training goes on). Returns how many were dropped."""
+        n = len(self.queue)
+        self.queue = []
+        return n
+
     def start(self, cfg: RunConfig, name: str = "") -> int | None:
         """Create the session row and start the run; returns the run id (None if refused, with the reason in
         the state's message)."""
@@ -83,12 +106,14 @@ class RunSession:
         run_id = self.store.create_run(cfg, name=name)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = self.runs_root / f"run-{run_id:04d}-{stamp}"
-        self.store.update_run(run_id, run_dir=str(run_dir))
+        self.store.update_run(run_id, run_dir=str(run_dir), comparison=self.comparison)
         self.buffers.clear()
         self.buffers.set_plan(cfg.train.epochs)
         self._buffers_replaced()
         self._show(run_id, name or f"Run #{run_id}", RUNNING)
-        self._say("info", f"Preparing {cfg.data.dataset} and the model…")
+        where = (f" (comparison {self.comparison}: run {self._queue_total - len(self.queue)} of "
+                 f"{self._queue_total})" if self.comparison else "")
+        self._say("info", f"Preparing {cfg.data.dataset} and the model…{where}")
         self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=str(run_dir)))
         return run_id
 
@@ -129,8 +154,10 @@ class RunSession:
         """Cancel the run after the current step (it stays resumable)."""
         if self.launcher.is_running and not self.launcher.stop_requested:
             self.launcher.stop()
+            dropped = self.cancel_queue()
             self.state.update(activity=STOPPING)
-            self._say("warning", "Stopping after the current step; the best checkpoint is kept…")
+            rest = f" The {_plural(dropped, 'queued run')} of the comparison will not start." if dropped else ""
+            self._say("warning", f"Stopping after the current step; the best checkpoint is kept…{rest}")
 
     def show_stored(self, run_id: int) -> Any:
         """Show a stored run's curves (not while one trains). Returns its row, or None."""
@@ -216,7 +243,7 @@ class RunSession:
     def _ended(self, ev: Finished) -> None:
         run_id = self._run_id()
         status = STOPPED if ev.cancelled else FINISHED
-        fields: dict[str, Any] = {"status": status, "error_message": ""}
+        fields: dict[str, Any] = {"status": status, "error_message": "", "test_metrics": dict(ev.test_metrics)}
         if ev.best_epoch >= 0:
             fields.update(best_score=ev.best_score, best_epoch=ev.best_epoch)
         if ev.checkpoint_path:
@@ -266,10 +293,16 @@ class RunSession:
         self._rows_changed()
 
     def on_stopped(self) -> None:
-        """The launcher's thread has ended."""
+        """The launcher's thread has ended: the next run of a comparison starts, if one is queued."""
         self.job = None
         self.state.update(activity=IDLE)
         self._rows_changed()
+        if self.queue:
+            cfg, name = self.queue.pop(0)
+            self.start(cfg, name)
+        elif self.comparison:
+            self.state.update(comparison_done=self.comparison)
+            self.comparison, self._queue_total = "", 0
 
     # --- helpers ----------------------------------------------------------------------------------------
     def _launch(self, job: TrainingJob) -> None:

@@ -75,6 +75,14 @@ def m004_step_losses(db: sqlite_utils.Database) -> None:
     db["epochs"].add_column("steps", str, not_null_default="[]")
 
 
+@migrations()
+def m005_comparisons(db: sqlite_utils.Database) -> None:
+    """Runs queued together as one comparison (methods × seeds) share an id; the test metrics of each run are
+    kept, so the paired differences can be shown."""
+    db["runs"].add_column("comparison", str, not_null_default="")
+    db["runs"].add_column("test_metrics", str, not_null_default="{}")
+
+
 class SessionStoreError(RuntimeError):
     """The session database cannot be used; the message names the file and the reason."""
 
@@ -130,6 +138,7 @@ class RunRow:
     run_dir: str
     error_message: str
     epochs_done: int = 0
+    comparison: str = ""  # the comparison the run was queued in ("" for a single run)
 
     @classmethod
     def from_row(cls, r: dict, epochs_done: int = 0) -> "RunRow":
@@ -138,7 +147,8 @@ class RunRow:
                    label_fraction=float(r["label_fraction"] or 0.0), status=r["status"],
                    best_score=r["best_score"], best_epoch=int(r["best_epoch"] if r["best_epoch"] is not None else -1),
                    checkpoint_path=r["checkpoint_path"] or "", run_dir=r["run_dir"] or "",
-                   error_message=r["error_message"] or "", epochs_done=epochs_done)
+                   error_message=r["error_message"] or "", epochs_done=epochs_done,
+                   comparison=r.get("comparison") or "")
 
 
 class SessionStore:
@@ -214,7 +224,7 @@ class SessionStore:
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         allowed = {"name", "status", "best_score", "best_epoch", "checkpoint_path", "run_dir", "error_message",
-                   "labeled_indices", "config"}
+                   "labeled_indices", "config", "comparison", "test_metrics"}
         bad = set(fields) - allowed
         if bad:
             raise KeyError(f"runs: cannot update {', '.join(sorted(bad))}")
@@ -222,6 +232,8 @@ class SessionStore:
             fields["labeled_indices"] = _json([int(i) for i in fields["labeled_indices"]])
         if "best_score" in fields:
             fields["best_score"] = _finite_or_none(fields["best_score"])
+        if "test_metrics" in fields and not isinstance(fields["test_metrics"], str):
+            fields["test_metrics"] = _json(fields["test_metrics"])
         with self.db.atomic():
             self.db["runs"].update(run_id, fields)
 
@@ -262,9 +274,15 @@ class SessionStore:
     def run_record(self, run_id: int) -> dict:
         """The full row with JSON columns decoded (labeled_indices, package_versions, config as dict)."""
         r = dict(self.db["runs"].get(run_id))
-        for k in ("labeled_indices", "package_versions", "config"):
+        for k in ("labeled_indices", "package_versions", "config", "test_metrics"):
             r[k] = json.loads(r[k]) if r.get(k) else None
         return r
+
+    def comparison_runs(self, comparison: str) -> list[dict]:
+        """The finished runs of a comparison, in the order they were queued: (method, seed, test metrics)."""
+        rows = self.db.execute("SELECT method, seed, test_metrics FROM runs WHERE comparison = ? AND status = ? "
+                               "ORDER BY id", [comparison, "finished"]).fetchall()
+        return [(m, int(sd or 0), json.loads(tm) if tm else {}) for m, sd, tm in rows]
 
     def _epoch_count(self, run_id: int) -> int:
         return int(self.db.execute("SELECT count(*) FROM epochs WHERE run_id = ?", [run_id]).fetchone()[0])

@@ -50,7 +50,8 @@ class SessionState:
     """Observable, Qt-free state of the window. `update(**changes)` notifies listeners with the changed keys."""
 
     FIELDS = ("activity", "run_id", "run_name", "run_status", "current_model", "dataset", "dataset_note",
-              "message", "message_kind", "status_tip", "buffers_version", "runs_version", "best_checkpoint")
+              "message", "message_kind", "status_tip", "buffers_version", "runs_version", "best_checkpoint",
+              "comparison_done")
 
     def __init__(self) -> None:
         self.activity: str = IDLE
@@ -66,6 +67,7 @@ class SessionState:
         self.buffers_version: int = 0  # grows when the curve buffers are replaced (the panel resets)
         self.runs_version: int = 0  # grows when session rows change (the Sessions table refreshes)
         self.best_checkpoint: tuple[str, int | None, int] | None = None  # (path, run id, serial) to load
+        self.comparison_done: str = ""  # the id of the last comparison whose queue ran out
         self._listeners: list[Listener] = []
 
     def subscribe(self, listener: Listener) -> None:

@@ -155,6 +155,14 @@ class SessionsPanel(QWidget):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.subsets_title)
         rl.addWidget(self.subsets)
+        self.comparison_label = QLabel("")
+        self.comparison_label.setWordWrap(True)
+        self.comparison_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.comparison_label.setToolTip("Runs queued together from the wizard: mean ± std over seeds and the paired "
+                                         "differences seed by seed, as robult compare prints them")
+        self.comparison_label.setVisible(False)
+        self.comparison_summary = None  # app.core.comparison.ComparisonSummary of the selected comparison
+        rl.addWidget(self.comparison_label)
 
         top = QWidget()
         tl = QVBoxLayout(top)
@@ -309,6 +317,32 @@ class SessionsPanel(QWidget):
                            symbolPen=None, name=label[:40], connect="finite")
             self.overlay_ids.append(rid)
         self._update_subset_table()
+        self._update_comparison()
+
+    def _update_comparison(self) -> None:
+        """When the selected runs belong to one comparison: its summary and paired differences (test split)."""
+        from app.core.comparison import summarise
+        from robult_engine.metrics import PRIMARY
+        rows = [self.store.get_run(rid) for rid in self.selected_run_ids()]
+        cids = {r.comparison for r in rows if r is not None}
+        self.comparison_summary = None
+        if len(cids) != 1 or not next(iter(cids)):
+            self.comparison_label.setVisible(False)
+            return
+        cid = next(iter(cids))
+        runs = self.store.comparison_runs(cid)
+        metric = next((m for m in PRIMARY.values() if any(m in row for _, _, tm in runs for row in tm.values())), "")
+        if not runs or not metric:
+            self.comparison_label.setText(f"<b>Comparison {cid}</b>: no finished run yet.")
+        else:
+            self.comparison_summary = summarise(cid, runs, metric)
+            self.comparison_label.setText(self.comparison_summary.text())
+        self.comparison_label.setVisible(True)
+
+    def select_comparison(self, comparison: str) -> None:
+        """Select every run of a comparison (the view then shows it as one)."""
+        self.refresh()
+        self.select_runs([r.id for r in self.model.rows if r.comparison == comparison])
 
     def _update_subset_table(self) -> None:
         """Rows: modality subsets, then their mean; columns: the selected runs (best-epoch validation)."""

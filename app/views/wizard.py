@@ -343,10 +343,38 @@ class MethodPage(_Page):
             note.setContentsMargins(22, 0, 0, 4)
             row.addWidget(note)
             lay.addLayout(row)
+        self.compare_box = QGroupBox("Queue a comparison (as robult compare): the method above first, then these, "
+                                     "on identical labels and batches per seed")
+        self.compare_box.setCheckable(True)
+        self.compare_box.setChecked(False)
+        cl = QVBoxLayout(self.compare_box)
+        self.compare_list = QListWidget()
+        self.compare_list.setToolTip("The methods compared with the one selected above (paired by seed)")
+        for name, spec in METHOD_SPECS.items():
+            it = QListWidgetItem(f"{spec.label}  ({name})")
+            it.setData(Qt.ItemDataRole.UserRole, name)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if name in ("supervised", "moddrop") else Qt.CheckState.Unchecked)
+            self.compare_list.addItem(it)
+        self.compare_list.setMaximumHeight(120)
+        self.spin_seeds = QSpinBox()
+        self.spin_seeds.setRange(1, 50)
+        self.spin_seeds.setValue(3)
+        self.spin_seeds.setToolTip("Seeds 0 … n−1: each seed sets the labeled split, the batch order and the "
+                                   "initialisation, the same for every method")
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Seeds:"))
+        row.addWidget(self.spin_seeds)
+        row.addStretch(1)
+        cl.addWidget(self.compare_list)
+        cl.addLayout(row)
+        lay.addWidget(self.compare_box)
         lay.addStretch(1)
         lay.addWidget(self.error_label)
         self.set_method(initial.method)
         self.group.idClicked.connect(self._on_group_id_clicked)
+        self.compare_box.toggled.connect(self._on_compare_changed)
+        self.compare_list.itemChanged.connect(self._on_compare_changed)
 
     @property
     def method(self) -> str:
@@ -361,8 +389,24 @@ class MethodPage(_Page):
     def _on_group_id_clicked(self, _id: int) -> None:
         self.completeChanged.emit()
 
+    @Slot()
+    def _on_compare_changed(self, *_args) -> None:
+        self.completeChanged.emit()
+
+    def compared_methods(self) -> list[str]:
+        """[] for a single run; else the selected method first, then the ticked others (each once)."""
+        if not self.compare_box.isChecked():
+            return []
+        others = [self.compare_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.compare_list.count())
+                  if self.compare_list.item(i).checkState() == Qt.CheckState.Checked]
+        return [self.method] + [m for m in others if m != self.method]
+
     def errors(self) -> list[str]:
-        return [] if self.method in METHOD_SPECS else ["method: choose a method"]
+        if self.method not in METHOD_SPECS:
+            return ["method: choose a method"]
+        if self.compare_box.isChecked() and len(self.compared_methods()) < 2:
+            return ["comparison: tick at least one other method"]
+        return []
 
 
 def _double(lo: float, hi: float, step: float, decimals: int, tip: str) -> QDoubleSpinBox:
@@ -697,6 +741,16 @@ class TrainingWizard(QWizard):
 
     def run_name(self) -> str:
         return self.page_summary.edit_name.text().strip()
+
+    def comparison(self) -> list[tuple[RunConfig, str]]:
+        """The queued runs (config, name) of a comparison, [] for a single run."""
+        from app.core.comparison import comparison_configs
+        methods = self.page_method.compared_methods()
+        if not methods:
+            return []
+        prefix = self.run_name()
+        return [(cfg, f"{prefix} · {name}" if prefix else name) for cfg, name in
+                comparison_configs(self.config(), methods, int(self.page_method.spin_seeds.value()))]
 
     @staticmethod
     def default_name(cfg: RunConfig) -> str:

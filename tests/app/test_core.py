@@ -107,3 +107,46 @@ def test_a_finished_run_is_recorded_and_its_best_checkpoint_asked_for(tmp_path, 
     assert state.message_kind == "ok" and "early stopping" in state.message and "0.6000" in state.message
     assert state.best_checkpoint[:2] == ("best.pt", run_id)
     store.close()
+
+
+def test_comparison_configs_share_labels_and_batches_per_seed_and_paired_differences(tiny):
+    from app.core.comparison import comparison_configs, summarise
+    items = comparison_configs(tiny(), ["robult", "supervised"], 2)
+    assert [(c.method, c.seed, c.data.seed) for c, _ in items] == [("robult", 0, 0), ("supervised", 0, 0),
+                                                                   ("robult", 1, 1), ("supervised", 1, 1)]
+    assert items[0][1] == "robult · seed 0"
+
+    def tm(a, b):
+        return {"m0": {"accuracy": a}, "m0+m1": {"accuracy": b}}
+    s = summarise("cmp-x", [("robult", 0, tm(0.8, 0.9)), ("supervised", 0, tm(0.7, 0.8)),
+                            ("robult", 1, tm(0.6, 0.7)), ("supervised", 1, tm(0.65, 0.75))], "accuracy")
+    assert [m.method for m in s.methods] == ["robult", "supervised"]
+    assert s.methods[0].mean == pytest.approx(0.75) and s.methods[0].n == 2
+    d = s.differences[0]
+    assert d.method == "supervised" and d.mean == pytest.approx((0.1 - 0.05) / 2) and (d.wins, d.n) == (1, 2)
+    assert "robult − supervised: +0.0250" in s.text() and "ahead in 1 of 2" in s.text()
+    mae = summarise("c", [("a", 0, {"m0": {"mae": 1.0}}), ("b", 0, {"m0": {"mae": 2.0}})], "mae")
+    assert mae.differences[0].wins == 1  # lower error: the reference is ahead
+
+
+def test_a_queued_comparison_runs_one_after_another_and_a_stop_drops_the_rest(tmp_path, tiny):
+    from app.core.comparison import comparison_configs
+    store = SessionStore(None)
+    state, buffers, launcher = SessionState(), TrainingBuffers(), FakeLauncher()
+    run = RunSession(store, state, buffers, launcher, tmp_path)
+    items = comparison_configs(tiny(), ["robult", "supervised", "moddrop"], 2)
+    first = run.start_queue(items, "cmp-1")
+    assert len(launcher.jobs) == 1 and len(store.list_runs()) == 1  # rows are made as runs start
+    assert "run 1 of 6" in state.message and store.get_run(first).comparison == "cmp-1"
+    run.on_finished(Finished(False, False, 0, 0.5, 1, "", {"m0": {"accuracy": 0.5}}))
+    launcher.is_running = False
+    run.on_stopped()
+    assert len(launcher.jobs) == 2 and launcher.jobs[1].config.method == "supervised"
+    assert store.comparison_runs("cmp-1") == [("robult", 0, {"m0": {"accuracy": 0.5}})]
+    run.stop()  # the user stops: this run ends, the 4 queued ones never start
+    assert "4 queued runs" in state.message
+    run.on_cancelled(Finished(False, True, -1, float("nan"), 0, ""))
+    launcher.is_running = False
+    run.on_stopped()
+    assert len(launcher.jobs) == 2 and len(store.list_runs()) == 2 and state.comparison_done == "cmp-1"
+    store.close()

@@ -13,7 +13,8 @@ from app.core.sessions import SessionStore, migrations, open_store
 from app.core.state import CRASHED, FINISHED, RUNNING, STOPPED
 from robult_engine.events import EpochEnded, StepEnded
 
-ALL_MIGRATIONS = ["m001_initial", "m002_inspections_and_ui_state", "m003_epoch_diagnostics", "m004_step_losses"]
+ALL_MIGRATIONS = ["m001_initial", "m002_inspections_and_ui_state", "m003_epoch_diagnostics", "m004_step_losses",
+                  "m005_comparisons"]
 
 
 def _epoch(epoch: int, score: float, best: bool = True, ckpt: str = "") -> EpochEnded:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from app.background.training import LIVE_THREADS, NoModelError
@@ -272,3 +273,48 @@ def test_curve_colours_follow_the_modality_order_not_the_order_rows_come_back_in
     stored = colours(sorted)
     assert live == stored
     assert live["norm:Z:image"] != live["norm:Z:audio"]
+
+
+def test_a_comparison_from_the_wizard_runs_queued_and_shows_paired_differences(qtbot, make_window, settings, tiny):
+    settings.setValue("wizard/last_config", tiny().to_json())
+    w = make_window()
+    wiz = w.new_training()
+    qtbot.waitUntil(lambda: not wiz.page_dataset.is_loading and wiz.page_dataset.info is not None, timeout=20_000)
+    wiz.next()
+    m = wiz.page_method
+    m.compare_box.setChecked(True)
+    for i in range(m.compare_list.count()):  # robult (selected above) against supervised only, 2 seeds
+        it = m.compare_list.item(i)
+        it.setCheckState(Qt.CheckState.Checked if it.data(Qt.ItemDataRole.UserRole) == "supervised"
+                         else Qt.CheckState.Unchecked)
+    m.spin_seeds.setValue(2)
+    assert m.compared_methods() == ["robult", "supervised"]
+    for _ in range(4):
+        wiz.next()
+    wiz.accept()
+    qtbot.waitUntil(lambda: w.state.comparison_done != "" and not w.controller.is_running, timeout=4 * RUN_TIMEOUT)
+    rows = sorted(w.store.list_runs(), key=lambda r: r.id)
+    assert [(r.method, r.seed, r.status) for r in rows] == [("robult", 0, FINISHED), ("supervised", 0, FINISHED),
+                                                            ("robult", 1, FINISHED), ("supervised", 1, FINISHED)]
+    assert len({r.comparison for r in rows}) == 1
+    recs = [w.store.run_record(r.id) for r in rows]
+    assert recs[0]["labeled_indices"] == recs[1]["labeled_indices"] != recs[2]["labeled_indices"]  # per seed
+    w.tabs.setCurrentWidget(w.sessions_panel)
+    qtbot.waitUntil(lambda: w.sessions_panel.comparison_summary is not None, timeout=10_000)
+    s = w.sessions_panel.comparison_summary
+    assert [x.method for x in s.methods] == ["robult", "supervised"] and s.differences[0].n == 2
+    assert "robult − supervised" in w.sessions_panel.comparison_label.text()
+
+
+def test_closing_mid_comparison_keeps_the_finished_runs_and_starts_no_other(qtbot, make_window, tiny, store):
+    from app.core.comparison import comparison_configs
+    w = make_window(store=store)
+    items = comparison_configs(tiny(**{"train.epochs": 2}), ["supervised", "robult"], 1)
+    items[1] = (items[1][0].replace(**{"train.epochs": 200}), items[1][1])  # the second one is still training
+    w.start_comparison(items)
+    qtbot.waitUntil(lambda: len(store.list_runs()) == 2 and w.buffers.global_step > 0, timeout=2 * RUN_TIMEOUT)
+    w.run.queue.append(items[0])  # one more queued: it must not start while the window closes
+    w.close()
+    assert not w.controller.is_running
+    rows = sorted(store.list_runs(), key=lambda r: r.id)
+    assert [(r.method, r.status) for r in rows] == [("supervised", FINISHED), ("robult", STOPPED)]

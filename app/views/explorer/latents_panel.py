@@ -155,8 +155,10 @@ class LatentsPanel(QWidget):
             self.bars_z.setOpts(brushes=[style.colour(style.Z_COLOUR, al) for al in a])
             self.bars_u.setOpts(brushes=[style.colour(style.U_COLOUR, al) for al in a])
             self.bars_rec.setOpts(brushes=[style.colour(style.REC_COLOUR, al) for al in a])
+        short = len(self.ratio_texts) > 4  # M = 6: the full "U/Z 0.24 (off)" labels overlap their neighbours
         for i, t in enumerate(self.ratio_texts):
-            t.setText(f"U/Z {insp.ratio[i]:.2f}" + ("" if used[i] else " (off)"))
+            t.setText(f"{insp.ratio[i]:.2f}" if short else
+                      f"U/Z {insp.ratio[i]:.2f}" + ("" if used[i] else " (off)"))
         c = len(classes)
         if self.cell_texts:
             for i in range(len(names)):

@@ -260,7 +260,7 @@ class RobustnessPanel(QWidget):
         self.img.setImage(np.nan_to_num(mat, nan=lo if better_high else hi), levels=(lo, hi))
         s, n = mat.shape
         self.img.setRect(0, 0, n, s)
-        self.plot.setMinimumHeight(max(260, 18 * s + 90))
+        self.plot.setMinimumHeight(max(260, 24 * s + 90))
         small = s > 15
         for i in range(s):
             for j in range(n):
@@ -275,7 +275,8 @@ class RobustnessPanel(QWidget):
                 t.setPos(j + 0.5, i + 0.5)
                 self.plot.addItem(t)
                 self.cell_texts.append(t)
-        style.set_ticks(self.plot, "left", [name for name, _ in r.subsets], positions=np.arange(s) + 0.5)
+        style.set_ticks(self.plot, "left", [name for name, _ in r.subsets], positions=np.arange(s) + 0.5,
+                        max_labels=s)  # every subset named, also the 63 of M = 6 (the rows scroll)
         style.set_ticks(self.plot, "bottom", [run.label for run in r.runs], positions=np.arange(n) + 0.5)
         self.plot.setXRange(0, n, padding=0)
         self.plot.setYRange(0, s, padding=0)

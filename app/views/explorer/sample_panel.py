@@ -80,7 +80,7 @@ class ModalityView_(QGroupBox):
             self.lay.addWidget(self.wave, 2)
             self.lay.addWidget(self.frames, 3)
         elif kind == "vector":
-            self.vector = style.plot_widget("feature values", bottom="feature", min_height=100)
+            self.vector = style.plot_widget("values", bottom="feature", min_height=100)
             self.vector_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#0072B2", pen=None)
             self.vector.addItem(self.vector_bars)
             self.lay.addWidget(self.vector)

@@ -75,7 +75,7 @@ class ModalityToggles(QWidget):
             b.setChecked(True)
             b.setStyleSheet(STYLE)
             b.setObjectName(f"toggle_{name}")
-            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text()) + (20 if compact else 34))
+            b.setMinimumWidth(b.fontMetrics().horizontalAdvance(b.text()) + (26 if compact else 34))
             key = f"Alt+{i + 1}" if i < 9 else ""
             b.setToolTip(f"Use the {name} modality in the prediction{f' ({key})' if key else ''}.\n"
                          f"Off: {name} is treated as missing — it contributes nothing to the mean of the "
