@@ -6,14 +6,15 @@
    Settings: PID-Synth (3 vector modalities) at the default config, and a model with image + sequence encoders
    at the default sizes (AV-Digits shapes: a 1×8×8 image and 92×13 MFCC frames; and a larger 3×32×32 image
    with 92×13 frames).
-2. All-subsets evaluation (2^M − 1 = 7 subsets, M = 3) / one full-modality evaluation (encode + metrics of the
-   full set), interleaved, medians; a multi-class and a binary task (the latter computes AUROC per subset).
+2. All-subsets evaluation (2^M − 1 subsets) / one full-modality evaluation (encode + metrics of the full set),
+   interleaved, medians: M = 3 (PID-Synth, a multi-class and a binary task, the latter with AUROC per subset)
+   and M = 6 (mfeat's test split, 63 subsets; skipped with a note when its cache cannot be built).
 
     .venv/bin/python benchmarks/engine_bench.py            # about 2-3 minutes on 2 CPU cores (1 thread)
     .venv/bin/python benchmarks/engine_bench.py --steps 100 --json out.json
     .venv/bin/python benchmarks/engine_bench.py --profile  # cProfile of one Robult step setting
 
-Targets: both ratios ≤ 1.5.
+Targets: step ratio ≤ 1.3 on PID-Synth's MLP encoders; evaluation ratio ≤ 1.2 at M = 3 (M = 6 reported).
 """
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def eval_ratio(name: str, model, split: SplitData, names: tuple[str, ...], task:
             acc.append(time.perf_counter() - t0)
     mf, ma = statistics.median(t_full), statistics.median(t_all)
     out = {"setting": name, "n": len(split), "full_ms": mf * 1e3, "all_subsets_ms": ma * 1e3, "ratio": ma / mf}
-    print(f"  {name:<38} full {out['full_ms']:7.2f} ms  all 7 subsets {out['all_subsets_ms']:7.2f} ms  "
+    print(f"  {name:<38} full {out['full_ms']:7.2f} ms  all {2 ** len(names) - 1} subsets {out['all_subsets_ms']:7.2f} ms  "
           f"ratio {out['ratio']:.2f}", flush=True)
     return out
 
@@ -165,7 +166,7 @@ def main() -> int:
     for name, cfg, bundle in settings:
         results["steps"].append(step_ratio(name, cfg, bundle, args.steps, args.warmup))
 
-    print(f"2. evaluation, all 7 subsets / one full-modality pass (median of {args.reps}, interleaved)")
+    print(f"2. evaluation, all 2^M - 1 subsets / one full-modality pass (median of {args.reps}, interleaved)")
     tr = Trainer(base, pid)
     tr.setup()
     model = tr.model.eval()
@@ -182,6 +183,17 @@ def main() -> int:
     results["eval"].append(eval_ratio("image 3x32x32 + seq 92x13 + vec, 200 samples", trc.model.eval(),
                                       big.splits["test"], big.info.modality_names, "single-label", args.reps))
 
+    try:
+        from robult_engine.data.mfeat import load_mfeat
+        mf = load_mfeat()
+    except Exception as e:  # noqa: BLE001 - the M = 6 figure is reported when the data is at hand
+        print(f"  (M = 6 skipped: {e})")
+    else:
+        trm = Trainer(base.replace(**{"data.dataset": "mfeat"}), mf)
+        trm.setup()
+        results["eval"].append(eval_ratio("mfeat test split (M = 6, 63 subsets)", trm.model.eval(),
+                                          mf.splits["test"], mf.info.modality_names, "single-label", args.reps))
+
     if args.profile:
         runner = StepRunner(base, pid)
         for _ in range(5):
@@ -196,9 +208,12 @@ def main() -> int:
         print(s.getvalue())
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    pid_step = results["steps"][0]["ratio"]
     worst_step = max(r["ratio"] for r in results["steps"])
-    worst_eval = max(r["ratio"] for r in results["eval"])
-    print(f"worst step ratio {worst_step:.2f} (target ≤ 1.5); worst evaluation ratio {worst_eval:.2f} (target ≤ 1.5)")
+    m3 = max(r["ratio"] for r in results["eval"] if "M = 6" not in r["setting"])
+    m6 = [r["ratio"] for r in results["eval"] if "M = 6" in r["setting"]]
+    print(f"step ratio on PID-Synth {pid_step:.2f} (target ≤ 1.3; worst setting {worst_step:.2f}); evaluation ratio "
+          f"at M = 3 {m3:.2f} (target ≤ 1.2)" + (f", at M = 6 {m6[0]:.2f}" if m6 else ""))
     return 0
 
 

