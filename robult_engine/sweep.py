@@ -336,7 +336,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                "grid": [dict(g) for g in grid] if len(grid) > 1 else [],
                "chosen_setting": ({f"{m}@{fractions[f]:g}": dict(grid[chosen[m, f]]) for m in methods
                                    for f in range(len(fractions))} if len(grid) > 1 else {}),
-               "cells": report["cells"], "grid_cells": report["grid_cells"],
+               "cells": report["cells"], "grid_cells": report["grid_cells"], "runs": report["runs"],
                "elapsed_s": time.perf_counter() - t0}
     (out / "sweep.json").write_text(json.dumps(payload, indent=2))
     png = plot_sweep(out / "sweep.png", report, methods, fractions, ev, metric, bundle.info.name, args.seeds)

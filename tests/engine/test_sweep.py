@@ -38,6 +38,10 @@ def sweep_one(tmp_path_factory):
     return run_cli(*SWEEP, "--out", str(out)), out
 
 
+def cell_seed(data, lf, label, method, seed):
+    return data["cells"][lf][label]["methods"][method]["seeds"][seed]
+
+
 def test_sweep_writes_table_csv_json_png_and_masks(sweep_one):
     proc, out = sweep_one
     assert proc.returncode == 0, proc.stderr
@@ -70,6 +74,10 @@ def test_sweep_writes_table_csv_json_png_and_masks(sweep_one):
         for lab, cell in cells.items():
             diffs = [a - b for a, b in zip(cell["methods"]["robult"]["seeds"], cell["methods"]["supervised"]["seeds"])]
             assert cell["paired_vs_first"]["supervised"]["mean"] == pytest.approx(sum(diffs) / 2)
+    runs = data["runs"]["0.1"]["robult"]
+    assert [r["seed"] for r in runs] == [0, 1] and runs[1]["run_dir"].endswith("robult-seed1")
+    assert runs[1]["missing"]["mcar:0.5"]["accuracy"] == cell_seed(data, "0.1", "mcar:0.5", "robult", 1)
+    assert set(runs[1]["test_subsets"]) == {"m0", "m1", "m2", "m0+m1", "m0+m2", "m1+m2", "m0+m1+m2"}
     # every method's masks are the file's masks; mcar:0 is the data's own mask
     masks, meta = load_masks(out / "masks.npz", n=64, modality_names=("m0", "m1", "m2"))
     assert list(masks) == ["mcar:0", "mcar:0.5"] and masks["mcar:0"].all() and meta["split"] == "test"
