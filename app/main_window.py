@@ -367,6 +367,7 @@ class MainWindow(QMainWindow):
             return None
         wiz = TrainingWizard(self.get_bundle, self.initial_config(), parent=self)
         wiz.setWindowModality(Qt.WindowModality.WindowModal)
+        wiz.resize(max(wiz.sizeHint().width(), 900), max(wiz.sizeHint().height(), 720))
         wiz.accepted.connect(self._on_wizard_accepted)
         self.wizard = wiz
         wiz.open()

@@ -70,6 +70,7 @@ class RunSession:
         self.queue: list[tuple[RunConfig, str]] = []  # the comparison's runs still to start (app/core/comparison.py)
         self.comparison = ""  # the id of the comparison being run ("" for a single run)
         self._queue_total = 0
+        self._where = ""  # " Comparison …: run k of n." while a comparison runs
 
     # --- commands ---------------------------------------------------------------------------------------
     def start_queue(self, items: list[tuple[RunConfig, str]], comparison: str) -> int | None:
@@ -111,9 +112,9 @@ class RunSession:
         self.buffers.set_plan(cfg.train.epochs)
         self._buffers_replaced()
         self._show(run_id, name or f"Run #{run_id}", RUNNING)
-        where = (f" (comparison {self.comparison}: run {self._queue_total - len(self.queue)} of "
-                 f"{self._queue_total})" if self.comparison else "")
-        self._say("info", f"Preparing {cfg.data.dataset} and the model…{where}")
+        self._where = (f" Comparison {self.comparison}: run {self._queue_total - len(self.queue)} of "
+                       f"{self._queue_total}." if self.comparison else "")
+        self._say("info", f"Preparing {cfg.data.dataset} and the model…{self._where}")
         self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=str(run_dir)))
         return run_id
 
@@ -222,7 +223,8 @@ class RunSession:
         if isinstance(ev, StepEnded):
             if self.state.activity == PREPARING:
                 self.state.update(activity=TRAINING)
-                self._say("info", "Training…  Stop with Esc; the best checkpoint is kept and the run can be resumed.")
+                self._say("info", "Training…  Stop with Esc; the best checkpoint is kept and the run can be resumed."
+                          + self._where)
             self.buffers.add_step(ev)
             self._epoch_steps.append(ev)  # written with the epoch's row when it ends
         elif isinstance(ev, EpochEnded):

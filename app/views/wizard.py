@@ -16,7 +16,7 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
-                               QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
                                QPlainTextEdit, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
                                QWizard, QWizardPage)
 
@@ -348,15 +348,15 @@ class MethodPage(_Page):
         self.compare_box.setCheckable(True)
         self.compare_box.setChecked(False)
         cl = QVBoxLayout(self.compare_box)
-        self.compare_list = QListWidget()
-        self.compare_list.setToolTip("The methods compared with the one selected above (paired by seed)")
-        for name, spec in METHOD_SPECS.items():
-            it = QListWidgetItem(f"{spec.label}  ({name})")
-            it.setData(Qt.ItemDataRole.UserRole, name)
-            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            it.setCheckState(Qt.CheckState.Checked if name in ("supervised", "moddrop") else Qt.CheckState.Unchecked)
-            self.compare_list.addItem(it)
-        self.compare_list.setMaximumHeight(120)
+        grid = QGridLayout()  # check boxes, not a list: they keep their height in a small wizard
+        self.compare_checks: dict[str, QCheckBox] = {}
+        for k, (name, spec) in enumerate(METHOD_SPECS.items()):
+            cb = QCheckBox(spec.label)
+            cb.setToolTip(f"{name}: {spec.description}")
+            cb.setChecked(name in ("supervised", "moddrop"))
+            cb.toggled.connect(self._on_compare_changed)
+            grid.addWidget(cb, k // 4, k % 4)
+            self.compare_checks[name] = cb
         self.spin_seeds = QSpinBox()
         self.spin_seeds.setRange(1, 50)
         self.spin_seeds.setValue(3)
@@ -366,15 +366,15 @@ class MethodPage(_Page):
         row.addWidget(QLabel("Seeds:"))
         row.addWidget(self.spin_seeds)
         row.addStretch(1)
-        cl.addWidget(self.compare_list)
+        cl.addLayout(grid)
         cl.addLayout(row)
+        self.compare_box.setMinimumHeight(self.compare_box.sizeHint().height())  # never squeezed to a line
         lay.addWidget(self.compare_box)
         lay.addStretch(1)
         lay.addWidget(self.error_label)
         self.set_method(initial.method)
         self.group.idClicked.connect(self._on_group_id_clicked)
         self.compare_box.toggled.connect(self._on_compare_changed)
-        self.compare_list.itemChanged.connect(self._on_compare_changed)
 
     @property
     def method(self) -> str:
@@ -397,8 +397,7 @@ class MethodPage(_Page):
         """[] for a single run; else the selected method first, then the ticked others (each once)."""
         if not self.compare_box.isChecked():
             return []
-        others = [self.compare_list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.compare_list.count())
-                  if self.compare_list.item(i).checkState() == Qt.CheckState.Checked]
+        others = [name for name, cb in self.compare_checks.items() if cb.isChecked()]
         return [self.method] + [m for m in others if m != self.method]
 
     def errors(self) -> list[str]:
@@ -748,9 +747,13 @@ class TrainingWizard(QWizard):
         methods = self.page_method.compared_methods()
         if not methods:
             return []
-        prefix = self.run_name()
-        return [(cfg, f"{prefix} · {name}" if prefix else name) for cfg, name in
-                comparison_configs(self.config(), methods, int(self.page_method.spin_seeds.value()))]
+        base = self.config()
+        typed = self.run_name()
+        # the summary page proposes the single run's name ("robult · av-digits · 5% labels"): replace its method
+        prefix = typed if typed and typed != self.default_name(base) else \
+            self.default_name(base).split(" · ", 1)[-1]
+        return [(cfg, f"{prefix} · {name}") for cfg, name in
+                comparison_configs(base, methods, int(self.page_method.spin_seeds.value()))]
 
     @staticmethod
     def default_name(cfg: RunConfig) -> str:

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from app.background.training import LIVE_THREADS, NoModelError
@@ -283,10 +282,8 @@ def test_a_comparison_from_the_wizard_runs_queued_and_shows_paired_differences(q
     wiz.next()
     m = wiz.page_method
     m.compare_box.setChecked(True)
-    for i in range(m.compare_list.count()):  # robult (selected above) against supervised only, 2 seeds
-        it = m.compare_list.item(i)
-        it.setCheckState(Qt.CheckState.Checked if it.data(Qt.ItemDataRole.UserRole) == "supervised"
-                         else Qt.CheckState.Unchecked)
+    for name, cb in m.compare_checks.items():  # robult (selected above) against supervised only, 2 seeds
+        cb.setChecked(name == "supervised")
     m.spin_seeds.setValue(2)
     assert m.compared_methods() == ["robult", "supervised"]
     for _ in range(4):
@@ -297,6 +294,7 @@ def test_a_comparison_from_the_wizard_runs_queued_and_shows_paired_differences(q
     assert [(r.method, r.seed, r.status) for r in rows] == [("robult", 0, FINISHED), ("supervised", 0, FINISHED),
                                                             ("robult", 1, FINISHED), ("supervised", 1, FINISHED)]
     assert len({r.comparison for r in rows}) == 1
+    assert rows[1].name == "pid-synth · 10% labels · supervised · seed 0"  # no other method's name in it
     recs = [w.store.run_record(r.id) for r in rows]
     assert recs[0]["labeled_indices"] == recs[1]["labeled_indices"] != recs[2]["labeled_indices"]  # per seed
     w.tabs.setCurrentWidget(w.sessions_panel)
