@@ -19,8 +19,9 @@ temperature per subset divides every label's logit. Regression has no class prob
 
 Temperature scaling (Guo et al. 2017): per subset one scalar T > 0, logits / T, fitted on the validation split
 by minimising the NLL over log T with L-BFGS (strong-Wolfe line search; the NLL is convex in 1/T, so the
-stationary point found is the minimum), constrained to [0.05, 20] (a separable validation split would
-otherwise drive T to 0).
+stationary point found is the minimum), constrained to [0.05, 20]. A subset whose validation predictions are
+all correct keeps T = 1: its NLL falls without bound as T → 0, so there is no minimum to fit (with at least one
+mistake the NLL grows without bound as T → 0 and the minimum is finite).
 """
 from __future__ import annotations
 
@@ -163,7 +164,9 @@ def fit_temperature(logits: torch.Tensor, target: torch.Tensor, task: str, *, t_
     """The T in [t_min, t_max] minimising the mean NLL of logits / T (L-BFGS on log T from T = 1, then clipped;
     the NLL is convex in 1/T, so it is unimodal in log T and clipping gives the constrained minimum)."""
     lg, t = _as_classification(logits, target, task)
-    if len(t) == 0:
+    if len(t) == 0 or bool((lg.argmax(-1) == t).all()):
+        # no mistake to fit on: the NLL then falls without bound as T → 0 (no finite minimum), and a sharpened
+        # model would pay for its first test mistake with a huge NLL; keep T = 1
         return 1.0
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14,

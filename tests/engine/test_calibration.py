@@ -90,9 +90,22 @@ def test_temperature_fit_recovers_the_generating_temperature():
     assert after.ece < calibration_metrics(z, y, "single-label").ece / 3
 
 
-def test_temperature_is_clipped_on_separable_data():
+def test_temperature_without_a_finite_minimum():
     z = torch.tensor([[2.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
-    assert fit_temperature(z, torch.tensor([0, 1, 0]), "single-label") == 0.05  # NLL falls as T → 0
+    assert fit_temperature(z, torch.tensor([0, 1, 0]), "single-label") == 1.0  # all correct: NLL falls as T → 0
+    # one near-tie mistake among correct predictions: the minimum is finite (about T = 0.03, found on a grid) but
+    # below the bound, so the fit returns the bound
+    z = torch.tensor([[1.0, 0.0]] * 50 + [[0.0, 1e-12]], dtype=torch.float64)
+    y = torch.zeros(51, dtype=torch.long)
+    nll = lambda tt: float(torch.nn.functional.cross_entropy(z / tt, y))  # noqa: E731
+    grid = torch.logspace(-3, 1, 400).tolist()
+    assert min(grid, key=nll) < 0.05
+    assert fit_temperature(z, y, "single-label") == 0.05
+    # a mistake with a clear margin: an interior minimum, which the fit finds
+    z2 = torch.tensor([[1.0, 0.0]] * 50 + [[0.0, 1e-3]], dtype=torch.float64)
+    nll2 = lambda tt: float(torch.nn.functional.cross_entropy(z2 / tt, y))  # noqa: E731
+    t2 = fit_temperature(z2, y, "single-label")
+    assert 0.05 < t2 < 20 and all(nll2(t2) <= nll2(tt) + 1e-12 for tt in grid)
 
 
 def test_multi_label_is_per_label_binary_calibration():
