@@ -51,7 +51,7 @@ def _load_model(path: str, run_id: int | None, trust_code: bool = False) -> Load
     the CPU."""
     from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
     ck = load_checkpoint(path)
-    model = model_from_checkpoint(ck, trust_code=trust_code) if trust_code else model_from_checkpoint(ck)
+    model = model_from_checkpoint(ck, trust_code=trust_code)  # UntrustedCodeError names the modules, imports none
     return LoadedModel(model=model, config=ck.config, info=ck.info, checkpoint_path=str(path), run_id=run_id,
                        labeled_indices=ck.labeled_indices.long())
 
@@ -474,11 +474,8 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def _untrusted_modules(e: BaseException | None) -> list[str] | None:
-        """The module names an UntrustedCodeError lists (None for any other error, or an engine without it)."""
-        try:
-            from robult_engine.checkpoint import UntrustedCodeError
-        except ImportError:
-            return None
+        """The module names an UntrustedCodeError lists (None for any other error)."""
+        from robult_engine.checkpoint import UntrustedCodeError
         if isinstance(e, UntrustedCodeError):
             return [str(m) for m in getattr(e, "modules", ())] or ["(unnamed)"]
         return None

@@ -35,7 +35,6 @@ import queue
 import threading
 import traceback
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,8 +42,8 @@ import shiboken6
 import torch
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QThreadPool, Signal, Slot
 
+from app.core.run_session import TrainingJob
 from app.core.work import Callbacks, Failure, Work
-from robult_engine.config import RunConfig
 from robult_engine.events import EpochEnded, Failed, Finished, StepEnded
 
 from .runner import WorkRunner
@@ -57,15 +56,6 @@ _STUBBORN: list[QThread] = []
 
 class NoModelError(RuntimeError):
     """An inference request arrived while no model is loaded and none is training."""
-
-
-@dataclass(frozen=True)
-class TrainingJob:
-    """What the worker needs to run: plain data only."""
-    run_id: int
-    config: RunConfig
-    out_dir: str
-    resume_from: str | None = None
 
 
 class _RequestChannel:

@@ -275,3 +275,38 @@ def test_pyside_keeps_the_reference_counts_of_none_true_and_false():
     before, after = counts[:3], counts[3:]
     for name, b, a in zip(("None", "True", "False"), before, after):
         assert abs(a - b) <= 50, f"the reference count of {name} moved from {b} to {a}"
+
+
+def test_a_checkpoint_naming_user_code_asks_before_importing_it(qtbot, make_window, dialogs, tiny, tmp_path,
+                                                                 monkeypatch):
+    """File › Open model on a checkpoint whose encoder is the user's own code: a dialog names the module;
+    No imports nothing, Yes loads the model with that code."""
+    import textwrap
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from robult_engine.trainer import Trainer
+    marker = tmp_path / "imported.txt"
+    name = "robult_app_test_user_encoder"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+        with open({str(marker)!r}, "a") as f:
+            f.write("imported\\n")
+        from robult_engine.models.encoders import VectorEncoder
+
+        def make(shape, d_h, dropout):
+            return VectorEncoder(shape[-1], d_h, dropout)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    final = Trainer(tiny(**{"model.encoders": (f"m0={name}:make",)}), out_dir=tmp_path / "run").run()
+    marker.unlink()
+    monkeypatch.delitem(sys.modules, name)
+    w = make_window()
+    dialogs.answer = QMessageBox.StandardButton.No
+    w.open_checkpoint(final.checkpoint_path)
+    qtbot.waitUntil(lambda: "not trusted" in w.training_panel.status_panel.text, timeout=20_000)
+    assert any(kind == "question" and name in text for kind, text in dialogs.asked)
+    assert w.current_model is None and not marker.exists() and name not in sys.modules
+    dialogs.answer = QMessageBox.StandardButton.Yes
+    with qtbot.waitSignal(w.sig_model_loaded, timeout=20_000) as loaded:
+        w.open_checkpoint(final.checkpoint_path)
+    assert marker.read_text() == "imported\n" and loaded.args[0].checkpoint_path == final.checkpoint_path
