@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -130,7 +129,7 @@ def calibration_study(dirs: list[str]) -> dict:
                 cells = {k: ms(rows, k) for k in ("accuracy", "gap", "ece", "adaptive_ece", "nll", "T", "ece_after")}
                 summary.setdefault(method, {})[gname] = {k: {"mean": v[0], "sd": v[1]} for k, v in cells.items()}
                 print(f"| {method} | {gname} | " + " | ".join(
-                    f"{cells[k][0]:+.3f} ± {cells[k][1]:.3f}" if k == "gap" else f"{cells[k][0]:.3f} ± {cells[k][1]:.3f}"
+                    f"{cells[k][0]:{'+' if k == 'gap' else ''}.3f} ± {cells[k][1]:.3f}"
                     for k in ("accuracy", "gap", "ece", "adaptive_ece", "nll", "T", "ece_after")) + " |")
         out[bundle.info.name] = {"summary": summary, "per_subset": per}
     return out
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("calibration: give one or more compare folders")
         res = calibration_study(args.dirs)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=lambda o: None if isinstance(o, float) and math.isnan(o) else o))
+        Path(args.json).write_text(json.dumps(res, indent=2))
     return 0
 
 

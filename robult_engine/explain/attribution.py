@@ -11,8 +11,8 @@ explained output with only the modalities of A present:
 v(∅) is the train-split prior: the log class frequency (Laplace-smoothed, (n_c + 1) / (N + C), so a class the
 train split lacks is not −∞), the log label frequency (multi-label), or the train mean (regression).
 
-φ_i = Σ_{A ⊆ M∖{i}} |A|! (M − |A| − 1)! / M! · (v(A ∪ {i}) − v(A)). All 2^M coalitions are recombinations of
-the cached (N, M, C) logits, so φ for N samples is one (N, 2^M, M) × (N, M, C) product, one log-softmax and one
+φ_i = Σ_{A ⊆ M∖{i}} |A|! (M − |A| − 1)! / M! · (v(A ∪ {i}) − v(A)). All 2^M coalitions are recombinations
+of the cached (N, M, C) logits, so φ for N samples is one (N, 2^M, M) × (N, M, C) product, one log-softmax and one
 (N, 2^M) × (2^M, M) product with a fixed coefficient matrix. A modality absent from a sample's data counts as
 absent in every coalition (v(A) = v(A ∩ present)); it is then a dummy player and gets φ = 0.
 Properties (tested): efficiency Σ_i φ_i = v(all) − v(∅), symmetry, dummy, and equality with a naive

@@ -151,7 +151,8 @@ def calibration_metrics(logits: torch.Tensor, target: torch.Tensor, task: str, *
     return SubsetCalibration(
         subset=subset, n=int(len(t)), accuracy=float(correct.double().mean()) if len(t) else float("nan"),
         mean_confidence=float(conf.mean()) if len(t) else float("nan"),
-        ece=expected_calibration_error(conf, correct, n_bins), adaptive_ece=adaptive_calibration_error(conf, correct, n_bins),
+        ece=expected_calibration_error(conf, correct, n_bins),
+        adaptive_ece=adaptive_calibration_error(conf, correct, n_bins),
         brier=brier, nll=float(-logp.gather(1, t[:, None]).mean()) if len(t) else float("nan"),
         temperature=float(temperature), reliability=reliability_bins(conf, correct, n_bins))
 
@@ -204,7 +205,8 @@ def fit_temperatures(enc_val: EncodedSplit, names: tuple[str, ...], task: str) -
 
 
 def calibration_table(enc: EncodedSplit, names: tuple[str, ...], task: str,
-                      temperatures: dict[str, float] | None = None, n_bins: int = N_BINS) -> dict[str, SubsetCalibration]:
+                      temperatures: dict[str, float] | None = None,
+                      n_bins: int = N_BINS) -> dict[str, SubsetCalibration]:
     """{subset: SubsetCalibration} for every non-empty subset, singles first (the order of `modality_subsets`);
     with `temperatures`, each subset's logits are divided by its T (a subset without one keeps T = 1)."""
     temps = temperatures or {}

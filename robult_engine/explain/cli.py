@@ -14,9 +14,9 @@ from pathlib import Path
 
 def add_eval_options(e: argparse.ArgumentParser) -> None:
     e.add_argument("--calibration", action="store_true",
-                   help="per-subset calibration (ECE, adaptive ECE, Brier, NLL) before and after per-subset temperature "
-                        "scaling; the temperatures are fitted on the val split and kept beside the checkpoint "
-                        "(best.pt -> best.calibration.json), a stale file is refused and refitted")
+                   help="per-subset calibration (ECE, adaptive ECE, Brier, NLL) before and after per-subset "
+                        "temperature scaling; the temperatures are fitted on the val split and kept beside the "
+                        "checkpoint (best.pt -> best.calibration.json), a stale file is refused and refitted")
     e.add_argument("--attribution", action="store_true",
                    help="mean |Shapley value| of each modality per class over the split")
     e.add_argument("--explain", default="predicted", metavar="WHAT",
@@ -137,10 +137,12 @@ def add_pid_command(sub, add_run_args) -> None:
     p = sub.add_parser("pid", help="redundancy / uniqueness / synergy of the dataset's modality pairs (PID)")
     p.add_argument("--dataset", help="built-in name (av-digits, pid-synth, ...) or a path")
     p.add_argument("--modalities", help="one pair 'a,b' (a side may be a group 'b+c'); default: every pair")
-    p.add_argument("--clusters", type=int, help="k-means clusters per side (default: floor(sqrt(N / (2|Y|))) in [2, 10])")
+    p.add_argument("--clusters", type=int,
+                   help="k-means clusters per side (default: floor(sqrt(N / (2|Y|))) in [2, 10])")
     p.add_argument("--splits", default="train,val,test", help="splits whose samples are pooled (default: all three)")
     p.add_argument("--label", help="multi-label data: the label (name or index) taken as a binary target")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="also B bootstrap resamples: the sd of each term")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="B",
+                   help="also B bootstrap resamples: the sd of each term")
     p.add_argument("--seed", type=int, default=0, help="seed of k-means and the bootstrap")
     p.add_argument("--data-seed", type=int, help="seed of a generated dataset (pid-synth)")
     p.add_argument("--config", help="a JSON config file whose data section is used")
@@ -166,7 +168,8 @@ def cmd_pid(args: argparse.Namespace) -> int:
             raise ValueError(f"--modalities {args.modalities}: give one pair 'a,b' (a side may be a group 'b+c')")
         for m in "+".join(sides).split("+"):
             if m not in info.modality_names:
-                raise ValueError(f"--modalities: unknown modality {m!r}; the dataset has {', '.join(info.modality_names)}")
+                raise ValueError(f"--modalities: unknown modality {m!r}; the dataset has "
+                                 f"{', '.join(info.modality_names)}")
         pairs = [tuple(sides)]
     elif info.num_modalities < 2:
         raise ValueError(f"{info.name}: one modality only, no pair to decompose")

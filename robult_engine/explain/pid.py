@@ -307,7 +307,8 @@ def all_pairs(names: tuple[str, ...]) -> list[tuple[str, str]]:
     return list(itertools.combinations(names, 2))
 
 
-def dataset_pid(bundle, pairs: list[tuple[str, str]] | None = None, *, splits: tuple[str, ...] = ("train", "val", "test"),
+def dataset_pid(bundle, pairs: list[tuple[str, str]] | None = None, *,
+                splits: tuple[str, ...] = ("train", "val", "test"),
                 clusters: int | None = None, label: int | None = None, seed: int = 0, n_boot: int = 0,
                 should_stop=None, progress=None) -> list[PairPID]:
     """The PID of each pair (default: every pair of modalities) over the samples of `splits` (concatenated)

@@ -124,7 +124,8 @@ def test_equals_a_naive_reencoding_implementation(make_bundle):
 
 def test_train_prior():
     t = torch.tensor([0, 0, 1, 2, 2, 2])
-    assert torch.allclose(train_prior(t, "single-label", 4).exp(), torch.tensor([3, 2, 4, 1], dtype=torch.float64) / 10, atol=1e-12)
+    expected = torch.tensor([3, 2, 4, 1], dtype=torch.float64) / 10  # (n_c + 1) / (N + C)
+    assert torch.allclose(train_prior(t, "single-label", 4).exp(), expected, atol=1e-12)
     assert train_prior(torch.tensor([1.0, 2.0, 6.0]), "regression", 1).item() == pytest.approx(3.0)
     ml = train_prior(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), "multi-label", 2).exp()
     assert ml.tolist() == pytest.approx([0.75, 0.25])

@@ -5,7 +5,6 @@ only unique and only synergistic bits. Tolerances come from the data: the plug-i
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pytest
