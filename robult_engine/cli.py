@@ -401,7 +401,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                  "val_score": final.best_score, "elapsed_s": final.elapsed_s})
         if task != "regression":  # ECE, adaptive ECE, Brier, NLL per subset on the test split (no temperature)
             from .explain.calibration import checkpoint_calibration_summary
-            by_setting[m, g][-1]["calibration"] = checkpoint_calibration_summary(final.checkpoint_path, bundle)
+            by_setting[m, g][-1]["calibration"] = checkpoint_calibration_summary(final.checkpoint_path, bundle,
+                                                                                 trust_code=True)
         if missing_ev is not None:
             by_setting[m, g][-1]["missing"] = missing_ev.evaluate_checkpoint(final.checkpoint_path)
         if not args.quiet:

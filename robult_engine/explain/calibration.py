@@ -316,16 +316,18 @@ def load_calibration(ckpt) -> Calibration:
     return cal
 
 
-def checkpoint_calibration_summary(checkpoint_path: str | os.PathLike, bundle, split: str = "test"
-                                   ) -> dict[str, dict[str, float]]:
+def checkpoint_calibration_summary(checkpoint_path: str | os.PathLike, bundle, split: str = "test",
+                                   trust_code: bool = False) -> dict[str, dict[str, float]]:
     """`summary_columns` of a checkpoint on one split of `bundle` (no temperature): the hook `compare` uses.
-    An empty dict for regression."""
+    An empty dict for regression. `trust_code` as in `model_from_checkpoint` (compare passes True: the runs
+    were trained from the user's own config, whose encoder code the user chose)."""
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..evaluation import encode_split
     if bundle.info.task == "regression":
         return {}
     ckpt = load_checkpoint(checkpoint_path)
-    enc = encode_split(model_from_checkpoint(ckpt), bundle.splits[split], with_latents=False)
+    model = model_from_checkpoint(ckpt, trust_code=trust_code)
+    enc = encode_split(model, bundle.splits[split], with_latents=False)
     return summary_columns(calibration_table(enc, bundle.info.modality_names, bundle.info.task))
 
 
