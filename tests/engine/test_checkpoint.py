@@ -1,4 +1,4 @@
-"""Checkpoints (DESIGN.md §3): a round trip keeps everything; anything that is not a Robult checkpoint, above all a
+"""Checkpoints (docs/method.md; robult_engine/checkpoint.py): a round trip keeps everything; anything that is not a Robult checkpoint, above all a
 file whose pickle would run code, is refused with a clear CheckpointError and nothing is executed."""
 from __future__ import annotations
 

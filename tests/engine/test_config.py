@@ -120,7 +120,7 @@ def test_every_method_is_valid():
         RunConfig(method=m).validate()
     assert len(set(METHODS)) == len(METHODS)
     assert {"robult", "robult-no-rec", "robult-supcon", "robult-no-pu", "supervised", "moddrop",
-            "self-training"} <= set(METHODS), "the paper's methods and baselines (DESIGN.md §1)"
+            "self-training"} <= set(METHODS), "the paper's methods and baselines (docs/method.md)"
 
 
 @pytest.mark.parametrize("key, value", [

@@ -1,4 +1,4 @@
-"""Subset evaluation (DESIGN.md §1, "Evaluation") against a naive per-subset pass, and the task metrics by hand."""
+"""Subset evaluation (docs/method.md, "Evaluation") against a naive per-subset pass, and the task metrics by hand."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Hand-computed values of every loss (DESIGN.md §1, "Losses") on tiny inputs, with the arithmetic written out,
+"""Hand-computed values of every loss (docs/method.md, "Losses") on tiny inputs, with the arithmetic written out,
 and the properties of the soft-PU weights."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The model (DESIGN.md §1): output shapes and a backward pass for every modality subset and every modality kind,
+"""The model (docs/method.md): output shapes and a backward pass for every modality subset and every modality kind,
 and the gradient routing of each loss (L_rec only into g_i and r_i; L_PU into every encoder, f_0 and g_0)."""
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def robult_pu_loss(out, batch, memory: PrototypeMemory, tau: float = 0.1) -> tor
 
 
 # ----------------------------------------------------------------------------------------------------------
-# gradient routing (DESIGN.md §1 losses 2 and 3)
+# gradient routing (docs/method.md, "Gradient routing at a glance")
 # ----------------------------------------------------------------------------------------------------------
 
 
