@@ -31,9 +31,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"))
     p.add_argument("--lambda-pu", type=float)
     p.add_argument("--lambda-rec", type=float)
-    p.add_argument("--rec-route", choices=("branch", "projector", "full"),
-                   help="which parameters L_rec trains: branch (f_i, g_i, r_i; default), projector (g_i, r_i) or "
-                        "full (branch, and the gradient through the standardised target too); docs/method.md")
+    p.add_argument("--rec-route", choices=("full", "branch", "projector"),
+                   help="which parameters L_rec trains: full (f_i, g_i, r_i, and the gradient through the "
+                        "standardised target too; default), branch (f_i, g_i, r_i against a detached target) or "
+                        "projector (g_i, r_i only); docs/method.md")
     p.add_argument("--lambda-diff", type=float, help="weight of the U/Z difference term L_diff (default 0: off)")
     p.add_argument("--tau", type=float)
     p.add_argument("--kernel", choices=("rbf", "laplacian", "inverse-l2"))

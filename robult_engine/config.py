@@ -1,6 +1,6 @@
 """Frozen configuration dataclasses with JSON round-trip and validation.
 
-Every hyper-parameter of DESIGN.md §1 is a field here, is shown in the app's wizard, and is stored with
+Every hyper-parameter of the method (docs/method.md) is a field here, is shown in the app's wizard, and is stored with
 each run. Builders turn configs into keyword arguments; modules never receive a config object.
 """
 from __future__ import annotations
@@ -195,8 +195,9 @@ class LossConfig:
     lambda_rec: float = 1.0
     # Which parameters L_rec trains (docs/method.md, "Latent reconstruction"): "branch" reaches the modality's
     # own branch f_i, g_i, r_i against a detached, per-sample standardised H^i; "projector" only g_i and r_i
-    # (H^i detached as g_i's input too); "full" also lets the gradient through the standardised target.
-    rec_route: str = "branch"
+    # (H^i detached as g_i's input too); "full" (the default, the route validation picked on every built-in
+    # dataset, docs/results/README.md) also lets the gradient through the standardised target.
+    rec_route: str = "full"
     # Weight of the difference term ‖Û^T Ẑ‖²_F (batch-centred, normalised U^i and Z^i); 0 disables it.
     lambda_diff: float = 0.0
     # Temperature τ of the contrastive softmax.
@@ -305,6 +306,8 @@ class RunConfig:
         sub = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train": TrainConfig}
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
+            if key == "loss" and isinstance(value, Mapping):
+                value = _legacy_loss(value)
             if key in sub:
                 kwargs[key] = _sub_from_dict(sub[key], value, key)
             elif key in ("method", "seed"):
@@ -341,6 +344,20 @@ class RunConfig:
                     raise ConfigError(f"config: unknown field {section}.{n}")
             top[section] = dataclasses.replace(cur, **values)
         return dataclasses.replace(self, **top)
+
+
+# every field a loss section held before `rec_route` and `lambda_diff` existed (written whole by `to_json`)
+_LEGACY_LOSS_FIELDS = frozenset({"lambda_pu", "lambda_rec", "tau", "kernel", "bandwidth", "prototype_momentum",
+                                 "st_threshold", "st_warmup", "moddrop_p"})
+
+
+def _legacy_loss(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A loss section written by a version before L_rec had routes (all of its fields, none of the new ones) was
+    trained with the route now called "projector": keep it so, so that its checkpoints, resumes and session rows
+    mean what they meant. A hand-written partial section gets the current defaults."""
+    if set(value) == _LEGACY_LOSS_FIELDS:
+        return {**value, "rec_route": "projector"}
+    return value
 
 
 def _sub_from_dict(cls: type, value: Any, section: str) -> Any:

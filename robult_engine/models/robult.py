@@ -83,7 +83,7 @@ class RobultModel(nn.Module):
     def __init__(self, modalities: list[tuple[str, str, tuple[int, ...]]], num_outputs: int, *, d_h: int = 128,
                  d_z: int = 64, d_u: int = 32, d_hidden: int = 128, dropout: float = 0.1, classifier: str = "mlp",
                  fusion: str = "mlp", sequence_encoder: str = "conv", text_buckets: int = 2 ** 15,
-                 rec_route: str = "branch", encoder_factories: dict[str, str] | None = None,
+                 rec_route: str = "full", encoder_factories: dict[str, str] | None = None,
                  trust_code: bool = False) -> None:
         super().__init__()
         if rec_route not in REC_ROUTES:
@@ -162,7 +162,7 @@ class RobultModel(nn.Module):
                           with_reconstruction=with_reconstruction)
 
 
-def build_model(model_cfg, info, rec_route: str = "branch", *, trust_code: bool = False) -> RobultModel:
+def build_model(model_cfg, info, rec_route: str = "full", *, trust_code: bool = False) -> RobultModel:
     """Turn a ModelConfig and a DatasetInfo into a RobultModel (plain keyword arguments); `rec_route` is the
     run's `loss.rec_route` (it decides the reconstruction target the diagnostics report)."""
     mods = [(m.name, m.kind, tuple(m.shape)) for m in info.modalities]

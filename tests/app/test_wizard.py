@@ -76,8 +76,8 @@ def test_wizard_end_to_end_refuses_invalid_values_on_their_page(qtbot, tiny):
     r.spin_d_z.setValue(12)
     r.combo_kernel.setCurrentText("laplacian")
     r.spin_lambda_pu.setValue(0.5)
-    assert r.combo_rec_route.currentText() == "branch"  # the default route
-    r.combo_rec_route.setCurrentText("full")
+    assert r.combo_rec_route.currentText() == "full"  # the default route
+    r.combo_rec_route.setCurrentText("branch")
     r.spin_lambda_diff.setValue(0.25)
     assert _next_enabled(wiz)
     wiz.next()
@@ -118,8 +118,8 @@ def test_wizard_end_to_end_refuses_invalid_values_on_their_page(qtbot, tiny):
     assert cfg.data.label_fraction == 0.2 and cfg.data.seed == 7
     assert cfg.loss.tau == 0.2 and cfg.loss.bandwidth == 0.7 and cfg.loss.kernel == "laplacian"
     assert cfg.loss.lambda_pu == 0.5 and cfg.model.d_z == 12
-    assert cfg.loss.rec_route == "full" and cfg.loss.lambda_diff == 0.25
-    assert "(full)" in sp.text.toPlainText() and "λ_diff 0.25" in sp.text.toPlainText()
+    assert cfg.loss.rec_route == "branch" and cfg.loss.lambda_diff == 0.25
+    assert "(branch)" in sp.text.toPlainText() and "λ_diff 0.25" in sp.text.toPlainText()
     assert cfg.train.lr == 3e-3 and cfg.train.batch_size == 40 and cfg.train.epochs == 3
     assert cfg.train.labeled_per_batch == 8  # a quarter of the batch at most (the initial 8 here)
     assert cfg.model.d_h == 16  # fields the wizard does not show keep their initial values

@@ -194,4 +194,4 @@ def test_rec_route_and_lambda_diff_reach_the_config():
     cfg = config_from_args(args, "robult")
     assert cfg.loss.rec_route == "full" and cfg.loss.lambda_diff == 0.5
     default = config_from_args(build_parser().parse_args(["train"]), "robult")
-    assert default.loss.rec_route == "branch" and default.loss.lambda_diff == 0.0
+    assert default.loss.rec_route == "full" and default.loss.lambda_diff == 0.0

@@ -141,3 +141,15 @@ def test_data_config_alone():
     DataConfig().validate()
     with pytest.raises(ConfigError, match="label_fraction"):
         DataConfig(label_fraction=2.0).validate(("a",))
+
+
+def test_a_config_written_before_rec_routes_keeps_the_projector_route():
+    """A whole loss section from a version before `rec_route` existed was trained with the "projector" route;
+    a hand-written partial one gets the current default."""
+    import json
+    legacy = json.loads(RunConfig().to_json())
+    del legacy["loss"]["rec_route"], legacy["loss"]["lambda_diff"]
+    assert RunConfig.from_dict(legacy).loss.rec_route == "projector"
+    assert RunConfig.from_dict({"loss": {"lambda_rec": 0.5}}).loss.rec_route == "full"
+    assert RunConfig().loss.rec_route == "full"
+    assert RunConfig.from_json(RunConfig().to_json()) == RunConfig()
