@@ -5,6 +5,8 @@
     Explorer      ExplorerPanel: a sample, its modality toggles (Alt+1…M), predictions, ‖Z‖/‖U‖, soft-PU
     Robustness    RobustnessPanel: metric per modality subset × run of the session, flipped samples
     Latent space  LatentViewPanel: PCA of Z and U, click a point to open its sample
+    Calibration   CalibrationPanel: reliability diagrams and ECE / Brier / NLL per subset, mean |φ| per run
+    Dataset PID   DatasetPIDPanel: R / U1 / U2 / S per modality pair beside the model's ‖Z‖ / ‖U‖ and |φ|
 
 Modules: `sources` (loading samples, Qt-free), `service` (engine bridge, caches, requests off the GUI thread
 through the work contract of app/core/work.py), `robustness` (Qt-free evaluation of every run), `export`
@@ -28,7 +30,9 @@ class ExplorerSuite(QObject):
     def __init__(self, window) -> None:
         super().__init__(window)
         from .explorer_panel import ExplorerPanel
+        from .calibration_panel import CalibrationPanel
         from .latent_view import LatentViewPanel
+        from .pid_panel import DatasetPIDPanel
         from .robustness_panel import RobustnessPanel
         self._window_ref = weakref.ref(window)  # the window holds the suite (window.explorer): no cycle back
         getter = getattr(window, "get_bundle", None)
@@ -36,6 +40,8 @@ class ExplorerSuite(QObject):
                                       controller=getattr(window, "controller", None), bundle_getter=getter)
         self.robustness = RobustnessPanel(bundle_getter=getter)
         self.latent_view = LatentViewPanel()
+        self.calibration = CalibrationPanel(bundle_getter=getter)
+        self.pid = DatasetPIDPanel()
         self._closed = False
         self._close_seen = False
         self._create_tabs()
@@ -56,7 +62,13 @@ class ExplorerSuite(QObject):
         w.add_tab("Explorer", self.explorer)
         w.add_tab("Robustness", self.robustness)
         w.add_tab("Latent space", self.latent_view)
+        w.add_tab("Calibration", self.calibration)
+        w.add_tab("Dataset PID", self.pid)
         tabs = w.tabs
+        tabs.setTabToolTip(tabs.indexOf(self.calibration), "Reliability diagrams per modality subset, ECE / Brier / "
+                                                           "NLL, and the attribution summary of every run")
+        tabs.setTabToolTip(tabs.indexOf(self.pid), "The dataset's redundancy / uniqueness / synergy per modality pair "
+                                                   "beside the model's Z/U split")
         tabs.setTabToolTip(tabs.indexOf(self.explorer), "One sample, modality toggles, predictions, latents, "
                                                         "soft-PU weights (Ctrl+3)")
         tabs.setTabToolTip(tabs.indexOf(self.robustness), "Every modality subset × every run of the session (Ctrl+4)")
@@ -110,6 +122,8 @@ class ExplorerSuite(QObject):
         self.explorer.sig_context_ready.connect(self._on_explorer_context_ready)
         self.explorer.sig_message.connect(self._on_message)
         self.robustness.sig_message.connect(self._on_message)
+        self.calibration.sig_message.connect(self._on_message)
+        self.pid.sig_message.connect(self._on_message)
         self.robustness.sig_open_sample.connect(self._on_robustness_open_sample)
         self.latent_view.sig_open_sample.connect(self._on_latent_open_sample)
         ctl = getattr(w, "controller", None)
@@ -132,8 +146,9 @@ class ExplorerSuite(QObject):
         loaded = loaded or getattr(self.window, "current_model", None)
         if loaded is None:
             return
-        self.robustness.set_runs(runs_from_store(getattr(self.window, "store", None), loaded.config.data.dataset,
-                                                 loaded), loaded.config.data)
+        runs = runs_from_store(getattr(self.window, "store", None), loaded.config.data.dataset, loaded)
+        self.robustness.set_runs(runs, loaded.config.data)
+        self.calibration.set_runs(runs, loaded.config.data)
 
     @Slot()
     def _on_runs_changed(self) -> None:
@@ -146,6 +161,7 @@ class ExplorerSuite(QObject):
     @Slot(object)
     def _on_explorer_context_ready(self, ctx) -> None:
         self.latent_view.set_context(ctx.loaded, ctx.bundle)
+        self.pid.set_context(ctx.loaded, ctx.bundle)
 
     @Slot(str, int, tuple)
     def _on_robustness_open_sample(self, split: str, index: int, subset: tuple) -> None:
@@ -203,6 +219,8 @@ class ExplorerSuite(QObject):
         self.explorer.shutdown()
         self.robustness.shutdown()
         self.latent_view.shutdown()
+        self.calibration.shutdown()
+        self.pid.shutdown()
 
 
 def install(main_window) -> ExplorerSuite:

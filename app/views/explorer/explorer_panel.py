@@ -19,6 +19,7 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout,
                                QWidget)
 
+from .attribution_panel import AttributionPanel
 from .export import inspection_tables, write_json, write_tables
 from .latents_panel import LatentsPanel
 from .predictions_panel import PredictionsPanel
@@ -83,11 +84,14 @@ class ExplorerPanel(QWidget):
         self.predictions = PredictionsPanel()
         self.latents = LatentsPanel()
         self.softpu = SoftPUPanel()
+        self.attribution = AttributionPanel()  # φ per modality: recombined from the cached encoding, per toggle
         upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.sample_panel)
         upper.addWidget(self.predictions)
+        upper.addWidget(self.attribution)
         upper.setStretchFactor(0, 1)
         upper.setStretchFactor(1, 1)
+        upper.setStretchFactor(2, 1)
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(self.latents)
         lower.addWidget(self.softpu)
@@ -147,6 +151,7 @@ class ExplorerPanel(QWidget):
         for p in (self.predictions,):
             p.clear("Preparing the model…")
         self.latents.clear()
+        self.attribution.clear("Preparing the model…")
         self.softpu.clear("Preparing the reference batch…")
         self._message(f"Loading {getattr(loaded.config, 'method', 'model')} on {loaded.info.name}…", "info")
         self.service.set_model(loaded)
@@ -168,6 +173,7 @@ class ExplorerPanel(QWidget):
     @Slot(object)
     def _on_context_ready(self, ctx: ModelContext) -> None:
         self.state.set_context(ctx)  # no sample yet (set_model cleared it): the sample is chosen below
+        self.attribution.set_context(ctx.bundle, ctx.task, ctx.class_names)
         self.sample_panel.set_context(ctx.info, ctx.bundle, ctx.labeled_indices.tolist())
         self._load_kappa_history()
         if ctx.note:
@@ -255,6 +261,7 @@ class ExplorerPanel(QWidget):
         self.state.set_present(insp.present)
         self.predictions.show_inspection(insp, result.sample.target_name)
         self.latents.show_inspection(insp)
+        self.attribution.show_sample(result.encoding, insp.used, insp.modality_names)
         self.softpu.show_softpu(insp.softpu, "prototype memory of the loaded checkpoint" if result.live else "")
         self.shown_generation = result.generation
         self.live_tag.setText("<b style='color:#D55E00'>● live model (training)</b>" if result.live else "")
@@ -339,6 +346,7 @@ class ExplorerPanel(QWidget):
         out: list[Path] = []
         out += self.predictions.export(folder, title)
         out += self.latents.export(folder, title)
+        out += self.attribution.export(folder, title)
         out += self.softpu.export(folder, title)
         if self.inspection is not None:
             out += write_tables(folder, {k: v for k, v in inspection_tables(self.inspection, title).items()

@@ -129,6 +129,7 @@ class InspectResult:
     seconds: float  # time spent in the worker
     cached: bool  # the sample's encoding came from the cache
     live: bool = False  # computed on the model being trained (training thread), not the loaded checkpoint
+    encoding: Any = None  # the sample's cached SampleEncoding (per-modality logits: φ is recombined from it)
 
 
 class InspectionEngine:
@@ -155,9 +156,10 @@ class InspectionEngine:
             self._refs[mkey] = ref
         return ref
 
-    def try_cached(self, ctx: ModelContext, sample: LoadedSample, subset: tuple[bool, ...]) -> Inspection | None:
-        """The inspection from an already encoded sample, or None — never waits (a worker may hold the lock
-        while it encodes) and never calls the model. Cheap enough for the GUI thread (one combine_logits)."""
+    def try_cached(self, ctx: ModelContext, sample: LoadedSample, subset: tuple[bool, ...]
+                   ) -> tuple[Inspection, Any] | None:
+        """(inspection, encoding) from an already encoded sample, or None — never waits (a worker may hold the
+        lock while it encodes) and never calls the model. Cheap enough for the GUI thread (one combine_logits)."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
@@ -165,13 +167,13 @@ class InspectionEngine:
             insp = self._inspectors.get((id(model), weights_version(model), sample.ref.key()))
             if insp is None:
                 return None
-            return insp.inspect(subset)
+            return insp.inspect(subset), insp.encoding
         finally:
             self._lock.release()
 
     def inspect(self, ctx: ModelContext, ref: SampleRef, sample: LoadedSample | None, subset: tuple[bool, ...],
-                model=None) -> tuple[LoadedSample, Inspection, bool]:
-        """(sample, inspection, cached). `model` defaults to the context's model (the training model when
+                model=None) -> tuple[LoadedSample, Inspection, bool, Any]:
+        """(sample, inspection, cached, encoding). `model` defaults to the context's model (the training model when
         called on the training thread)."""
         model = ctx.model if model is None else model
         mkey = (id(model), weights_version(model))
@@ -194,7 +196,7 @@ class InspectionEngine:
                     self._inspectors.popitem(last=False)
             else:
                 self._inspectors.move_to_end(key)
-            return sample, insp.inspect(subset), cached
+            return sample, insp.inspect(subset), cached, insp.encoding
 
 
 class ExplorerService(QObject):
@@ -265,17 +267,19 @@ class ExplorerService(QObject):
         if not live and sample is not None and sample.ref == ref:
             # a toggle on a sample already encoded: recombine the cached per-modality logits right here (no
             # model call, well under a millisecond) instead of a round trip through the pool
-            insp = engine.try_cached(ctx, sample, subset)
-            if insp is not None:
-                self.sig_result_ready.emit(InspectResult(generation, sample, insp, time.perf_counter() - t0, True))
+            hit = engine.try_cached(ctx, sample, subset)
+            if hit is not None:
+                self.sig_result_ready.emit(InspectResult(generation, sample, hit[0], time.perf_counter() - t0, True,
+                                                         encoding=hit[1]))
                 return
         current = self._current
 
         def work(model=None):
             if not current(generation):
                 return None  # stale before it started: skip the work
-            s, insp, cached = engine.inspect(ctx, ref, sample, subset, model)
-            return InspectResult(generation, s, insp, time.perf_counter() - t0, cached, live=model is not None)
+            s, insp, cached, enc = engine.inspect(ctx, ref, sample, subset, model)
+            return InspectResult(generation, s, insp, time.perf_counter() - t0, cached, live=model is not None,
+                                 encoding=enc)
 
         def failed(failure: Failure) -> None:
             self.sig_request_failed.emit(generation, failure.message)

@@ -1,0 +1,301 @@
+"""DatasetPIDPanel: how the *data* splits — redundancy R, uniqueness U1 / U2 and synergy S (bits) of every pair
+of modalities with respect to the target (the engine's PID estimator, `robult_engine.explain.pid`) — next to
+how the *model* splits: its mean ‖Z^i‖ (redundant part) and ‖U^i‖ (unique part) per modality and its mean
+|φ_i| (Shapley summary) over a split. So a user can ask "the data is mostly redundant; does the model's Z
+carry most of it?".
+
+Computed in the background (progress, Cancel); the PID is cached per dataset (in memory, keyed by the
+dataset fingerprint, `explain.PID_CACHE`), so a second model on the same data only encodes the split. Pairs are
+rows of stacked horizontal bars, so the 15 pairs of M = 6 stay legible (each named, R U1 U2 S in order).
+
+Run alone: `python -m app.views.explorer.pid_panel` shows it on a synthetic result (M = 6).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter,
+                               QVBoxLayout, QWidget)
+
+from app.background.runner import WorkRunner
+
+from . import style
+from .explain import PID_CACHE, ExplainResult, PIDCache, compute_explain
+from .export import export_plot, write_csv
+
+PARTS = ("R", "U1", "U2", "S")
+PART_COLOURS = {"R": style.Z_COLOUR, "U1": style.U_COLOUR, "U2": "#F5C77E", "S": "#CC79A7"}
+PART_NAMES = {"R": "R redundant", "U1": "U1 unique to the first", "U2": "U2 unique to the second",
+              "S": "S synergy"}
+
+
+class DatasetPIDPanel(QWidget):
+    sig_result_ready = Signal(object)  # ExplainResult
+    sig_message = Signal(str, str)
+
+    def __init__(self, parent: QWidget | None = None, *, cache: PIDCache | None = None) -> None:
+        super().__init__(parent)
+        self.runner = WorkRunner(self, max_threads=1)
+        self.cache = PID_CACHE if cache is None else cache
+        self.loaded = None
+        self.bundle = None
+        self.result: ExplainResult | None = None
+        self._job = None
+        self.compute_fn = compute_explain  # the job's function (tests replace it to see errors shown)
+
+        self.split = QComboBox()
+        self.split.addItems(["test", "val"])
+        self.split.setToolTip("The split the model's ‖Z‖ / ‖U‖ and |φ| are averaged over (the PID uses every split)")
+        self.compute_btn = QPushButton("Compute")
+        self.compute_btn.setToolTip("Estimate the dataset's PID per modality pair (cached per dataset) and the "
+                                    "model's Z/U split and Shapley summary, in the background")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.export_btn = QPushButton("Export…")
+        self.export_btn.setEnabled(False)
+        bar = QHBoxLayout()
+        for w in (QLabel("Split"), self.split, self.compute_btn, self.cancel_btn, self.progress):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        bar.addWidget(self.export_btn)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.pid_plot = style.plot_widget("Dataset PID per modality pair (bits)", bottom="bits", min_height=220,
+                                          tooltip="Partial information decomposition of I(X1, X2; Y) for each pair "
+                                                  "X1 × X2 of discretised modalities (Liang et al. 2023): R "
+                                                  "redundant, U1 / U2 unique to the first / second, S synergy. "
+                                                  "A bar's whole length is I(X1,X2;Y); the plug-in bias bound is "
+                                                  "in the exported table.")
+        self.pid_plot.getPlotItem().invertY(True)
+        self.pid_plot.getPlotItem().addLegend(offset=(-10, -10), labelTextColor="#303030")
+        self.pid_bars: dict[str, pg.BarGraphItem] = {}
+        for part in PARTS:
+            b = pg.BarGraphItem(x0=[], y=[], width=[], height=0.7, brush=PART_COLOURS[part], pen=None,
+                                name=PART_NAMES[part])
+            self.pid_plot.addItem(b)
+            self.pid_bars[part] = b
+        self.zu_plot = style.plot_widget("Model: mean ‖Z^i‖ (green, redundant) and ‖U^i‖ (orange, unique)", left="norm",
+                                         min_height=160, tooltip=style.TIP_Z + "\n" + style.TIP_U)
+        self.bars_z = pg.BarGraphItem(x=[], height=[], width=0.38, brush=style.Z_COLOUR, pen=None, name="‖Z‖")
+        self.bars_u = pg.BarGraphItem(x=[], height=[], width=0.38, brush=style.U_COLOUR, pen=None, name="‖U‖")
+        self.zu_plot.addItem(self.bars_z)
+        self.zu_plot.addItem(self.bars_u)
+        self.phi_plot = style.plot_widget("Model: mean |φ_i| per modality (Shapley summary)", left="nats",
+                                          min_height=160,
+                                          tooltip="Mean over the split of |φ_i|, the Shapley value of modality i "
+                                                  "for the log-probability of the predicted class.")
+        self.bars_phi = pg.BarGraphItem(x=[], height=[], width=0.6, brush=style.SUBSET, pen=None)
+        self.phi_plot.addItem(self.bars_phi)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.zu_plot)
+        right.addWidget(self.phi_plot)
+        main = QSplitter(Qt.Orientation.Horizontal)
+        main.addWidget(self.pid_plot)
+        main.addWidget(right)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 2)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addLayout(bar)
+        lay.addWidget(self.info)
+        lay.addWidget(main, 1)
+        self.compute_btn.clicked.connect(self.compute)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.export_btn.clicked.connect(self._on_export_clicked)
+        self.compute_btn.setEnabled(False)
+        self.info.setText("Load a model: the dataset's PID is shown beside the model's Z/U split.")
+
+    # --- inputs ---------------------------------------------------------------------------------------
+    def set_context(self, loaded, bundle) -> None:
+        """The current model and its dataset (from the explorer's context)."""
+        if self._job is not None:
+            self._job.cancel()
+            self._finish_job()
+            self.progress.setFormat("cancelled (new model)")
+        self.loaded, self.bundle = loaded, bundle
+        self.show_result(None)
+        if bundle is None:
+            self.info.setText("The model's dataset could not be loaded: no PID.")
+            self.compute_btn.setEnabled(False)
+            return
+        self.compute_btn.setEnabled(True)
+        pairs = len(bundle.info.modality_names) * (len(bundle.info.modality_names) - 1) // 2
+        self.info.setText(f"{bundle.info.name}: {pairs} modality pair{'s' if pairs != 1 else ''}. Compute estimates "
+                          "the PID (seconds to minutes; cached for this dataset) and the model's Z/U split.")
+
+    # --- computing ------------------------------------------------------------------------------------
+    @Slot()
+    def compute(self) -> None:
+        if self.loaded is None or self.bundle is None or self._job is not None:
+            return
+        loaded, bundle, split, cache, fn = self.loaded, self.bundle, self.split.currentText(), self.cache, \
+            self.compute_fn
+
+        def work(job):
+            return fn(loaded, bundle, split, cache, progress=job.progress, check=job.check)
+
+        m = len(bundle.info.modality_names)
+        self.progress.setRange(0, m * (m - 1) // 2 + 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("starting…")
+        self.compute_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self._job = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed,
+                                      on_progress=self._on_progress, on_cancelled=self._on_cancelled)
+
+    @Slot()
+    def cancel(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+            self.progress.setFormat("cancelling…")
+
+    def _finish_job(self) -> None:
+        self._job = None
+        self.compute_btn.setEnabled(self.bundle is not None)
+        self.cancel_btn.setEnabled(False)
+
+    def _on_progress(self, p) -> None:
+        self.progress.setRange(0, max(1, p.total))
+        self.progress.setValue(p.done)
+        self.progress.setFormat(f"{p.done}/{p.total} {p.text}")
+
+    def _on_cancelled(self, _payload=None) -> None:
+        self._finish_job()
+        self.progress.setFormat("cancelled")
+        self.sig_message.emit("Dataset PID cancelled.", "info")
+
+    def _on_failed(self, failure) -> None:
+        self._finish_job()
+        self.progress.setFormat("failed")
+        self.info.setText(f"<span style='color:#B00020'>Dataset PID failed: {failure.message}</span>")
+        self.sig_message.emit(f"Dataset PID failed: {failure.message}", "error")
+
+    def _on_done(self, result: ExplainResult) -> None:
+        self._finish_job()
+        self.progress.setFormat(f"done in {result.seconds:.1f} s" + (" (PID cached)" if result.pid_cached else ""))
+        self.show_result(result)
+        self.sig_result_ready.emit(result)
+
+    # --- showing --------------------------------------------------------------------------------------
+    def show_result(self, result: ExplainResult | None) -> None:
+        self.result = result
+        self.export_btn.setEnabled(result is not None)
+        if result is None:
+            for b in self.pid_bars.values():
+                b.setOpts(x0=[], y=[], width=[])
+            for b in (self.bars_z, self.bars_u, self.bars_phi):
+                b.setOpts(x=[], height=[])
+            return
+        labels = [f"{a} × {b}" for a, b in (p.pair for p in result.pid)]
+        y = np.arange(len(labels), dtype=float)
+        x0 = np.zeros(len(labels))
+        for part in PARTS:
+            w = np.array([p.result.components()[part] for p in result.pid], float)
+            self.pid_bars[part].setOpts(x0=x0.copy(), y=y, width=w, height=0.7)
+            x0 = x0 + w
+        style.set_ticks(self.pid_plot, "left", labels, max_labels=len(labels))
+        self.pid_plot.setYRange(-0.6, len(labels) - 0.4, padding=0)
+        self.pid_plot.setXRange(0, max(float(x0.max()) if len(x0) else 1.0, 0.1) * 1.08, padding=0)
+        self.pid_plot.setMinimumHeight(max(220, 26 * len(labels) + 80))
+        names = result.modality_names
+        x = np.arange(len(names), dtype=float)
+        self.bars_z.setOpts(x=x - 0.2, height=np.asarray(result.z_norm))
+        self.bars_u.setOpts(x=x + 0.2, height=np.asarray(result.u_norm))
+        phi = np.asarray(result.attribution.mean_abs["all"]) if result.attribution is not None else np.zeros(len(x))
+        self.bars_phi.setOpts(x=x, height=phi)
+        for w in (self.zu_plot, self.phi_plot):
+            style.set_ticks(w, "bottom", names)
+            w.setXRange(-0.6, len(names) - 0.4, padding=0)
+        tot = {part: sum(p.result.components()[part] for p in result.pid) for part in PARTS}
+        s = sum(tot.values()) or 1.0
+        z, u = float(np.sum(result.z_norm)), float(np.sum(result.u_norm))
+        self.info.setText(
+            f"<b>{result.dataset}</b> ({len(result.pid)} pair{'s' if len(result.pid) != 1 else ''}"
+            f"{', PID from the cache' if result.pid_cached else ''}): over the pairs, R {tot['R'] / s:.0%}, "
+            f"U {(tot['U1'] + tot['U2']) / s:.0%}, S {tot['S'] / s:.0%} of the information. The model on the "
+            f"{result.split} split: ‖Z‖ is {z / max(z + u, 1e-12):.0%} of ‖Z‖ + ‖U‖. "
+            f"<span style='color:#606060'>Synergy at or below the bias bound "
+            f"({max(p.result.bias_bound for p in result.pid):.3f} bits) is not distinguishable from zero.</span>")
+
+    # --- export ---------------------------------------------------------------------------------------
+    def tables(self) -> dict[str, tuple[list[str], list[list]]]:
+        r = self.result
+        if r is None:
+            return {}
+        pid = [[a, b, *(p.result.components()[k] for k in PARTS), p.result.mi_joint, p.result.bias_bound, p.result.n,
+                p.clusters[0], p.features[0], p.features[1]] for p, (a, b) in ((p, p.pair) for p in r.pid)]
+        model = [[n, z, u, (r.attribution.mean_abs["all"][i] if r.attribution else "")]
+                 for i, (n, z, u) in enumerate(zip(r.modality_names, r.z_norm, r.u_norm))]
+        return {"dataset_pid": (["modality_1", "modality_2", *PARTS, "I_joint", "bias_bound", "n", "clusters",
+                                 "features_1", "features_2"], pid),
+                "model_split": (["modality", "mean_z_norm", "mean_u_norm", "mean_abs_phi"], model)}
+
+    def export(self, folder) -> list[Path]:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out: list[Path] = []
+        for name, w in (("dataset_pid", self.pid_plot), ("model_zu", self.zu_plot), ("model_phi", self.phi_plot)):
+            out += export_plot(w, folder, name)
+        for name, (header, rows) in self.tables().items():
+            out.append(write_csv(folder / f"{name}.csv", header, rows))
+        return out
+
+    @Slot()
+    def _on_export_clicked(self) -> None:
+        base = QFileDialog.getExistingDirectory(self, "Export the dataset PID plots and tables to…")
+        if not base or self.result is None:
+            return
+        folder = Path(base) / f"pid-{self.result.dataset}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+        try:
+            files = self.export(folder)
+        except OSError as e:
+            self.sig_message.emit(f"Export failed: {e}", "error")
+            return
+        self.sig_message.emit(f"Exported {len(files)} files to {folder}", "ok")
+
+    def shutdown(self) -> None:
+        self.runner.shutdown()
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.shutdown()
+        super().closeEvent(event)
+
+
+def synthetic_result(m: int = 6, seed: int = 0) -> ExplainResult:
+    """A made-up PID of M modalities (for `python -m` only)."""
+    import itertools
+
+    from robult_engine.explain.attribution import AttributionSummary
+    from robult_engine.explain.pid import PairPID, PIDResult
+    rng = np.random.default_rng(seed)
+    names = tuple(("pix", "fou", "fac", "kar", "zer", "mor")[:m]) if m <= 6 else tuple(f"m{i}" for i in range(m))
+    pid = []
+    for a, b in itertools.combinations(names, 2):
+        r, u1, u2, s = rng.uniform(0.8, 2.0), rng.uniform(0.1, 1.0), rng.uniform(0.1, 1.0), rng.uniform(0.05, 0.3)
+        res = PIDResult(redundancy=r, unique_1=u1, unique_2=u2, synergy=s, mi_1=r + u1, mi_2=r + u2,
+                        mi_joint=r + u1 + u2 + s, mi_min=r + u1 + u2, n=2000, sizes=(10, 10, 10), bias_bound=0.25)
+        pid.append(PairPID(pair=(a, b), result=res, clusters=(10, 10), features=("as is", "as is")))
+    phi = rng.uniform(0.3, 0.6, m).tolist()
+    summ = AttributionSummary(modalities=list(names), explain="predicted", n=400, mean_abs={"all": phi},
+                              mean={"all": phi}, count={"all": 400}, negative_share=[0.1] * m)
+    return ExplainResult(dataset="synthetic", fingerprint="0", modality_names=names, pid=pid, pid_cached=False,
+                         split="test", z_norm=rng.uniform(3, 5, m).tolist(), u_norm=rng.uniform(1, 3, m).tolist(),
+                         attribution=summ)
+
+
+def main() -> int:
+    from .demo import run_panel_demo
+    return run_panel_demo(DatasetPIDPanel, lambda p: p.show_result(synthetic_result()), "Dataset PID — synthetic",
+                          size=(1200, 700))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
