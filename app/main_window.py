@@ -535,14 +535,15 @@ class MainWindow(QMainWindow):
         from PySide6 import __version__ as pyside_version
         from PySide6.QtCore import qVersion
         notices = asset_path("THIRD-PARTY-NOTICES.md")
-        data = asset_path("AV-DIGITS-LICENSE.md")
+        data = f'{asset_path("AV-DIGITS-LICENSE.md")}, {asset_path("MFEAT-LICENSE.md")}'
         return (f"<b>Robult Studio {app_version()}</b><br>Robust multimodal learning with missing modalities and "
                 f"scarce labels — the Robult method (Nguyen, Kamboj, Do; arXiv 2509.03477), its ablations and "
                 f"baselines. MIT licence.<br><br>"
                 f"Built with Qt {qVersion()} and PySide6 {pyside_version}, used under the GNU LGPL v3 (dynamically "
                 f"linked; Help › About Qt). pyqtgraph: MIT; sqlite-utils: Apache-2.0; PyTorch: BSD-3-Clause.<br>"
                 f"Data: AV-Digits is CC BY-SA 4.0 (built from the Free Spoken Digit Dataset, CC BY-SA 4.0, and the "
-                f"UCI optdigits images, CC BY 4.0); datasets you open keep their own licences.<br>"
+                f"UCI optdigits images, CC BY 4.0); mfeat is CC BY 4.0 (UCI Multiple Features, R. P. W. Duin); "
+                f"datasets you open keep their own licences.<br>"
                 f"Details: {notices} and {data}.<br><br>Sessions: {self.store.location}")
 
     @Slot()

@@ -41,7 +41,8 @@ def test_env_overrides_both(monkeypatch, tmp_path):
 
 
 def test_assets_resolve_in_this_checkout():
-    for rel in ("icons/robult-studio.svg", "AV-DIGITS-LICENSE.md", "THIRD-PARTY-NOTICES.md", "robult-studio.desktop"):
+    for rel in ("icons/robult-studio.svg", "AV-DIGITS-LICENSE.md", "MFEAT-LICENSE.md", "THIRD-PARTY-NOTICES.md",
+                "robult-studio.desktop"):
         assert paths.asset_path(rel).is_file(), rel
 
 
