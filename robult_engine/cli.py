@@ -315,7 +315,7 @@ def paired_differences(results: dict[str, list[dict]], methods: list[str], metri
     return out
 
 
-_WORKER_BUNDLES: dict[str, object] = {}
+_WORKER_DATA = None  # a worker process's DatasetCache (robult_engine/data/cache.py), made on its first job
 
 
 def _compare_worker(job: tuple) -> tuple:
@@ -325,12 +325,13 @@ def _compare_worker(job: tuple) -> tuple:
     key, cfg_json, base_json, out_dir, threads, tensorboard = job
     import torch
     torch.set_num_threads(threads)
-    from .data import load_dataset
+    from .data.cache import DatasetCache
     from .trainer import Trainer
-    if base_json not in _WORKER_BUNDLES:
-        _WORKER_BUNDLES[base_json] = load_dataset(RunConfig.from_json(base_json).data)
-    return key, Trainer(RunConfig.from_json(cfg_json), _WORKER_BUNDLES[base_json], out_dir=out_dir,
-                        tensorboard=tensorboard).run()
+    global _WORKER_DATA
+    if _WORKER_DATA is None:
+        _WORKER_DATA = DatasetCache(max_items=2)
+    bundle = _WORKER_DATA.get(RunConfig.from_json(base_json).data)  # loaded once per worker process
+    return key, Trainer(RunConfig.from_json(cfg_json), bundle, out_dir=out_dir, tensorboard=tensorboard).run()
 
 
 def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record,
