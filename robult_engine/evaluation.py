@@ -1,4 +1,4 @@
-"""Evaluation over every non-empty modality subset (DESIGN.md §1, "Evaluation").
+"""Evaluation over every non-empty modality subset (docs/method.md, "Evaluation").
 
 Each modality is encoded once per sample; the 2^M − 1 subset predictions are recombinations of the
 per-modality logits (the prediction for A is the mean of c([U^i, Z^i]) over i ∈ A), so evaluating all

@@ -35,7 +35,7 @@ class EpochEnded:
     val_metrics: dict[str, dict[str, float]]
     val_score: float  # the early-stopping score: mean over subsets of the primary metric (higher is better)
     is_best: bool
-    # diagnostics (DESIGN.md §1): per modality name
+    # diagnostics (docs/method.md): per modality name
     z_norm: dict[str, float]  # mean ‖Z^i‖ over the validation split
     u_norm: dict[str, float]  # mean ‖U^i‖
     rec_error: dict[str, float]  # mean ‖H^i − r_i([U^i, Z^i])‖² per modality

@@ -1,4 +1,4 @@
-"""Inspecting a trained model on one sample: the diagnostics the explorer shows live (DESIGN.md §1).
+"""Inspecting a trained model on one sample: the diagnostics the explorer shows live (docs/method.md).
 
 Pure PyTorch (no Qt, no sqlite). The hot path of the app is "toggle a modality → new numbers", so the work
 is split in two:
@@ -201,7 +201,7 @@ def encode_reference(model: RobultModel, reference: Batch | SplitData, task: str
 
 @dataclass(frozen=True)
 class SoftPU:
-    """The soft Positive-Unlabeled view of one sample against a reference batch (DESIGN.md §1, loss 2).
+    """The soft Positive-Unlabeled view of one sample against a reference batch (docs/method.md, soft-PU loss).
 
     Reference rows are indexed 0..N−1 (`ref_indices` maps them to training-split indices); in `matrix` the
     sample is the last row and column (N). Weights: row j = what anchor j gives, column k = what k receives.

@@ -1,4 +1,4 @@
-"""Robult's losses as small pure functions (DESIGN.md §1, "Losses"), plus the prototype memory.
+"""Robult's losses as small pure functions (docs/method.md, "Losses"), plus the prototype memory.
 
 Shapes: B batch, M modalities, C outputs, D latent size, A anchors, N candidate samples.
 Every function that reduces takes an optional `denom` so a data-parallel run can divide by the global count
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 # ----------------------------------------------------------------------------------------------------------
-# Supervised loss (DESIGN.md §1, loss 1)
+# Supervised loss (docs/method.md, "Supervised loss")
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -35,7 +35,7 @@ def supervised_loss(logits_mod: torch.Tensor, mod_mask: torch.Tensor, target: to
                     denom: float | torch.Tensor | None = None) -> torch.Tensor:
     """L_sup = Σ_j w_j [ ℓ(c_0(S_j), y_j) + (1/|A_j|) Σ_{i∈A_j} ℓ(c([U^i_j, Z^i_j]), y_j) ] / denom.
 
-    With all modalities present |A_j| = M, which is DESIGN.md's (1/M) Σ_i. `weight` (B,) is 1 for labeled
+    With all modalities present |A_j| = M: the (1/M) Σ_i of docs/method.md. `weight` (B,) is 1 for labeled
     samples and 0 otherwise (self-training passes its pseudo-labeled samples with weight 1 too).
     logits_mod: (B, M, C); mod_mask: (B, M) bool; logits_fused: (B, C); fused_valid: (B,) bool.
     denom defaults to Σ_j w_j (the mean over labeled samples).
@@ -70,7 +70,7 @@ def modality_dropout_mask(mask: torch.Tensor, p: float, generator: torch.Generat
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Classes, pseudo-labels and the soft weight κ (DESIGN.md §1, loss 2)
+# Classes, pseudo-labels and the soft weight κ (docs/method.md, "Soft Positive-Unlabeled contrastive loss")
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -174,7 +174,7 @@ def soft_kappa(s: torch.Tensor, classes: torch.Tensor, protos: torch.Tensor, see
 @torch.no_grad()
 def soft_pu_weights(classes_tilde: torch.Tensor, labeled: torch.Tensor, kappa: torch.Tensor,
                     anchor_rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Positive weights w_{jk} of candidate sample k for anchor j (DESIGN.md §1, loss 2), detached.
+    """Positive weights w_{jk} of candidate sample k for anchor j (docs/method.md, soft-PU loss), detached.
 
     - 1 if k = j;  1[y_j = y_k] if both are labeled;  otherwise 1[ỹ_j = ỹ_k] · κ_k (κ_k := 1 for labeled k).
     classes_tilde: (N,) or (N, K): the label where known, else the pseudo-label; labeled: (N,) bool;
@@ -202,7 +202,7 @@ def supcon_weights(classes: torch.Tensor, labeled: torch.Tensor, anchor_rows: to
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The soft-PU contrastive loss (DESIGN.md §1, loss 2)
+# The soft-PU contrastive loss (docs/method.md, "Soft Positive-Unlabeled contrastive loss")
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -235,7 +235,7 @@ def pu_contrastive_loss(anchors: torch.Tensor, candidates: torch.Tensor, cand_ma
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Latent reconstruction (DESIGN.md §1, loss 3)
+# Latent reconstruction (docs/method.md, "Latent reconstruction")
 # ----------------------------------------------------------------------------------------------------------
 
 

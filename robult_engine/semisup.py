@@ -1,4 +1,4 @@
-"""The semi-supervised protocol (DESIGN.md §1): a stratified, seeded labeled subset, and batches that always
+"""The semi-supervised protocol (docs/method.md): a stratified, seeded labeled subset, and batches that always
 hold labeled samples (labeled ones are oversampled)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A readable training loop for every method (DESIGN.md §1), with plain events and a cooperative stop.
+"""A readable training loop for every method (docs/method.md), with plain events and a cooperative stop.
 
     trainer = Trainer(cfg, callbacks=[print], should_stop=lambda: False, out_dir="runs/x")
     final = trainer.run()          # a Finished or a Failed event (also sent to the callbacks)
@@ -282,7 +282,7 @@ class Trainer:
         return losses
 
     def _soft_pu_terms(self, out, batch: Batch, stats: dict) -> dict:
-        """Everything the soft-PU loss needs, over the global batch (DESIGN.md §1, loss 2)."""
+        """Everything the soft-PU loss needs, over the global batch (docs/method.md, soft-PU loss)."""
         cfg, task, di = self.cfg, self.task, self.dist
         labeled = batch.labeled
         s_all = D.gather_with_grad(out.s, di)  # (Bg, d_z)

@@ -1,4 +1,4 @@
-"""Datasets: built-in ones by name, the paper's formats and user folders by path (DESIGN.md §2)."""
+"""Datasets: built-in ones by name, the paper's formats and user folders by path."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""The dataset interface every loader implements (DESIGN.md §2).
+"""The dataset interface every loader implements.
 
 A dataset is held in memory as one `SplitData` per split. Every modality is a dense tensor over the split's
 samples; missing modalities are data (a presence mask), not control flow. Modality kinds:

@@ -1,4 +1,4 @@
-"""CMU-MOSI / CMU-MOSEI sentiment pickles (DESIGN.md §2), read without executing pickled code.
+"""CMU-MOSI / CMU-MOSEI sentiment pickles, read without executing pickled code.
 
 Two published variants are understood, detected from the keys of each split:
 

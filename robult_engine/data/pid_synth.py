@@ -1,4 +1,4 @@
-"""PID-Synth: seeded 3-modality data with controllable redundancy, uniqueness and synergy (DESIGN.md §2).
+"""PID-Synth: seeded 3-modality data with controllable redundancy, uniqueness and synergy.
 
 The class of a sample is the integer formed by three groups of hidden bits:
 - redundant bits: every modality sees them;
@@ -10,7 +10,7 @@ The class of a sample is the integer formed by three groups of hidden bits:
 Modality i sees the ±1 codes of the bits visible to it, mixed by a fixed random matrix into `dim` features,
 passed through tanh and corrupted by Gaussian noise. This is the ground truth for what Z (redundant) and
 U (unique) should carry. A note on synergy: the prediction for a modality subset is the mean of unimodal
-logits (DESIGN.md §1), so a synergy bit (an XOR across modalities) can never be decoded at inference from
+logits (docs/method.md), so a synergy bit (an XOR across modalities) can never be decoded at inference from
 unimodal branches; only the fusion branch S sees it during training. The class therefore stays ambiguous
 between 2^synergy_bits values for every method, which bounds every method's accuracy alike.
 """
