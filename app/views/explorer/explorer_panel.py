@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPus
 from .attribution_panel import AttributionPanel
 from .export import inspection_tables, write_json, write_tables
 from .latents_panel import LatentsPanel
+from .mechanism_control import MechanismControl
 from .predictions_panel import PredictionsPanel
 from .sample_panel import SamplePanel
 from .service import ExplorerService, InspectResult, ModelContext
@@ -79,6 +80,8 @@ class ExplorerPanel(QWidget):
         top.addWidget(self.live_tag)
         top.addWidget(self.live_box)
         top.addWidget(self.export_btn)
+        # "apply a mechanism" (a drawn MCAR mask, through self.state) and the run's training mechanism
+        self.mechanism = MechanismControl(self.state)
 
         self.sample_panel = SamplePanel()
         self.predictions = PredictionsPanel()
@@ -105,6 +108,7 @@ class ExplorerPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         lay.addLayout(top)
+        lay.addWidget(self.mechanism)
         lay.addWidget(main, 1)
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
@@ -124,6 +128,7 @@ class ExplorerPanel(QWidget):
         self.state.subscribe(self._on_state_changed)
         self.sample_panel.sig_sample_requested.connect(self._on_sample_requested)
         self.sample_panel.sig_message.connect(self._on_panel_message)
+        self.mechanism.sig_message.connect(self.sig_message)
         self.service.sig_context_ready.connect(self._on_context_ready)
         self.service.sig_context_failed.connect(self._on_context_failed)
         self.service.sig_result_ready.connect(self._on_result_ready)
