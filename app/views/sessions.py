@@ -82,7 +82,9 @@ class RunsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if r.error_message:
                 return r.error_message
-            return r.checkpoint_path or r.run_dir or None
+            from app.views.explorer.mechanism_control import training_mechanism
+            lines = [x for x in (r.checkpoint_path or r.run_dir, training_mechanism(r.config_json)) if x]
+            return "\n".join(lines) or None
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (0, 5, 7, 8, 9):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

@@ -124,3 +124,16 @@ def test_training_mechanism_is_shown(explorer):
     cfg = RunConfig().replace(**{"data.train_missing": "mcar:0.3", "data.train_pool": True})
     line = training_mechanism(cfg)
     assert "train_missing = mcar:0.3 (fraction missing)" in line and "train_pool on" in line
+
+
+def test_sessions_table_names_the_training_mechanism(store):
+    from PySide6.QtCore import Qt
+
+    from app.views.sessions import RunsTableModel
+    store.create_run(tiny_cfg().replace(**{"data.train_missing": "mcar:0.3"}), name="incomplete")
+    store.create_run(tiny_cfg(), name="complete")
+    model = RunsTableModel(store)
+    model.refresh()
+    tips = {r.name: model.data(model.index(i, 0), Qt.ItemDataRole.ToolTipRole) for i, r in enumerate(model.rows)}
+    assert "train_missing = mcar:0.3 (fraction missing)" in tips["incomplete"]
+    assert "complete training samples" in tips["complete"]

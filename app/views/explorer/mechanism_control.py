@@ -36,12 +36,23 @@ ETA_TIP = ("η = the fraction of modalities MISSING (0 ≤ η < 1): each modalit
 
 
 def training_mechanism(config) -> str:
-    """One line on how a run was trained with respect to missing modalities (from its RunConfig)."""
-    data = getattr(config, "data", None)
+    """One line on how a run was trained with respect to missing modalities (from its RunConfig, or the config
+    as a dict or JSON text, as the session database stores it)."""
+    if isinstance(config, str):
+        import json
+        try:
+            config = json.loads(config) if config else {}
+        except ValueError:
+            return ""
+    if isinstance(config, dict):
+        data = config.get("data") if isinstance(config.get("data"), dict) else None
+        tm, pool = (str(data.get("train_missing") or ""), bool(data.get("train_pool"))) if data else ("", False)
+    else:
+        data = getattr(config, "data", None)
+        tm = str(getattr(data, "train_missing", "") or "")
+        pool = bool(getattr(data, "train_pool", False))
     if data is None:
         return ""
-    tm = str(getattr(data, "train_missing", "") or "")
-    pool = bool(getattr(data, "train_pool", False))
     parts = [f"train_missing = {tm} (fraction missing)" if tm else "complete training samples (no train_missing)"]
     if pool:
         parts.append("train_pool on (unpaired samples as unlabeled)")
