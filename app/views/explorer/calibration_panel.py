@@ -72,7 +72,7 @@ class CalibrationPanel(QWidget):
 
         self.subset_list = QListWidget()
         self.subset_list.setToolTip("Tick the modality subsets whose reliability diagrams are overlaid")
-        self.subset_list.setMaximumWidth(150)
+        self.subset_list.setMaximumWidth(130)
         self.reliability = style.plot_widget("Reliability diagram", left="accuracy", bottom="confidence",
                                              min_height=260,
                                              tooltip="Per confidence bin (15 equal-width bins): the fraction "
@@ -81,7 +81,7 @@ class CalibrationPanel(QWidget):
         self.reliability.addItem(pg.PlotDataItem([0, 1], [0, 1], pen=pg.mkPen("#909090", style=Qt.PenStyle.DashLine)))
         self.reliability.setXRange(0, 1, padding=0.02)
         self.reliability.setYRange(0, 1, padding=0.02)
-        self.reliability.getPlotItem().addLegend(offset=(10, -10), labelTextColor="#303030")
+        self.reliability.getPlotItem().addLegend(offset=(10, 10), labelTextColor="#303030")
         self.table = QTableWidget(0, len(HEADERS) + 1)
         self.table.setHorizontalHeaderLabels(("subset",) + HEADERS)
         self.table.verticalHeader().setVisible(False)
@@ -103,6 +103,7 @@ class CalibrationPanel(QWidget):
         top.setStretchFactor(0, 0)
         top.setStretchFactor(1, 3)
         top.setStretchFactor(2, 4)
+        top.setSizes([120, 560, 640])
         main = QSplitter(Qt.Orientation.Vertical)
         main.addWidget(top)
         main.addWidget(self.attr_plot)
@@ -321,6 +322,8 @@ class CalibrationPanel(QWidget):
             self.attr_bars.append(bars)
         style.set_ticks(self.attr_plot, "bottom", s.modality_names)
         self.attr_plot.setXRange(-0.6, m - 0.4, padding=0)
+        top = max((max(s.attribution[lab].mean_abs["all"]) for lab in labels), default=1.0)
+        self.attr_plot.setYRange(0, (top if np.isfinite(top) and top > 0 else 1.0) * (1.2 + 0.1 * k), padding=0)
 
     # --- export ---------------------------------------------------------------------------------------
     def tables(self) -> dict[str, tuple[list[str], list[list]]]:

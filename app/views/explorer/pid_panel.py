@@ -75,7 +75,7 @@ class DatasetPIDPanel(QWidget):
                                                   "A bar's whole length is I(X1,X2;Y); the plug-in bias bound is "
                                                   "in the exported table.")
         self.pid_plot.getPlotItem().invertY(True)
-        self.pid_plot.getPlotItem().addLegend(offset=(-10, -10), labelTextColor="#303030")
+        self.pid_plot.getPlotItem().addLegend(offset=(-10, 10), labelTextColor="#303030")
         self.pid_bars: dict[str, pg.BarGraphItem] = {}
         for part in PARTS:
             b = pg.BarGraphItem(x0=[], y=[], width=[], height=0.7, brush=PART_COLOURS[part], pen=None,
@@ -203,7 +203,8 @@ class DatasetPIDPanel(QWidget):
             x0 = x0 + w
         style.set_ticks(self.pid_plot, "left", labels, max_labels=len(labels))
         self.pid_plot.setYRange(-0.6, len(labels) - 0.4, padding=0)
-        self.pid_plot.setXRange(0, max(float(x0.max()) if len(x0) else 1.0, 0.1) * 1.08, padding=0)
+        # room on the right for the legend, clear of the longest bar
+        self.pid_plot.setXRange(0, max(float(x0.max()) if len(x0) else 1.0, 0.1) * 1.45, padding=0)
         self.pid_plot.setMinimumHeight(max(220, 26 * len(labels) + 80))
         names = result.modality_names
         x = np.arange(len(names), dtype=float)
