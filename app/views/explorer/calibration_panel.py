@@ -125,7 +125,11 @@ class CalibrationPanel(QWidget):
 
     # --- inputs ---------------------------------------------------------------------------------------
     def set_runs(self, runs: list[RunRef], data_cfg) -> None:
-        if self.data_cfg is not None and data_cfg != self.data_cfg and self._job is None:
+        if self.data_cfg is not None and data_cfg != self.data_cfg:
+            if self._job is not None:  # another dataset: the running study no longer applies (its answer is dropped)
+                self._job.cancel()
+                self._finish_job()
+                self.progress.setFormat("cancelled (other dataset)")
             self.show_study(None)
         self.runs = list(runs)
         self.data_cfg = data_cfg
