@@ -219,6 +219,24 @@ def test_the_calibration_study_can_be_cancelled(qtbot, explain_runs):
     dispose(qtbot, panel)
 
 
+def test_another_dataset_cancels_a_running_study(qtbot, explain_runs):
+    from app.views.explorer.calibration_panel import CalibrationPanel
+    panel = CalibrationPanel()
+    qtbot.addWidget(panel)
+    panel.set_runs(refs(explain_runs) * 30, tiny_cfg().data)
+    panel.compute()
+    results = []
+    panel.sig_result_ready.connect(results.append)
+    other = RunConfig().replace(**{"data.dataset": "mfeat"}).data
+    panel.set_runs([], other)
+    assert panel._job is None and panel.study is None and "cancelled" in panel.progress.format()
+    assert not panel.compute_btn.isEnabled()  # no run on the other dataset
+    panel.runner.wait(60_000)
+    qtbot.wait(50)
+    assert results == [] and panel.study is None  # the old study's answer was dropped
+    dispose(qtbot, panel)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # the dataset PID
 # ----------------------------------------------------------------------------------------------------------
