@@ -39,6 +39,9 @@ class ExplorerSuite(QObject):
         self.explorer = ExplorerPanel(store=getattr(window, "store", None),
                                       controller=getattr(window, "controller", None), bundle_getter=getter)
         self.robustness = RobustnessPanel(bundle_getter=getter)
+        from .missing_curves import MissingCurvesPanel
+        self.curves = MissingCurvesPanel(bundle_getter=getter)  # a view of the Robustness tab (issue 11)
+        self.robustness.views.addTab(self.curves, "Missing-rate curves")
         self.latent_view = LatentViewPanel()
         self.calibration = CalibrationPanel(bundle_getter=getter)
         self.pid = DatasetPIDPanel()
@@ -125,6 +128,9 @@ class ExplorerSuite(QObject):
         self.calibration.sig_message.connect(self._on_message)
         self.pid.sig_message.connect(self._on_message)
         self.robustness.sig_open_sample.connect(self._on_robustness_open_sample)
+        self.curves.sig_open_sample.connect(self._on_robustness_open_sample)
+        self.curves.sig_message.connect(self._on_message)
+        self.robustness.sig_result_ready.connect(self.curves.set_cached)
         self.latent_view.sig_open_sample.connect(self._on_latent_open_sample)
         ctl = getattr(w, "controller", None)
         if ctl is not None and hasattr(ctl, "sig_stopped"):
@@ -139,6 +145,7 @@ class ExplorerSuite(QObject):
     def _on_model_loaded(self, loaded) -> None:
         self.explorer.set_model(loaded)
         self.robustness.class_names = tuple(loaded.info.class_names)
+        self.curves.class_names = tuple(loaded.info.class_names)
         self._refresh_runs(loaded)
 
     def _refresh_runs(self, loaded=None) -> None:
@@ -148,6 +155,7 @@ class ExplorerSuite(QObject):
             return
         runs = runs_from_store(getattr(self.window, "store", None), loaded.config.data.dataset, loaded)
         self.robustness.set_runs(runs, loaded.config.data)
+        self.curves.set_runs(runs, loaded.config.data)
         self.calibration.set_runs(runs, loaded.config.data)
 
     @Slot()
@@ -218,6 +226,7 @@ class ExplorerSuite(QObject):
             w.removeEventFilter(self)
         self.explorer.shutdown()
         self.robustness.shutdown()
+        self.curves.shutdown()
         self.latent_view.shutdown()
         self.calibration.shutdown()
         self.pid.shutdown()

@@ -14,7 +14,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
-                               QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget)
+                               QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from robult_engine.metrics import HIGHER_IS_BETTER
 
@@ -118,11 +118,20 @@ class RobustnessPanel(QWidget):
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        matrix_page = QWidget()
+        mp = QVBoxLayout(matrix_page)
+        mp.setContentsMargins(0, 6, 0, 0)
+        mp.addLayout(bar)
+        mp.addWidget(self.info)
+        mp.addWidget(split, 1)
+        # the subset x run matrix and, beside it, other views of robustness (the missing-rate curves are added by
+        # app.views.explorer.install: `views.addTab(...)`)
+        self.views = QTabWidget()
+        self.views.setDocumentMode(True)
+        self.views.addTab(matrix_page, "Subset × run")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
-        lay.addLayout(bar)
-        lay.addWidget(self.info)
-        lay.addWidget(split, 1)
+        lay.addWidget(self.views, 1)
 
         self.compute_btn.clicked.connect(self.compute)
         self.cancel_btn.clicked.connect(self.cancel)
