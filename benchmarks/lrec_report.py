@@ -102,6 +102,16 @@ def main(argv: list[str] | None = None) -> int:
                  for k in ("vs_no_rec_mean", "vs_no_rec_unimodal")]
             print(f"| {r['variant']} | {r['seeds']} | {fmt(r['mean'])} | {fmt(r['unimodal'])} | {fmt(r['all'])} | "
                   f"{r['val']:.4f} | {d[0]} | {d[1]} |")
+        full = variants.get("robult rec_route=full")
+        if full:
+            print("\nrobult (full route) minus each method, paired by seed (mean over subsets; seeds ahead):")
+            for name, runs in variants.items():
+                diffs = [full[sd]["summary"]["mean"] - runs[sd]["summary"]["mean"] for sd in full if sd in runs]
+                if name != "robult rec_route=full" and diffs:
+                    m, sd_ = _mean_std(diffs)
+                    print(f"- {name}: {m:+.4f} ± {sd_:.4f}; {sum(d > 0 for d in diffs)}/{len(diffs)}")
+                    everything[ds.name].setdefault("full_minus", {})[name] = [m, sd_, sum(d > 0 for d in diffs),
+                                                                             len(diffs)]
         uni = [k for k in next(iter(next(iter(variants.values())).values()))["summary"] if k.startswith("uni:")]
         print("\nper single modality (test accuracy, mean over seeds):")
         print("| variant | " + " | ".join(k[4:] for k in uni) + " |")
