@@ -82,7 +82,23 @@ def build(argv: list[str] | None = None):
     return app, window, store
 
 
+GUI_MODULES = ("PySide6", "pyqtgraph", "sqlite_utils")  # what the `gui` extra installs
+
+
+def missing_gui_modules() -> list[str]:
+    """The app's own dependencies that are not installed (the engine and `robult` work without them)."""
+    import importlib.util
+    return [m for m in GUI_MODULES if importlib.util.find_spec(m) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
+    missing = missing_gui_modules()
+    if missing:
+        print(f"robult-studio: the desktop app needs the 'gui' extra, and {', '.join(missing)} "
+              f"{'is' if len(missing) == 1 else 'are'} not installed. Install it with "
+              f"pip install 'robult-studio[gui]' (from a checkout: pip install -e '.[gui]'). The engine and the "
+              f"`robult` command work without it.", file=sys.stderr)
+        return 2
     app, window, store = build(argv)
     from .background import gc_policy
     gc_policy.install()  # cycles collected on the GUI thread only: why, in app/background/gc_policy.py

@@ -310,3 +310,15 @@ def test_a_checkpoint_naming_user_code_asks_before_importing_it(qtbot, make_wind
     with qtbot.waitSignal(w.sig_model_loaded, timeout=20_000) as loaded:
         w.open_checkpoint(final.checkpoint_path)
     assert marker.read_text() == "imported\n" and loaded.args[0].checkpoint_path == final.checkpoint_path
+
+
+def test_without_the_gui_extra_the_app_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    import app.main as app_main
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyqtgraph" else real(name, *a))
+    assert app_main.missing_gui_modules() == ["pyqtgraph"]
+    assert app_main.main([]) == 2
+    err = capsys.readouterr().err
+    assert "'gui' extra" in err and "pyqtgraph is not installed" in err and "robult-studio[gui]" in err
