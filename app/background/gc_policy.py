@@ -9,8 +9,9 @@ thread) and free the dead Qt wrappers that sit in reference cycles there (discar
 items). Their C++ destructors then take Qt's signal/slot locks off the GUI thread while asking for the GIL,
 and deadlock against the GUI thread (seen: `QObject::~QObject` of a QAction on the GUI thread waiting for a
 mutex held by the training thread, which waited for the GIL inside `gc_collect_main`). With automatic
-collection off, a 0.1 s QTimer on the GUI thread collects instead, following Python's own thresholds for
-generations 0 and 1; a full collection (which walks every object of the process: torch, numpy, pyqtgraph…)
+collection off, a 20 ms QTimer on the GUI thread collects instead, following Python's own thresholds for
+generations 0 and 1 (often enough that each collection finds few young objects: with a 0.1 s timer one took
+up to 73 ms while a run trained, with 20 ms at most 25 ms; docs/app.md); a full collection (which walks every object of the process: torch, numpy, pyqtgraph…)
 runs at most every `FULL_GC_EVERY_S`, and the objects alive once the app is up are frozen (`gc.freeze`), so
 a full collection only walks what came later. `benchmarks/gui_stall.py --gc-policy off` measures the app
 without it (docs/app.md has the figures).
@@ -25,7 +26,7 @@ FULL_GC_EVERY_S = 60.0  # a full (generation 2) collection at most this often
 _INSTALLED = None
 
 
-def install(interval_s: float = 0.1) -> bool:
+def install(interval_s: float = 0.02) -> bool:
     """Switch automatic collection off and collect from a QTimer on the GUI thread (call on the GUI thread,
     after the QApplication exists, before any worker thread starts). Idempotent; returns True the first time."""
     global _INSTALLED
