@@ -10,21 +10,20 @@ Run alone: `python -m app.views.explorer.calibration_panel` shows it on a synthe
 """
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QProgressBar, QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.background.runner import WorkRunner
 
 from . import style
 from .explain import CalibrationStudy, compute_calibration
 from .export import export_plot, write_csv
+from .job_controls import JobControls, export_to_chosen_folder
 from .robustness import RunRef
 
 COLUMNS = ("n", "accuracy", "mean_confidence", "ece", "adaptive_ece", "brier", "nll")
@@ -43,18 +42,15 @@ class CalibrationPanel(QWidget):
         self.runs: list[RunRef] = []
         self.data_cfg = None
         self.study: CalibrationStudy | None = None
-        self._job = None
         self.curves: dict[str, pg.PlotDataItem] = {}
 
         self.split = QComboBox()
         self.split.addItems(["test", "val"])
-        self.compute_btn = QPushButton("Compute")
-        self.compute_btn.setToolTip("Calibration of every modality subset and the attribution summary of every "
-                                    "run (in the background)")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(260)
+        self.jobs = JobControls(self, self.runner, "Calibration study",
+                                compute_tip="Calibration of every modality subset and the attribution summary of "
+                                            "every run (in the background)")
+        self.compute_btn, self.cancel_btn, self.progress = self.jobs.compute_btn, self.jobs.cancel_btn, \
+            self.jobs.progress
         self.run_box = QComboBox()
         self.run_box.setToolTip("The run whose reliability diagrams and table are shown")
         self.run_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
@@ -126,9 +122,9 @@ class CalibrationPanel(QWidget):
     # --- inputs ---------------------------------------------------------------------------------------
     def set_runs(self, runs: list[RunRef], data_cfg) -> None:
         if self.data_cfg is not None and data_cfg != self.data_cfg:
-            if self._job is not None:  # another dataset: the running study no longer applies (its answer is dropped)
-                self._job.cancel()
-                self._finish_job()
+            if self.jobs.busy:  # another dataset: the running study no longer applies (its answer is dropped)
+                self.jobs.cancel()
+                self.jobs.finish()
                 self.progress.setFormat("cancelled (other dataset)")
             self.show_study(None)
         self.runs = list(runs)
@@ -137,12 +133,26 @@ class CalibrationPanel(QWidget):
         self.info.setText(f"{n} run{'s' if n != 1 else ''} with a checkpoint on {data_cfg.dataset}: "
                           + ", ".join(r.label for r in self.runs) if n else
                           f"No run with a checkpoint on {data_cfg.dataset} yet.")
-        self.compute_btn.setEnabled(n > 0 and self._job is None)
+        self.compute_btn.setEnabled(n > 0 and not self.jobs.busy)
 
     # --- computing ------------------------------------------------------------------------------------
+    def _show_error(self, text: str) -> None:
+        self.info.setText(text)
+
+    def _message(self, text: str, level: str) -> None:
+        self.sig_message.emit(text, level)
+
+    def _can_compute(self) -> bool:
+        return bool(self.runs)
+
+    @property
+    def _job(self):
+        """The running job, if any (JobControls owns it)."""
+        return self.jobs.job
+
     @Slot()
     def compute(self) -> None:
-        if not self.runs or self.data_cfg is None or self._job is not None:
+        if not self.runs or self.data_cfg is None or self.jobs.busy:
             return
         runs, data_cfg, split = list(self.runs), self.data_cfg, self.split.currentText()
         getter = self.bundle_getter
@@ -152,43 +162,13 @@ class CalibrationPanel(QWidget):
         def work(job):
             return compute_calibration(runs, getter(data_cfg), split, progress=job.progress, check=job.check)
 
-        self.progress.setRange(0, 2 * len(runs))
-        self.progress.setValue(0)
-        self.progress.setFormat("starting…")
-        self.compute_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
-        self._job = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed,
-                                      on_progress=self._on_progress, on_cancelled=self._on_cancelled)
+        self.jobs.start(work, 2 * len(runs), self._on_done)
 
     @Slot()
     def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self.progress.setFormat("cancelling…")
-
-    def _finish_job(self) -> None:
-        self._job = None
-        self.compute_btn.setEnabled(bool(self.runs))
-        self.cancel_btn.setEnabled(False)
-
-    def _on_progress(self, p) -> None:
-        self.progress.setRange(0, max(1, p.total))
-        self.progress.setValue(p.done)
-        self.progress.setFormat(f"{p.done}/{p.total} {p.text}")
-
-    def _on_cancelled(self, _payload=None) -> None:
-        self._finish_job()
-        self.progress.setFormat("cancelled")
-        self.sig_message.emit("Calibration study cancelled.", "info")
-
-    def _on_failed(self, failure) -> None:
-        self._finish_job()
-        self.progress.setFormat("failed")
-        self.info.setText(f"<span style='color:#B00020'>Calibration study failed: {failure.message}</span>")
-        self.sig_message.emit(f"Calibration study failed: {failure.message}", "error")
+        self.jobs.cancel()
 
     def _on_done(self, study: CalibrationStudy) -> None:
-        self._finish_job()
         self.progress.setFormat(f"done in {study.seconds:.1f} s")
         self.show_study(study)
         self.sig_result_ready.emit(study)
@@ -359,16 +339,9 @@ class CalibrationPanel(QWidget):
 
     @Slot()
     def _on_export_clicked(self) -> None:
-        base = QFileDialog.getExistingDirectory(self, "Export the calibration plots and tables to…")
-        if not base or self.study is None:
-            return
-        folder = Path(base) / f"calibration-{self.study.split}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-        try:
-            files = self.export(folder)
-        except OSError as e:
-            self.sig_message.emit(f"Export failed: {e}", "error")
-            return
-        self.sig_message.emit(f"Exported {len(files)} files to {folder}", "ok")
+        if self.study is not None:
+            export_to_chosen_folder(self, "Export the calibration plots and tables to…",
+                                    f"calibration-{self.study.split}", self.export, self._message)
 
     def shutdown(self) -> None:
         self.runner.shutdown()

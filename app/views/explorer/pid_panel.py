@@ -12,20 +12,19 @@ Run alone: `python -m app.views.explorer.pid_panel` shows it on a synthetic resu
 """
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from app.background.runner import WorkRunner
 
 from . import style
 from .explain import PID_CACHE, ExplainResult, PIDCache, compute_explain
 from .export import export_plot, write_csv
+from .job_controls import JobControls, export_to_chosen_folder
 
 PARTS = ("R", "U1", "U2", "S")
 PART_COLOURS = {"R": style.Z_COLOUR, "U1": style.U_COLOUR, "U2": "#F5C77E", "S": "#CC79A7"}
@@ -44,19 +43,16 @@ class DatasetPIDPanel(QWidget):
         self.loaded = None
         self.bundle = None
         self.result: ExplainResult | None = None
-        self._job = None
         self.compute_fn = compute_explain  # the job's function (tests replace it to see errors shown)
 
         self.split = QComboBox()
         self.split.addItems(["test", "val"])
         self.split.setToolTip("The split the model's ‖Z‖ / ‖U‖ and |φ| are averaged over (the PID uses every split)")
-        self.compute_btn = QPushButton("Compute")
-        self.compute_btn.setToolTip("Estimate the dataset's PID per modality pair (cached per dataset) and the "
-                                    "model's Z/U split and Shapley summary, in the background")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(260)
+        self.jobs = JobControls(self, self.runner, "Dataset PID",
+                                compute_tip="Estimate the dataset's PID per modality pair (cached per dataset) and "
+                                            "the model's Z/U split and Shapley summary, in the background")
+        self.compute_btn, self.cancel_btn, self.progress = self.jobs.compute_btn, self.jobs.cancel_btn, \
+            self.jobs.progress
         self.export_btn = QPushButton("Export…")
         self.export_btn.setEnabled(False)
         bar = QHBoxLayout()
@@ -116,9 +112,9 @@ class DatasetPIDPanel(QWidget):
     # --- inputs ---------------------------------------------------------------------------------------
     def set_context(self, loaded, bundle) -> None:
         """The current model and its dataset (from the explorer's context)."""
-        if self._job is not None:
-            self._job.cancel()
-            self._finish_job()
+        if self.jobs.busy:
+            self.jobs.cancel()
+            self.jobs.finish()
             self.progress.setFormat("cancelled (new model)")
         self.loaded, self.bundle = loaded, bundle
         self.show_result(None)
@@ -132,9 +128,23 @@ class DatasetPIDPanel(QWidget):
                           "the PID (seconds to minutes; cached for this dataset) and the model's Z/U split.")
 
     # --- computing ------------------------------------------------------------------------------------
+    def _show_error(self, text: str) -> None:
+        self.info.setText(text)
+
+    def _message(self, text: str, level: str) -> None:
+        self.sig_message.emit(text, level)
+
+    def _can_compute(self) -> bool:
+        return self.bundle is not None
+
+    @property
+    def _job(self):
+        """The running job, if any (JobControls owns it)."""
+        return self.jobs.job
+
     @Slot()
     def compute(self) -> None:
-        if self.loaded is None or self.bundle is None or self._job is not None:
+        if self.loaded is None or self.bundle is None or self.jobs.busy:
             return
         loaded, bundle, split, cache, fn = self.loaded, self.bundle, self.split.currentText(), self.cache, \
             self.compute_fn
@@ -143,43 +153,13 @@ class DatasetPIDPanel(QWidget):
             return fn(loaded, bundle, split, cache, progress=job.progress, check=job.check)
 
         m = len(bundle.info.modality_names)
-        self.progress.setRange(0, m * (m - 1) // 2 + 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("starting…")
-        self.compute_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
-        self._job = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed,
-                                      on_progress=self._on_progress, on_cancelled=self._on_cancelled)
+        self.jobs.start(work, m * (m - 1) // 2 + 1, self._on_done)
 
     @Slot()
     def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self.progress.setFormat("cancelling…")
-
-    def _finish_job(self) -> None:
-        self._job = None
-        self.compute_btn.setEnabled(self.bundle is not None)
-        self.cancel_btn.setEnabled(False)
-
-    def _on_progress(self, p) -> None:
-        self.progress.setRange(0, max(1, p.total))
-        self.progress.setValue(p.done)
-        self.progress.setFormat(f"{p.done}/{p.total} {p.text}")
-
-    def _on_cancelled(self, _payload=None) -> None:
-        self._finish_job()
-        self.progress.setFormat("cancelled")
-        self.sig_message.emit("Dataset PID cancelled.", "info")
-
-    def _on_failed(self, failure) -> None:
-        self._finish_job()
-        self.progress.setFormat("failed")
-        self.info.setText(f"<span style='color:#B00020'>Dataset PID failed: {failure.message}</span>")
-        self.sig_message.emit(f"Dataset PID failed: {failure.message}", "error")
+        self.jobs.cancel()
 
     def _on_done(self, result: ExplainResult) -> None:
-        self._finish_job()
         self.progress.setFormat(f"done in {result.seconds:.1f} s" + (" (PID cached)" if result.pid_cached else ""))
         self.show_result(result)
         self.sig_result_ready.emit(result)
@@ -251,16 +231,9 @@ class DatasetPIDPanel(QWidget):
 
     @Slot()
     def _on_export_clicked(self) -> None:
-        base = QFileDialog.getExistingDirectory(self, "Export the dataset PID plots and tables to…")
-        if not base or self.result is None:
-            return
-        folder = Path(base) / f"pid-{self.result.dataset}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
-        try:
-            files = self.export(folder)
-        except OSError as e:
-            self.sig_message.emit(f"Export failed: {e}", "error")
-            return
-        self.sig_message.emit(f"Exported {len(files)} files to {folder}", "ok")
+        if self.result is not None:
+            export_to_chosen_folder(self, "Export the dataset PID plots and tables to…", f"pid-{self.result.dataset}",
+                                    self.export, self._message)
 
     def shutdown(self) -> None:
         self.runner.shutdown()
