@@ -37,7 +37,7 @@ DEFAULT_RATES = "0, 0.25, 0.5, 0.75"
 
 def curve_spec(mechanism: str, rates_text: str, extra: str = "") -> str:
     """The engine's spec text for a mechanism and a list of rates ("0, 0.25, 0.5"), e.g. ``mcar:0,0.25,0.5``;
-    `extra` is appended verbatim (``@3+5`` for mnar-class, or ``/0.1`` is not allowed here: one rate each)."""
+    `extra` is appended verbatim (e.g. ``@3+5``, the classes of mnar-class). Rates are fractions missing."""
     rates = ",".join(r.strip() for r in str(rates_text).replace(";", ",").split(",") if r.strip()) or ""
     return f"{mechanism.strip()}:{rates}{extra.strip()}"
 
