@@ -1,6 +1,7 @@
 """The controls of a view that computes something in the background: Compute / Cancel buttons and a progress
 bar driving one job at a time on a WorkRunner (the work contract of app/core/work.py), and the export of a
-view's plots and tables to a folder the user picks. The Calibration and Dataset PID views use them, so each
+view's plots and tables to a folder the user picks. The Robustness matrix, the missing-rate curves and the
+Calibration and Dataset PID views use them, so each
 view only says what to compute and how to show it.
 """
 from __future__ import annotations

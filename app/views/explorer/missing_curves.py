@@ -18,7 +18,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QProgressBar, QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
+                               QPushButton, QSpinBox, QSplitter, QVBoxLayout, QWidget)
 
 from robult_engine.metrics import HIGHER_IS_BETTER
 from robult_engine.missing import MissingSpecError
@@ -28,6 +28,7 @@ from app.background.runner import WorkRunner
 from . import style
 from .curves import CURVE_MECHANISMS, DEFAULT_RATES, CurveResult, compute_missing_curves, curve_spec, parse_curve_spec
 from .export import export_plot, safe_name, write_csv
+from .job_controls import JobControls
 from .robustness import RobustnessResult, RunRef
 
 RATE_TIP = ("Missing rates η, comma-separated: the fraction of (sample, modality) entries MISSING, each in [0, 1). "
@@ -55,7 +56,6 @@ class MissingCurvesPanel(QWidget):
         self.masks_path: str | None = None
         self.flip_rows: list[int] = []
         self.class_names: tuple[str, ...] = ()
-        self._job = None
 
         self.mechanism = QComboBox()
         self.mechanism.addItems(list(CURVE_MECHANISMS))
@@ -75,11 +75,10 @@ class MissingCurvesPanel(QWidget):
         self.masks_btn = QPushButton("Masks file…")
         self.masks_btn.setToolTip("Evaluate on saved masks (masks.npz written by robult eval / compare / sweep) "
                                   "instead of drawing them; click again and cancel to draw again")
-        self.compute_btn = QPushButton("Compute curves")
-        self.compute_btn.setToolTip("Evaluate the ticked runs under every mask (in the background)")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.progress = QProgressBar()
+        self.jobs = JobControls(self, self.runner, "Missing-rate curves", compute_text="Compute curves",
+                                compute_tip="Evaluate the ticked runs under every mask (in the background)")
+        self.compute_btn, self.cancel_btn, self.progress = self.jobs.compute_btn, self.jobs.cancel_btn, \
+            self.jobs.progress
         self.progress.setTextVisible(True)
         self.progress.setMaximumWidth(240)
         self.export_btn = QPushButton("Export…")
@@ -231,43 +230,29 @@ class MissingCurvesPanel(QWidget):
             return compute_missing_curves(runs, bundle, split, spec, seed, masks_path=path, cached=cached,
                                           progress=job.progress, check=job.check)
 
-        self.progress.setRange(0, len(runs))
-        self.progress.setValue(0)
-        self.progress.setFormat("starting…")
-        self.compute_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
-        self._job = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed,
-                                      on_progress=self._on_progress, on_cancelled=self._on_cancelled)
+        self.jobs.start(work, len(runs), self._on_done)
         return True
 
     @Slot()
     def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self.progress.setFormat("cancelling…")
+        self.jobs.cancel()
 
-    def _finish_job(self) -> None:
-        self._job = None
-        self.compute_btn.setEnabled(bool(self.runs))
-        self.cancel_btn.setEnabled(False)
+    @property
+    def _job(self):
+        """The running job, if any (JobControls owns it)."""
+        return self.jobs.job
 
-    def _on_progress(self, p) -> None:
-        self.progress.setRange(0, max(1, p.total))
-        self.progress.setValue(p.done)
-        self.progress.setFormat(f"{p.done}/{p.total} {p.text}")
+    # what JobControls asks of its owner
+    def _show_error(self, text: str) -> None:
+        self.info.setText(text)
 
-    def _on_cancelled(self, _payload=None) -> None:
-        self._finish_job()
-        self.progress.setFormat("cancelled")
-        self.sig_message.emit("Missing-rate curves cancelled.", "info")
+    def _message(self, text: str, level: str) -> None:
+        self.sig_message.emit(text, level)
 
-    def _on_failed(self, failure) -> None:
-        self._finish_job()
-        self.progress.setFormat("failed")
-        self._say(f"Missing-rate curves failed: {failure.message}", "error")
+    def _can_compute(self) -> bool:
+        return bool(self.runs)
 
     def _on_done(self, result: CurveResult) -> None:
-        self._finish_job()
         self.progress.setFormat(f"done in {result.seconds:.1f} s")
         self.show_result(result)
         self.sig_result_ready.emit(result)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
 
 from robult_engine.metrics import HIGHER_IS_BETTER
@@ -22,6 +22,7 @@ from app.background.runner import WorkRunner
 
 from . import style
 from .export import export_plot, safe_name, write_csv, write_json
+from .job_controls import JobControls
 from .robustness import RobustnessResult, RunRef, compute_robustness
 
 
@@ -52,7 +53,6 @@ class RobustnessPanel(QWidget):
         self.data_cfg = None
         self.selected: tuple[int, int] | None = None  # (row, col)
         self.flip_rows: list[int] = []
-        self._job = None
 
         self.split = QComboBox()
         self.split.addItems(["test", "val"])
@@ -60,11 +60,10 @@ class RobustnessPanel(QWidget):
         self.metric_box = QComboBox()
         self.metric_box.setToolTip("Metric shown in the heat map")
         self.metric_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.compute_btn = QPushButton("Compute")
-        self.compute_btn.setToolTip("Evaluate every run on every modality subset (in the background)")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        self.progress = QProgressBar()
+        self.jobs = JobControls(self, self.runner, "Robustness computation",
+                                compute_tip="Evaluate every run on every modality subset (in the background)")
+        self.compute_btn, self.cancel_btn, self.progress = self.jobs.compute_btn, self.jobs.cancel_btn, \
+            self.jobs.progress
         self.progress.setTextVisible(True)
         self.progress.setMaximumWidth(260)
         self.report_btn = QPushButton("Export report…")
@@ -175,45 +174,28 @@ class RobustnessPanel(QWidget):
             bundle = getter(data_cfg)
             return compute_robustness(runs, bundle, split, progress=job.progress, check=job.check)
 
-        self.progress.setRange(0, len(runs))
-        self.progress.setValue(0)
-        self.progress.setFormat("starting…")
-        self.compute_btn.setEnabled(False)
-        self.cancel_btn.setEnabled(True)
-        self._job = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed,
-                                      on_progress=self._on_progress, on_cancelled=self._on_cancelled)
+        self.jobs.start(work, len(runs), self._on_done)
 
     @Slot()
     def cancel(self) -> None:
-        if self._job is not None:
-            self._job.cancel()
-            self.progress.setFormat("cancelling…")
+        self.jobs.cancel()
 
-    def _finish_job(self) -> None:
-        self._job = None
-        self.compute_btn.setEnabled(bool(self.runs))
-        self.cancel_btn.setEnabled(False)
+    @property
+    def _job(self):
+        """The running job, if any (JobControls owns it)."""
+        return self.jobs.job
 
-    def _on_progress(self, p) -> None:
-        done, total, text = p.done, p.total, p.text
-        self.progress.setRange(0, max(1, total))
-        self.progress.setValue(done)
-        self.progress.setFormat(f"{done}/{total} {text}")
+    # what JobControls asks of its owner
+    def _show_error(self, text: str) -> None:
+        self._set_info(text)
 
-    def _on_cancelled(self, _payload=None) -> None:
-        self._finish_job()
-        self.progress.setFormat("cancelled")
-        self.sig_message.emit("Robustness computation cancelled.", "info")
+    def _message(self, text: str, level: str) -> None:
+        self.sig_message.emit(text, level)
 
-    def _on_failed(self, failure) -> None:
-        message = failure.message
-        self._finish_job()
-        self.progress.setFormat("failed")
-        self._set_info(f"<span style='color:#B00020'>Robustness computation failed: {message}</span>")
-        self.sig_message.emit(f"Robustness computation failed: {message}", "error")
+    def _can_compute(self) -> bool:
+        return bool(self.runs)
 
     def _on_done(self, result: RobustnessResult) -> None:
-        self._finish_job()
         self.progress.setFormat(f"done in {result.seconds:.1f} s")
         self.show_result(result)
         self.sig_result_ready.emit(result)
