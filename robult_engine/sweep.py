@@ -227,11 +227,9 @@ def _trainer_extras(args: argparse.Namespace) -> dict:
     return {"tensorboard": bool(getattr(args, "tensorboard", False))} if "tensorboard" in params else {}
 
 
-class _RunFailed(Exception):
-    pass
-
-
 # --- the sweep ----------------------------------------------------------------------------------------------
+
+RUN_RECORD = "sweep_run.json"  # written in each run's folder when its result is recorded (what --resume reads)
 
 
 def parse_fractions(text: str) -> list[float]:
@@ -248,10 +246,204 @@ def parse_fractions(text: str) -> list[float]:
     return out
 
 
+class Sweep:
+    """One sweep: its runs (method × label fraction × seed × grid setting, identical labeled indices per seed),
+    the test masks every run is evaluated under, the results recorded so far, and the report. The CLI
+    (`cmd_sweep`) and the app's background sweep both drive it: `pending()` lists the runs still to train,
+    `record(key, final)` evaluates a finished run under the masks (and writes its `sweep_run.json`, so a sweep
+    that was stopped can resume), `finish()` writes sweep.csv / sweep.json / sweep.png and returns the payload.
+
+    A key is `(grid index, label-fraction index, seed, method)`.
+    """
+
+    def __init__(self, base, methods: list[str], fractions: list[float], out: str | Path, seeds: int = 3,
+                 missing: list[str] | None = None, mask_seed: int = 0, grid: list[dict] | None = None,
+                 metric: str | None = None, bundle=None, trust_code: bool = False, resume: bool = False) -> None:
+        from .data import load_dataset
+        from .metrics import primary_metric
+        for m in methods:
+            if m not in METHODS:
+                raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
+        if not methods:
+            raise ConfigError("--methods: name at least one method")
+        if seeds < 1:
+            raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+        if not fractions:
+            raise ConfigError("--label-fractions: name at least one fraction")
+        for v in fractions:
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"--label-fractions: each fraction must be in (0, 1], got {v:g}")
+        self.base, self.methods, self.fractions, self.seeds = base, list(methods), list(fractions), seeds
+        self.grid = list(grid) if grid else [{}]
+        self.bundle = bundle if bundle is not None else load_dataset(base.data)
+        if "test" not in self.bundle.splits or len(self.bundle.splits["test"]) == 0:
+            raise ConfigError(f"{self.bundle.info.name}: a sweep evaluates on the test split, and the dataset has none")
+        self.ev = MaskEvaluator(self.bundle, "test", missing or [DEFAULT_MISSING], mask_seed, trust_code=trust_code)
+        self.metric = metric or primary_metric(self.bundle.info.task)
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ev.save(self.out / "masks.npz")
+        self.jobs = [(g, f, seed, m) for f in range(len(self.fractions)) for g in range(len(self.grid))
+                     for seed in range(seeds) for m in self.methods]
+        self.configs = {(g, f, seed, m): base.replace(**self.grid[g]).replace(
+            method=m, seed=seed, **{"data.seed": seed, "data.label_fraction": self.fractions[f]}).validate()
+            for g, f, seed, m in self.jobs}
+        self.run_dirs = {key: self.out / f"lf{self.fractions[key[1]]:g}" / (
+            f"{key[3]}-seed{key[2]}" + (f"-g{key[0]}" if len(self.grid) > 1 else "")) for key in self.jobs}
+        self.cells: dict[tuple[str, int, int], list[dict]] = {
+            (m, f, g): [] for m in self.methods for f in range(len(self.fractions)) for g in range(len(self.grid))}
+        self.done: set[tuple] = set()
+        self.resumed: list[tuple] = []
+        self.t0 = time.perf_counter()
+        if resume:
+            self._resume()
+
+    @property
+    def n_runs(self) -> int:
+        return len(self.jobs)
+
+    def pending(self) -> list[tuple]:
+        return [key for key in self.jobs if key not in self.done]
+
+    def label_of(self, k: int, key: tuple) -> str:
+        from .cli import setting_label
+        g, f, seed, m = key
+        where = f" [{setting_label(self.grid[g])}]" if len(self.grid) > 1 else ""
+        return f"[{k}/{self.n_runs}] {m} lf {self.fractions[f]:g} seed {seed}{where}: "
+
+    def describe(self) -> str:
+        return (f"sweep: {len(self.methods)} method(s) × {len(self.fractions)} label fraction(s) × {self.seeds} "
+                f"seed(s)" + (f" × {len(self.grid)} settings" if len(self.grid) > 1 else "")
+                + f" = {self.n_runs} trainings, each evaluated under {len(self.ev.labels)} mask setting(s) "
+                f"({', '.join(self.ev.labels)}; rates are fractions missing)")
+
+    def record(self, key: tuple, final) -> dict:
+        """Evaluate a finished run under the masks and keep its cell; raises `SweepRunFailed` for a failed run."""
+        g, f, seed, m = key
+        if isinstance(final, Failed):
+            raise SweepRunFailed(f"{m} lf {self.fractions[f]:g} seed {seed} failed: {final.message}")
+        if not final.checkpoint_path:
+            raise SweepRunFailed(f"{m} lf {self.fractions[f]:g} seed {seed} finished without a checkpoint "
+                                 f"(no completed epoch)")
+        run = {"seed": seed, "missing": self.ev.evaluate_checkpoint(final.checkpoint_path),
+               "test_subsets": final.test_metrics, "val_score": final.best_score, "best_epoch": final.best_epoch,
+               "elapsed_s": final.elapsed_s, "run_dir": str(self.run_dirs[key])}
+        self._keep(key, run)
+        record = {"config": self.configs[key].to_dict(), "checkpoint": Path(final.checkpoint_path).name,
+                  **{k: run[k] for k in ("seed", "test_subsets", "val_score", "best_epoch", "elapsed_s")}}
+        path = self.run_dirs[key] / RUN_RECORD
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(path)
+        return run
+
+    def _keep(self, key: tuple, run: dict) -> None:
+        g, f, seed, m = key
+        cell = self.cells[m, f, g]
+        cell[:] = [r for r in cell if r["seed"] != seed] + [run]
+        self.done.add(key)
+
+    def _resume(self) -> None:
+        """Take every run whose folder holds a `sweep_run.json` of the same configuration (its checkpoint is
+        evaluated again under this sweep's masks); a folder of another configuration is trained again."""
+        for key in self.jobs:
+            path = self.run_dirs[key] / RUN_RECORD
+            if not path.exists():
+                continue
+            try:
+                rec = json.loads(path.read_text())
+                same = rec.get("config") == json.loads(json.dumps(self.configs[key].to_dict()))
+                ckpt = self.run_dirs[key] / rec.get("checkpoint", "best.pt")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if not same or not ckpt.exists():
+                continue
+            self._keep(key, {"seed": key[2], "missing": self.ev.evaluate_checkpoint(ckpt),
+                             "test_subsets": rec.get("test_subsets", {}), "val_score": rec["val_score"],
+                             "best_epoch": rec["best_epoch"], "elapsed_s": rec.get("elapsed_s", 0.0),
+                             "run_dir": str(self.run_dirs[key]), "resumed": True})
+            self.resumed.append(key)
+
+    def progress_line(self, k: int, key: tuple, run: dict, n_new: int, k_new: int) -> str:
+        """One line per finished run: its metric under the first mask settings, elapsed and ETA (over the runs
+        trained in this process)."""
+        spent = time.perf_counter() - self.t0
+        eta = spent / max(k_new, 1) * (n_new - k_new)
+        vals = "  ".join(f"{lab} {run['missing'][lab].get(self.metric, float('nan')):.3f}"
+                         for lab in self.ev.labels[:6])
+        more = " …" if len(self.ev.labels) > 6 else ""
+        return (f"{self.label_of(k, key)}{self.metric} {vals}{more}  (best epoch {run['best_epoch'] + 1}, "
+                f"{run['elapsed_s']:.0f}s; {len(self.done)}/{self.n_runs} done, {spent:.0f}s elapsed, "
+                f"ETA {eta:.0f}s)")
+
+    def chosen(self) -> dict[tuple[str, int], int]:
+        """Each (method, label fraction): the grid setting with the best mean validation score (test takes no
+        part)."""
+        return {(m, f): max(range(len(self.grid)), key=lambda g: (
+            _mean_std([r["val_score"] for r in self.cells[m, f, g]])[0], -g))
+            for m in self.methods for f in range(len(self.fractions))}
+
+    def finish(self, print_tables: bool = True) -> dict:
+        """The report of every recorded run: sweep.csv, sweep.json and sweep.png in the folder; returns the
+        JSON payload. Every run must have been recorded."""
+        missing = self.pending()
+        if missing:
+            raise ConfigError(f"the sweep is not complete: {len(missing)} of {self.n_runs} runs are still to train")
+        for runs in self.cells.values():
+            runs.sort(key=lambda r: r["seed"])
+        chosen = self.chosen()
+        ev, metric = self.ev, self.metric
+        report = build_report(self.cells, chosen, self.methods, self.fractions, self.grid, ev, metric)
+        if print_tables:
+            print_report(report, self.methods, self.fractions, self.grid, ev, metric, self.bundle.info.name,
+                         self.seeds, chosen)
+        write_csv(self.out / "sweep.csv", report, self.methods, self.fractions, ev, metric, self.seeds)
+        payload = {"dataset": self.bundle.info.name, "metric": metric, "methods": self.methods,
+                   "label_fractions": self.fractions, "seeds": self.seeds, "missing": ev.labels,
+                   "mask_seed": ev.mask_seed, "masks_file": "masks.npz", "realised_missing": ev.realised,
+                   "rates": ev.rates(), "config": self.base.to_dict(),
+                   "grid": [dict(g) for g in self.grid] if len(self.grid) > 1 else [],
+                   "chosen_setting": ({f"{m}@{self.fractions[f]:g}": dict(self.grid[chosen[m, f]])
+                                       for m in self.methods for f in range(len(self.fractions))}
+                                      if len(self.grid) > 1 else {}),
+                   "cells": report["cells"], "grid_cells": report["grid_cells"], "runs": report["runs"],
+                   "elapsed_s": time.perf_counter() - self.t0, "resumed_runs": len(self.resumed)}
+        (self.out / "sweep.json").write_text(json.dumps(payload, indent=2))
+        plot_sweep(self.out / "sweep.png", report, self.methods, self.fractions, ev, metric,
+                   self.bundle.info.name, self.seeds)
+        return payload
+
+    def run_serial(self, callbacks_for=None, should_stop=None, on_run=None) -> bool:
+        """Train the pending runs one after another in this process (the app's worker thread, or the CLI
+        without --jobs). `callbacks_for(k, key)` gives a run's trainer callbacks, `should_stop()` cancels (the
+        current run stops at its next step and is not recorded), `on_run(k, key, run)` sees each recorded run.
+        Returns False when cancelled."""
+        from .trainer import Trainer
+        for key in self.pending():
+            if should_stop is not None and should_stop():
+                return False
+            k = len(self.done) + 1
+            final = Trainer(self.configs[key], self.bundle,
+                            callbacks=list(callbacks_for(k, key)) if callbacks_for else [],
+                            should_stop=should_stop, out_dir=self.run_dirs[key],
+                            **self._trainer_extras).run()
+            if getattr(final, "cancelled", False):
+                return False
+            run = self.record(key, final)
+            if on_run is not None:
+                on_run(k, key, run)
+        return True
+
+    _trainer_extras: dict = {}
+
+
+class SweepRunFailed(Exception):
+    pass
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .cli import _set_threads, config_from_args, format_table, parse_grid, setting_label
-    from .data import load_dataset
-    from .metrics import primary_metric
+    from .cli import ProgressPrinter, _compare_parallel, _set_threads, config_from_args, parse_grid
     _set_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
@@ -259,89 +451,45 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
     if args.jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds: must be at least 1, got {args.seeds}")
     base = config_from_args(args, methods[0])
     fractions = parse_fractions(args.label_fractions) if args.label_fractions else [base.data.label_fraction]
-    grid = parse_grid(args.grid, base)
-    bundle = load_dataset(base.data)
-    if "test" not in bundle.splits or len(bundle.splits["test"]) == 0:
-        raise ConfigError(f"{bundle.info.name}: a sweep evaluates on the test split, and the dataset has none")
-    ev = MaskEvaluator(bundle, "test", args.missing or [DEFAULT_MISSING], args.mask_seed,
-                       trust_code=getattr(args, "trust_code", False))
-    task = bundle.info.task
-    metric = args.metric or primary_metric(task)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    ev.save(out / "masks.npz")
-    jobs = [(g, f, seed, m) for f in range(len(fractions)) for g in range(len(grid)) for seed in range(args.seeds)
-            for m in methods]
-    configs = {(g, f, seed, m): base.replace(**grid[g]).replace(
-        method=m, seed=seed, **{"data.seed": seed, "data.label_fraction": fractions[f]}).validate()
-        for g, f, seed, m in jobs}
-    run_dirs = {key: out / f"lf{fractions[key[1]]:g}" / (f"{key[3]}-seed{key[2]}"
-                                                       + (f"-g{key[0]}" if len(grid) > 1 else "")) for key in jobs}
-    n_runs = len(jobs)
-    t0 = time.perf_counter()
-    cells: dict[tuple[str, int, int], list[dict]] = {(m, f, g): [] for m in methods for f in range(len(fractions))
-                                                     for g in range(len(grid))}
-
-    def label_of(k: int, key: tuple) -> str:
-        g, f, seed, m = key
-        where = f" [{setting_label(grid[g])}]" if len(grid) > 1 else ""
-        return f"[{k}/{n_runs}] {m} lf {fractions[f]:g} seed {seed}{where}: "
-
+    sweep = Sweep(base, methods, fractions, out, seeds=args.seeds, missing=args.missing, mask_seed=args.mask_seed,
+                  grid=parse_grid(args.grid, base), metric=args.metric, trust_code=getattr(args, "trust_code", False),
+                  resume=getattr(args, "resume", False))
+    sweep._trainer_extras = _trainer_extras(args)
     if not args.quiet:
-        print(f"sweep: {len(methods)} method(s) × {len(fractions)} label fraction(s) × {args.seeds} seed(s)"
-              + (f" × {len(grid)} settings" if len(grid) > 1 else "") + f" = {n_runs} trainings, each evaluated "
-              f"under {len(ev.labels)} mask setting(s) ({', '.join(ev.labels)}; rates are fractions missing)",
-              file=sys.stderr, flush=True)
+        print(sweep.describe(), file=sys.stderr, flush=True)
+        if sweep.resumed:
+            print(f"resumed {len(sweep.resumed)} finished run(s) from {out}; {len(sweep.pending())} to train",
+                  file=sys.stderr, flush=True)
+    pending = sweep.pending()
+    n_new = len(pending)
+    counter = {"k": 0}
 
-    def record(k: int, key: tuple, final) -> None:
-        g, f, seed, m = key
-        label = label_of(k, key)
-        if isinstance(final, Failed):
-            raise _RunFailed(f"{label}failed: {final.message}")
-        if not final.checkpoint_path:
-            raise _RunFailed(f"{label}finished without a checkpoint (no completed epoch)")
-        missing = ev.evaluate_checkpoint(final.checkpoint_path)
-        cells[m, f, g].append({"seed": seed, "missing": missing, "test_subsets": final.test_metrics,
-                               "val_score": final.best_score, "best_epoch": final.best_epoch,
-                               "elapsed_s": final.elapsed_s, "run_dir": str(run_dirs[key])})
+    def record(_k: int, key: tuple, final) -> None:
+        run = sweep.record(key, final)
+        counter["k"] += 1
         if not args.quiet:
-            spent = time.perf_counter() - t0
-            eta = spent / k * (n_runs - k)
-            vals = "  ".join(f"{lab} {missing[lab].get(metric, float('nan')):.3f}" for lab in ev.labels[:6])
-            more = " …" if len(ev.labels) > 6 else ""
-            print(f"{label}{metric} {vals}{more}  (best epoch {final.best_epoch + 1}, {final.elapsed_s:.0f}s; "
-                  f"{k}/{n_runs} done, {spent:.0f}s elapsed, ETA {eta:.0f}s)", file=sys.stderr, flush=True)
+            print(sweep.progress_line(len(sweep.done), key, run, n_new, counter["k"]), file=sys.stderr, flush=True)
 
     try:
-        run_trainings(jobs, configs, base, bundle, run_dirs, args, record, label_of)
-    except _RunFailed as e:
+        if getattr(args, "ray", None) is None and args.jobs <= 1:
+            for key in pending:
+                from .trainer import Trainer
+                k = len(sweep.done) + 1
+                final = Trainer(sweep.configs[key], sweep.bundle,
+                                callbacks=[ProgressPrinter(sweep.label_of(k, key), args.quiet)],
+                                out_dir=sweep.run_dirs[key], **sweep._trainer_extras).run()
+                record(k, key, final)
+        elif pending:
+            _compare_parallel(pending, sweep.configs, base, sweep.run_dirs, args, record, **ray_kwargs(args))
+    except SweepRunFailed as e:
         print(str(e), file=sys.stderr)
         return 1
-    for runs in cells.values():
-        runs.sort(key=lambda r: r["seed"])
-    # each (method, label fraction): the grid setting with the best mean validation score (test takes no part)
-    chosen = {(m, f): max(range(len(grid)), key=lambda g: (_mean_std([r["val_score"] for r in cells[m, f, g]])[0],
-                                                              -g))
-              for m in methods for f in range(len(fractions))}
-    report = build_report(cells, chosen, methods, fractions, grid, ev, metric)
-    print_report(report, methods, fractions, grid, ev, metric, bundle.info.name, args.seeds, chosen)
-    write_csv(out / "sweep.csv", report, methods, fractions, ev, metric, args.seeds)
-    payload = {"dataset": bundle.info.name, "metric": metric, "methods": methods, "label_fractions": fractions,
-               "seeds": args.seeds, "missing": ev.labels, "mask_seed": ev.mask_seed, "masks_file": "masks.npz",
-               "realised_missing": ev.realised, "rates": ev.rates(), "config": base.to_dict(),
-               "grid": [dict(g) for g in grid] if len(grid) > 1 else [],
-               "chosen_setting": ({f"{m}@{fractions[f]:g}": dict(grid[chosen[m, f]]) for m in methods
-                                   for f in range(len(fractions))} if len(grid) > 1 else {}),
-               "cells": report["cells"], "grid_cells": report["grid_cells"], "runs": report["runs"],
-               "elapsed_s": time.perf_counter() - t0}
-    (out / "sweep.json").write_text(json.dumps(payload, indent=2))
-    png = plot_sweep(out / "sweep.png", report, methods, fractions, ev, metric, bundle.info.name, args.seeds)
-    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {png} and {out / 'masks.npz'} "
-          f"({time.perf_counter() - t0:.0f}s)")
+    sweep.finish()
+    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.png'} and {out / 'masks.npz'} "
+          f"({time.perf_counter() - sweep.t0:.0f}s)")
     return 0
 
 
@@ -512,6 +660,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="as in compare: train each combination (repeatable) and report each method at its best "
                         "validation setting per label fraction, every setting listed, e.g. --grid loss.tau=0.05,0.1")
     s.add_argument("--jobs", type=int, default=1, help="trainings at once in separate processes (default 1)")
+    s.add_argument("--resume", action="store_true",
+                   help="keep the runs of --out that finished with the same configuration (their sweep_run.json) "
+                        "and train only the rest, e.g. after an interruption")
     add_ray_arg(s)
     add_missing_args(s)
     _add_run_args(s)

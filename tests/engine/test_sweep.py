@@ -261,3 +261,61 @@ def test_eval_on_another_dataset_says_what_does_not_match(checkpoint):
     assert proc.returncode == 2, proc.stderr
     assert ("a model trained on pid-synth cannot be evaluated on av-digits: modalities: trained on (m0, m1, m2), "
             "the data has (image, audio); classes: 8 in training") in proc.stderr
+
+
+def test_sweep_resume_keeps_finished_runs_and_trains_the_rest(sweep_one, tmp_path, monkeypatch):
+    """`--resume` takes each run whose sweep_run.json holds the same configuration and trains only the others;
+    the report equals the uninterrupted sweep's."""
+    import shutil
+    import robult_engine.trainer as trainer_mod
+    proc, out = sweep_one
+    assert proc.returncode == 0, proc.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    for f in ("sweep.json", "sweep.csv", "sweep.png"):
+        (copy / f).unlink()
+    shutil.rmtree(copy / "lf0.5" / "supervised-seed1")  # an interrupted sweep: one run never finished
+    (copy / "lf0.1" / "robult-seed0" / "sweep_run.json").write_text(
+        (copy / "lf0.1" / "robult-seed0" / "sweep_run.json").read_text().replace('"epochs": 1', '"epochs": 7'))
+    trained = []
+    real_run = trainer_mod.Trainer.run
+
+    def counting_run(self):
+        trained.append((self.cfg.method, self.cfg.data.label_fraction, self.cfg.seed))
+        return real_run(self)
+    monkeypatch.setattr(trainer_mod.Trainer, "run", counting_run)
+    again = run_cli(*SWEEP, "--out", str(copy), "--resume")
+    assert again.returncode == 0, again.stderr
+    # the missing run, and the one whose recorded configuration differs, are trained; the other six are not
+    assert sorted(trained) == [("robult", 0.1, 0), ("supervised", 0.5, 1)]
+    assert "resumed 6 finished run(s)" in again.stderr
+    a = json.loads((out / "sweep.json").read_text())
+    b = json.loads((copy / "sweep.json").read_text())
+    assert b["resumed_runs"] == 6
+    assert a["cells"] == b["cells"]  # training is deterministic per seed, so the grid is the same
+
+
+def test_sweep_object_cancels_and_resumes(tmp_path):
+    """The engine API the app's background sweep drives: `run_serial` stops when asked, records nothing for the
+    cancelled run, and a new Sweep on the folder with resume=True continues from the recorded runs."""
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.sweep import Sweep
+    args = build_parser().parse_args(["train", "--epochs", "1", *TINY])
+    base = config_from_args(args, "robult")
+    sw = Sweep(base, ["robult", "supervised"], [0.5], tmp_path, seeds=1, missing=["mcar:0,0.5"])
+    seen = []
+    stop = {"now": False}
+
+    def on_run(k, key, run):
+        seen.append(key)
+        stop["now"] = True  # cancel after the first recorded run
+    assert sw.run_serial(should_stop=lambda: stop["now"], on_run=on_run) is False
+    assert len(seen) == 1 and len(sw.pending()) == 1
+    with pytest.raises(Exception, match="not complete: 1 of 2"):
+        sw.finish(print_tables=False)
+    sw2 = Sweep(base, ["robult", "supervised"], [0.5], tmp_path, seeds=1, missing=["mcar:0,0.5"], resume=True)
+    assert sw2.resumed == seen and sw2.pending() == [k for k in sw2.jobs if k not in seen]
+    assert sw2.run_serial() is True
+    payload = sw2.finish(print_tables=False)
+    assert set(payload["cells"]["0.5"]["mcar:0.5"]["methods"]) == {"robult", "supervised"}
+    assert (tmp_path / "sweep.json").is_file() and payload["resumed_runs"] == 1
