@@ -134,6 +134,9 @@ class MainWindow(QMainWindow):
         self.act_training_tab.setShortcut(QKeySequence("Ctrl+1"))
         self.act_training_tab.setToolTip("Show the live training curves (Ctrl+1)")
         self.act_training_tab.triggered.connect(self._on_act_training_tab_triggered)
+        self.act_sweeps_tab = QAction("Sweeps", self)
+        self.act_sweeps_tab.setShortcut(QKeySequence("Ctrl+3"))
+        self.act_sweeps_tab.triggered.connect(self._on_act_sweeps_tab_triggered)
         self.act_about = QAction("&About Robult Studio", self)
         self.act_about.setMenuRole(QAction.MenuRole.AboutRole)
         self.act_about.triggered.connect(self._on_act_about_triggered)
@@ -147,13 +150,14 @@ class MainWindow(QMainWindow):
         m_file.addAction(self.act_open)
         m_file.addSeparator()
         m_file.addAction(self.act_quit)
-        m_train = mb.addMenu("&Training")
+        m_train = self.m_train = mb.addMenu("&Training")
         m_train.addAction(self.act_new)
         m_train.addAction(self.act_stop)
         m_train.addAction(self.act_resume)
         m_view = mb.addMenu("&View")
         m_view.addAction(self.act_training_tab)
         m_view.addAction(self.act_sessions)
+        m_view.addAction(self.act_sweeps_tab)
         m_help = mb.addMenu("&Help")
         m_help.addAction(self.act_about)
         m_help.addAction(self.act_about_qt)
@@ -180,10 +184,20 @@ class MainWindow(QMainWindow):
         self.sessions_panel = SessionsPanel(self.store)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
+        from .views.sweeps import SweepsPanel
+        self.sweeps_panel = SweepsPanel(self.store, self.get_bundle, self.initial_config)
+        self.sweeps_panel.sig_message.connect(self._on_sweep_message)
+        self.sweeps_panel.sig_busy_changed.connect(self._on_sweep_busy_changed)
+        self.m_train.addSeparator()
+        self.m_train.addAction(self.sweeps_panel.act_new)
         self.tabs.addTab(self.training_panel, "Training")
         self.tabs.addTab(self.sessions_panel, "Sessions")
+        self.tabs.addTab(self.sweeps_panel, "Sweeps")
         self.tabs.setTabToolTip(0, "Live curves of the current run (Ctrl+1)")
         self.tabs.setTabToolTip(1, "Runs of the session database (Ctrl+2)")
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.tabs.setTabToolTip(2, "Label fraction × missing rate sweeps: run, resume, open a CLI sweep, export "
+                                   "(Ctrl+3)")
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(6, 6, 6, 0)
@@ -316,7 +330,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         running = self.controller.is_running
         self.act_new.setEnabled(not running)
-        self.act_stop.setEnabled(running and self.state.activity != STOPPING)
+        self.act_stop.setEnabled((running and self.state.activity != STOPPING) or self.sweep_has_focus())
         resumable = (not running and self.state.run_id is not None and self.state.run_status in RESUMABLE)
         self.act_resume.setEnabled(resumable)
         title = "Training" + (" ●" if running else "")
@@ -516,7 +530,14 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _on_act_stop_triggered(self) -> None:
-        self.stop_training()
+        if self.sweep_has_focus():
+            self.sweeps_panel.cancel()
+        else:
+            self.stop_training()
+
+    def sweep_has_focus(self) -> bool:
+        """Esc cancels the sweep while the Sweeps tab is shown and a sweep runs; else it stops the training."""
+        return self.sweeps_panel.busy and self.tabs.currentWidget() is self.sweeps_panel
 
     @Slot()
     def _on_act_resume_triggered(self) -> None:
@@ -530,6 +551,22 @@ class MainWindow(QMainWindow):
     @Slot()
     def _on_act_training_tab_triggered(self) -> None:
         self.tabs.setCurrentWidget(self.training_panel)
+
+    @Slot()
+    def _on_act_sweeps_tab_triggered(self) -> None:
+        self.tabs.setCurrentWidget(self.sweeps_panel)
+
+    @Slot(bool)
+    def _on_sweep_busy_changed(self, _busy: bool) -> None:
+        self._update_actions()
+
+    @Slot(int)
+    def _on_tab_changed(self, _index: int) -> None:
+        self._update_actions()
+
+    @Slot(str, str)
+    def _on_sweep_message(self, text: str, level: str) -> None:
+        self.statusBar().showMessage(text, 8000 if level in ("error", "warn") else 5000)
 
     def about_text(self) -> str:
         from PySide6 import __version__ as pyside_version
@@ -567,6 +604,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping the run…")
             self.run.closing(self.controller.shutdown())
         self._save_settings()
+        if self.sweeps_panel.busy:
+            self.statusBar().showMessage("Stopping the sweep…")
+        self.sweeps_panel.shutdown()  # its finished runs are in the database; the sweep can be resumed
         self.work.shutdown()
         self.work.wait(10_000)
         super().closeEvent(event)

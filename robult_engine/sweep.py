@@ -147,9 +147,13 @@ def compare_missing_report(ev: MaskEvaluator, results: dict[str, list[dict]], me
 # --- statistics ---------------------------------------------------------------------------------------------
 
 
-def _mean_std(vals: list[float]) -> tuple[float, float]:
+def mean_std(vals: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1; 0 for one value) of the non-NaN values; NaN for none."""
     from .cli import _mean_std as ms
     return ms(vals)
+
+
+_mean_std = mean_std
 
 
 def _paired(results: dict[str, list[dict]], methods: list[str], metric: str, label: str) -> dict[str, dict]:

@@ -83,6 +83,25 @@ def m005_comparisons(db: sqlite_utils.Database) -> None:
     db["runs"].add_column("test_metrics", str, not_null_default="{}")
 
 
+@migrations()
+def m006_sweeps(db: sqlite_utils.Database) -> None:
+    """Label fraction × missing rate sweeps (app/core/sweeps.py): the sweep's configuration and its masks' seed,
+    and every cell: one metric value per (label fraction, mask setting, method, seed)."""
+    db["sweeps"].create({
+        "id": int, "created": str, "name": str, "status": str, "source": str, "dataset": str, "metric": str,
+        "methods": str, "label_fractions": str, "missing": str, "seeds": int, "mask_seed": int, "config": str,
+        "out_dir": str, "runs_total": int, "runs_done": int, "realised": str, "rates": str, "elapsed_s": float,
+        "error_message": str,
+    }, pk="id", not_null={"created", "status", "dataset", "methods", "label_fractions", "missing"},
+        defaults={"name": "", "source": "app", "metric": "", "seeds": 1, "mask_seed": 0, "config": "{}",
+                  "out_dir": "", "runs_total": 0, "runs_done": 0, "realised": "{}", "rates": "{}",
+                  "elapsed_s": 0.0, "error_message": ""})
+    db["sweep_cells"].create({
+        "sweep_id": int, "label_fraction": float, "missing": str, "method": str, "seed": int, "value": float,
+        "val_score": float, "best_epoch": int,
+    }, pk=("sweep_id", "label_fraction", "missing", "method", "seed"), foreign_keys=[("sweep_id", "sweeps", "id")])
+
+
 class SessionStoreError(RuntimeError):
     """The session database cannot be used; the message names the file and the reason."""
 

@@ -90,6 +90,12 @@ class Work:
         if self._report is not None:
             self._report(self.work_id, "progress", Progress(int(done), int(total), str(text)))
 
+    def emit(self, payload: Any) -> None:
+        """Report any immutable payload to on_progress (a partial result the caller stores as it comes, e.g.
+        each finished run of a sweep)."""
+        if self._report is not None:
+            self._report(self.work_id, "progress", payload)
+
 
 @dataclass
 class Callbacks:

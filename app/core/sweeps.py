@@ -1,0 +1,459 @@
+"""Sweeps in the session, Qt-free: what the Sweeps tab runs, stores and draws.
+
+A sweep (robult_engine/sweep.py) trains every method at every label fraction and seed on identical labeled
+indices, and evaluates each trained model under every mask setting of a missing-rate grid drawn once on the
+test split. The session keeps (migration m006_sweeps):
+
+- `sweeps`: the configuration (base run config, methods, label fractions, mask settings, seeds, mask seed),
+  the realised missing fraction of each setting, the run folder, status and progress;
+- `sweep_cells`: one metric value per (label fraction, mask setting, method, seed), written as each run
+  finishes, so a sweep the app left (closed, killed) keeps every finished run and can be resumed from its
+  folder (each run's `sweep_run.json`).
+
+`SweepResult` turns the cells into what the view draws: the label fraction × missing rate grid of one method
+(mean and std over seeds), the curve of one label fraction, and the rows of a CSV with the same columns as the
+engine's `sweep.csv`. Means and standard deviations (n − 1) are the engine's, so the app's numbers equal the
+CLI's for the same seeds. A `sweep.json` written by `robult sweep` is read into the same tables
+(`import_sweep_json`).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robult_engine.sweep import mean_std
+
+from .sessions import SessionStore
+
+SWEEP_RUNNING, SWEEP_DONE, SWEEP_CANCELLED = "running", "finished", "cancelled"
+SWEEP_FAILED, SWEEP_INTERRUPTED, SWEEP_IMPORTED = "failed", "interrupted", "imported"
+SWEEP_RESUMABLE = (SWEEP_CANCELLED, SWEEP_FAILED, SWEEP_INTERRUPTED)
+
+CSV_HEADER = ["label_fraction", "missing", "rate", "realised_missing", "method", "metric", "mean", "std",
+              "diff_vs_first_mean", "diff_vs_first_std", "first_ahead_seeds"]
+
+
+class SweepFileError(ValueError):
+    """A sweep file that cannot be read; the message names the file and the problem."""
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _lf_key(lf: float) -> float:
+    return round(float(lf), 10)
+
+
+@dataclass
+class SweepResult:
+    """One stored sweep and its cells."""
+    id: int
+    name: str
+    status: str
+    source: str
+    dataset: str
+    metric: str
+    methods: list[str]
+    label_fractions: list[float]
+    missing: list[str]  # mask setting labels, in grid order
+    seeds: int
+    mask_seed: int
+    rates: dict[str, float]
+    realised: dict[str, float]
+    runs_total: int
+    runs_done: int
+    out_dir: str = ""
+    config: dict = field(default_factory=dict)
+    created: str = ""
+    elapsed_s: float = 0.0
+    error: str = ""
+    # (label fraction, mask setting, method) -> {seed: value}
+    cells: dict[tuple[float, str, str], dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def higher_is_better(self) -> bool:
+        from robult_engine.metrics import HIGHER_IS_BETTER
+        return HIGHER_IS_BETTER.get(self.metric, True)
+
+    def values(self, lf: float, label: str, method: str) -> dict[int, float]:
+        return self.cells.get((_lf_key(lf), label, method), {})
+
+    def cell(self, lf: float, label: str, method: str) -> tuple[float, float, int]:
+        """(mean, std over seeds, number of seeds) — NaN where no run has finished."""
+        vals = self.values(lf, label, method)
+        m, s = mean_std([vals[k] for k in sorted(vals)])
+        return m, s, len(vals)
+
+    def grid(self, method: str) -> tuple[list[list[float]], list[list[float]]]:
+        """Mean and std of one method: rows are label fractions, columns mask settings."""
+        means, stds = [], []
+        for lf in self.label_fractions:
+            row = [self.cell(lf, lab, method) for lab in self.missing]
+            means.append([c[0] for c in row])
+            stds.append([c[1] for c in row])
+        return means, stds
+
+    def curve(self, lf: float, method: str) -> tuple[list[float], list[float]]:
+        row = [self.cell(lf, lab, method) for lab in self.missing]
+        return [c[0] for c in row], [c[1] for c in row]
+
+    def paired(self, lf: float, label: str, method: str) -> dict | None:
+        """The first method minus `method`, paired by seed: mean, std, seeds where the first is ahead, n."""
+        ref, other = self.values(lf, label, self.methods[0]), self.values(lf, label, method)
+        diffs = [ref[s] - other[s] for s in sorted(ref) if s in other
+                 and not (math.isnan(ref[s]) or math.isnan(other[s]))]
+        if method == self.methods[0] or not diffs:
+            return None
+        m, s = mean_std(diffs)
+        wins = sum((d > 0) if self.higher_is_better else (d < 0) for d in diffs)
+        return {"mean": m, "std": s, "wins": wins, "n": len(diffs)}
+
+    def x_values(self) -> tuple[list[float], bool]:
+        """The x of each mask setting: its rate η when every setting has one, else its position."""
+        rates = [self.rates.get(lab, float("nan")) for lab in self.missing]
+        numeric = all(r is not None and not math.isnan(r) for r in rates)
+        return ([float(r) for r in rates] if numeric else [float(i) for i in range(len(self.missing))]), numeric
+
+    def csv_rows(self) -> list[list]:
+        """The rows of the engine's sweep.csv (same columns, a value per seed after them)."""
+        rows = []
+        for lf in self.label_fractions:
+            for lab in self.missing:
+                rate = self.rates.get(lab, float("nan"))
+                for m in self.methods:
+                    mean, sd, _n = self.cell(lf, lab, m)
+                    d = self.paired(lf, lab, m)
+                    vals = self.values(lf, lab, m)
+                    rows.append([f"{lf:g}", lab, "" if rate is None or math.isnan(rate) else f"{rate:g}",
+                                 f"{self.realised.get(lab, float('nan')):.6f}", m, self.metric, f"{mean:.6f}",
+                                 f"{sd:.6f}", f"{d['mean']:.6f}" if d else "", f"{d['std']:.6f}" if d else "",
+                                 f"{d['wins']}/{d['n']}" if d else ""]
+                                + [f"{vals[s]:.6f}" if s in vals else "" for s in range(self.seeds)])
+        return rows
+
+    def csv_header(self) -> list[str]:
+        return CSV_HEADER + [f"seed{s}" for s in range(self.seeds)]
+
+    def summary(self) -> str:
+        lfs = ", ".join(f"{v:g}" for v in self.label_fractions)
+        return (f"{self.dataset}: {', '.join(self.methods)} × label fractions {lfs} × {len(self.missing)} mask "
+                f"settings ({', '.join(self.missing)}; rates are fractions missing) × {self.seeds} seed(s), "
+                f"mask seed {self.mask_seed}; {self.runs_done}/{self.runs_total} runs")
+
+
+class SweepStore:
+    """The sweeps of one session database (the GUI thread's connection, like `SessionStore`)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self.db = store.db
+
+    def create(self, *, name: str, dataset: str, metric: str, methods: list[str], label_fractions: list[float],
+               missing: list[str], seeds: int, mask_seed: int, config: dict, out_dir: str, runs_total: int,
+               rates: dict[str, float], realised: dict[str, float], source: str = "app",
+               status: str = SWEEP_RUNNING) -> int:
+        with self.db.atomic():
+            table = self.db["sweeps"]
+            table.insert({
+                "created": _now(), "name": name, "status": status, "source": source, "dataset": dataset,
+                "metric": metric, "methods": json.dumps(list(methods)),
+                "label_fractions": json.dumps([float(v) for v in label_fractions]),
+                "missing": json.dumps(list(missing)), "seeds": int(seeds), "mask_seed": int(mask_seed),
+                "config": json.dumps(config, sort_keys=True), "out_dir": str(out_dir), "runs_total": int(runs_total),
+                "runs_done": 0, "rates": json.dumps({k: (None if v is None or math.isnan(v) else v)
+                                                     for k, v in rates.items()}),
+                "realised": json.dumps(realised), "elapsed_s": 0.0, "error_message": ""})
+            return int(table.last_pk)
+
+    def add_run(self, sweep_id: int, label_fraction: float, method: str, seed: int,
+                missing_metrics: dict[str, dict[str, float]], metric: str, val_score: float = float("nan"),
+                best_epoch: int = -1) -> None:
+        """One finished run's metric under every mask setting (replacing what an earlier try stored)."""
+        rows = [{"sweep_id": int(sweep_id), "label_fraction": _lf_key(label_fraction), "missing": lab,
+                 "method": method, "seed": int(seed), "value": _num(vals.get(metric)),
+                 "val_score": _num(val_score), "best_epoch": int(best_epoch)}
+                for lab, vals in missing_metrics.items()]
+        with self.db.atomic():
+            self.db["sweep_cells"].upsert_all(rows, pk=("sweep_id", "label_fraction", "missing", "method", "seed"))
+            done = self.db.execute("SELECT count(*) FROM (SELECT DISTINCT label_fraction, method, seed FROM "
+                                   "sweep_cells WHERE sweep_id = ?)", [int(sweep_id)]).fetchone()[0]
+            self.db["sweeps"].update(int(sweep_id), {"runs_done": int(done)})
+
+    def set_status(self, sweep_id: int, status: str, *, error: str = "", elapsed_s: float | None = None) -> None:
+        fields: dict[str, Any] = {"status": status, "error_message": error}
+        if elapsed_s is not None:
+            fields["elapsed_s"] = float(elapsed_s)
+        with self.db.atomic():
+            self.db["sweeps"].update(int(sweep_id), fields)
+
+    def rename(self, sweep_id: int, name: str) -> None:
+        with self.db.atomic():
+            self.db["sweeps"].update(int(sweep_id), {"name": name})
+
+    def delete(self, sweep_id: int) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM sweep_cells WHERE sweep_id = ?", [int(sweep_id)])
+            self.db["sweeps"].delete(int(sweep_id))
+
+    def ids(self) -> list[int]:
+        return [int(r[0]) for r in self.db.execute("SELECT id FROM sweeps ORDER BY id").fetchall()]
+
+    def list(self) -> list[SweepResult]:
+        """Every sweep, oldest first, without their cells."""
+        return [self._from_row(r, with_cells=False) for r in self.db["sweeps"].rows_where(order_by="id")]
+
+    def get(self, sweep_id: int) -> SweepResult | None:
+        rows = list(self.db["sweeps"].rows_where("id = ?", [int(sweep_id)]))
+        return self._from_row(rows[0]) if rows else None
+
+    def mark_interrupted(self) -> list[int]:
+        """Sweeps left "running" by an app that ended become "interrupted" (resumable). Call once at start."""
+        ids = [int(r[0]) for r in self.db.execute("SELECT id FROM sweeps WHERE status = ?",
+                                                  [SWEEP_RUNNING]).fetchall()]
+        for i in ids:
+            self.set_status(i, SWEEP_INTERRUPTED, error="The app ended while this sweep was running.")
+        return ids
+
+    def _from_row(self, r: dict, with_cells: bool = True) -> SweepResult:
+        rates = {k: (float("nan") if v is None else float(v)) for k, v in json.loads(r["rates"] or "{}").items()}
+        res = SweepResult(
+            id=int(r["id"]), name=r["name"] or "", status=r["status"], source=r["source"] or "app",
+            dataset=r["dataset"], metric=r["metric"] or "", methods=json.loads(r["methods"]),
+            label_fractions=[float(v) for v in json.loads(r["label_fractions"])],
+            missing=json.loads(r["missing"]), seeds=int(r["seeds"]), mask_seed=int(r["mask_seed"]), rates=rates,
+            realised={k: float(v) for k, v in json.loads(r["realised"] or "{}").items()},
+            runs_total=int(r["runs_total"] or 0), runs_done=int(r["runs_done"] or 0), out_dir=r["out_dir"] or "",
+            config=json.loads(r["config"] or "{}"), created=r["created"], elapsed_s=float(r["elapsed_s"] or 0.0),
+            error=r["error_message"] or "")
+        if with_cells:
+            for c in self.db.execute("SELECT label_fraction, missing, method, seed, value FROM sweep_cells "
+                                     "WHERE sweep_id = ?", [res.id]).fetchall():
+                res.cells.setdefault((_lf_key(c[0]), c[1], c[2]), {})[int(c[3])] = (
+                    float("nan") if c[4] is None else float(c[4]))
+        return res
+
+    # --- a sweep written by `robult sweep` --------------------------------------------------------------
+    def import_sweep_json(self, path: str | Path) -> int:
+        """Store the sweep of a `sweep.json` (robult sweep --out DIR) in the session; returns its id. Each
+        method is taken at the grid setting the sweep chose (the file's `cells`/`runs`)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise SweepFileError(f"{path}: cannot read the file ({e.strerror or e})") from None
+        except ValueError as e:
+            raise SweepFileError(f"{path}: not a JSON file ({e})") from None
+        need = ("dataset", "methods", "label_fractions", "missing", "seeds", "runs")
+        if not isinstance(data, dict) or any(k not in data for k in need):
+            lacking = [k for k in need if not isinstance(data, dict) or k not in data]
+            raise SweepFileError(f"{path}: not a sweep written by `robult sweep` (it lacks "
+                                 f"{', '.join(lacking)})")
+        try:
+            methods = [str(m) for m in data["methods"]]
+            fractions = [float(v) for v in data["label_fractions"]]
+            labels = [str(x) for x in data["missing"]]
+            seeds = int(data["seeds"])
+            metric = str(data.get("metric") or "")
+            runs: list[tuple[float, str, int, dict, float, int]] = []
+            for lf in fractions:
+                by_method = data["runs"][f"{lf:g}"]
+                for m in methods:
+                    for run in by_method[m]:
+                        missing = run["missing"]
+                        absent = [lab for lab in labels if lab not in missing]
+                        if absent:
+                            raise SweepFileError(f"{path}: the run {m} lf {lf:g} seed {run['seed']} has no "
+                                                 f"result under {', '.join(absent)}")
+                        runs.append((lf, m, int(run["seed"]), {lab: missing[lab] for lab in labels},
+                                     float(run.get("val_score", float("nan"))), int(run.get("best_epoch", -1))))
+        except SweepFileError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise SweepFileError(f"{path}: the sweep's runs are malformed ({type(e).__name__}: {e})") from None
+        if not metric:
+            raise SweepFileError(f"{path}: the sweep names no metric")
+        rates = {k: (float("nan") if v is None else float(v)) for k, v in (data.get("rates") or {}).items()}
+        sid = self.create(name=f"{data['dataset']} (from {path.parent.name}/{path.name})", dataset=str(data["dataset"]),
+                          metric=metric, methods=methods, label_fractions=fractions, missing=labels, seeds=seeds,
+                          mask_seed=int(data.get("mask_seed", 0)), config=data.get("config") or {},
+                          out_dir=str(path.parent), runs_total=len(methods) * len(fractions) * seeds, rates=rates,
+                          realised={k: float(v) for k, v in (data.get("realised_missing") or {}).items()},
+                          source="cli", status=SWEEP_IMPORTED)
+        for lf, m, seed, missing, val, best in runs:
+            self.add_run(sid, lf, m, seed, missing, metric, val, best)
+        self.set_status(sid, SWEEP_IMPORTED, elapsed_s=float(data.get("elapsed_s") or 0.0))
+        return sid
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+# --- running a sweep in the background (the work contract of app/core/work.py) ------------------------------
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What the Sweeps dialog asks for. `missing` are spec texts (`mcar:0,0.25,0.5`), rates being fractions
+    missing; `base` is the run configuration every run starts from (dataset, schedule, model)."""
+    base: Any  # RunConfig
+    methods: tuple[str, ...]
+    label_fractions: tuple[float, ...]
+    missing: tuple[str, ...]
+    seeds: int = 2
+    mask_seed: int = 0
+    name: str = ""
+
+    def validate(self) -> "SweepRequest":
+        """Raises ConfigError (a `MissingSpecError` for a bad mask spec) naming the field and the problem."""
+        from robult_engine.config import METHODS, ConfigError
+        from robult_engine.missing import parse_missing_grid
+        if not self.methods:
+            raise ConfigError("Methods: choose at least one method")
+        for m in self.methods:
+            if m not in METHODS:
+                raise ConfigError(f"Methods: unknown method {m!r}")
+        if not self.label_fractions:
+            raise ConfigError("Label fractions: give at least one, e.g. 0.05,0.2")
+        for v in self.label_fractions:
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"Label fractions: each must be in (0, 1], got {v:g}")
+        if self.seeds < 1:
+            raise ConfigError(f"Seeds: at least 1, got {self.seeds}")
+        parse_missing_grid(list(self.missing), where="Missing rates")
+        self.base.validate()
+        return self
+
+    @property
+    def runs_total(self) -> int:
+        return len(self.methods) * len(self.label_fractions) * self.seeds
+
+
+@dataclass(frozen=True)
+class SweepPlanned:
+    """Sent once the dataset is loaded and the masks are drawn: what the stored row still lacks."""
+    labels: tuple[str, ...]
+    rates: dict
+    realised: dict
+    metric: str
+    runs_total: int
+    resumed: int
+
+
+@dataclass(frozen=True)
+class SweepRunRecorded:
+    """One run finished (or was taken from the folder on resume) and was evaluated under every mask."""
+    label_fraction: float
+    method: str
+    seed: int
+    missing: dict  # mask setting -> {metric: value}
+    val_score: float
+    best_epoch: int
+    runs_done: int
+    runs_total: int
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """Where the sweep is: finished runs, the current run and its step, elapsed time and ETA (seconds, NaN
+    before anything can be estimated)."""
+    runs_done: int
+    runs_total: int
+    run_label: str
+    step: int
+    steps: int
+    elapsed_s: float
+    eta_s: float
+
+    @property
+    def fraction(self) -> float:
+        part = self.step / self.steps if self.steps else 0.0
+        return min(1.0, (self.runs_done + part) / max(1, self.runs_total))
+
+
+def format_eta(seconds: float) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "ETA –"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"ETA {seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"ETA {seconds // 60} min {seconds % 60:02d} s"
+    return f"ETA {seconds} s"
+
+
+def run_sweep_work(work, request: SweepRequest, out_dir: str | Path, get_bundle, resume: bool = False,
+                   min_interval_s: float = 0.25) -> dict:
+    """The body of a background sweep: load the data (`get_bundle(data_cfg)`), draw the masks, train every
+    pending run one after another on this thread and evaluate it under the masks. Reports `SweepPlanned`,
+    `SweepRunRecorded` (each run, so the caller stores it at once) and `SweepProgress` (at most every
+    `min_interval_s`) through `work.emit`; stops within a training step of `work.cancel()` (the current run is
+    not recorded, `Cancelled` is raised). Returns the engine's sweep.json payload."""
+    import time
+
+    from robult_engine.events import StepEnded
+    from robult_engine.sweep import Sweep
+    from .work import Cancelled
+    work.check()
+    bundle = get_bundle(request.base.data)
+    work.check()
+    sweep = Sweep(request.base, list(request.methods), list(request.label_fractions), out_dir, seeds=request.seeds,
+                  missing=list(request.missing), mask_seed=request.mask_seed, bundle=bundle, resume=resume)
+    ev = sweep.ev
+    work.emit(SweepPlanned(tuple(ev.labels), ev.rates(), dict(ev.realised), sweep.metric, sweep.n_runs,
+                           len(sweep.resumed)))
+
+    def recorded(key, run) -> SweepRunRecorded:
+        _g, f, seed, m = key
+        return SweepRunRecorded(sweep.fractions[f], m, seed, run["missing"], run["val_score"], run["best_epoch"],
+                                len(sweep.done), sweep.n_runs)
+
+    for key in sweep.resumed:
+        g, f, seed, m = key
+        run = next(r for r in sweep.cells[m, f, g] if r["seed"] == seed)
+        work.emit(recorded(key, run))
+    t0 = time.perf_counter()
+    n_new = len(sweep.pending())
+    state = {"last": 0.0, "trained": 0, "label": ""}
+
+    def progress_of(step: int, steps: int) -> SweepProgress:
+        elapsed = time.perf_counter() - t0
+        done_here = state["trained"] + (step / steps if steps else 0.0)
+        eta = elapsed / done_here * (n_new - done_here) if done_here > 0.02 else float("nan")
+        return SweepProgress(len(sweep.done), sweep.n_runs, state["label"], step, steps, elapsed, eta)
+
+    def callbacks_for(k, key):
+        _g, f, seed, m = key
+        state["label"] = f"{m} · label fraction {sweep.fractions[f]:g} · seed {seed}"
+        work.emit(progress_of(0, 0))
+
+        def on_event(ev_) -> None:
+            if isinstance(ev_, StepEnded):
+                now = time.perf_counter()
+                if now - state["last"] >= min_interval_s:
+                    state["last"] = now
+                    work.emit(progress_of(ev_.global_step, ev_.total_steps))
+        return [on_event]
+
+    def on_run(k, key, run) -> None:
+        state["trained"] += 1
+        work.emit(recorded(key, run))
+        work.emit(progress_of(0, 0))
+
+    from robult_engine.sweep import SweepRunFailed
+    try:
+        finished = sweep.run_serial(callbacks_for=callbacks_for, should_stop=lambda: work.cancelled, on_run=on_run)
+    except SweepRunFailed as e:
+        raise ValueError(str(e)) from None  # shown as it stands (a run diverged, or ended without a checkpoint)
+    if not finished:
+        raise Cancelled()
+    return sweep.finish(print_tables=False)

@@ -1,0 +1,677 @@
+"""The Sweeps tab: run a label fraction × missing rate sweep from the app, keep it in the session, and read it.
+
+- **New sweep…** (Ctrl+Shift+N) opens `SweepDialog`: dataset, methods, label fractions, the mechanism and its
+  rates (fractions *missing*), seeds, mask seed, epochs. The sweep runs on its own background thread (the work
+  contract of app/core/work.py) with progress, ETA and cancel (Esc in the tab); each run is written to the
+  session as it finishes, so closing the app keeps every finished run, and **Resume** continues from the run
+  folder (robult_engine/sweep.py `--resume`).
+- **Open sweep file…** reads a `sweep.json` written by `robult sweep --out DIR`.
+- The selected sweep is drawn as one heat map per method (label fraction × missing rate, mean over seeds; or the
+  first method minus each other one, paired by seed) and as curves (metric against the missing rate, one panel
+  per label fraction, mean ± std over seeds). **Export…** writes both as PNG and SVG, and the cells as CSV
+  (the columns of the engine's sweep.csv).
+
+The panel only shows and asks; the numbers come from app/core/sweeps.py (Qt-free) and the engine.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
+                               QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
+                               QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
+
+from robult_engine.config import ConfigError
+from robult_engine.data import BUILTIN
+from robult_engine.methods import METHOD_SPECS
+
+from app.background.runner import WorkRunner
+from app.core.sessions import runs_root
+from app.core.sweeps import (SWEEP_CANCELLED, SWEEP_DONE, SWEEP_FAILED, SWEEP_RESUMABLE, SWEEP_RUNNING,
+                             SweepFileError, SweepPlanned, SweepProgress, SweepRequest, SweepResult,
+                             SweepRunRecorded, SweepStore, format_eta, run_sweep_work)
+
+from .explorer import style
+from .explorer.export import export_plot, write_csv
+from .explorer.job_controls import export_to_chosen_folder
+from .explorer.robustness_panel import color_range
+
+MECHANISMS = {"mcar": "MCAR: each (sample, modality) entry missing with probability η",
+              "mnar-value": "MNAR by value: the entries with the largest feature norm go missing first",
+              "mnar-class": "MNAR by class: the rate depends on the class (second rate for the other classes)"}
+DEFAULT_METHODS = ("robult", "supervised")
+STATUS_COLORS = {SWEEP_RUNNING: "#1565C0", SWEEP_DONE: "#2E7D32", SWEEP_CANCELLED: "#8D6E00",
+                 SWEEP_FAILED: "#B00020", "interrupted": "#B00020", "imported": "#455A64"}
+
+
+def parse_fraction_list(text: str, what: str) -> tuple[float, ...]:
+    out = []
+    for item in str(text).replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            out.append(float(item))
+        except ValueError:
+            raise ConfigError(f"{what}: {item!r} is not a number") from None
+    return tuple(dict.fromkeys(out))
+
+
+class SweepDialog(QDialog):
+    """What to sweep. `request()` is the validated `SweepRequest` (None while the form has an error)."""
+
+    def __init__(self, base_config, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New sweep")
+        self.base = base_config
+        self.dataset = QComboBox()
+        self.dataset.setEditable(True)
+        names = list(BUILTIN)
+        if base_config.data.dataset not in names:
+            names.append(base_config.data.dataset)
+        self.dataset.addItems(names)
+        self.dataset.setCurrentText(base_config.data.dataset)
+        self.dataset.setToolTip("A built-in dataset or the path of your own (as in the training wizard)")
+        self.methods = QListWidget()
+        for spec in METHOD_SPECS.values():
+            it = QListWidgetItem(f"{spec.label}  ({spec.name})")
+            it.setData(Qt.ItemDataRole.UserRole, spec.name)
+            it.setToolTip(spec.description)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if spec.name in DEFAULT_METHODS else Qt.CheckState.Unchecked)
+            self.methods.addItem(it)
+        self.methods.setMaximumHeight(170)
+        self.methods.setToolTip("The first checked method is the reference of the paired differences")
+        self.fractions = QLineEdit("0.05,0.2")
+        self.fractions.setToolTip("Labeled fractions of the training split, comma-separated, each in (0, 1]")
+        self.mechanism = QComboBox()
+        for name, tip in MECHANISMS.items():
+            self.mechanism.addItem(name)
+            self.mechanism.setItemData(self.mechanism.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.rates = QLineEdit("0,0.25,0.5,0.75")
+        self.rates.setToolTip("Rates η, comma-separated, each in [0, 1): the fraction of entries MISSING "
+                              "(0.7 = 70 % missing). A sample never loses every modality: one comes back, and "
+                              "the realised fraction is shown")
+        self.seeds = QSpinBox()
+        self.seeds.setRange(1, 20)
+        self.seeds.setValue(2)
+        self.seeds.setToolTip("Seeds per (method, label fraction); every method of a seed gets the same labels")
+        self.mask_seed = QSpinBox()
+        self.mask_seed.setRange(0, 10_000)
+        self.mask_seed.setToolTip("Seed of the test masks (one draw, shared by every run)")
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 10_000)
+        self.epochs.setValue(int(base_config.train.epochs))
+        self.epochs.setToolTip("Epochs of each training (early stopping on validation still applies)")
+        self.name = QLineEdit()
+        self.name.setPlaceholderText("optional")
+        self.summary = QLabel()
+        self.summary.setWordWrap(True)
+        self.error = QLabel()
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #B00020")
+        form = QFormLayout()
+        form.addRow("Dataset", self.dataset)
+        form.addRow("Methods", self.methods)
+        form.addRow("Label fractions", self.fractions)
+        mech = QHBoxLayout()
+        mech.addWidget(self.mechanism)
+        mech.addWidget(QLabel("rates (fraction missing)"))
+        mech.addWidget(self.rates, 1)
+        form.addRow("Missing modalities", mech)
+        form.addRow("Seeds", self.seeds)
+        form.addRow("Mask seed", self.mask_seed)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Name", self.name)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Run sweep")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.summary)
+        lay.addWidget(self.error)
+        lay.addWidget(self.buttons)
+        for w in (self.fractions, self.rates, self.name):
+            w.textChanged.connect(self._revalidate)
+        self.dataset.currentTextChanged.connect(self._revalidate)
+        self.mechanism.currentTextChanged.connect(self._revalidate)
+        for sp in (self.seeds, self.mask_seed, self.epochs):
+            sp.valueChanged.connect(self._revalidate)
+        self.methods.itemChanged.connect(self._revalidate)
+        self._request: SweepRequest | None = None
+        self._revalidate()
+
+    def checked_methods(self) -> tuple[str, ...]:
+        return tuple(self.methods.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.methods.count())
+                     if self.methods.item(i).checkState() == Qt.CheckState.Checked)
+
+    def set_methods(self, names) -> None:
+        for i in range(self.methods.count()):
+            it = self.methods.item(i)
+            it.setCheckState(Qt.CheckState.Checked if it.data(Qt.ItemDataRole.UserRole) in names
+                             else Qt.CheckState.Unchecked)
+
+    def missing_spec(self) -> str:
+        rates = ",".join(x.strip() for x in self.rates.text().replace(";", ",").split(",") if x.strip())
+        return f"{self.mechanism.currentText()}:{rates}"
+
+    def _build(self) -> SweepRequest:
+        dataset = self.dataset.currentText().strip()
+        if not dataset:
+            raise ConfigError("Dataset: name a built-in dataset or a path")
+        base = self.base
+        if dataset != base.data.dataset:
+            base = base.replace(**{"data.dataset": dataset, "data.modalities": ()})
+        base = base.replace(**{"train.epochs": int(self.epochs.value())})
+        if not self.rates.text().strip():
+            raise ConfigError("Missing rates: give at least one rate, e.g. 0,0.5")
+        return SweepRequest(base=base, methods=self.checked_methods(),
+                            label_fractions=parse_fraction_list(self.fractions.text(), "Label fractions"),
+                            missing=(self.missing_spec(),), seeds=int(self.seeds.value()),
+                            mask_seed=int(self.mask_seed.value()), name=self.name.text().strip()).validate()
+
+    @Slot()
+    def _revalidate(self, *_args) -> None:
+        try:
+            self._request = self._build()
+        except (ConfigError, ValueError) as e:
+            self._request = None
+            self.error.setText(str(e))
+            self.summary.setText("")
+        else:
+            self.error.setText("")
+            r = self._request
+            n_rates = len([x for x in self.rates.text().split(",") if x.strip()])
+            self.summary.setText(f"{r.runs_total} trainings ({len(r.methods)} methods × {len(r.label_fractions)} "
+                                 f"label fractions × {r.seeds} seeds), each evaluated under {n_rates} mask "
+                                 f"setting(s) drawn once on the test split.")
+        self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(self._request is not None)
+
+    def request(self) -> SweepRequest | None:
+        return self._request
+
+
+class SweepPlots(QWidget):
+    """The heat maps (one per method) and the curves (one panel per label fraction) of one sweep."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.result: SweepResult | None = None
+        self.mode = QComboBox()
+        self.mode.addItems(["metric (mean over seeds)", "first method minus each (paired by seed)"])
+        self.mode.setToolTip("What the heat maps show")
+        self.mode.currentIndexChanged.connect(self._draw_heat)
+        self.heat = pg.GraphicsLayoutWidget()
+        self.heat.setBackground("w")
+        self.curves = pg.GraphicsLayoutWidget()
+        self.curves.setBackground("w")
+        self.views = QTabWidget()
+        heat_box = QWidget()
+        hl = QVBoxLayout(heat_box)
+        hl.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Show"))
+        row.addWidget(self.mode)
+        row.addStretch(1)
+        hl.addLayout(row)
+        hl.addWidget(self.heat, 1)
+        self.views.addTab(heat_box, "Heat maps")
+        self.views.addTab(self.curves, "Curves")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.views)
+        self.heat_items: dict[str, pg.ImageItem] = {}
+        self.curve_items: dict[tuple[float, str], pg.PlotDataItem] = {}
+
+    def set_result(self, result: SweepResult | None) -> None:
+        self.result = result
+        self._draw_heat()
+        self._draw_curves()
+
+    def _x_ticks(self, r: SweepResult, sep: str = " ") -> list[tuple[float, str]]:
+        xs, numeric = r.x_values()
+        out = []
+        for x, lab in zip(xs, r.missing):
+            real = r.realised.get(lab)
+            head = f"{r.rates[lab]:g}" if numeric else lab
+            out.append((x, f"{head}{sep}({real:.0%})" if real is not None and math.isfinite(real) else head))
+        return out
+
+    @Slot()
+    def _draw_heat(self, *_a) -> None:
+        self.heat.clear()
+        self.heat_items = {}
+        r = self.result
+        if r is None or not r.methods:
+            return
+        diff = self.mode.currentIndex() == 1 and len(r.methods) > 1
+        methods = r.methods[1:] if diff else r.methods
+        grids = {}
+        for m in methods:
+            if diff:
+                grids[m] = np.array([[(d["mean"] if (d := r.paired(lf, lab, m)) else np.nan) for lab in r.missing]
+                                     for lf in r.label_fractions], dtype=float)
+            else:
+                grids[m] = np.array(r.grid(m)[0], dtype=float)
+        allv = np.concatenate([g.ravel() for g in grids.values()]) if grids else np.array([])
+        finite = allv[np.isfinite(allv)]
+        if diff:
+            top = float(np.abs(finite).max()) if finite.size else 0.05
+            top = max(top, 1e-3)
+            levels, cmap = (-top, top), pg.colormap.get("CET-D1")
+        else:
+            levels, cmap = color_range(r.metric, allv), pg.colormap.get("viridis")
+        lut = cmap.getLookupTable(nPts=256)
+        cols = min(3, len(methods))
+        ticks_x = [(i + 0.5, t) for i, (_x, t) in enumerate(self._x_ticks(r))]
+        ticks_y = [(j + 0.5, f"{lf:g}") for j, lf in enumerate(r.label_fractions)]
+        for k, m in enumerate(methods):
+            p = self.heat.addPlot(row=k // cols, col=k % cols)
+            title = f"{r.methods[0]} − {m}" if diff else m
+            p.setTitle(title, size="10pt")
+            g = grids[m]
+            img = pg.ImageItem(axisOrder="row-major")
+            img.setImage(np.nan_to_num(g, nan=levels[0]), levels=levels, lut=lut)
+            p.addItem(img)
+            self.heat_items[m] = img
+            for j in range(g.shape[0]):
+                for i in range(g.shape[1]):
+                    v = g[j, i]
+                    text = "–" if not np.isfinite(v) else (f"{v:+.3f}" if diff else f"{v:.3f}")
+                    t = pg.TextItem(text, color="k" if diff else ("w" if v < levels[0] + 0.6 * (levels[1] - levels[0])
+                                                                    else "k"), anchor=(0.5, 0.5))
+                    t.setPos(i + 0.5, j + 0.5)
+                    p.addItem(t, ignoreBounds=True)
+            p.getAxis("bottom").setTicks([ticks_x])
+            p.getAxis("left").setTicks([ticks_y])
+            p.setLabel("bottom", "η (fraction missing; realised)")
+            p.setLabel("left", "label fraction")
+            p.setMouseEnabled(False, False)
+            p.hideButtons()
+            p.vb.disableAutoRange()
+            p.setRange(xRange=(0, g.shape[1]), yRange=(0, g.shape[0]), padding=0)
+
+    @Slot()
+    def _draw_curves(self) -> None:
+        self.curves.clear()
+        self.curve_items = {}
+        r = self.result
+        if r is None or not r.methods:
+            return
+        xs, numeric = r.x_values()
+        ticks = self._x_ticks(r, sep="\n")
+        lo, hi = math.inf, -math.inf
+        for lf in r.label_fractions:
+            for m in r.methods:
+                for a, b in zip(*r.curve(lf, m)):
+                    if math.isfinite(a):
+                        b = b if math.isfinite(b) else 0.0
+                        lo, hi = min(lo, a - b), max(hi, a + b)
+        if not math.isfinite(lo):
+            lo, hi = 0.0, 1.0
+        pad = max(0.02, 0.05 * (hi - lo))
+        span = (max(xs) - min(xs)) or 1.0
+        for f, lf in enumerate(r.label_fractions):
+            p = self.curves.addPlot(row=0, col=f)
+            p.setTitle(f"label fraction {lf:g}", size="10pt")
+            if f == 0:
+                p.addLegend(offset=(5, 5))
+                p.setLabel("left", f"test {r.metric}")
+            for k, m in enumerate(r.methods):
+                mean, sd = r.curve(lf, m)
+                if not any(math.isfinite(v) for v in mean):
+                    continue  # no run of this method at this label fraction has finished yet
+                color = style.CATEGORICAL[k % len(style.CATEGORICAL)]
+                pen = pg.mkPen(color, width=2)
+                item = p.plot(xs, mean, pen=pen, symbol="o", symbolSize=6, symbolBrush=color, name=m,
+                              connect="finite")
+                self.curve_items[lf, m] = item
+                err = pg.ErrorBarItem(x=np.array(xs), y=np.nan_to_num(np.array(mean)),
+                                      height=2 * np.nan_to_num(np.array(sd)), pen=pg.mkPen(color, width=1),
+                                      beam=0.015 * span)
+                p.addItem(err)
+            for ax in ("bottom", "left"):
+                p.getAxis(ax).enableAutoSIPrefix(False)
+            p.getAxis("bottom").setTicks([ticks])
+            p.setLabel("bottom", "η (fraction missing; realised)" if numeric else "mask setting")
+            p.showGrid(x=True, y=True, alpha=0.3)
+            p.vb.disableAutoRange()
+            p.setRange(xRange=(min(xs) - 0.2 * span, max(xs) + 0.2 * span), yRange=(lo - pad, hi + pad),
+                       padding=0)
+
+    def export(self, folder: Path) -> list[Path]:
+        r = self.result
+        files: list[Path] = []
+        if r is None:
+            return files
+        name = f"sweep-{r.id}-{r.dataset}"
+        files += export_plot(self.heat, folder, f"{name}-heatmaps")
+        files += export_plot(self.curves, folder, f"{name}-curves")
+        files.append(write_csv(folder / f"{name}.csv", r.csv_header(), r.csv_rows()))
+        return files
+
+
+class SweepsPanel(QWidget):
+    """The Sweeps tab (see the module docstring)."""
+
+    sig_message = Signal(str, str)  # text, level
+    sig_busy_changed = Signal(bool)
+
+    def __init__(self, store, get_bundle, base_config_getter, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.sweeps = SweepStore(store)
+        self.get_bundle = get_bundle
+        self.base_config_getter = base_config_getter
+        self.runner = WorkRunner(self, max_threads=1)
+        self.job = None
+        self.job_sweep_id: int | None = None
+        self.dialog: SweepDialog | None = None
+
+        self.new_btn = QPushButton("New sweep…")
+        self.new_btn.setToolTip("Train methods × label fractions × seeds and evaluate each under a missing-rate "
+                                "grid (Ctrl+Shift+N)")
+        self.open_btn = QPushButton("Open sweep file…")
+        self.open_btn.setToolTip("Read a sweep.json written by `robult sweep --out DIR`")
+        self.resume_btn = QPushButton("Resume")
+        self.resume_btn.setToolTip("Continue a cancelled or interrupted sweep: finished runs are kept")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the running sweep after the current training step (Esc); finished runs "
+                                   "stay")
+        self.delete_btn = QPushButton("Delete")
+        self.delete_btn.setToolTip("Remove the sweep from the session (its run folder stays on disk)")
+        self.export_btn = QPushButton("Export…")
+        self.export_btn.setToolTip("Heat maps and curves as PNG and SVG, the cells as CSV")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.eta = QLabel("")
+        bar = QHBoxLayout()
+        for w in (self.new_btn, self.open_btn, self.resume_btn, self.cancel_btn, self.delete_btn):
+            bar.addWidget(w)
+        bar.addWidget(self.progress, 1)
+        bar.addWidget(self.eta)
+        bar.addWidget(self.export_btn)
+
+        self.list = QTreeWidget()
+        self.list.setHeaderLabels(["#", "Name", "Dataset", "Status", "Runs"])
+        self.list.setRootIsDecorated(False)
+        self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.list.setMinimumWidth(320)
+        self.list.itemSelectionChanged.connect(self._on_selection)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plots = SweepPlots()
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.summary)
+        rl.addWidget(self.plots, 1)
+        split = QSplitter()
+        split.addWidget(self.list)
+        split.addWidget(right)
+        split.setStretchFactor(1, 3)
+        lay = QVBoxLayout(self)
+        lay.addLayout(bar)
+        lay.addWidget(split, 1)
+
+        self.act_new = QAction("New sweep…", self)
+        self.act_new.setShortcut(QKeySequence("Ctrl+Shift+N"))
+        self.act_new.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.act_new.triggered.connect(self.new_sweep)
+        self.addAction(self.act_new)  # Esc (the window's Stop action) cancels the sweep while this tab is shown
+        self.new_btn.clicked.connect(self.new_sweep)
+        self.open_btn.clicked.connect(self.open_sweep_file)
+        self.resume_btn.clicked.connect(self.resume_selected)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.delete_btn.clicked.connect(self.delete_selected)
+        self.export_btn.clicked.connect(self.export_selected)
+        self.sweeps.mark_interrupted()
+        self.refresh()
+
+    # --- the list -----------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    def selected_id(self) -> int | None:
+        items = self.list.selectedItems()
+        return int(items[0].data(0, Qt.ItemDataRole.UserRole)) if items else None
+
+    def refresh(self, select: int | None = None) -> None:
+        keep = select if select is not None else self.selected_id()
+        self.list.blockSignals(True)
+        self.list.clear()
+        chosen = None
+        for s in self.sweeps.list():
+            it = QTreeWidgetItem([str(s.id), s.name or "", s.dataset, s.status, f"{s.runs_done}/{s.runs_total}"])
+            it.setData(0, Qt.ItemDataRole.UserRole, s.id)
+            it.setForeground(3, pg.mkColor(STATUS_COLORS.get(s.status, "#333")))
+            if s.error:
+                it.setToolTip(3, s.error)
+            self.list.addTopLevelItem(it)
+            if s.id == keep:
+                chosen = it
+        for c in range(5):
+            self.list.resizeColumnToContents(c)
+        self.list.blockSignals(False)
+        if chosen is None and self.list.topLevelItemCount():
+            chosen = self.list.topLevelItem(self.list.topLevelItemCount() - 1)
+        if chosen is not None:
+            self.list.setCurrentItem(chosen)
+        self._on_selection()
+
+    @Slot()
+    def _on_selection(self) -> None:
+        sid = self.selected_id()
+        res = self.sweeps.get(sid) if sid is not None else None
+        self.plots.set_result(res)
+        if res is None:
+            self.summary.setText("No sweep yet: New sweep… trains one here; Open sweep file… reads one made by "
+                                 "`robult sweep`.")
+        else:
+            extra = f"<br><span style='color:#B00020'>{res.error}</span>" if res.error else ""
+            where = f"<br>Runs: {res.out_dir}" if res.out_dir else ""
+            self.summary.setText(f"<b>#{res.id} {res.name}</b> — {res.status}. {res.summary()}.{where}{extra}")
+        self._update_buttons(res)
+
+    def _update_buttons(self, res: SweepResult | None = None) -> None:
+        if res is None:
+            sid = self.selected_id()
+            res = self.sweeps.get(sid) if sid is not None else None
+        self.cancel_btn.setEnabled(self.busy)
+        self.new_btn.setEnabled(not self.busy)
+        self.resume_btn.setEnabled(not self.busy and res is not None and res.status in SWEEP_RESUMABLE
+                                   and res.source == "app")
+        self.delete_btn.setEnabled(res is not None and not (self.busy and res.id == self.job_sweep_id))
+        self.export_btn.setEnabled(res is not None and res.runs_done > 0)
+
+    # --- starting, resuming, cancelling ---------------------------------------------------------------------
+    @Slot()
+    def new_sweep(self) -> SweepDialog | None:
+        if self.busy:
+            self.sig_message.emit("A sweep is running; cancel it first (Esc).", "warn")
+            return None
+        dlg = SweepDialog(self.base_config_getter(), self)
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        dlg.accepted.connect(self._on_dialog_accepted)
+        self.dialog = dlg
+        dlg.open()
+        return dlg
+
+    @Slot()
+    def _on_dialog_accepted(self) -> None:
+        dlg = self.dialog
+        req = dlg.request() if dlg is not None else None
+        if req is not None:
+            self.start(req)
+
+    def start(self, req: SweepRequest) -> int | None:
+        """Store the sweep and run it in the background; returns its id."""
+        if self.busy:
+            return None
+        from robult_engine.missing import parse_missing_grid
+        labels = [s.label for s in parse_missing_grid(list(req.missing))]
+        sid = self.sweeps.create(name=req.name, dataset=req.base.data.dataset, metric="",
+                                 methods=list(req.methods), label_fractions=list(req.label_fractions),
+                                 missing=labels, seeds=req.seeds, mask_seed=req.mask_seed,
+                                 config={"request": {"methods": list(req.methods),
+                                                     "label_fractions": list(req.label_fractions),
+                                                     "missing": list(req.missing), "seeds": req.seeds,
+                                                     "mask_seed": req.mask_seed, "name": req.name},
+                                         "base": req.base.to_dict()},
+                                 out_dir="", runs_total=req.runs_total, rates={}, realised={})
+        out = runs_root(self.store) / "sweeps" / f"sweep-{sid}"
+        with self.store.db.atomic():
+            self.store.db["sweeps"].update(sid, {"out_dir": str(out)})
+        self._run(sid, req, out, resume=False)
+        return sid
+
+    def _run(self, sid: int, req: SweepRequest, out: Path, resume: bool) -> None:
+        self.job_sweep_id = sid
+        self.sweeps.set_status(sid, SWEEP_RUNNING)
+        self.progress.setValue(0)
+        self.progress.setFormat("loading the data and drawing the masks…")
+        self.eta.setText("")
+        get_bundle = self.get_bundle
+        self.job = self.runner.start(lambda work: run_sweep_work(work, req, out, get_bundle, resume=resume),
+                                     on_result=self._on_result, on_error=self._on_error,
+                                     on_progress=self._on_progress, on_cancelled=self._on_cancelled)
+        self.refresh(select=sid)
+        self.sig_busy_changed.emit(True)
+        self.sig_message.emit(f"Sweep #{sid}: {req.runs_total} trainings started.", "info")
+
+    @Slot()
+    def resume_selected(self) -> None:
+        sid = self.selected_id()
+        res = self.sweeps.get(sid) if sid is not None else None
+        if res is None or self.busy or res.status not in SWEEP_RESUMABLE:
+            return
+        try:
+            req = request_of(res)
+        except (ConfigError, KeyError, TypeError, ValueError) as e:
+            self.sig_message.emit(f"Sweep #{sid} cannot be resumed: {e}", "error")
+            return
+        self._run(sid, req, Path(res.out_dir), resume=True)
+
+    @Slot()
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.progress.setFormat("cancelling after the current step…")
+
+    # --- the job's reports (GUI thread) ----------------------------------------------------------------------
+    def _on_progress(self, p) -> None:
+        sid = self.job_sweep_id
+        if sid is None:
+            return
+        if isinstance(p, SweepPlanned):
+            with self.store.db.atomic():
+                self.store.db["sweeps"].update(sid, {
+                    "missing": _dumps(list(p.labels)), "metric": p.metric, "runs_total": p.runs_total,
+                    "rates": _dumps({k: (None if v is None or math.isnan(v) else v) for k, v in p.rates.items()}),
+                    "realised": _dumps(p.realised)})
+            if p.resumed:
+                self.sig_message.emit(f"Sweep #{sid}: {p.resumed} finished run(s) kept from its folder.", "info")
+        elif isinstance(p, SweepRunRecorded):
+            res = self.sweeps.get(sid)
+            self.sweeps.add_run(sid, p.label_fraction, p.method, p.seed, p.missing, res.metric if res else "",
+                                p.val_score, p.best_epoch)
+            self.refresh(select=self.selected_id())
+        elif isinstance(p, SweepProgress):
+            self.progress.setValue(int(1000 * p.fraction))
+            self.progress.setFormat(f"{p.runs_done}/{p.runs_total} runs · {p.run_label}"
+                                    + (f" · step {p.step}/{p.steps}" if p.steps else ""))
+            self.eta.setText(format_eta(p.eta_s))
+
+    def _finish(self, status: str, text: str, level: str, error: str = "", elapsed: float | None = None) -> None:
+        sid = self.job_sweep_id
+        self.job = None
+        self.job_sweep_id = None
+        if sid is not None:
+            self.sweeps.set_status(sid, status, error=error, elapsed_s=elapsed)
+        self.progress.setFormat(text)
+        self.eta.setText("")
+        self.refresh(select=sid)
+        self.sig_busy_changed.emit(False)
+        self.sig_message.emit(f"Sweep #{sid}: {text}", level)
+
+    def _on_result(self, payload: dict) -> None:
+        self.progress.setValue(1000)
+        self._finish(SWEEP_DONE, "finished", "ok", elapsed=float(payload.get("elapsed_s", 0.0)))
+
+    def _on_error(self, failure) -> None:
+        self._finish(SWEEP_FAILED, f"failed: {failure.message}", "error", error=failure.message)
+
+    def _on_cancelled(self, _payload=None) -> None:
+        self._finish(SWEEP_CANCELLED, "cancelled (finished runs kept; Resume continues)", "info",
+                     error="Cancelled; Resume continues from the finished runs.")
+
+    # --- files -------------------------------------------------------------------------------------------------
+    @Slot()
+    def open_sweep_file(self, path: str | None = None) -> int | None:
+        if not path:
+            path, _ = QFileDialog.getOpenFileName(self, "Open a sweep", "", "Sweep (sweep.json);;JSON (*.json)")
+            if not path:
+                return None
+        try:
+            sid = self.sweeps.import_sweep_json(path)
+        except SweepFileError as e:
+            self.sig_message.emit(str(e), "error")
+            QMessageBox.warning(self, "Cannot open the sweep", str(e))
+            return None
+        self.refresh(select=sid)
+        self.sig_message.emit(f"Sweep #{sid} read from {path}.", "ok")
+        return sid
+
+    @Slot()
+    def export_selected(self) -> Path | None:
+        if self.plots.result is None:
+            return None
+        return export_to_chosen_folder(self, "Export the sweep to a folder", f"sweep-{self.plots.result.id}",
+                                       self.plots.export, self.sig_message.emit)
+
+    @Slot()
+    def delete_selected(self) -> None:
+        sid = self.selected_id()
+        if sid is None or (self.busy and sid == self.job_sweep_id):
+            return
+        self.sweeps.delete(sid)
+        self.refresh()
+        self.sig_message.emit(f"Sweep #{sid} removed from the session (its folder stays on disk).", "info")
+
+    def shutdown(self, timeout_ms: int = 15_000) -> bool:
+        """Cancel the running sweep and wait (bounded) for its thread; finished runs are already stored."""
+        if self.job is not None:
+            self.job.cancel()
+        ok = self.runner.shutdown(timeout_ms)
+        if self.job_sweep_id is not None:
+            self.sweeps.set_status(self.job_sweep_id, "interrupted",
+                                   error="The app was closed while this sweep ran; Resume continues.")
+            self.job = None
+            self.job_sweep_id = None
+        return ok
+
+
+def request_of(res: SweepResult) -> SweepRequest:
+    """The request a stored app sweep was started with (to resume it)."""
+    from robult_engine.config import RunConfig
+    r = res.config["request"]
+    base = RunConfig.from_dict(res.config["base"])
+    return SweepRequest(base=base, methods=tuple(r["methods"]), label_fractions=tuple(r["label_fractions"]),
+                        missing=tuple(r["missing"]), seeds=int(r["seeds"]), mask_seed=int(r["mask_seed"]),
+                        name=r.get("name", "")).validate()
+
+
+def _dumps(v) -> str:
+    import json
+    return json.dumps(v, sort_keys=True)
