@@ -21,6 +21,7 @@ The API other parts of the app rely on (the explorer plugs in through `app.views
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
@@ -184,20 +185,26 @@ class MainWindow(QMainWindow):
         self.sessions_panel = SessionsPanel(self.store)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
-        from .views.sweeps import SweepsPanel
-        self.sweeps_panel = SweepsPanel(self.store, self.get_bundle, self.initial_config)
-        self.sweeps_panel.sig_message.connect(self._on_sweep_message)
-        self.sweeps_panel.sig_busy_changed.connect(self._on_sweep_busy_changed)
-        self.m_train.addSeparator()
-        self.m_train.addAction(self.sweeps_panel.act_new)
         self.tabs.addTab(self.training_panel, "Training")
         self.tabs.addTab(self.sessions_panel, "Sessions")
-        self.tabs.addTab(self.sweeps_panel, "Sweeps")
         self.tabs.setTabToolTip(0, "Live curves of the current run (Ctrl+1)")
         self.tabs.setTabToolTip(1, "Runs of the session database (Ctrl+2)")
+        self.sweeps_panel = None
+        try:  # the Sweeps tab draws with the explorer's plotting helpers; without the explorer there is none
+            from .views.sweeps import SweepsPanel
+        except ImportError as e:
+            print(f"robult-studio: the Sweeps tab is not available ({e})", file=sys.stderr)
+        else:
+            self.sweeps_panel = SweepsPanel(self.store, self.get_bundle, self.initial_config)
+            self.sweeps_panel.sig_message.connect(self._on_sweep_message)
+            self.sweeps_panel.sig_busy_changed.connect(self._on_sweep_busy_changed)
+            self.m_train.addSeparator()
+            self.m_train.addAction(self.sweeps_panel.act_new)
+            self.tabs.addTab(self.sweeps_panel, "Sweeps")
+            self.tabs.setTabToolTip(2, "Label fraction × missing rate sweeps: run, resume, open a CLI sweep, "
+                                       "export (Ctrl+3)")
+        self.act_sweeps_tab.setEnabled(self.sweeps_panel is not None)
         self.tabs.currentChanged.connect(self._on_tab_changed)
-        self.tabs.setTabToolTip(2, "Label fraction × missing rate sweeps: run, resume, open a CLI sweep, export "
-                                   "(Ctrl+3)")
         central = QWidget()
         lay = QVBoxLayout(central)
         lay.setContentsMargins(6, 6, 6, 0)
@@ -537,7 +544,8 @@ class MainWindow(QMainWindow):
 
     def sweep_has_focus(self) -> bool:
         """Esc cancels the sweep while the Sweeps tab is shown and a sweep runs; else it stops the training."""
-        return self.sweeps_panel.busy and self.tabs.currentWidget() is self.sweeps_panel
+        sp = self.sweeps_panel
+        return sp is not None and sp.busy and self.tabs.currentWidget() is sp
 
     @Slot()
     def _on_act_resume_triggered(self) -> None:
@@ -554,7 +562,8 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _on_act_sweeps_tab_triggered(self) -> None:
-        self.tabs.setCurrentWidget(self.sweeps_panel)
+        if self.sweeps_panel is not None:
+            self.tabs.setCurrentWidget(self.sweeps_panel)
 
     @Slot(bool)
     def _on_sweep_busy_changed(self, _busy: bool) -> None:
@@ -604,9 +613,10 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping the run…")
             self.run.closing(self.controller.shutdown())
         self._save_settings()
-        if self.sweeps_panel.busy:
-            self.statusBar().showMessage("Stopping the sweep…")
-        self.sweeps_panel.shutdown()  # its finished runs are in the database; the sweep can be resumed
+        if self.sweeps_panel is not None:
+            if self.sweeps_panel.busy:
+                self.statusBar().showMessage("Stopping the sweep…")
+            self.sweeps_panel.shutdown()  # its finished runs are in the database; the sweep can be resumed
         self.work.shutdown()
         self.work.wait(10_000)
         super().closeEvent(event)

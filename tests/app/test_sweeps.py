@@ -1,0 +1,265 @@
+"""The Sweeps tab as a user drives it: a sweep started from the dialog runs in the background, is stored cell by
+cell, survives closing the window, can be cancelled and resumed, equals the CLI's numbers for the same seeds, and
+a CLI sweep.json opens in it; plus the Qt-free store (app/core/sweeps.py)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from app.core.sessions import SessionStore
+from app.core.sweeps import (SWEEP_CANCELLED, SWEEP_DONE, SWEEP_IMPORTED, SWEEP_INTERRUPTED, SweepFileError,
+                             SweepRequest, SweepStore)
+from robult_engine.config import ConfigError
+from robult_engine.sweep import Sweep
+
+
+METHODS = ("robult", "supervised")
+
+
+def engine_sweep(base, out, fractions=(0.1,), seeds=2, missing=("mcar:0,0.5",), mask_seed=0) -> dict:
+    """What `robult sweep` computes for the same request (in this process)."""
+    sw = Sweep(base, list(METHODS), list(fractions), out, seeds=seeds, missing=list(missing), mask_seed=mask_seed)
+    assert sw.run_serial() is True
+    return sw.finish(print_tables=False)
+
+
+def assert_same_cells(res, payload) -> None:
+    for lf in res.label_fractions:
+        for lab in res.missing:
+            for m in res.methods:
+                want = payload["cells"][f"{lf:g}"][lab]["methods"][m]
+                mean, sd, n = res.cell(lf, lab, m)
+                assert n == len(want["seeds"])
+                assert mean == pytest.approx(want["mean"], abs=1e-9), (lf, lab, m)
+                assert sd == pytest.approx(want["std"], abs=1e-9), (lf, lab, m)
+
+
+def tiny_config(**changes):
+    from robult_engine.config import RunConfig
+    base = {"data.dataset": "pid-synth", "data.synth_n_train": 200, "data.label_fraction": 0.1,
+            "train.epochs": 2, "train.batch_size": 32, "train.labeled_per_batch": 8, "train.patience": 0,
+            "train.device": "cpu", "model.d_h": 16, "model.d_z": 8, "model.d_u": 4, "model.d_hidden": 16,
+            "model.dropout": 0.0}
+    base.update(changes)
+    return RunConfig().replace(**base).validate()
+
+
+@pytest.fixture
+def tiny_window(make_window, settings):
+    settings.setValue("wizard/last_config", tiny_config(**{"train.epochs": 2}).to_json())
+
+    def make(**kw):
+        w = make_window(**kw)
+        w.tabs.setCurrentWidget(w.sweeps_panel)
+        return w
+    return make
+
+
+def fill_dialog(dlg, fractions="0.1", rates="0,0.5", seeds=2) -> None:
+    dlg.set_methods(METHODS)
+    dlg.fractions.setText(fractions)
+    dlg.mechanism.setCurrentText("mcar")
+    dlg.rates.setText(rates)
+    dlg.seeds.setValue(seeds)
+
+
+# --- the store (no Qt) ------------------------------------------------------------------------------------
+
+
+def test_the_store_keeps_every_cell_and_computes_the_engines_statistics(store):
+    sweeps = SweepStore(store)
+    sid = sweeps.create(name="s", dataset="pid-synth", metric="accuracy", methods=["robult", "supervised"],
+                        label_fractions=[0.05, 0.2], missing=["mcar:0", "mcar:0.5"], seeds=2, mask_seed=3,
+                        config={}, out_dir="", runs_total=8, rates={"mcar:0": 0.0, "mcar:0.5": 0.5},
+                        realised={"mcar:0": 0.0, "mcar:0.5": 0.4})
+    vals = {("robult", 0): (0.9, 0.8), ("robult", 1): (0.7, 0.6), ("supervised", 0): (0.5, 0.3),
+            ("supervised", 1): (0.6, 0.2)}
+    for (m, seed), (a, b) in vals.items():
+        sweeps.add_run(sid, 0.05, m, seed, {"mcar:0": {"accuracy": a}, "mcar:0.5": {"accuracy": b}}, "accuracy")
+    sweeps.add_run(sid, 0.05, "robult", 1, {"mcar:0": {"accuracy": 0.75}, "mcar:0.5": {"accuracy": 0.6}},
+                   "accuracy")  # a second try of the same run replaces the first
+    res = sweeps.get(sid)
+    assert res.runs_done == 4 and res.runs_total == 8 and res.mask_seed == 3
+    mean, sd, n = res.cell(0.05, "mcar:0", "robult")
+    assert (mean, n) == (pytest.approx(0.825), 2) and sd == pytest.approx(abs(0.9 - 0.75) / math.sqrt(2))
+    assert math.isnan(res.cell(0.2, "mcar:0", "robult")[0])  # nothing finished there yet
+    grid_mean, _ = res.grid("supervised")
+    assert grid_mean[0] == pytest.approx([0.55, 0.25]) and all(math.isnan(v) for v in grid_mean[1])
+    d = res.paired(0.05, "mcar:0.5", "supervised")  # robult minus supervised, seed by seed: 0.5 and 0.4
+    assert d["mean"] == pytest.approx(0.45) and d["wins"] == 2 and d["n"] == 2
+    rows = res.csv_rows()
+    assert len(rows) == 2 * 2 * 2 and res.csv_header()[-2:] == ["seed0", "seed1"]
+    first = rows[0]
+    assert first[:5] == ["0.05", "mcar:0", "0", "0.000000", "robult"] and first[-2:] == ["0.900000", "0.750000"]
+    assert [r.id for r in sweeps.list()] == [sid] and sweeps.list()[0].cells == {}
+    sweeps.delete(sid)
+    assert sweeps.get(sid) is None
+    assert store.db.execute("SELECT count(*) FROM sweep_cells").fetchone()[0] == 0
+
+
+def test_a_cli_sweep_json_opens_with_the_same_numbers(store, tmp_path):
+    base = tiny_config(**{"train.epochs": 1})
+    payload = engine_sweep(base, tmp_path / "cli", fractions=(0.1, 0.5))
+    sid = SweepStore(store).import_sweep_json(tmp_path / "cli" / "sweep.json")
+    res = SweepStore(store).get(sid)
+    assert res.status == SWEEP_IMPORTED and res.source == "cli" and res.runs_done == res.runs_total == 8
+    assert res.missing == ["mcar:0", "mcar:0.5"] and res.realised == pytest.approx(payload["realised_missing"])
+    assert_same_cells(res, payload)
+    with open(tmp_path / "cli" / "sweep.csv") as f:
+        engine_rows = list(csv.reader(f))
+    assert engine_rows[0] == res.csv_header()
+    assert engine_rows[1:] == res.csv_rows()  # the app's CSV export is the engine's sweep.csv
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not a JSON file"),
+    (json.dumps({"dataset": "x"}), "not a sweep written by `robult sweep` (it lacks methods"),
+    (json.dumps({"dataset": "x", "methods": ["robult"], "label_fractions": [0.1], "missing": ["mcar:0"],
+                 "seeds": 1, "metric": "accuracy", "runs": {"0.1": {"robult": [{"seed": 0, "missing": {}}]}}}),
+     "has no result under mcar:0"),
+    (json.dumps({"dataset": "x", "methods": ["robult"], "label_fractions": [0.1], "missing": ["mcar:0"],
+                 "seeds": 1, "metric": "accuracy", "runs": {}}), "the sweep's runs are malformed"),
+])
+def test_bad_sweep_files_name_the_file_and_the_problem(store, tmp_path, content, message):
+    path = tmp_path / "sweep.json"
+    path.write_text(content)
+    with pytest.raises(SweepFileError, match="sweep.json: .*" + message.replace("(", r"\(").replace(")", r"\)")):
+        SweepStore(store).import_sweep_json(path)
+    assert SweepStore(store).list() == []
+
+
+def test_a_request_with_bad_values_says_which_field():
+    base = tiny_config()
+    with pytest.raises(ConfigError, match="Missing rates mcar:0,1: a rate must be in \\[0, 1\\)"):
+        SweepRequest(base, METHODS, (0.1,), ("mcar:0,1",)).validate()
+    with pytest.raises(ConfigError, match="Label fractions: each must be in \\(0, 1\\]"):
+        SweepRequest(base, METHODS, (0.0,), ("mcar:0",)).validate()
+    with pytest.raises(ConfigError, match="Methods: choose at least one"):
+        SweepRequest(base, (), (0.1,), ("mcar:0",)).validate()
+    with pytest.raises(ConfigError, match="unknown mechanism|unknown"):
+        SweepRequest(base, METHODS, (0.1,), ("sometimes:0.5",)).validate()
+
+
+# --- the tab ------------------------------------------------------------------------------------------------
+
+
+def test_the_dialog_refuses_bad_input_with_a_message(qtbot, tiny_window):
+    w = tiny_window()
+    dlg = w.sweeps_panel.new_sweep()
+    qtbot.addWidget(dlg)
+    ok = dlg.buttons.button(dlg.buttons.StandardButton.Ok)
+    fill_dialog(dlg)
+    assert ok.isEnabled() and dlg.error.text() == "" and "4 trainings" in dlg.summary.text()
+    dlg.rates.setText("0,1.2")
+    assert not ok.isEnabled() and "fraction of entries missing" in dlg.error.text()
+    dlg.rates.setText("0,0.5")
+    dlg.fractions.setText("0.1,abc")
+    assert not ok.isEnabled() and "Label fractions: 'abc' is not a number" in dlg.error.text()
+    dlg.fractions.setText("0.1")
+    dlg.set_methods(())
+    assert not ok.isEnabled() and "Methods" in dlg.error.text()
+    dlg.reject()
+
+
+def test_a_sweep_from_the_app_equals_the_cli_and_comes_back_after_reopening(qtbot, tiny_window, db_path,
+                                                                            tmp_path):
+    w = tiny_window()
+    panel = w.sweeps_panel
+    w.sweeps_panel.act_new.trigger()  # Ctrl+Shift+N
+    dlg = panel.dialog
+    fill_dialog(dlg)
+    req = dlg.request()
+    dlg.accept()
+    assert panel.busy and not panel.new_btn.isEnabled() and panel.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=240_000)
+    res = SweepStore(w.store).get(panel.selected_id())
+    assert res.status == SWEEP_DONE and res.runs_done == res.runs_total == 4, res.error
+    assert res.metric == "accuracy" and 0.3 < res.realised["mcar:0.5"] < 0.5
+    payload = engine_sweep(req.base, tmp_path / "cli")  # the CLI's computation for the same seeds
+    assert_same_cells(res, payload)
+    shown = panel.plots.heat_items["robult"].image  # rows: label fractions, columns: mask settings
+    assert shown[0] == pytest.approx([payload["cells"]["0.1"][lab]["methods"]["robult"]["mean"]
+                                      for lab in ("mcar:0", "mcar:0.5")])
+    assert ("0.1", "robult") in {(f"{lf:g}", m) for lf, m in panel.plots.curve_items}
+    w.close()
+    w2 = tiny_window()  # a new window on the same session database
+    res2 = SweepStore(w2.store).get(res.id)
+    assert res2.status == SWEEP_DONE and res2.cells == res.cells
+    assert w2.sweeps_panel.selected_id() == res.id
+    assert np.array_equal(w2.sweeps_panel.plots.heat_items["robult"].image, shown)
+
+
+def test_cancel_keeps_the_finished_runs_and_resume_completes_the_same_sweep(qtbot, tiny_window, tmp_path):
+    w = tiny_window()
+    panel = w.sweeps_panel
+    dlg = panel.new_sweep()
+    fill_dialog(dlg)
+    req = dlg.request()
+    dlg.accept()
+    sid = panel.job_sweep_id
+    qtbot.waitUntil(lambda: SweepStore(w.store).get(sid).runs_done >= 1, timeout=240_000)
+    assert w.act_stop.isEnabled()  # Esc on the Sweeps tab cancels the sweep
+    w.act_stop.trigger()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    res = SweepStore(w.store).get(sid)
+    assert res.status == SWEEP_CANCELLED and 1 <= res.runs_done < 4
+    kept = dict(res.cells)
+    assert panel.resume_btn.isEnabled()
+    panel.resume_btn.click()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=240_000)
+    res = SweepStore(w.store).get(sid)
+    assert res.status == SWEEP_DONE and res.runs_done == 4
+    assert all(res.cells[k][seed] == v for k, by_seed in kept.items() for seed, v in by_seed.items())
+    assert_same_cells(res, engine_sweep(req.base, tmp_path / "cli"))
+
+
+def test_closing_the_window_mid_sweep_keeps_it_resumable(qtbot, tiny_window):
+    w = tiny_window()
+    panel = w.sweeps_panel
+    dlg = panel.new_sweep()
+    fill_dialog(dlg, seeds=2)
+    dlg.accept()
+    sid = panel.job_sweep_id
+    qtbot.waitUntil(lambda: SweepStore(w.store).get(sid).runs_done >= 1, timeout=240_000)
+    w.close()  # stops the sweep within a step; the finished runs are in the database
+    assert not panel.busy
+    w2 = tiny_window()
+    res = SweepStore(w2.store).get(sid)
+    assert res.status == SWEEP_INTERRUPTED and res.runs_done >= 1 and "Resume" in res.error
+    w2.sweeps_panel.refresh(select=sid)
+    assert w2.sweeps_panel.resume_btn.isEnabled()
+
+
+def test_export_writes_the_plots_and_the_engines_csv(qtbot, tiny_window, dialogs, tmp_path):
+    w = tiny_window()
+    base = tiny_config(**{"train.epochs": 1})
+    engine_sweep(base, tmp_path / "cli")
+    dialogs.open_file = str(tmp_path / "cli" / "sweep.json")
+    sid = w.sweeps_panel.open_sweep_file()
+    assert sid is not None and w.sweeps_panel.selected_id() == sid
+    dialogs.open_dir = str(tmp_path / "out")
+    folder = w.sweeps_panel.export_selected()
+    files = sorted(p.name for p in folder.iterdir())
+    assert [f for f in files if f.endswith(".png")] == [f"sweep-{sid}-pid-synth-curves.png",
+                                                         f"sweep-{sid}-pid-synth-heatmaps.png"]
+    assert len([f for f in files if f.endswith(".svg")]) == 2
+    for f in files:
+        if f.endswith(".png"):
+            assert (folder / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with open(folder / f"sweep-{sid}-pid-synth.csv") as a, open(tmp_path / "cli" / "sweep.csv") as b:
+        assert list(csv.reader(a)) == list(csv.reader(b))
+
+
+def test_a_bad_sweep_file_is_refused_and_the_app_keeps_running(qtbot, tiny_window, dialogs, tmp_path):
+    w = tiny_window()
+    bad = tmp_path / "broken.json"
+    bad.write_text("{oops")
+    dialogs.open_file = str(bad)
+    assert w.sweeps_panel.open_sweep_file() is None
+    assert any(kind == "warning" and "broken.json: not a JSON file" in text for kind, text in dialogs.asked)
+    assert SweepStore(w.store).list() == [] and w.isVisible()
