@@ -83,6 +83,52 @@ def test_drawn_mcar_mask_is_the_engines_and_updates_every_panel(qtbot, explorer)
     assert len(seen) > 1  # different seeds, different masks
 
 
+@pytest.mark.parametrize("mech, eta", [("mnar-value", "0.5"), ("mnar-class", "0.8/0.1@0"), ("exclusive", "")])
+def test_every_mechanism_draws_the_engines_mask_for_the_sample(qtbot, explorer, mech, eta):
+    """Beside MCAR: the drawn mask of each mechanism is row `index` of the engine's mask on the split (what
+    `robult eval --missing SPEC --mask-seed S` gives that sample), and is applied to the toggles."""
+    from robult_engine.missing import draw_mask, parse_missing
+    ctl = explorer.mechanism
+    split = explorer.context.bundle.splits["test"]
+    ctl.mechanism.setCurrentText(mech)
+    assert ctl.eta.isEnabled() == (mech != "exclusive")
+    if eta:
+        ctl.eta.setText(eta)
+    spec = parse_missing(mech if mech == "exclusive" else f"{mech}:{eta}")[0]
+    index = explorer.state.sample.index
+    drawn = []
+    for seed in range(4):
+        ctl.seed.setValue(seed)
+        mask = ctl.draw()
+        want = tuple(draw_mask(split, explorer.context.bundle.info, spec, seed)[index].tolist())
+        assert mask == want and explorer.state.enabled == want, (mech, seed)
+        assert ctl.result.text().count(spec.label) == 1
+        drawn.append(mask)
+        if mech == "exclusive":
+            assert sum(mask) == 1
+    assert all(any(m) for m in drawn)
+
+
+def test_mnar_on_the_users_own_files_says_why_not():
+    from types import SimpleNamespace
+
+    from app.core.explorer_state import ExplorerState, SampleRef
+    from app.views.explorer.mechanism_control import MechanismControl
+    st = ExplorerState()
+    st.set_modalities(("a", "b"))
+    st.set_context(SimpleNamespace(loaded=SimpleNamespace(config=tiny_cfg()), bundle=None))
+    st.set_sample(SampleRef.sources(files={"a": "/x.npy", "b": "/y.npy"}))
+    st.set_present((True, True))
+    ctl = MechanismControl(st)
+    ctl.mechanism.setCurrentText("mnar-value")
+    before = st.enabled
+    assert ctl.draw() is None and st.enabled == before
+    assert "depends on the dataset split" in ctl.result.text()
+    ctl.mechanism.setCurrentText("exclusive")
+    assert sum(ctl.draw()) == 1  # exclusive needs nothing but the sample
+    ctl.deleteLater()
+
+
 def test_drawn_mask_respects_eta_and_the_datas_own_mask():
     from types import SimpleNamespace
 

@@ -1,10 +1,14 @@
 """MechanismControl: "apply a mechanism" beside the explorer's modality toggles, and the run's training mechanism.
 
-*Draw MCAR* draws a missing-completely-at-random mask at rate η for the sample on screen with the engine's
+*Draw mask* draws a mask of the chosen mechanism for the sample on screen with the engine's
 `robult_engine.missing.draw_mask` and applies it through the explorer's one state object
 (`ExplorerState.set_enabled`): the toggles then show the drawn mask and every panel updates as on a click.
-**η is the fraction of modalities MISSING** (η = 0.7: each modality is missing with probability 0.7), as
-everywhere in Robult Studio and the engine.
+The mechanisms are those of `robult eval --missing`: `mcar` (missing completely at random at rate η),
+`mnar-value` (the entries of largest feature norm in the split go first), `mnar-class` (the rate depends on the
+sample's class: `0.8/0.1@3+5` is 0.8 for classes 3 and 5, 0.1 for the others) and `exclusive` (one modality
+kept). **η is the fraction of modalities MISSING** (η = 0.7: each modality is missing with probability 0.7), as
+everywhere in Robult Studio and the engine. The MNAR mechanisms depend on the split (feature norms, labels), so
+they are drawn for dataset samples only.
 
 For a dataset sample the mask is row `index` of `draw_mask(split, info, mcar:η, seed)` on the whole split, i.e.
 exactly the mask `robult eval --missing mcar:η --mask-seed seed` gives that sample; so it respects the data's own
@@ -23,12 +27,15 @@ from types import SimpleNamespace
 
 import torch
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
+                               QWidget)
 
 from robult_engine.missing import MissingSpecError, draw_mask, parse_missing
 
 from app.core.explorer_state import ExplorerState
 
+MECHANISMS = ("mcar", "mnar-value", "mnar-class", "exclusive")
+NEEDS_SPLIT = ("mnar-value", "mnar-class")  # depend on the whole split (feature norms) or on the label
 ETA_TIP = ("η = the fraction of modalities MISSING (0 ≤ η < 1): each modality of this sample is missing with "
            "probability η (MCAR, missing completely at random). η = 0.7 removes about 70 % of them. A modality the "
            "sample lacks stays missing, and a sample never loses every modality (one is given back, as in "
@@ -79,7 +86,15 @@ class MechanismControl(QWidget):
         self.seed.setMaximumWidth(80)
         self.seed.setToolTip("Mask seed: with the same η and seed the draw is the mask `robult eval --missing "
                              "mcar:η --mask-seed SEED` gives this sample. It advances after each draw.")
-        self.draw_btn = QPushButton("Draw MCAR mask")
+        self.mechanism = QComboBox()
+        self.mechanism.setObjectName("mask_mechanism")
+        self.mechanism.addItems(MECHANISMS)
+        self.mechanism.setToolTip("Mechanism of the drawn mask, as in `robult eval --missing`: mcar (each modality "
+                                  "missing with probability η), mnar-value (the largest feature norms of the split "
+                                  "go missing first), mnar-class (η depends on the class: 0.8/0.1@3+5), "
+                                  "exclusive (one modality kept)")
+        self.mechanism.currentTextChanged.connect(self._on_mechanism_changed)
+        self.draw_btn = QPushButton("Draw mask")
         self.draw_btn.setToolTip(ETA_TIP)
         self.draw_btn.clicked.connect(self.draw)
         self.eta.returnPressed.connect(self.draw)
@@ -94,7 +109,7 @@ class MechanismControl(QWidget):
                                 "data.train_missing, data.train_pool)")
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
-        for w in (eta_label, self.eta, QLabel("seed"), self.seed, self.draw_btn, self.result):
+        for w in (self.mechanism, eta_label, self.eta, QLabel("seed"), self.seed, self.draw_btn, self.result):
             row.addWidget(w)
         row.addStretch(1)
         lay = QVBoxLayout(self)
@@ -104,6 +119,20 @@ class MechanismControl(QWidget):
         lay.addWidget(self.trained)
         state.subscribe(self._on_state_changed)
         self._on_state_changed({"context"})
+
+    @Slot(str)
+    def _on_mechanism_changed(self, mech: str) -> None:
+        self.eta.setEnabled(mech != "exclusive")
+        if mech == "mnar-class" and "/" not in self.eta.text():
+            self.eta.setText("0.8/0.1")
+        elif mech != "mnar-class" and "/" in self.eta.text():
+            self.eta.setText("0.5")
+        self.eta.setMaximumWidth(110 if mech == "mnar-class" else 52)
+
+    def spec_text(self, eta_text: str | None = None) -> str:
+        mech = self.mechanism.currentText()
+        eta = str(self.eta.text() if eta_text is None else eta_text).strip()
+        return mech if mech == "exclusive" else f"{mech}:{eta}"
 
     def _on_state_changed(self, changed: set[str]) -> None:
         st = self.explorer_state
@@ -120,10 +149,12 @@ class MechanismControl(QWidget):
         self.sig_message.emit(text, kind)
 
     def draw_mask_for_sample(self, eta_text: str, seed: int) -> tuple[bool, ...]:
-        """The MCAR mask at η (`eta_text`, the fraction missing) and mask seed for the sample on screen.
-        Raises MissingSpecError with a message for the user on a bad η; ValueError without a sample."""
+        """The mask of the chosen mechanism at η (`eta_text`, the fraction missing) and mask seed for the sample
+        on screen. Raises MissingSpecError with a message for the user on a bad η; ValueError without a sample
+        (or for an MNAR mechanism on the user's own files)."""
         st = self.explorer_state
-        spec = parse_missing(f"mcar:{str(eta_text).strip()}", where="η (fraction missing):")
+        mech = self.mechanism.currentText()
+        spec = parse_missing(self.spec_text(eta_text), where="η (fraction missing):")
         if len(spec) != 1:
             raise MissingSpecError(f"η (fraction missing): give one rate in [0, 1), got {eta_text.strip()!r}")
         spec = spec[0]
@@ -134,6 +165,9 @@ class MechanismControl(QWidget):
         if ref.is_dataset and bundle is not None and ref.split in bundle.splits \
                 and 0 <= ref.index < len(bundle.splits[ref.split]):
             mask = draw_mask(bundle.splits[ref.split], bundle.info, spec, seed)[ref.index]
+        elif mech in NEEDS_SPLIT:
+            raise ValueError(f"{mech} depends on the dataset split (feature norms or the label); pick a dataset "
+                             f"sample, or use mcar or exclusive for your own files")
         else:  # the user's own files: the same draw on a one-row split of what was given
             present = st.present if st.present is not None else (True,) * len(names)
             one = SimpleNamespace(mask=torch.tensor([present], dtype=torch.bool), target=torch.zeros(1))
@@ -158,7 +192,7 @@ class MechanismControl(QWidget):
         st.set_enabled(mask)
         names = st.modality_names
         gone = [n for n, keep in zip(names, mask) if not keep]
-        self._say(f"mcar:{self.eta.text().strip()} seed {seed}: "
+        self._say(f"{self.spec_text()} seed {seed}: "
                   + (f"{', '.join(gone)} missing" if gone else "nothing missing"), "info")
         self.seed.setValue(seed + 1 if seed < self.seed.maximum() else 0)
         self.sig_mask_drawn.emit(mask)
