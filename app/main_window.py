@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         self._load_default_dataset()
         self._update_actions()
         self._install_explorer()
+        self._install_sweeps()
 
     # --- construction -----------------------------------------------------------------------------------
     def _create_actions(self) -> None:
@@ -136,7 +137,7 @@ class MainWindow(QMainWindow):
         self.act_training_tab.setToolTip("Show the live training curves (Ctrl+1)")
         self.act_training_tab.triggered.connect(self._on_act_training_tab_triggered)
         self.act_sweeps_tab = QAction("Sweeps", self)
-        self.act_sweeps_tab.setShortcut(QKeySequence("Ctrl+3"))
+        self.act_sweeps_tab.setShortcut(QKeySequence("Ctrl+6"))
         self.act_sweeps_tab.triggered.connect(self._on_act_sweeps_tab_triggered)
         self.act_about = QAction("&About Robult Studio", self)
         self.act_about.setMenuRole(QAction.MenuRole.AboutRole)
@@ -200,9 +201,6 @@ class MainWindow(QMainWindow):
             self.sweeps_panel.sig_busy_changed.connect(self._on_sweep_busy_changed)
             self.m_train.addSeparator()
             self.m_train.addAction(self.sweeps_panel.act_new)
-            self.tabs.addTab(self.sweeps_panel, "Sweeps")
-            self.tabs.setTabToolTip(2, "Label fraction × missing rate sweeps: run, resume, open a CLI sweep, "
-                                       "export (Ctrl+3)")
         self.act_sweeps_tab.setEnabled(self.sweeps_panel is not None)
         self.tabs.currentChanged.connect(self._on_tab_changed)
         central = QWidget()
@@ -288,6 +286,20 @@ class MainWindow(QMainWindow):
             install(self)
 
     # --- shared API ---------------------------------------------------------------------------------------
+    def _install_sweeps(self) -> None:
+        """The Sweeps tab goes after the explorer's tabs (Ctrl+3 … Ctrl+5 are theirs)."""
+        if self.sweeps_panel is None:
+            return
+        self.tabs.addTab(self.sweeps_panel, "Sweeps")
+        self.tabs.setTabToolTip(self.tabs.indexOf(self.sweeps_panel), "Label fraction × missing rate sweeps: run, "
+                                "resume, open a CLI sweep, export (Ctrl+6)")
+        tab = self.settings.value("window/tab", 0)  # restored again now that every tab exists
+        try:
+            if int(tab) == self.tabs.indexOf(self.sweeps_panel):
+                self.tabs.setCurrentIndex(int(tab))
+        except (TypeError, ValueError):
+            pass
+
     def add_tab(self, title: str, widget: QWidget) -> None:
         self.tabs.addTab(widget, title)
 

@@ -263,3 +263,16 @@ def test_a_bad_sweep_file_is_refused_and_the_app_keeps_running(qtbot, tiny_windo
     assert w.sweeps_panel.open_sweep_file() is None
     assert any(kind == "warning" and "broken.json: not a JSON file" in text for kind, text in dialogs.asked)
     assert SweepStore(w.store).list() == [] and w.isVisible()
+
+
+def test_ctrl_6_shows_the_sweeps_tab_after_the_explorer_tabs(qtbot, tiny_window):
+    from PySide6.QtGui import QKeySequence
+    w = tiny_window()
+    titles = [w.tabs.tabText(i) for i in range(w.tabs.count())]
+    assert titles.index("Sweeps") > titles.index("Latent space")  # Ctrl+3 … Ctrl+5 stay the explorer's
+    assert w.act_sweeps_tab.shortcut() == QKeySequence("Ctrl+6")
+    w.tabs.setCurrentIndex(0)
+    w.act_sweeps_tab.trigger()
+    assert w.tabs.currentWidget() is w.sweeps_panel
+    assert w.sweeps_panel.act_new in w.m_train.actions()
+    assert w.sweeps_panel.act_new.shortcut() == QKeySequence("Ctrl+Shift+N")
