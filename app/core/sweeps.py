@@ -211,6 +211,10 @@ class SweepStore:
         rows = list(self.db["sweeps"].rows_where("id = ?", [int(sweep_id)]))
         return self._from_row(rows[0]) if rows else None
 
+    def metric_of(self, sweep_id: int) -> str:
+        row = self.db.execute("SELECT metric FROM sweeps WHERE id = ?", [int(sweep_id)]).fetchone()
+        return str(row[0] or "") if row else ""
+
     def mark_interrupted(self) -> list[int]:
         """Sweeps left "running" by an app that ended become "interrupted" (resumable). Call once at start."""
         ids = [int(r[0]) for r in self.db.execute("SELECT id FROM sweeps WHERE status = ?",

@@ -227,10 +227,15 @@ class SweepPlots(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.views)
-        self.heat_items: dict[str, pg.ImageItem] = {}
-        self.curve_items: dict[tuple[float, str], pg.PlotDataItem] = {}
+        self._heat: dict[str, tuple[pg.ImageItem, list[list[pg.TextItem]]]] = {}
+        self._curves: dict[tuple[float, str], tuple[pg.PlotDataItem, pg.ErrorBarItem]] = {}
+        self._curve_plots: list = []
+        self._heat_plots: list = []
+        self._heat_key = self._curves_key = None
 
     def set_result(self, result: SweepResult | None) -> None:
+        """Show a sweep. The plots are built once per sweep layout (methods, label fractions, mask settings, mode)
+        and only their data change as runs finish, so a finished run costs the GUI a few milliseconds."""
         self.result = result
         self._draw_heat()
         self._draw_curves()
@@ -244,17 +249,24 @@ class SweepPlots(QWidget):
             out.append((x, f"{head}{sep}({real:.0%})" if real is not None and math.isfinite(real) else head))
         return out
 
+    def _layout_key(self, r: SweepResult | None, what: str) -> tuple | None:
+        if r is None or not r.methods:
+            return None
+        return (what, r.id, tuple(r.methods), tuple(r.label_fractions), tuple(r.missing),
+                self.mode.currentIndex() if what == "heat" else 0)
+
     @Slot()
     def _draw_heat(self, *_a) -> None:
-        self.heat.clear()
-        self.heat_items = {}
         r = self.result
+        key = self._layout_key(r, "heat")
+        if key != self._heat_key:
+            self._build_heat(r)
+            self._heat_key = key
         if r is None or not r.methods:
             return
         diff = self.mode.currentIndex() == 1 and len(r.methods) > 1
-        methods = r.methods[1:] if diff else r.methods
         grids = {}
-        for m in methods:
+        for m in self._heat:
             if diff:
                 grids[m] = np.array([[(d["mean"] if (d := r.paired(lf, lab, m)) else np.nan) for lab in r.missing]
                                      for lf in r.label_fractions], dtype=float)
@@ -263,32 +275,52 @@ class SweepPlots(QWidget):
         allv = np.concatenate([g.ravel() for g in grids.values()]) if grids else np.array([])
         finite = allv[np.isfinite(allv)]
         if diff:
-            top = float(np.abs(finite).max()) if finite.size else 0.05
-            top = max(top, 1e-3)
+            top = max(float(np.abs(finite).max()) if finite.size else 0.05, 1e-3)
             levels, cmap = (-top, top), pg.colormap.get("CET-D1")
         else:
             levels, cmap = color_range(r.metric, allv), pg.colormap.get("viridis")
         lut = cmap.getLookupTable(nPts=256)
-        cols = min(3, len(methods))
-        ticks_x = [(i + 0.5, t) for i, (_x, t) in enumerate(self._x_ticks(r))]
-        ticks_y = [(j + 0.5, f"{lf:g}") for j, lf in enumerate(r.label_fractions)]
-        for k, m in enumerate(methods):
-            p = self.heat.addPlot(row=k // cols, col=k % cols)
-            title = f"{r.methods[0]} − {m}" if diff else m
-            p.setTitle(title, size="10pt")
+        ticks_x = [(i + 0.5, t) for i, (_x, t) in enumerate(self._x_ticks(r))]  # the realised fractions arrive
+        for p in self._heat_plots:                                               # once the masks are drawn
+            p.getAxis("bottom").setTicks([ticks_x])
+        for m, (img, texts) in self._heat.items():
             g = grids[m]
-            img = pg.ImageItem(axisOrder="row-major")
             img.setImage(np.nan_to_num(g, nan=levels[0]), levels=levels, lut=lut)
-            p.addItem(img)
-            self.heat_items[m] = img
             for j in range(g.shape[0]):
                 for i in range(g.shape[1]):
                     v = g[j, i]
-                    text = "–" if not np.isfinite(v) else (f"{v:+.3f}" if diff else f"{v:.3f}")
-                    t = pg.TextItem(text, color="k" if diff else ("w" if v < levels[0] + 0.6 * (levels[1] - levels[0])
-                                                                    else "k"), anchor=(0.5, 0.5))
+                    t = texts[j][i]
+                    t.setText("–" if not np.isfinite(v) else (f"{v:+.3f}" if diff else f"{v:.3f}"))
+                    light = not diff and np.isfinite(v) and v < levels[0] + 0.6 * (levels[1] - levels[0])
+                    t.setColor("w" if light else "k")
+
+    def _build_heat(self, r: SweepResult | None) -> None:
+        self.heat.clear()
+        self._heat, self._heat_plots = {}, []
+        if r is None or not r.methods:
+            return
+        diff = self.mode.currentIndex() == 1 and len(r.methods) > 1
+        methods = r.methods[1:] if diff else r.methods
+        cols = min(3, len(methods))
+        ticks_x = [(i + 0.5, t) for i, (_x, t) in enumerate(self._x_ticks(r))]
+        ticks_y = [(j + 0.5, f"{lf:g}") for j, lf in enumerate(r.label_fractions)]
+        n_rows, n_cols = len(r.label_fractions), len(r.missing)
+        for k, m in enumerate(methods):
+            p = self.heat.addPlot(row=k // cols, col=k % cols)
+            p.setTitle(f"{r.methods[0]} − {m}" if diff else m, size="10pt")
+            img = pg.ImageItem(axisOrder="row-major")
+            p.addItem(img)
+            texts = []
+            for j in range(n_rows):
+                row = []
+                for i in range(n_cols):
+                    t = pg.TextItem("", color="k", anchor=(0.5, 0.5))
                     t.setPos(i + 0.5, j + 0.5)
                     p.addItem(t, ignoreBounds=True)
+                    row.append(t)
+                texts.append(row)
+            self._heat[m] = (img, texts)
+            self._heat_plots.append(p)
             p.getAxis("bottom").setTicks([ticks_x])
             p.getAxis("left").setTicks([ticks_y])
             p.setLabel("bottom", "η (fraction missing; realised)")
@@ -296,27 +328,53 @@ class SweepPlots(QWidget):
             p.setMouseEnabled(False, False)
             p.hideButtons()
             p.vb.disableAutoRange()
-            p.setRange(xRange=(0, g.shape[1]), yRange=(0, g.shape[0]), padding=0)
+            p.setRange(xRange=(0, n_cols), yRange=(0, n_rows), padding=0)
+
+    @property
+    def heat_items(self) -> dict[str, pg.ImageItem]:
+        return {m: img for m, (img, _t) in self._heat.items()}
 
     @Slot()
     def _draw_curves(self) -> None:
-        self.curves.clear()
-        self.curve_items = {}
         r = self.result
+        key = self._layout_key(r, "curves")
+        if key != self._curves_key:
+            self._build_curves(r)
+            self._curves_key = key
+        if r is None or not r.methods:
+            return
+        xs, _numeric = r.x_values()
+        lo, hi = math.inf, -math.inf
+        for (lf, m), (line, err) in self._curves.items():
+            mean, sd = r.curve(lf, m)
+            if any(math.isfinite(v) for v in mean):
+                line.setData(xs, mean, connect="finite")
+                err.setData(x=np.array(xs), y=np.nan_to_num(np.array(mean)),
+                            height=2 * np.nan_to_num(np.array(sd)))
+                err.setVisible(True)
+                for a, b in zip(mean, sd):
+                    if math.isfinite(a):
+                        b = b if math.isfinite(b) else 0.0
+                        lo, hi = min(lo, a - b), max(hi, a + b)
+            else:  # no run of this method at this label fraction has finished yet
+                line.setData([], [])
+                err.setVisible(False)
+        if not math.isfinite(lo):
+            lo, hi = 0.0, 1.0
+        pad = max(0.02, 0.05 * (hi - lo))
+        span = (max(xs) - min(xs)) or 1.0
+        ticks = self._x_ticks(r, sep="\n")
+        for p in self._curve_plots:
+            p.getAxis("bottom").setTicks([ticks])
+            p.setRange(xRange=(min(xs) - 0.2 * span, max(xs) + 0.2 * span), yRange=(lo - pad, hi + pad), padding=0)
+
+    def _build_curves(self, r: SweepResult | None) -> None:
+        self.curves.clear()
+        self._curves, self._curve_plots = {}, []
         if r is None or not r.methods:
             return
         xs, numeric = r.x_values()
         ticks = self._x_ticks(r, sep="\n")
-        lo, hi = math.inf, -math.inf
-        for lf in r.label_fractions:
-            for m in r.methods:
-                for a, b in zip(*r.curve(lf, m)):
-                    if math.isfinite(a):
-                        b = b if math.isfinite(b) else 0.0
-                        lo, hi = min(lo, a - b), max(hi, a + b)
-        if not math.isfinite(lo):
-            lo, hi = 0.0, 1.0
-        pad = max(0.02, 0.05 * (hi - lo))
         span = (max(xs) - min(xs)) or 1.0
         for f, lf in enumerate(r.label_fractions):
             p = self.curves.addPlot(row=0, col=f)
@@ -325,26 +383,24 @@ class SweepPlots(QWidget):
                 p.addLegend(offset=(5, 5))
                 p.setLabel("left", f"test {r.metric}")
             for k, m in enumerate(r.methods):
-                mean, sd = r.curve(lf, m)
-                if not any(math.isfinite(v) for v in mean):
-                    continue  # no run of this method at this label fraction has finished yet
                 color = style.CATEGORICAL[k % len(style.CATEGORICAL)]
-                pen = pg.mkPen(color, width=2)
-                item = p.plot(xs, mean, pen=pen, symbol="o", symbolSize=6, symbolBrush=color, name=m,
-                              connect="finite")
-                self.curve_items[lf, m] = item
-                err = pg.ErrorBarItem(x=np.array(xs), y=np.nan_to_num(np.array(mean)),
-                                      height=2 * np.nan_to_num(np.array(sd)), pen=pg.mkPen(color, width=1),
-                                      beam=0.015 * span)
+                line = p.plot([], [], pen=pg.mkPen(color, width=2), symbol="o", symbolSize=6, symbolBrush=color,
+                              name=m)
+                err = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), height=np.zeros(0),
+                                      pen=pg.mkPen(color, width=1), beam=0.015 * span)
                 p.addItem(err)
+                self._curves[lf, m] = (line, err)
             for ax in ("bottom", "left"):
                 p.getAxis(ax).enableAutoSIPrefix(False)
             p.getAxis("bottom").setTicks([ticks])
             p.setLabel("bottom", "η (fraction missing; realised)" if numeric else "mask setting")
             p.showGrid(x=True, y=True, alpha=0.3)
             p.vb.disableAutoRange()
-            p.setRange(xRange=(min(xs) - 0.2 * span, max(xs) + 0.2 * span), yRange=(lo - pad, hi + pad),
-                       padding=0)
+            self._curve_plots.append(p)
+
+    @property
+    def curve_items(self) -> dict[tuple[float, str], pg.PlotDataItem]:
+        return {k: line for k, (line, _e) in self._curves.items() if line.xData is not None and len(line.xData)}
 
     def export(self, folder: Path) -> list[Path]:
         r = self.result
@@ -463,18 +519,30 @@ class SweepsPanel(QWidget):
                 chosen = it
         for c in range(5):
             self.list.resizeColumnToContents(c)
-        self.list.blockSignals(False)
         if chosen is None and self.list.topLevelItemCount():
             chosen = self.list.topLevelItem(self.list.topLevelItemCount() - 1)
         if chosen is not None:
             self.list.setCurrentItem(chosen)
-        self._on_selection()
+        self.list.blockSignals(False)
+        self._on_selection()  # once, whatever the list did meanwhile
+
+    def _update_row(self, res: SweepResult) -> None:
+        for i in range(self.list.topLevelItemCount()):
+            it = self.list.topLevelItem(i)
+            if int(it.data(0, Qt.ItemDataRole.UserRole)) == res.id:
+                it.setText(3, res.status)
+                it.setText(4, f"{res.runs_done}/{res.runs_total}")
+                it.setForeground(3, pg.mkColor(STATUS_COLORS.get(res.status, "#333")))
 
     @Slot()
     def _on_selection(self) -> None:
         sid = self.selected_id()
         res = self.sweeps.get(sid) if sid is not None else None
         self.plots.set_result(res)
+        self._show_summary(res)
+        self._update_buttons(res)
+
+    def _show_summary(self, res: SweepResult | None) -> None:
         if res is None:
             self.summary.setText("No sweep yet: New sweep… trains one here; Open sweep file… reads one made by "
                                  "`robult sweep`.")
@@ -482,7 +550,6 @@ class SweepsPanel(QWidget):
             extra = f"<br><span style='color:#B00020'>{res.error}</span>" if res.error else ""
             where = f"<br>Runs: {res.out_dir}" if res.out_dir else ""
             self.summary.setText(f"<b>#{res.id} {res.name}</b> — {res.status}. {res.summary()}.{where}{extra}")
-        self._update_buttons(res)
 
     def _update_buttons(self, res: SweepResult | None = None) -> None:
         if res is None:
@@ -583,10 +650,14 @@ class SweepsPanel(QWidget):
             if p.resumed:
                 self.sig_message.emit(f"Sweep #{sid}: {p.resumed} finished run(s) kept from its folder.", "info")
         elif isinstance(p, SweepRunRecorded):
+            metric = self.sweeps.metric_of(sid)
+            self.sweeps.add_run(sid, p.label_fraction, p.method, p.seed, p.missing, metric, p.val_score,
+                                p.best_epoch)
             res = self.sweeps.get(sid)
-            self.sweeps.add_run(sid, p.label_fraction, p.method, p.seed, p.missing, res.metric if res else "",
-                                p.val_score, p.best_epoch)
-            self.refresh(select=self.selected_id())
+            self._update_row(res)
+            if self.selected_id() == sid:  # only the data of the plots change (app/views/sweeps.py SweepPlots)
+                self.plots.set_result(res)
+                self._show_summary(res)
         elif isinstance(p, SweepProgress):
             self.progress.setValue(int(1000 * p.fraction))
             self.progress.setFormat(f"{p.runs_done}/{p.runs_total} runs · {p.run_label}"
