@@ -282,7 +282,7 @@ class SweepStore:
         if not metric:
             raise SweepFileError(f"{path}: the sweep names no metric")
         rates = {k: (float("nan") if v is None else float(v)) for k, v in (data.get("rates") or {}).items()}
-        sid = self.create(name=f"{data['dataset']} (from {path.parent.name}/{path.name})", dataset=str(data["dataset"]),
+        sid = self.create(name=f"{path.parent.name}/{path.name}", dataset=str(data["dataset"]),
                           metric=metric, methods=methods, label_fractions=fractions, missing=labels, seeds=seeds,
                           mask_seed=int(data.get("mask_seed", 0)), config=data.get("config") or {},
                           out_dir=str(path.parent), runs_total=len(methods) * len(fractions) * seeds, rates=rates,

@@ -285,7 +285,7 @@ class SweepPlots(QWidget):
             p.getAxis("bottom").setTicks([ticks_x])
         for m, (img, texts) in self._heat.items():
             g = grids[m]
-            img.setImage(np.nan_to_num(g, nan=levels[0]), levels=levels, lut=lut)
+            img.setImage(g, levels=levels, lut=lut)  # NaN (no finished run yet) is drawn transparent
             for j in range(g.shape[0]):
                 for i in range(g.shape[1]):
                     v = g[j, i]
@@ -458,7 +458,7 @@ class SweepsPanel(QWidget):
         bar.addWidget(self.export_btn)
 
         self.list = QTreeWidget()
-        self.list.setHeaderLabels(["#", "Name", "Dataset", "Status", "Runs"])
+        self.list.setHeaderLabels(["#", "Status", "Runs", "Dataset", "Name"])
         self.list.setRootIsDecorated(False)
         self.list.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.list.setMinimumWidth(320)
@@ -509,11 +509,12 @@ class SweepsPanel(QWidget):
         self.list.clear()
         chosen = None
         for s in self.sweeps.list():
-            it = QTreeWidgetItem([str(s.id), s.name or "", s.dataset, s.status, f"{s.runs_done}/{s.runs_total}"])
+            it = QTreeWidgetItem([str(s.id), s.status, f"{s.runs_done}/{s.runs_total}", s.dataset, s.name or ""])
             it.setData(0, Qt.ItemDataRole.UserRole, s.id)
-            it.setForeground(3, pg.mkColor(STATUS_COLORS.get(s.status, "#333")))
+            it.setForeground(1, pg.mkColor(STATUS_COLORS.get(s.status, "#333")))
+            it.setToolTip(4, s.name or "")
             if s.error:
-                it.setToolTip(3, s.error)
+                it.setToolTip(1, s.error)
             self.list.addTopLevelItem(it)
             if s.id == keep:
                 chosen = it
@@ -530,9 +531,9 @@ class SweepsPanel(QWidget):
         for i in range(self.list.topLevelItemCount()):
             it = self.list.topLevelItem(i)
             if int(it.data(0, Qt.ItemDataRole.UserRole)) == res.id:
-                it.setText(3, res.status)
-                it.setText(4, f"{res.runs_done}/{res.runs_total}")
-                it.setForeground(3, pg.mkColor(STATUS_COLORS.get(res.status, "#333")))
+                it.setText(1, res.status)
+                it.setText(2, f"{res.runs_done}/{res.runs_total}")
+                it.setForeground(1, pg.mkColor(STATUS_COLORS.get(res.status, "#333")))
 
     @Slot()
     def _on_selection(self) -> None:
@@ -588,7 +589,8 @@ class SweepsPanel(QWidget):
             return None
         from robult_engine.missing import parse_missing_grid
         labels = [s.label for s in parse_missing_grid(list(req.missing))]
-        sid = self.sweeps.create(name=req.name, dataset=req.base.data.dataset, metric="",
+        name = req.name or f"{req.base.data.dataset}: {', '.join(req.methods)}"
+        sid = self.sweeps.create(name=name, dataset=req.base.data.dataset, metric="",
                                  methods=list(req.methods), label_fractions=list(req.label_fractions),
                                  missing=labels, seeds=req.seeds, mask_seed=req.mask_seed,
                                  config={"request": {"methods": list(req.methods),
