@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "gap_p99_ms": float(np.percentile(gaps, 99)) if len(gaps) else None,
         "gap_median_ms": float(np.median(gaps)) if len(gaps) else None,
         "gaps_over_50ms": int((gaps > 50).sum()),
+        # when each gap over 50 ms ended, in seconds after OK was pressed, and how long it was
+        "gaps_over_50ms_at_s": [[round(float(ticks[i + 1] - t0), 3), round(float(gaps[i]), 1)]
+                                for i in np.nonzero(gaps > 50)[0]],
         "app_wall_s": app_s, "headless_wall_s": headless_s,
         "app_over_headless": (app_s / headless_s) if headless_s else None,
     }
