@@ -42,9 +42,14 @@ class EpochEnded:
     pu_weight_hist: tuple[float, ...]  # histogram (counts, normalised) of the soft weights κ of unlabeled pairs
     pu_weight_edges: tuple[float, ...]  # bin edges of that histogram (len = len(hist) + 1)
     pu_weight_mean: float
-    pseudo_label_acc: float  # accuracy of c_0 pseudo-labels on the unlabeled training samples seen (nan if n/a)
+    # accuracy of c_0 pseudo-labels on the unlabeled training samples seen (soft-PU methods), or of the pseudo-labels
+    # taken (self-training); nan if n/a
+    pseudo_label_acc: float
     elapsed_s: float
     checkpoint_path: str = ""  # the best checkpoint so far ("" when not saving)
+    # self-training and robult-st after their warm-up: the fraction of the unlabeled training samples seen this
+    # epoch that were taken as pseudo-labels (NaN before the warm-up and for the other methods)
+    pseudo_labels_taken: float = float("nan")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,8 @@ def epoch_record(ev: EpochEnded, *, step: int = 0, lr: float = float("nan"), met
         "is_best": ev.is_best, "val_score": ev.val_score, "train": dict(ev.train_losses),
         "val": {s: dict(m) for s, m in ev.val_metrics.items()}, "z_norm": dict(ev.z_norm),
         "u_norm": dict(ev.u_norm), "rec_error": dict(ev.rec_error), "kappa_mean": ev.pu_weight_mean,
-        "kappa_hist": list(ev.pu_weight_hist), "pseudo_label_acc": ev.pseudo_label_acc, "method": method,
+        "kappa_hist": list(ev.pu_weight_hist), "pseudo_label_acc": ev.pseudo_label_acc,
+        "pseudo_labels_taken": getattr(ev, "pseudo_labels_taken", float("nan")), "method": method,
         "seed": seed,
     })
 

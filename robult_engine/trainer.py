@@ -68,6 +68,12 @@ def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
     return f
 
 
+def _taken_fraction(stats: dict) -> float:
+    """The fraction of unlabeled samples seen that were taken as pseudo-labels this epoch (NaN if none seen)."""
+    taken, seen = stats["st_taken"] + stats["kappa_taken"], stats["st_seen"] + stats["kappa_seen"]
+    return taken / seen if seen else float("nan")
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, bundle: DatasetBundle | None = None, *,
                  callbacks: Iterable[Callable[[Event], None]] = (), should_stop: Callable[[], bool] | None = None,
@@ -246,6 +252,10 @@ class Trainer:
             target = torch.where(take.view(-1, *([1] * (target.dim() - 1))), pseudo.to(target.dtype), target)
             weight = weight + take.float()
             stats["st_taken"] = stats.get("st_taken", 0) + int(take.sum())
+            stats["st_seen"] = stats.get("st_seen", 0) + int((~labeled).sum())
+            if pseudo.dim() == 1 and batch.target.dim() == 1:  # diagnostic: accuracy of the taken pseudo-labels
+                right = int((pseudo[take] == batch.target[take].long()).sum())
+                stats["st_correct"] = stats.get("st_correct", 0) + right
         if spec.pseudo_labels == "kappa" and after_warmup:
             # beyond the paper: unlabeled samples train the classifiers on their pseudo-label ỹ = c_0(S),
             # weighted by their soft weight κ (how close they lie to the labeled prototype of that class)
@@ -255,6 +265,8 @@ class Trainer:
             take = (~labeled) & out.s_valid
             target = torch.where(take.view(-1, *([1] * (target.dim() - 1))), pseudo_local.to(target.dtype), target)
             weight = weight + take.float() * kappa_local
+            stats["kappa_taken"] = stats.get("kappa_taken", 0.0) + float((take.float() * kappa_local).sum())
+            stats["kappa_seen"] = stats.get("kappa_seen", 0) + int((~labeled).sum())
         denom_sup = D.all_reduce_sum(weight.sum().detach(), di).clamp(min=1.0)
         if spec.moddrop:
             # the late-fusion prediction trained under random modality dropout, plus the fused head
@@ -392,7 +404,8 @@ class Trainer:
         epoch = self.start_epoch - 1
         for epoch in range(self.start_epoch, cfg.train.epochs):
             self.model.train()
-            stats = {"kappa_hist": torch.zeros(20), "kappa_sum": 0.0, "kappa_n": 0, "pl_correct": 0, "pl_n": 0}
+            stats = {"kappa_hist": torch.zeros(20), "kappa_sum": 0.0, "kappa_n": 0, "pl_correct": 0, "pl_n": 0,
+                     "st_taken": 0, "st_seen": 0, "st_correct": 0, "kappa_taken": 0, "kappa_seen": 0}
             sums: dict[str, float] = {}
             batches = self.sampler.epoch(epoch)
             for step, gidx in enumerate(batches):
@@ -461,8 +474,10 @@ class Trainer:
             rec_error=dict(zip(names, rec.tolist())), pu_weight_hist=tuple(hist.tolist()),
             pu_weight_edges=HIST_EDGES,
             pu_weight_mean=stats["kappa_sum"] / stats["kappa_n"] if stats["kappa_n"] else float("nan"),
-            pseudo_label_acc=stats["pl_correct"] / stats["pl_n"] if stats["pl_n"] else float("nan"),
+            pseudo_label_acc=(stats["pl_correct"] / stats["pl_n"] if stats["pl_n"]
+                              else stats["st_correct"] / stats["st_taken"] if stats["st_taken"] else float("nan")),
             elapsed_s=time.perf_counter() - t0, checkpoint_path=self.best_path,
+            pseudo_labels_taken=_taken_fraction(stats),
         ))
         return improved
 

@@ -375,3 +375,27 @@ def test_methods_without_rec_train_no_diff_term(make_cfg, pid_bundle):
     final, events = run(make_cfg(method="robult-no-rec", **{"train.epochs": 1, "loss.lambda_diff": 0.5}), pid_bundle)
     assert isinstance(final, Finished)
     assert all("diff" not in e.losses and "rec" not in e.losses for e in events if isinstance(e, StepEnded))
+
+
+def test_the_pseudo_labels_taken_are_reported_per_epoch(make_cfg, pid_bundle, tmp_path):
+    """Self-training reports which fraction of the unlabeled samples it took as pseudo-labels, and their
+    accuracy; before its warm-up, and for a method without pseudo-labels, there is nothing to report."""
+    from robult_engine.runlog import read_run_log
+    every = make_cfg(method="self-training", **{"train.epochs": 2, "loss.st_warmup": 0.5, "loss.st_threshold": 0.01})
+    final, events = run(every, pid_bundle, out_dir=tmp_path / "st")
+    assert isinstance(final, Finished), final
+    ep = [e for e in events if isinstance(e, EpochEnded)]
+    assert math.isnan(ep[0].pseudo_labels_taken) and math.isnan(ep[0].pseudo_label_acc)  # the warm-up epoch
+    assert ep[1].pseudo_labels_taken == 1.0  # a max softmax is never below 1/C: every complete unlabeled sample is taken
+    assert 0.0 <= ep[1].pseudo_label_acc <= 1.0
+    log = read_run_log(tmp_path / "st")
+    assert log[0]["pseudo_labels_taken"] is None and log[1]["pseudo_labels_taken"] == 1.0
+    never = make_cfg(method="self-training", **{"train.epochs": 1, "loss.st_warmup": 0.0, "loss.st_threshold": 1.0})
+    ep = [e for e in run(never, pid_bundle)[1] if isinstance(e, EpochEnded)]
+    assert ep[0].pseudo_labels_taken < 0.05  # a softmax is never fully sure
+    ep = [e for e in run(make_cfg(method="supervised", **{"train.epochs": 1}), pid_bundle)[1]
+          if isinstance(e, EpochEnded)]
+    assert math.isnan(ep[0].pseudo_labels_taken)
+    ep = [e for e in run(make_cfg(method="robult-st", **{"train.epochs": 1, "loss.st_warmup": 0.0}), pid_bundle)[1]
+          if isinstance(e, EpochEnded)]
+    assert 0.0 < ep[0].pseudo_labels_taken <= 1.0  # the κ-weighted share of the unlabeled samples
