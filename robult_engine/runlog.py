@@ -7,7 +7,7 @@ events it emits. Each line of `<out_dir>/metrics.jsonl`:
      "train": {"sup": .., "pu": .., "rec": .., "total": ..},             # epoch means of the step losses
      "val": {"image": {"accuracy": .., "macro_f1": ..}, "audio": {..}, "image+audio": {..}},
      "z_norm": {"image": .., "audio": ..}, "u_norm": {..}, "rec_error": {..},
-     "kappa_mean": .., "kappa_hist": [20 fractions], "pseudo_label_acc": .., "method": "robult", "seed": 0}
+     "kappa_mean": .., "kappa_hist": [20 fractions], "pseudo_label_acc": .., "pseudo_labels_taken": .., "method": "robult", "seed": 0}
 
 `epoch` is 0-based, as in the engine's events and checkpoints; `step` counts optimizer steps so far; `lr` is the
 rate of the epoch's last step; `elapsed_s` counts from the start of this process's part of the run. A value
@@ -149,7 +149,8 @@ class RunLog:
         if self.writer is not None:
             step = ev.epoch + 1
             scalars = {"val/score": ev.val_score, "train/lr": self._lr,
-                       "diag/kappa_mean": ev.pu_weight_mean, "diag/pseudo_label_acc": ev.pseudo_label_acc}
+                       "diag/kappa_mean": ev.pu_weight_mean, "diag/pseudo_label_acc": ev.pseudo_label_acc,
+                       "diag/pseudo_labels_taken": getattr(ev, "pseudo_labels_taken", float("nan"))}
             scalars.update({f"train/{k}": v for k, v in ev.train_losses.items()})
             for subset, metrics in ev.val_metrics.items():
                 scalars.update({f"val/{subset}/{k}": v for k, v in metrics.items()})
