@@ -26,6 +26,24 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def wait_until(pred, timeout_s: float) -> bool:
+    """Run the Qt event loop until `pred()` holds or `timeout_s` passed; returns `pred()`."""
+    from PySide6.QtCore import QEventLoop, QTimer
+    loop = QEventLoop()
+    deadline = time.perf_counter() + timeout_s
+    poll = QTimer()
+    poll.setInterval(20)
+
+    def check() -> None:
+        if pred() or time.perf_counter() > deadline:
+            loop.quit()
+    poll.timeout.connect(check)
+    poll.start()
+    loop.exec()
+    poll.stop()
+    return bool(pred())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="av-digits")
@@ -47,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QTimer
 
     from app.main import build
     from robult_engine.config import RunConfig
@@ -70,21 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     w, h = (int(v) for v in args.size.split("x"))
     window.resize(w, h)
     window.show()
-
-    def wait_until(pred, timeout_s: float) -> bool:
-        loop = QEventLoop()
-        deadline = time.perf_counter() + timeout_s
-        poll = QTimer()
-        poll.setInterval(20)
-
-        def check() -> None:
-            if pred() or time.perf_counter() > deadline:
-                loop.quit()
-        poll.timeout.connect(check)
-        poll.start()
-        loop.exec()
-        poll.stop()
-        return bool(pred())
 
     # garbage collections (the app runs them on the GUI thread): how long each took
     import gc

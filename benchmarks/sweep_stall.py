@@ -40,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtCore import QTimer
 
     from app.main import build
+    from gui_stall import wait_until  # benchmarks/ is on sys.path when a script in it runs
     from robult_engine.config import RunConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="robult-sweep-stall-"))
@@ -57,21 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     window.resize(w, h)
     window.show()
     methods = tuple(m.strip() for m in args.methods.split(","))
-
-    def wait_until(pred, timeout_s: float) -> bool:
-        loop = QEventLoop()
-        deadline = time.perf_counter() + timeout_s
-        poll = QTimer()
-        poll.setInterval(20)
-
-        def check() -> None:
-            if pred() or time.perf_counter() > deadline:
-                loop.quit()
-        poll.timeout.connect(check)
-        poll.start()
-        loop.exec()
-        poll.stop()
-        return bool(pred())
 
     wait_until(lambda: "(reading" not in window.dataset_label.text(), 300)
     panel = window.sweeps_panel

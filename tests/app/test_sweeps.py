@@ -39,19 +39,9 @@ def assert_same_cells(res, payload) -> None:
                 assert sd == pytest.approx(want["std"], abs=1e-9), (lf, lab, m)
 
 
-def tiny_config(**changes):
-    from robult_engine.config import RunConfig
-    base = {"data.dataset": "pid-synth", "data.synth_n_train": 200, "data.label_fraction": 0.1,
-            "train.epochs": 2, "train.batch_size": 32, "train.labeled_per_batch": 8, "train.patience": 0,
-            "train.device": "cpu", "model.d_h": 16, "model.d_z": 8, "model.d_u": 4, "model.d_hidden": 16,
-            "model.dropout": 0.0}
-    base.update(changes)
-    return RunConfig().replace(**base).validate()
-
-
 @pytest.fixture
-def tiny_window(make_window, settings):
-    settings.setValue("wizard/last_config", tiny_config(**{"train.epochs": 2}).to_json())
+def tiny_window(make_window, settings, tiny):
+    settings.setValue("wizard/last_config", tiny(**{"train.epochs": 2}).to_json())
 
     def make(**kw):
         w = make_window(**kw)
@@ -102,8 +92,8 @@ def test_the_store_keeps_every_cell_and_computes_the_engines_statistics(store):
     assert store.db.execute("SELECT count(*) FROM sweep_cells").fetchone()[0] == 0
 
 
-def test_a_cli_sweep_json_opens_with_the_same_numbers(store, tmp_path):
-    base = tiny_config(**{"train.epochs": 1})
+def test_a_cli_sweep_json_opens_with_the_same_numbers(store, tmp_path, tiny):
+    base = tiny(**{"train.epochs": 1})
     payload = engine_sweep(base, tmp_path / "cli", fractions=(0.1, 0.5))
     sid = SweepStore(store).import_sweep_json(tmp_path / "cli" / "sweep.json")
     res = SweepStore(store).get(sid)
@@ -133,8 +123,8 @@ def test_bad_sweep_files_name_the_file_and_the_problem(store, tmp_path, content,
     assert SweepStore(store).list() == []
 
 
-def test_a_request_with_bad_values_says_which_field():
-    base = tiny_config()
+def test_a_request_with_bad_values_says_which_field(tiny):
+    base = tiny()
     with pytest.raises(ConfigError, match="Missing rates mcar:0,1: a rate must be in \\[0, 1\\)"):
         SweepRequest(base, METHODS, (0.1,), ("mcar:0,1",)).validate()
     with pytest.raises(ConfigError, match="Label fractions: each must be in \\(0, 1\\]"):
@@ -235,9 +225,9 @@ def test_closing_the_window_mid_sweep_keeps_it_resumable(qtbot, tiny_window):
     assert w2.sweeps_panel.resume_btn.isEnabled()
 
 
-def test_export_writes_the_plots_and_the_engines_csv(qtbot, tiny_window, dialogs, tmp_path):
+def test_export_writes_the_plots_and_the_engines_csv(qtbot, tiny_window, dialogs, tmp_path, tiny):
     w = tiny_window()
-    base = tiny_config(**{"train.epochs": 1})
+    base = tiny(**{"train.epochs": 1})
     engine_sweep(base, tmp_path / "cli")
     dialogs.open_file = str(tmp_path / "cli" / "sweep.json")
     sid = w.sweeps_panel.open_sweep_file()
