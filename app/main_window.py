@@ -62,6 +62,10 @@ def app_version() -> str:
     return _version()
 
 
+SWEEP_BLOCKS_TRAINING = ("A sweep is running; a training run starts once it has ended or is cancelled (two trainings "
+                         "at once would share torch's random generator, and neither would be reproducible).")
+
+
 class MainWindow(QMainWindow):
     sig_model_loaded = Signal(object)  # app.core.state.LoadedModel
     sig_session_reopened = Signal(int)  # run id
@@ -197,6 +201,7 @@ class MainWindow(QMainWindow):
             print(f"robult-studio: the Sweeps tab is not available ({e})", file=sys.stderr)
         else:
             self.sweeps_panel = SweepsPanel(self.store, self.get_bundle, self.initial_config)
+            self.sweeps_panel.blocked_reason = self._sweep_blocked_reason
             self.sweeps_panel.sig_message.connect(self._on_sweep_message)
             self.sweeps_panel.sig_busy_changed.connect(self._on_sweep_busy_changed)
             self.m_train.addSeparator()
@@ -398,6 +403,9 @@ class MainWindow(QMainWindow):
         if self.controller.is_running:
             self.statusBar().showMessage("A run is training; stop it first (Esc).", 5000)
             return None
+        if self.sweep_running():
+            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
+            return None
         wiz = TrainingWizard(self.get_bundle, self.initial_config(), parent=self)
         wiz.setWindowModality(Qt.WindowModality.WindowModal)
         wiz.resize(max(wiz.sizeHint().width(), 900), max(wiz.sizeHint().height(), 720))
@@ -418,6 +426,9 @@ class MainWindow(QMainWindow):
     def start_comparison(self, queue: list[tuple[RunConfig, str]]) -> int | None:
         """Queue methods × seeds (app/core/comparison.py); they run one after another. Returns the first id."""
         from .core.comparison import new_comparison_id
+        if self.sweep_running():
+            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
+            return None
         run_id = self.run.start_queue(queue, new_comparison_id())
         if run_id is not None:
             self.settings.setValue("wizard/last_config", queue[0][0].to_json())
@@ -426,6 +437,9 @@ class MainWindow(QMainWindow):
 
     def start_training(self, cfg: RunConfig, name: str = "") -> int | None:
         """Create the session row and start the worker; returns the run id (None if refused)."""
+        if self.sweep_running():
+            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
+            return None
         run_id = self.run.start(cfg, name)
         if run_id is not None:
             self.settings.setValue("wizard/last_config", cfg.to_json())
@@ -433,8 +447,14 @@ class MainWindow(QMainWindow):
         return run_id
 
     @Slot(int)
+    def sweep_running(self) -> bool:
+        return self.sweeps_panel is not None and self.sweeps_panel.busy
+
     def resume_run(self, run_id: int) -> bool:
         """Continue a stopped, failed or crashed run from <run dir>/last.pt (the same session row)."""
+        if self.sweep_running():
+            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
+            return False
         ok = self.run.resume(run_id)
         self.tabs.setCurrentWidget(self.training_panel)
         return ok
@@ -554,6 +574,12 @@ class MainWindow(QMainWindow):
         else:
             self.stop_training()
 
+    def _sweep_blocked_reason(self) -> str:
+        if self.controller.is_running:
+            return ("A training run is going; a sweep starts once it has ended (two trainings at once would share "
+                    "torch's random generator, and neither would be reproducible).")
+        return ""
+
     def sweep_has_focus(self) -> bool:
         """Esc cancels the sweep while the Sweeps tab is shown and a sweep runs; else it stops the training."""
         sp = self.sweeps_panel
@@ -614,6 +640,14 @@ class MainWindow(QMainWindow):
             answer = QMessageBox.question(
                 self, "Quit Robult Studio", "A run is training. Stop it and quit?\n\nThe best checkpoint so far is "
                 "kept and the run can be resumed later from the Sessions tab.",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+        if self.sweep_running():
+            answer = QMessageBox.question(
+                self, "Quit Robult Studio", "A sweep is running. Stop it and quit?\n\nEvery finished run is kept in the "
+                "session; Resume in the Sweeps tab trains the others.",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()

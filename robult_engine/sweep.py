@@ -208,22 +208,6 @@ def ray_pool_factory(address: str | None):
     return make
 
 
-def run_trainings(jobs: list[tuple], configs: dict, base, bundle, run_dirs: dict, args: argparse.Namespace,
-                  record, label_of) -> None:
-    """Every run of `jobs`, one at a time here (step progress), or through `cli._compare_parallel` in `--jobs`
-    processes or on Ray; `record(k, key, final)` sees each result as it comes."""
-    from .cli import ProgressPrinter, _compare_parallel
-    from .trainer import Trainer
-    ray_address = getattr(args, "ray", None)
-    if ray_address is None and args.jobs <= 1:
-        for k, key in enumerate(jobs, 1):
-            final = Trainer(configs[key], bundle, callbacks=[ProgressPrinter(label_of(k, key), args.quiet)],
-                            out_dir=run_dirs[key], **_trainer_extras(args)).run()
-            record(k, key, final)
-        return
-    _compare_parallel(jobs, configs, base, run_dirs, args, record, **ray_kwargs(args))
-
-
 def _trainer_extras(args: argparse.Namespace) -> dict:
     import inspect
     from .trainer import Trainer
@@ -301,6 +285,8 @@ class Sweep:
         self.t0 = time.perf_counter()
         if resume:
             self._resume()
+        self.forget_pending()
+        self.t0 = time.perf_counter()  # after the resumed runs' re-evaluation: elapsed and ETA count training
 
     @property
     def n_runs(self) -> int:
@@ -324,11 +310,11 @@ class Sweep:
     def record(self, key: tuple, final) -> dict:
         """Evaluate a finished run under the masks and keep its cell; raises `SweepRunFailed` for a failed run."""
         g, f, seed, m = key
+        label = self.label_of(len(self.done) + 1, key)
         if isinstance(final, Failed):
-            raise SweepRunFailed(f"{m} lf {self.fractions[f]:g} seed {seed} failed: {final.message}")
+            raise SweepRunFailed(f"{label}failed: {final.message}")
         if not final.checkpoint_path:
-            raise SweepRunFailed(f"{m} lf {self.fractions[f]:g} seed {seed} finished without a checkpoint "
-                                 f"(no completed epoch)")
+            raise SweepRunFailed(f"{label}finished without a checkpoint (no completed epoch)")
         run = {"seed": seed, "missing": self.ev.evaluate_checkpoint(final.checkpoint_path),
                "test_subsets": final.test_metrics, "val_score": final.best_score, "best_epoch": final.best_epoch,
                "elapsed_s": final.elapsed_s, "run_dir": str(self.run_dirs[key])}
@@ -350,24 +336,36 @@ class Sweep:
 
     def _resume(self) -> None:
         """Take every run whose folder holds a `sweep_run.json` of the same configuration (its checkpoint is
-        evaluated again under this sweep's masks); a folder of another configuration is trained again."""
+        evaluated again under this sweep's masks); a folder of another configuration, or a record or checkpoint
+        that cannot be read, is trained again."""
+        from .config import RunConfig
         for key in self.jobs:
             path = self.run_dirs[key] / RUN_RECORD
             if not path.exists():
                 continue
             try:
                 rec = json.loads(path.read_text())
-                same = rec.get("config") == json.loads(json.dumps(self.configs[key].to_dict()))
+                same = RunConfig.from_dict(rec["config"]).to_dict() == self.configs[key].to_dict()
                 ckpt = self.run_dirs[key] / rec.get("checkpoint", "best.pt")
-            except (OSError, ValueError, AttributeError):
+                if not same or not ckpt.exists():
+                    continue
+                run = {"seed": key[2], "missing": self.ev.evaluate_checkpoint(ckpt),
+                       "test_subsets": rec.get("test_subsets", {}), "val_score": float(rec["val_score"]),
+                       "best_epoch": int(rec["best_epoch"]), "elapsed_s": float(rec.get("elapsed_s", 0.0)),
+                       "run_dir": str(self.run_dirs[key]), "resumed": True}
+            except Exception:  # noqa: BLE001 - anything unreadable is simply trained again
                 continue
-            if not same or not ckpt.exists():
-                continue
-            self._keep(key, {"seed": key[2], "missing": self.ev.evaluate_checkpoint(ckpt),
-                             "test_subsets": rec.get("test_subsets", {}), "val_score": rec["val_score"],
-                             "best_epoch": rec["best_epoch"], "elapsed_s": rec.get("elapsed_s", 0.0),
-                             "run_dir": str(self.run_dirs[key]), "resumed": True})
+            self._keep(key, run)
             self.resumed.append(key)
+
+    def forget_pending(self) -> None:
+        """Remove the `sweep_run.json` of every run about to be trained, so a run that is interrupted this time
+        can never be taken later with a record of an older try (its folder's checkpoint is being overwritten)."""
+        for key in self.pending():
+            try:
+                (self.run_dirs[key] / RUN_RECORD).unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def progress_line(self, k: int, key: tuple, run: dict, n_new: int, k_new: int) -> str:
         """One line per finished run: its metric under the first mask settings, elapsed and ETA (over the runs
@@ -413,9 +411,15 @@ class Sweep:
                                       if len(self.grid) > 1 else {}),
                    "cells": report["cells"], "grid_cells": report["grid_cells"], "runs": report["runs"],
                    "elapsed_s": time.perf_counter() - self.t0, "resumed_runs": len(self.resumed)}
+        try:
+            plot_sweep(self.out / "sweep.png", report, self.methods, self.fractions, ev, metric,
+                       self.bundle.info.name, self.seeds)
+            payload["plot"] = "sweep.png"
+        except ImportError:  # matplotlib is the optional `plot` extra; the tables do not need it
+            payload["plot"] = ""
+            print("sweep.png not drawn: matplotlib is not installed (pip install 'robult-studio[plot]')",
+                  file=sys.stderr)
         (self.out / "sweep.json").write_text(json.dumps(payload, indent=2))
-        plot_sweep(self.out / "sweep.png", report, self.methods, self.fractions, ev, metric,
-                   self.bundle.info.name, self.seeds)
         return payload
 
     def run_serial(self, callbacks_for=None, should_stop=None, on_run=None) -> bool:
@@ -450,6 +454,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .cli import ProgressPrinter, _compare_parallel, _set_threads, config_from_args, parse_grid
     _set_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods: name at least one method")
     for m in methods:
         if m not in METHODS:
             raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
@@ -491,8 +497,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except SweepRunFailed as e:
         print(str(e), file=sys.stderr)
         return 1
-    sweep.finish()
-    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {out / 'sweep.png'} and {out / 'masks.npz'} "
+    payload = sweep.finish()
+    png = f"{out / 'sweep.png'}, " if payload.get("plot") else ""
+    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {png}and {out / 'masks.npz'} "
           f"({time.perf_counter() - sweep.t0:.0f}s)")
     return 0
 
@@ -582,6 +589,17 @@ def write_csv(path: Path, report, methods, fractions, ev: MaskEvaluator, metric,
                                + [f"{v:.6f}" for v in c["seeds"]])
 
 
+def x_positions(labels: list[str], rates: dict) -> tuple[list[float], bool]:
+    """The x of each mask setting in a plot: its rate η when the settings are of one mechanism and each has its
+    own rate (`mcar:0,0.25,...`), else its position in the grid (exclusive, per-modality rates, settings of
+    several mechanisms, or two settings with the same first rate such as mnar-class 0.8/0.1 and 0.8/0.3)."""
+    vals = [rates.get(lab) for lab in labels]
+    mechs = {lab.split(":", 1)[0] for lab in labels}
+    numeric = (len(mechs) == 1 and all(v is not None and not math.isnan(v) for v in vals)
+               and len(set(vals)) == len(vals))
+    return ([float(v) for v in vals] if numeric else [float(i) for i in range(len(labels))]), numeric
+
+
 def plot_sweep(path: Path, report, methods, fractions, ev: MaskEvaluator, metric, dataset, seeds) -> Path:
     """The curves: metric vs missing rate, one line per method (mean ± std over seeds as a band), one panel per
     label fraction. x is the nominal rate η where every setting has one (realised fraction in the tick labels),
@@ -589,10 +607,10 @@ def plot_sweep(path: Path, report, methods, fractions, ev: MaskEvaluator, metric
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # no display, no Qt, no pyplot state
     from matplotlib.figure import Figure
     rates = ev.rates()
-    numeric = all(not math.isnan(rates[lab]) for lab in ev.labels)
-    xs = [rates[lab] for lab in ev.labels] if numeric else list(range(len(ev.labels)))
+    xs, numeric = x_positions(ev.labels, rates)
     ticks = ([f"{rates[lab]:g}\n({ev.realised[lab]:.0%})" for lab in ev.labels] if numeric
              else [f"{lab}\n({ev.realised[lab]:.0%})" for lab in ev.labels])
+    order = sorted(range(len(xs)), key=lambda i: xs[i])  # a line runs left to right whatever the grid's order
     mechs = sorted({lab.split(":", 1)[0] for lab in ev.labels})
     n = len(fractions)
     fig = Figure(figsize=(max(4.2 * n, 5.5), 4.0))
@@ -602,10 +620,12 @@ def plot_sweep(path: Path, report, methods, fractions, ev: MaskEvaluator, metric
         ax = axes[0][f]
         cell = report["cells"][f"{lf:g}"]
         for m in methods:
-            mean = [cell[lab]["methods"][m]["mean"] for lab in ev.labels]
-            sd = [cell[lab]["methods"][m]["std"] for lab in ev.labels]
-            line, = ax.plot(xs, mean, marker="o", label=m)
-            ax.fill_between(xs, [a - b for a, b in zip(mean, sd)], [a + b for a, b in zip(mean, sd)],
+            labs = [ev.labels[i] for i in order]
+            x = [xs[i] for i in order]
+            mean = [cell[lab]["methods"][m]["mean"] for lab in labs]
+            sd = [cell[lab]["methods"][m]["std"] for lab in labs]
+            line, = ax.plot(x, mean, marker="o", label=m)
+            ax.fill_between(x, [a - b for a, b in zip(mean, sd)], [a + b for a, b in zip(mean, sd)],
                             color=line.get_color(), alpha=0.15, linewidth=0)
         ax.set_title(f"label fraction {lf:g}")
         ax.set_xticks(xs)

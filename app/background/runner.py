@@ -126,8 +126,8 @@ class WorkRunner(QObject):
             del self._works[work_id]
             if work.cancelled:  # a result (or error) of cancelled work is stale: report the cancel instead
                 kind, payload = "cancelled", None
-        elif work.cancelled:
-            return  # no progress of cancelled work
+        elif work.cancelled and not getattr(payload, "durable", False):
+            return  # no progress of cancelled work (except a partial result the caller must store)
         cb = callbacks.get(kind)
         if cb is None:
             return

@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from robult_engine.sweep import mean_std
 
@@ -114,10 +114,10 @@ class SweepResult:
         return {"mean": m, "std": s, "wins": wins, "n": len(diffs)}
 
     def x_values(self) -> tuple[list[float], bool]:
-        """The x of each mask setting: its rate η when every setting has one, else its position."""
-        rates = [self.rates.get(lab, float("nan")) for lab in self.missing]
-        numeric = all(r is not None and not math.isnan(r) for r in rates)
-        return ([float(r) for r in rates] if numeric else [float(i) for i in range(len(self.missing))]), numeric
+        """The x of each mask setting, as in the engine's sweep.png (`robult_engine.sweep.x_positions`): its
+        rate η when the settings are of one mechanism with distinct rates, else its position."""
+        from robult_engine.sweep import x_positions
+        return x_positions(self.missing, self.rates)
 
     def csv_rows(self) -> list[list]:
         """The rows of the engine's sweep.csv (same columns, a value per seed after them)."""
@@ -190,6 +190,16 @@ class SweepStore:
             fields["elapsed_s"] = float(elapsed_s)
         with self.db.atomic():
             self.db["sweeps"].update(int(sweep_id), fields)
+
+    def clear_cells(self, sweep_id: int) -> None:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM sweep_cells WHERE sweep_id = ?", [int(sweep_id)])
+            self.db["sweeps"].update(int(sweep_id), {"runs_done": 0})
+
+    def find_imported(self, folder: str | Path) -> int | None:
+        row = self.db.execute("SELECT id FROM sweeps WHERE source = 'cli' AND out_dir = ? ORDER BY id DESC",
+                              [str(folder)]).fetchone()
+        return int(row[0]) if row else None
 
     def rename(self, sweep_id: int, name: str) -> None:
         with self.db.atomic():
@@ -269,7 +279,7 @@ class SweepStore:
                 for m in methods:
                     for run in by_method[m]:
                         missing = run["missing"]
-                        absent = [lab for lab in labels if lab not in missing]
+                        absent = [lab for lab in labels if not isinstance(missing.get(lab), dict)]
                         if absent:
                             raise SweepFileError(f"{path}: the run {m} lf {lf:g} seed {run['seed']} has no "
                                                  f"result under {', '.join(absent)}")
@@ -282,6 +292,9 @@ class SweepStore:
         if not metric:
             raise SweepFileError(f"{path}: the sweep names no metric")
         rates = {k: (float("nan") if v is None else float(v)) for k, v in (data.get("rates") or {}).items()}
+        existing = self.find_imported(path.parent)
+        if existing is not None:  # the same file opened again: its sweep is already in the session
+            return existing
         sid = self.create(name=f"{path.parent.name}/{path.name}", dataset=str(data["dataset"]),
                           metric=metric, methods=methods, label_fractions=fractions, missing=labels, seeds=seeds,
                           mask_seed=int(data.get("mask_seed", 0)), config=data.get("config") or {},
@@ -355,7 +368,9 @@ class SweepPlanned:
 
 @dataclass(frozen=True)
 class SweepRunRecorded:
-    """One run finished (or was taken from the folder on resume) and was evaluated under every mask."""
+    """One run finished (or was taken from the folder on resume) and was evaluated under every mask. Durable: the
+    runner delivers it even when the sweep was cancelled meanwhile (the run is on disk and must be stored)."""
+    durable: ClassVar[bool] = True
     label_fraction: float
     method: str
     seed: int

@@ -10,8 +10,9 @@ each takes one argument — that are always called on the GUI thread:
     on_error(failure)       a `Failure` (message, kind) — the trainer's `Failed` event has the same two fields
     on_cancelled(payload)   the work was cancelled: None for pool work, the trainer's `Finished` for a run
 
-Exactly one of result / error / cancelled is called, once. A cancelled `Work` never delivers a result, even
-if it had finished already: cancelling is also how a caller drops a stale answer (a newer request replaces
+Exactly one of result / error / cancelled is called, once. A cancelled `Work` delivers no more progress (except
+payloads marked `durable = True`: partial results the caller must store, such as a finished run of a sweep) and
+never a result, even if it had finished already: cancelling is also how a caller drops a stale answer (a newer request replaces
 an older one). The function running the work receives its `Work` and calls `work.progress(...)` and
 `work.check()` (raises `Cancelled` once `cancel()` was called) between steps.
 

@@ -38,7 +38,7 @@ from app.core.sweeps import (SWEEP_CANCELLED, SWEEP_DONE, SWEEP_FAILED, SWEEP_RE
                              SweepRunRecorded, SweepStore, format_eta, run_sweep_work)
 
 from .explorer import style
-from .explorer.export import export_plot, write_csv
+from .explorer.export import export_plot, safe_name, write_csv
 from .explorer.job_controls import export_to_chosen_folder
 from .explorer.robustness_panel import color_range
 
@@ -252,7 +252,7 @@ class SweepPlots(QWidget):
     def _layout_key(self, r: SweepResult | None, what: str) -> tuple | None:
         if r is None or not r.methods:
             return None
-        return (what, r.id, tuple(r.methods), tuple(r.label_fractions), tuple(r.missing),
+        return (what, r.id, tuple(r.methods), tuple(r.label_fractions), tuple(r.missing), r.x_values()[1],
                 self.mode.currentIndex() if what == "heat" else 0)
 
     @Slot()
@@ -274,24 +274,29 @@ class SweepPlots(QWidget):
                 grids[m] = np.array(r.grid(m)[0], dtype=float)
         allv = np.concatenate([g.ravel() for g in grids.values()]) if grids else np.array([])
         finite = allv[np.isfinite(allv)]
+        better = 1.0 if r.higher_is_better else -1.0  # colours say better / worse; the numbers stay as they are
         if diff:
             top = max(float(np.abs(finite).max()) if finite.size else 0.05, 1e-3)
             levels, cmap = (-top, top), pg.colormap.get("CET-D1")
         else:
             levels, cmap = color_range(r.metric, allv), pg.colormap.get("viridis")
         lut = cmap.getLookupTable(nPts=256)
+        if not r.higher_is_better and not diff:
+            lut = lut[::-1]  # a low error is the bright end, as a high accuracy is
         ticks_x = [(i + 0.5, t) for i, (_x, t) in enumerate(self._x_ticks(r))]  # the realised fractions arrive
         for p in self._heat_plots:                                               # once the masks are drawn
             p.getAxis("bottom").setTicks([ticks_x])
         for m, (img, texts) in self._heat.items():
             g = grids[m]
-            img.setImage(g, levels=levels, lut=lut)  # NaN (no finished run yet) is drawn transparent
+            # NaN (no finished run yet) is drawn transparent; in the difference view red is "first method better"
+            img.setImage(g * better if diff else g, levels=levels, lut=lut)
             for j in range(g.shape[0]):
                 for i in range(g.shape[1]):
                     v = g[j, i]
                     t = texts[j][i]
                     t.setText("–" if not np.isfinite(v) else (f"{v:+.3f}" if diff else f"{v:.3f}"))
-                    light = not diff and np.isfinite(v) and v < levels[0] + 0.6 * (levels[1] - levels[0])
+                    frac = (v - levels[0]) / ((levels[1] - levels[0]) or 1.0)
+                    light = not diff and np.isfinite(v) and (frac < 0.6 if r.higher_is_better else frac > 0.4)
                     t.setColor("w" if light else "k")
 
     def _build_heat(self, r: SweepResult | None) -> None:
@@ -323,7 +328,8 @@ class SweepPlots(QWidget):
             self._heat_plots.append(p)
             p.getAxis("bottom").setTicks([ticks_x])
             p.getAxis("left").setTicks([ticks_y])
-            p.setLabel("bottom", "η (fraction missing; realised)")
+            p.setLabel("bottom", "η (fraction missing; realised)" if r.x_values()[1]
+                       else "mask setting (realised fraction missing)")
             p.setLabel("left", "label fraction")
             p.setMouseEnabled(False, False)
             p.hideButtons()
@@ -343,10 +349,13 @@ class SweepPlots(QWidget):
             self._curves_key = key
         if r is None or not r.methods:
             return
-        xs, _numeric = r.x_values()
+        xs0, _numeric = r.x_values()
+        order = sorted(range(len(xs0)), key=lambda i: xs0[i])  # lines run left to right
+        xs = [xs0[i] for i in order]
         lo, hi = math.inf, -math.inf
         for (lf, m), (line, err) in self._curves.items():
-            mean, sd = r.curve(lf, m)
+            mean0, sd0 = r.curve(lf, m)
+            mean, sd = [mean0[i] for i in order], [sd0[i] for i in order]
             if any(math.isfinite(v) for v in mean):
                 line.setData(xs, mean, connect="finite")
                 err.setData(x=np.array(xs), y=np.nan_to_num(np.array(mean)),
@@ -407,10 +416,10 @@ class SweepPlots(QWidget):
         files: list[Path] = []
         if r is None:
             return files
-        name = f"sweep-{r.id}-{r.dataset}"
+        name = safe_name(f"sweep-{r.id}-{Path(r.dataset).name or r.dataset}")
         files += export_plot(self.heat, folder, f"{name}-heatmaps")
         files += export_plot(self.curves, folder, f"{name}-curves")
-        files.append(write_csv(folder / f"{name}.csv", r.csv_header(), r.csv_rows()))
+        files.append(write_csv(folder / f"{safe_name(name)}.csv", r.csv_header(), r.csv_rows()))
         return files
 
 
@@ -430,6 +439,11 @@ class SweepsPanel(QWidget):
         self.job = None
         self.job_sweep_id: int | None = None
         self.dialog: SweepDialog | None = None
+        self._resuming = False
+        self._cells_before = False
+        # why a sweep may not start now ("" if it may): the window says so while a training run is going, since
+        # two trainers on two threads would share torch's global random generator
+        self.blocked_reason = lambda: ""
 
         self.new_btn = QPushButton("New sweep…")
         self.new_btn.setToolTip("Train methods × label fractions × seeds and evaluate each under a missing-rate "
@@ -569,6 +583,9 @@ class SweepsPanel(QWidget):
         if self.busy:
             self.sig_message.emit("A sweep is running; cancel it first (Esc).", "warn")
             return None
+        if self.blocked_reason():
+            self.sig_message.emit(self.blocked_reason(), "warn")
+            return None
         dlg = SweepDialog(self.base_config_getter(), self)
         dlg.setWindowModality(Qt.WindowModality.WindowModal)
         dlg.accepted.connect(self._on_dialog_accepted)
@@ -585,7 +602,9 @@ class SweepsPanel(QWidget):
 
     def start(self, req: SweepRequest) -> int | None:
         """Store the sweep and run it in the background; returns its id."""
-        if self.busy:
+        if self.busy or self.blocked_reason():
+            if self.blocked_reason():
+                self.sig_message.emit(self.blocked_reason(), "warn")
             return None
         from robult_engine.missing import parse_missing_grid
         labels = [s.label for s in parse_missing_grid(list(req.missing))]
@@ -599,7 +618,9 @@ class SweepsPanel(QWidget):
                                                      "mask_seed": req.mask_seed, "name": req.name},
                                          "base": req.base.to_dict()},
                                  out_dir="", runs_total=req.runs_total, rates={}, realised={})
-        out = runs_root(self.store) / "sweeps" / f"sweep-{sid}"
+        import datetime as _dt
+        # a new folder per sweep: an id freed by a deleted sweep is given again, its folder stays on disk
+        out = runs_root(self.store) / "sweeps" / f"sweep-{sid}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
         with self.store.db.atomic():
             self.store.db["sweeps"].update(sid, {"out_dir": str(out)})
         self._run(sid, req, out, resume=False)
@@ -607,6 +628,9 @@ class SweepsPanel(QWidget):
 
     def _run(self, sid: int, req: SweepRequest, out: Path, resume: bool) -> None:
         self.job_sweep_id = sid
+        self._resuming = resume
+        before = self.sweeps.get(sid)
+        self._cells_before = bool(before and before.runs_done)
         self.sweeps.set_status(sid, SWEEP_RUNNING)
         self.progress.setValue(0)
         self.progress.setFormat("loading the data and drawing the masks…")
@@ -624,6 +648,9 @@ class SweepsPanel(QWidget):
         sid = self.selected_id()
         res = self.sweeps.get(sid) if sid is not None else None
         if res is None or self.busy or res.status not in SWEEP_RESUMABLE:
+            return
+        if self.blocked_reason():
+            self.sig_message.emit(self.blocked_reason(), "warn")
             return
         try:
             req = request_of(res)
@@ -644,6 +671,11 @@ class SweepsPanel(QWidget):
         if sid is None:
             return
         if isinstance(p, SweepPlanned):
+            if self._resuming:  # the runs the folder still holds come right after this; nothing else is kept
+                self.sweeps.clear_cells(sid)
+                if p.resumed == 0 and self._cells_before:
+                    self.sig_message.emit(f"Sweep #{sid}: no finished run found in its folder; all {p.runs_total} "
+                                          f"runs train again.", "warn")
             with self.store.db.atomic():
                 self.store.db["sweeps"].update(sid, {
                     "missing": _dumps(list(p.labels)), "metric": p.metric, "runs_total": p.runs_total,

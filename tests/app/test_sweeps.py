@@ -266,3 +266,82 @@ def test_ctrl_6_shows_the_sweeps_tab_after_the_explorer_tabs(qtbot, tiny_window)
     assert w.tabs.currentWidget() is w.sweeps_panel
     assert w.sweeps_panel.act_new in w.m_train.actions()
     assert w.sweeps_panel.act_new.shortcut() == QKeySequence("Ctrl+Shift+N")
+
+
+def test_the_same_sweep_file_opened_twice_is_one_sweep(store, tmp_path, tiny):
+    engine_sweep(tiny(**{"train.epochs": 1}), tmp_path / "cli", seeds=1)
+    sweeps = SweepStore(store)
+    first = sweeps.import_sweep_json(tmp_path / "cli" / "sweep.json")
+    assert sweeps.import_sweep_json(tmp_path / "cli" / "sweep.json") == first and len(sweeps.list()) == 1
+
+
+def test_a_sweep_and_a_training_run_never_run_at_once(qtbot, tiny_window, monkeypatch):
+    """Two trainers on two threads would share torch's global random generator, so neither would reproduce: a
+    training run is refused while a sweep runs, and a sweep while a training run goes."""
+    w = tiny_window()
+    panel = w.sweeps_panel
+    dlg = panel.new_sweep()
+    fill_dialog(dlg)
+    dlg.accept()
+    assert panel.busy
+    assert w.new_training() is None and "A sweep is running" in w.statusBar().currentMessage()
+    assert w.start_training(tiny_cfg_of(w)) is None
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
+    monkeypatch.setattr(type(w.controller), "is_running", property(lambda self: True))
+    assert panel.new_sweep() is None and "A training run is going" in w.statusBar().currentMessage()
+
+
+def tiny_cfg_of(w):
+    return w.initial_config()
+
+
+def test_durable_progress_of_cancelled_work_is_still_delivered(qtbot):
+    """A finished run of a cancelled sweep is on disk and must reach the session: progress payloads marked
+    durable are delivered after cancel, any other progress is dropped, and the work still ends cancelled."""
+    import threading
+
+    from app.background.runner import WorkRunner
+    from app.core.sweeps import SweepRunRecorded
+    runner = WorkRunner(max_threads=1)
+    go, running = threading.Event(), threading.Event()
+    got, ended = [], []
+
+    def fn(work):
+        running.set()
+        go.wait(10)
+        work.progress(1, 2, "plain")  # dropped: the work was cancelled meanwhile
+        work.emit(SweepRunRecorded(0.1, "robult", 0, {"mcar:0": {"accuracy": 1.0}}, 0.5, 0, 1, 2))
+        return "result"
+    work = runner.start(fn, on_result=ended.append, on_error=ended.append, on_progress=got.append,
+                        on_cancelled=lambda p: ended.append("cancelled"))
+    assert running.wait(10)
+    work.cancel()
+    go.set()
+    qtbot.waitUntil(lambda: ended == ["cancelled"], timeout=10_000)
+    assert [type(p).__name__ for p in got] == ["SweepRunRecorded"]
+    runner.shutdown()
+
+
+def test_resume_after_the_folder_was_deleted_trains_everything_and_keeps_no_stale_cell(qtbot, tiny_window,
+                                                                                     tmp_path):
+    import shutil
+    w = tiny_window()
+    panel = w.sweeps_panel
+    dlg = panel.new_sweep()
+    fill_dialog(dlg)
+    req = dlg.request()
+    dlg.accept()
+    sid = panel.job_sweep_id
+    qtbot.waitUntil(lambda: SweepStore(w.store).get(sid).runs_done >= 1, timeout=240_000)
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
+    shutil.rmtree(SweepStore(w.store).get(sid).out_dir)
+    seen = []
+    panel.sig_message.connect(lambda text, level: seen.append(text))
+    panel.resume_btn.click()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=240_000)
+    res = SweepStore(w.store).get(sid)
+    assert res.status == SWEEP_DONE and res.runs_done == 4
+    assert any("no finished run found in its folder" in t for t in seen)
+    assert_same_cells(res, engine_sweep(req.base, tmp_path / "cli"))

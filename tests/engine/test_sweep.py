@@ -319,3 +319,57 @@ def test_sweep_object_cancels_and_resumes(tmp_path):
     payload = sw2.finish(print_tables=False)
     assert set(payload["cells"]["0.5"]["mcar:0.5"]["methods"]) == {"robult", "supervised"}
     assert (tmp_path / "sweep.json").is_file() and payload["resumed_runs"] == 1
+
+
+def test_a_rerun_into_the_same_folder_forgets_the_old_records(sweep_one, tmp_path):
+    """A sweep that trains a run again first removes that run's sweep_run.json, so an interruption can never
+    leave an older record beside a half-overwritten checkpoint for --resume to take; unreadable records and
+    checkpoints are trained again instead of stopping the resume."""
+    import shutil
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.sweep import RUN_RECORD, Sweep
+    proc, out = sweep_one
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    args = build_parser().parse_args(SWEEP[:1] + SWEEP[1:] + ["--out", str(copy)])
+    base = config_from_args(args, "robult")
+    kw = dict(seeds=2, missing=["mcar:0,0.5"])
+    (copy / "lf0.1" / "robult-seed1" / RUN_RECORD).write_text("{broken")
+    (copy / "lf0.5" / "robult-seed0" / "best.pt").write_bytes(b"not a checkpoint")
+    sw = Sweep(base, ["robult", "supervised"], [0.1, 0.5], copy, resume=True, **kw)
+    assert len(sw.resumed) == 6 and sorted(k[1:] for k in sw.pending()) == [(0, 1, "robult"), (1, 0, "robult")]
+    assert not (copy / "lf0.1" / "robult-seed1" / RUN_RECORD).exists()  # about to be trained: no stale record
+    assert not (copy / "lf0.5" / "robult-seed0" / RUN_RECORD).exists()
+    fresh = Sweep(base, ["robult", "supervised"], [0.1, 0.5], copy, **kw)  # no --resume: every run trains again
+    assert len(fresh.pending()) == 8 and not list(copy.rglob(RUN_RECORD))
+
+
+def test_x_positions_use_the_rate_only_where_it_orders_the_settings():
+    from robult_engine.sweep import x_positions
+    nan = float("nan")
+    assert x_positions(["mcar:0.5", "mcar:0", "mcar:0.25"], {"mcar:0.5": 0.5, "mcar:0": 0.0, "mcar:0.25": 0.25}) \
+        == ([0.5, 0.0, 0.25], True)
+    assert x_positions(["mnar-class:0.8/0.1", "mnar-class:0.8/0.3"],
+                       {"mnar-class:0.8/0.1": 0.8, "mnar-class:0.8/0.3": 0.8}) == ([0.0, 1.0], False)
+    assert x_positions(["mcar:0", "mnar-value:0.5"], {"mcar:0": 0.0, "mnar-value:0.5": 0.5})[1] is False
+    assert x_positions(["exclusive", "mcar:0.2/0.7"], {"exclusive": nan, "mcar:0.2/0.7": nan}) == ([0.0, 1.0], False)
+
+
+def test_the_sweep_report_is_written_without_matplotlib(tmp_path, monkeypatch):
+    """matplotlib is the optional `plot` extra: without it the tables and the JSON are written, and the PNG is
+    skipped with a message (the app's Sweeps tab draws its own plots)."""
+    import builtins
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *a, **k):
+        if name.startswith("matplotlib"):
+            raise ImportError("No module named 'matplotlib'")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    out = tmp_path / "s"
+    proc = run_cli("sweep", "--methods", "supervised", "--label-fractions", "0.5", "--missing", "mcar:0",
+                   "--seeds", "1", "--epochs", "1", *TINY, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "sweep.png not drawn: matplotlib is not installed" in proc.stderr
+    assert (out / "sweep.csv").is_file() and not (out / "sweep.png").exists()
+    assert json.loads((out / "sweep.json").read_text())["plot"] == ""
