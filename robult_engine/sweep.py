@@ -246,7 +246,8 @@ class Sweep:
 
     def __init__(self, base, methods: list[str], fractions: list[float], out: str | Path, seeds: int = 3,
                  missing: list[str] | None = None, mask_seed: int = 0, grid: list[dict] | None = None,
-                 metric: str | None = None, bundle=None, trust_code: bool = False, resume: bool = False) -> None:
+                 metric: str | None = None, bundle=None, trust_code: bool = False, resume: bool = False,
+                 should_stop=None, on_resume_progress=None) -> None:
         from .data import load_dataset
         from .metrics import primary_metric
         for m in methods:
@@ -283,9 +284,11 @@ class Sweep:
         self.done: set[tuple] = set()
         self.resumed: list[tuple] = []
         self.t0 = time.perf_counter()
+        self.stopped = False  # should_stop() said so while the finished runs were being taken back
         if resume:
-            self._resume()
-        self.forget_pending()
+            self._resume(should_stop, on_resume_progress)
+        if not self.stopped:  # a stopped resume leaves every record as it was, for the next one
+            self.forget_pending()
         self.t0 = time.perf_counter()  # after the resumed runs' re-evaluation: elapsed and ETA count training
 
     @property
@@ -334,12 +337,17 @@ class Sweep:
         cell[:] = [r for r in cell if r["seed"] != seed] + [run]
         self.done.add(key)
 
-    def _resume(self) -> None:
+    def _resume(self, should_stop=None, progress=None) -> None:
         """Take every run whose folder holds a `sweep_run.json` of the same configuration (its checkpoint is
         evaluated again under this sweep's masks); a folder of another configuration, or a record or checkpoint
         that cannot be read, is trained again."""
         from .config import RunConfig
-        for key in self.jobs:
+        for k, key in enumerate(self.jobs):
+            if should_stop is not None and should_stop():
+                self.stopped = True
+                return
+            if progress is not None:
+                progress(k, len(self.jobs))
             path = self.run_dirs[key] / RUN_RECORD
             if not path.exists():
                 continue

@@ -425,8 +425,15 @@ def run_sweep_work(work, request: SweepRequest, out_dir: str | Path, get_bundle,
     work.check()
     bundle = get_bundle(request.base.data)
     work.check()
+    t_resume = time.perf_counter()
+
+    def resume_progress(k: int, n: int) -> None:  # re-evaluating the runs the folder holds (resume only)
+        work.emit(SweepProgress(k, n, "checking the finished runs in the folder", 0, 0,
+                                time.perf_counter() - t_resume, float("nan")))
     sweep = Sweep(request.base, list(request.methods), list(request.label_fractions), out_dir, seeds=request.seeds,
-                  missing=list(request.missing), mask_seed=request.mask_seed, bundle=bundle, resume=resume)
+                  missing=list(request.missing), mask_seed=request.mask_seed, bundle=bundle, resume=resume,
+                  should_stop=lambda: work.cancelled, on_resume_progress=resume_progress)
+    work.check()
     ev = sweep.ev
     work.emit(SweepPlanned(tuple(ev.labels), ev.rates(), dict(ev.realised), sweep.metric, sweep.n_runs,
                            len(sweep.resumed)))

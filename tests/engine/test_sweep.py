@@ -373,3 +373,19 @@ def test_the_sweep_report_is_written_without_matplotlib(tmp_path, monkeypatch):
     assert "sweep.png not drawn: matplotlib is not installed" in proc.stderr
     assert (out / "sweep.csv").is_file() and not (out / "sweep.png").exists()
     assert json.loads((out / "sweep.json").read_text())["plot"] == ""
+
+
+def test_a_resume_stopped_while_taking_back_runs_leaves_every_record(sweep_one, tmp_path):
+    import shutil
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.sweep import RUN_RECORD, Sweep
+    _proc, out = sweep_one
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    base = config_from_args(build_parser().parse_args(SWEEP + ["--out", str(copy)]), "robult")
+    seen = []
+    calls = iter([False, False, True])  # stop after two runs were looked at
+    sw = Sweep(base, ["robult", "supervised"], [0.1, 0.5], copy, seeds=2, missing=["mcar:0,0.5"], resume=True,
+               should_stop=lambda: next(calls), on_resume_progress=lambda k, n: seen.append((k, n)))
+    assert sw.stopped and len(sw.resumed) == 2 and seen == [(0, 8), (1, 8)]
+    assert len(list(copy.rglob(RUN_RECORD))) == 8  # nothing forgotten: the next resume takes them all
