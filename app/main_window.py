@@ -636,20 +636,14 @@ class MainWindow(QMainWindow):
 
     # --- closing ----------------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
-        if self.controller.is_running:
-            answer = QMessageBox.question(
-                self, "Quit Robult Studio", "A run is training. Stop it and quit?\n\nThe best checkpoint so far is "
-                "kept and the run can be resumed later from the Sessions tab.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
-                event.ignore()
-                return
-        if self.sweep_running():
-            answer = QMessageBox.question(
-                self, "Quit Robult Studio", "A sweep is running. Stop it and quit?\n\nEvery finished run is kept in the "
-                "session; Resume in the Sweeps tab trains the others.",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
+        questions = [(self.controller.is_running, "A run is training. Stop it and quit?\n\nThe best checkpoint so "
+                      "far is kept and the run can be resumed later from the Sessions tab."),
+                     (self.sweep_running(), "A sweep is running. Stop it and quit?\n\nEvery finished run is kept in "
+                      "the session; Resume in the Sweeps tab trains the others.")]
+        for busy, text in questions:
+            if busy and QMessageBox.question(
+                    self, "Quit Robult Studio", text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                    QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
         self._closing = True

@@ -58,6 +58,18 @@ def fill_dialog(dlg, fractions="0.1", rates="0,0.5", seeds=2) -> None:
     dlg.seeds.setValue(seeds)
 
 
+def start_and_wait_for_a_run(qtbot, w):
+    """Start the dialog's sweep (robult + supervised, 1 label fraction, 2 seeds) and wait for its first run;
+    returns (sweep id, request)."""
+    dlg = w.sweeps_panel.new_sweep()
+    fill_dialog(dlg)
+    req = dlg.request()
+    dlg.accept()
+    sid = w.sweeps_panel.job_sweep_id
+    qtbot.waitUntil(lambda: SweepStore(w.store).get(sid).runs_done >= 1, timeout=240_000)
+    return sid, req
+
+
 # --- the store (no Qt) ------------------------------------------------------------------------------------
 
 
@@ -187,12 +199,7 @@ def test_a_sweep_from_the_app_equals_the_cli_and_comes_back_after_reopening(qtbo
 def test_cancel_keeps_the_finished_runs_and_resume_completes_the_same_sweep(qtbot, tiny_window, tmp_path):
     w = tiny_window()
     panel = w.sweeps_panel
-    dlg = panel.new_sweep()
-    fill_dialog(dlg)
-    req = dlg.request()
-    dlg.accept()
-    sid = panel.job_sweep_id
-    qtbot.waitUntil(lambda: SweepStore(w.store).get(sid).runs_done >= 1, timeout=240_000)
+    sid, req = start_and_wait_for_a_run(qtbot, w)
     assert w.act_stop.isEnabled()  # Esc on the Sweeps tab cancels the sweep
     w.act_stop.trigger()
     qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
@@ -211,11 +218,7 @@ def test_cancel_keeps_the_finished_runs_and_resume_completes_the_same_sweep(qtbo
 def test_closing_the_window_mid_sweep_keeps_it_resumable(qtbot, tiny_window):
     w = tiny_window()
     panel = w.sweeps_panel
-    dlg = panel.new_sweep()
-    fill_dialog(dlg, seeds=2)
-    dlg.accept()
-    sid = panel.job_sweep_id
-    qtbot.waitUntil(lambda: SweepStore(w.store).get(sid).runs_done >= 1, timeout=240_000)
+    sid, _req = start_and_wait_for_a_run(qtbot, w)
     w.close()  # stops the sweep within a step; the finished runs are in the database
     assert not panel.busy
     w2 = tiny_window()
@@ -328,12 +331,7 @@ def test_resume_after_the_folder_was_deleted_trains_everything_and_keeps_no_stal
     import shutil
     w = tiny_window()
     panel = w.sweeps_panel
-    dlg = panel.new_sweep()
-    fill_dialog(dlg)
-    req = dlg.request()
-    dlg.accept()
-    sid = panel.job_sweep_id
-    qtbot.waitUntil(lambda: SweepStore(w.store).get(sid).runs_done >= 1, timeout=240_000)
+    sid, req = start_and_wait_for_a_run(qtbot, w)
     panel.cancel()
     qtbot.waitUntil(lambda: not panel.busy, timeout=60_000)
     shutil.rmtree(SweepStore(w.store).get(sid).out_dir)
