@@ -215,10 +215,16 @@ def test_cancel_keeps_the_finished_runs_and_resume_completes_the_same_sweep(qtbo
     assert_same_cells(res, engine_sweep(req.base, tmp_path / "cli"))
 
 
-def test_closing_the_window_mid_sweep_keeps_it_resumable(qtbot, tiny_window):
+def test_closing_the_window_mid_sweep_keeps_it_resumable(qtbot, tiny_window, dialogs):
+    from PySide6.QtWidgets import QMessageBox
     w = tiny_window()
     panel = w.sweeps_panel
     sid, _req = start_and_wait_for_a_run(qtbot, w)
+    dialogs.answer = QMessageBox.StandardButton.No
+    w.close()  # asks first; No keeps the window and the sweep
+    assert any("A sweep is running. Stop it and quit?" in t for _k, t in dialogs.asked)
+    assert w.isVisible() and panel.busy
+    dialogs.answer = QMessageBox.StandardButton.Yes
     w.close()  # stops the sweep within a step; the finished runs are in the database
     assert not panel.busy
     w2 = tiny_window()
