@@ -356,6 +356,17 @@ def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argp
         pool.join()
 
 
+def parse_methods(text: str) -> list[str]:
+    """`--methods a,b,c` of compare and sweep: known method names, at least one."""
+    methods = [m.strip() for m in str(text).split(",") if m.strip()]
+    if not methods:
+        raise ConfigError("--methods: name at least one method")
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
+    return methods
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Several methods × seeds on identical labeled indices, batches and masks (the data seed is the run seed)."""
     from .data import load_dataset
@@ -363,10 +374,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .metrics import primary_metric
     from .trainer import Trainer
     _set_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",")]
-    for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
+    methods = parse_methods(args.methods)
     if args.jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
     base = config_from_args(args, methods[0])

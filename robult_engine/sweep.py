@@ -209,10 +209,7 @@ def ray_pool_factory(address: str | None):
 
 
 def _trainer_extras(args: argparse.Namespace) -> dict:
-    import inspect
-    from .trainer import Trainer
-    params = inspect.signature(Trainer.__init__).parameters
-    return {"tensorboard": bool(getattr(args, "tensorboard", False))} if "tensorboard" in params else {}
+    return {"tensorboard": bool(getattr(args, "tensorboard", False))}
 
 
 # --- the sweep ----------------------------------------------------------------------------------------------
@@ -247,7 +244,7 @@ class Sweep:
     def __init__(self, base, methods: list[str], fractions: list[float], out: str | Path, seeds: int = 3,
                  missing: list[str] | None = None, mask_seed: int = 0, grid: list[dict] | None = None,
                  metric: str | None = None, bundle=None, trust_code: bool = False, resume: bool = False,
-                 should_stop=None, on_resume_progress=None) -> None:
+                 should_stop=None, on_resume_progress=None, trainer_extras: dict | None = None) -> None:
         from .data import load_dataset
         from .metrics import primary_metric
         for m in methods:
@@ -263,6 +260,7 @@ class Sweep:
             if not 0.0 < v <= 1.0:
                 raise ConfigError(f"--label-fractions: each fraction must be in (0, 1], got {v:g}")
         self.base, self.methods, self.fractions, self.seeds = base, list(methods), list(fractions), seeds
+        self.trainer_extras = dict(trainer_extras or {})  # more Trainer arguments (the CLI's --tensorboard)
         self.grid = list(grid) if grid else [{}]
         self.bundle = bundle if bundle is not None else load_dataset(base.data)
         if "test" not in self.bundle.splits or len(self.bundle.splits["test"]) == 0:
@@ -283,7 +281,6 @@ class Sweep:
             (m, f, g): [] for m in self.methods for f in range(len(self.fractions)) for g in range(len(self.grid))}
         self.done: set[tuple] = set()
         self.resumed: list[tuple] = []
-        self.t0 = time.perf_counter()
         self.stopped = False  # should_stop() said so while the finished runs were being taken back
         if resume:
             self._resume(should_stop, on_resume_progress)
@@ -443,7 +440,7 @@ class Sweep:
             final = Trainer(self.configs[key], self.bundle,
                             callbacks=list(callbacks_for(k, key)) if callbacks_for else [],
                             should_stop=should_stop, out_dir=self.run_dirs[key],
-                            **self._trainer_extras).run()
+                            **self.trainer_extras).run()
             if getattr(final, "cancelled", False):
                 return False
             run = self.record(key, final)
@@ -451,22 +448,15 @@ class Sweep:
                 on_run(k, key, run)
         return True
 
-    _trainer_extras: dict = {}
-
 
 class SweepRunFailed(Exception):
     pass
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .cli import ProgressPrinter, _compare_parallel, _set_threads, config_from_args, parse_grid
+    from .cli import ProgressPrinter, _compare_parallel, _set_threads, config_from_args, parse_grid, parse_methods
     _set_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not methods:
-        raise ConfigError("--methods: name at least one method")
-    for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"--methods: unknown method {m!r}; one of {', '.join(METHODS)}")
+    methods = parse_methods(args.methods)
     if args.jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
     base = config_from_args(args, methods[0])
@@ -474,8 +464,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep = Sweep(base, methods, fractions, out, seeds=args.seeds, missing=args.missing, mask_seed=args.mask_seed,
                   grid=parse_grid(args.grid, base), metric=args.metric, trust_code=getattr(args, "trust_code", False),
-                  resume=getattr(args, "resume", False))
-    sweep._trainer_extras = _trainer_extras(args)
+                  resume=getattr(args, "resume", False), trainer_extras=_trainer_extras(args))
     if not args.quiet:
         print(sweep.describe(), file=sys.stderr, flush=True)
         if sweep.resumed:
@@ -485,21 +474,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     n_new = len(pending)
     counter = {"k": 0}
 
-    def record(_k: int, key: tuple, final) -> None:
-        run = sweep.record(key, final)
+    def on_run(_k: int, key: tuple, run: dict) -> None:
         counter["k"] += 1
         if not args.quiet:
             print(sweep.progress_line(len(sweep.done), key, run, n_new, counter["k"]), file=sys.stderr, flush=True)
 
+    def record(k: int, key: tuple, final) -> None:  # a result of the --jobs / --ray workers
+        on_run(k, key, sweep.record(key, final))
+
     try:
         if getattr(args, "ray", None) is None and args.jobs <= 1:
-            for key in pending:
-                from .trainer import Trainer
-                k = len(sweep.done) + 1
-                final = Trainer(sweep.configs[key], sweep.bundle,
-                                callbacks=[ProgressPrinter(sweep.label_of(k, key), args.quiet)],
-                                out_dir=sweep.run_dirs[key], **sweep._trainer_extras).run()
-                record(k, key, final)
+            sweep.run_serial(callbacks_for=lambda k, key: [ProgressPrinter(sweep.label_of(k, key), args.quiet)],
+                             on_run=on_run)
         elif pending:
             _compare_parallel(pending, sweep.configs, base, sweep.run_dirs, args, record, **ray_kwargs(args))
     except SweepRunFailed as e:
