@@ -21,10 +21,11 @@ The API other parts of the app rely on (the explorer plugs in through `app.views
 """
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Signal, Slot
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
@@ -45,14 +46,16 @@ from .views.training import TrainingPanel
 
 ICON_PATH = asset_path("icons/robult-studio.svg")
 FALLBACK_DATASET = "pid-synth"
+STORE_TICK_MS = 500  # how often writes that wait for the session database are retried (the store backs off)
 
 
-def _load_model(path: str, run_id: int | None, trust_code: bool = False) -> LoadedModel:
+def _load_model(path: str, run_id: int | None, trust_code: tuple[str, ...] = ()) -> LoadedModel:
     """Background work: read a checkpoint (refusing foreign or booby-trapped files) and rebuild its model on
     the CPU."""
     from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
     ck = load_checkpoint(path)
-    model = model_from_checkpoint(ck, trust_code=trust_code)  # UntrustedCodeError names the modules, imports none
+    # only the modules the user trusted by name may be imported; UntrustedCodeError names the others, imports none
+    model = model_from_checkpoint(ck, trust_code=frozenset(trust_code))
     return LoadedModel(model=model, config=ck.config, info=ck.info, checkpoint_path=str(path), run_id=run_id,
                        labeled_indices=ck.labeled_indices.long())
 
@@ -81,6 +84,7 @@ class MainWindow(QMainWindow):
         self.work = WorkRunner(self)
         self.controller = TrainingController(self.get_bundle, parent=self)
         self.run = RunSession(store, self.state, self.buffers, self.controller, runs_root(store))
+        self.run.confirm_code = self.confirm_code  # a run whose config names outside code starts only if trusted
         self.notices: list[tuple[str, str]] = []
         self._crashed_notice: tuple[int, ...] = ()  # the runs the "did not end cleanly" notice names
         self.error_dialog: QMessageBox | None = None
@@ -239,6 +243,11 @@ class MainWindow(QMainWindow):
         self.sessions_panel.sig_reopen_requested.connect(self.reopen_session)
         self.sessions_panel.sig_resume_requested.connect(self.resume_run)
         self.sessions_panel.sig_runs_deleted.connect(self.run.forget)
+        # writes that met another program's lock are retried here, and the live run's heartbeat renewed
+        self.store_timer = QTimer(self)
+        self.store_timer.setInterval(STORE_TICK_MS)
+        self.store_timer.timeout.connect(self._on_store_timer_timeout)
+        self.store_timer.start()
 
     def _restore_settings(self) -> None:
         geo = self.settings.value("window/geometry")
@@ -261,8 +270,17 @@ class MainWindow(QMainWindow):
         self.settings.setValue("window/tab", self.tabs.currentIndex())
         self.settings.sync()
 
+    @Slot()
+    def _on_store_timer_timeout(self) -> None:
+        self.run.tick_store()
+
     def _mark_interrupted_runs(self) -> None:
-        ids = self.store.mark_interrupted_runs()
+        try:
+            ids = self.store.mark_interrupted_runs()
+        except sqlite3.Error as e:  # the window opens anyway, and says why the check was skipped
+            self.add_notice("error", f"The runs left running last time could not be checked in "
+                                     f"{self.store.location}: {e}")
+            return
         if ids:
             self._crashed_notice = tuple(ids)
             self._show_crashed_notice()
@@ -483,7 +501,7 @@ class MainWindow(QMainWindow):
 
     # --- models ---------------------------------------------------------------------------------------------
     def open_checkpoint(self, path: str, run_id: int | None = None, reopened: bool = False,
-                        trust_code: bool = False):
+                        trust_code: tuple[str, ...] = ()):
         """Load a checkpoint in the background; it becomes the current model (sig_model_loaded). A newer load
         cancels this one. Returns the Work handle."""
         if self._model_work is not None:
@@ -509,14 +527,9 @@ class MainWindow(QMainWindow):
     def _on_model_failed(self, failure: Failure, path: str, run_id: int | None, reopened: bool) -> None:
         modules = self._untrusted_modules(failure.exception)
         if modules is not None:
-            answer = QMessageBox.question(
-                self, "Run code named by this checkpoint?",
-                f"{Path(path).name} builds its model with code outside Robult Studio:\n\n  "
-                + "\n  ".join(modules) + "\n\nOpening it imports and runs these modules. Only continue if you "
-                "trust the file and the code.", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                QMessageBox.StandardButton.No)
-            if answer == QMessageBox.StandardButton.Yes:
-                self.open_checkpoint(path, run_id=run_id, reopened=reopened, trust_code=True)
+            if self.confirm_code(Path(path).name, modules):
+                # exactly these modules: a file that names any other one is refused again
+                self.open_checkpoint(path, run_id=run_id, reopened=reopened, trust_code=tuple(modules))
                 return
             text = "Not opened: it names code that was not trusted (" + ", ".join(modules) + ")."
         else:
@@ -524,6 +537,16 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("The model could not be opened", 8000)
         self.training_panel.set_status("error", f"Could not open the model: {text}")
         self._show_error_dialog("Could not open the model", text)
+
+    def confirm_code(self, what: str, modules: list[str]) -> bool:
+        """Ask before importing encoder code outside Robult Studio that `what` (a checkpoint file, a run)
+        names; True when the user trusts exactly these modules. No is the default."""
+        answer = QMessageBox.question(
+            self, "Run code outside Robult Studio?",
+            f"{what} builds its model with code outside Robult Studio:\n\n  " + "\n  ".join(modules)
+            + "\n\nContinuing imports and runs these modules (and no others). Only continue if you trust "
+            "them.", QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     @staticmethod
     def _untrusted_modules(e: BaseException | None) -> list[str] | None:
@@ -619,7 +642,8 @@ class MainWindow(QMainWindow):
         from PySide6 import __version__ as pyside_version
         from PySide6.QtCore import qVersion
         notices = asset_path("THIRD-PARTY-NOTICES.md")
-        data = f'{asset_path("AV-DIGITS-LICENSE.md")}, {asset_path("MFEAT-LICENSE.md")}'
+        data = (f'{asset_path("AV-DIGITS-LICENSE.md")}, {asset_path("MFEAT-LICENSE.md")}, '
+                f'{asset_path("MOVIES-LICENSE.md")}')
         return (f"<b>Robult Studio {app_version()}</b><br>Robust multimodal learning with missing modalities and "
                 f"scarce labels — the Robult method (Nguyen, Kamboj, Do; arXiv 2509.03477), its ablations and "
                 f"baselines. MIT licence.<br><br>"
@@ -627,6 +651,7 @@ class MainWindow(QMainWindow):
                 f"linked; Help › About Qt). pyqtgraph: MIT; sqlite-utils: Apache-2.0; PyTorch: BSD-3-Clause.<br>"
                 f"Data: AV-Digits is CC BY-SA 4.0 (built from the Free Spoken Digit Dataset, CC BY-SA 4.0, and the "
                 f"UCI optdigits images, CC BY 4.0); mfeat is CC BY 4.0 (UCI Multiple Features, R. P. W. Duin); "
+                f"Movies is GPL-3 (ggplot2movies, H. Wickham; IMDb data), built on your machine; "
                 f"datasets you open keep their own licences.<br>"
                 f"Details: {notices} and {data}.<br><br>Sessions: {self.store.location}")
 
@@ -649,6 +674,7 @@ class MainWindow(QMainWindow):
         self._closing = True
         self.run.cancel_queue()  # queued runs of a comparison do not start; the finished ones are in the database
         self.training_panel.timer.stop()
+        self.store_timer.stop()  # what still waits is written when the store closes (SessionStore.close)
         if self.controller.is_running:
             self.statusBar().showMessage("Stopping the run…")
             self.run.closing(self.controller.shutdown())

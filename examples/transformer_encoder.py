@@ -9,7 +9,7 @@ sample's shape without the batch axis, (T_max, D) for a sequence modality. The m
 ``module(x, lengths)`` with ``x`` of shape (B, T_max, D), zero-padded, and ``lengths`` (B,) the valid frames
 (>= 1), and must return (B, d_h). It trains jointly with the rest of the model and is saved in the checkpoint's
 weights; the checkpoint stores the factory's name only, so loading it imports this module again, and only
-when the user trusts it (``--trust-code``).
+when the user trusts it by name (``--trust-code examples.transformer_encoder``).
 """
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ prints and writes.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 from .config import METHODS, ConfigError, RunConfig, labeled_per_batch_for
+from .csvsafe import csv_writer
 from .events import EpochEnded, Failed, Finished, StepEnded
 
 
@@ -53,15 +53,67 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                         "its runs side by side")
 
 
+def add_trust_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """`--trust-code MODULE[,MODULE]` (repeatable): the encoder modules outside robult_engine the user trusts."""
+    p.add_argument("--trust-code", action="append", nargs="?", const="", default=[], metavar="MODULE[,MODULE]",
+                   help=f"{what}: import these encoder modules outside robult_engine that the checkpoint names "
+                        f"(model.encoders), e.g. --trust-code mypkg.encoders; a checkpoint that names any other "
+                        f"module is refused and nothing is imported (docs/custom-encoders.md)")
+
+
+def parse_trust(values: list[str] | None) -> frozenset[str]:
+    """The module names of every --trust-code; a bare --trust-code (trust whatever the file names) is refused."""
+    from .config import _DOTTED
+    names: set[str] = set()
+    for v in values or []:
+        parts = [m.strip() for m in str(v).split(",")]
+        if not any(parts):
+            raise ConfigError("--trust-code: name the module(s) you trust, comma-separated, e.g. --trust-code "
+                              "mypkg.encoders (a refused checkpoint's message lists the modules it names); trust "
+                              "is never given to whatever a file names")
+        for m in parts:
+            if not m or _DOTTED.fullmatch(m) is None:
+                raise ConfigError(f"--trust-code: {m!r} is not a module name (dotted Python identifiers)")
+            names.add(m)
+    return frozenset(names)
+
+
+def parse_set_item(item: str) -> tuple[str, object]:
+    """One `--set KEY=VALUE` → (KEY, value): KEY is SECTION.FIELD or a top-level FIELD (Python identifiers), the
+    value is parsed as JSON (a bare word stays a string; a list becomes a tuple). Malformed items are a
+    ConfigError naming the flag; whether KEY is a real field is checked against the config (`RunConfig.replace`)."""
+    import re
+    key, eq, raw = str(item).partition("=")
+    key = key.strip()
+    shown = item if len(item) <= 80 else item[:77] + "..."
+    if not eq or re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?", key) is None:
+        raise ConfigError(f"--set {shown}: expected SECTION.FIELD=VALUE (e.g. model.d_z=32) or FIELD=VALUE for a "
+                          f"top-level field (e.g. seed=3)")
+    try:
+        val = json.loads(raw)
+    except json.JSONDecodeError:
+        val = raw
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"--set {key}: unusable value ({e})") from None
+    return key, tuple(val) if isinstance(val, list) else val
+
+
 def config_from_args(args: argparse.Namespace, method: str | None = None, base: RunConfig | None = None
                      ) -> RunConfig:
-    """The run's config: `base` (default: the defaults) or --config, then every flag given on top."""
+    """The run's config: `base` (default: the defaults) or --config, then every flag given on top. A bad value
+    is a ConfigError naming the field, and the config file or the flag it came from."""
     cfg = base or RunConfig()
     if args.config:
         try:
-            cfg = RunConfig.from_json(Path(args.config).read_text())
+            cfg = RunConfig.from_json(Path(args.config).read_text(encoding="utf-8"))
         except OSError as e:
-            raise ConfigError(f"{args.config}: cannot read the config file ({e.strerror})") from None
+            raise ConfigError(f"{args.config}: cannot read the config file ({e.strerror or e})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{args.config}: not a UTF-8 text file ({e})") from None
+        except ConfigError as e:
+            raise ConfigError(f"{args.config}: {e}") from None
     changes = {}
     mapping = {"dataset": "data.dataset", "label_fraction": "data.label_fraction", "data_seed": "data.seed",
                "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr",
@@ -80,21 +132,26 @@ def config_from_args(args: argparse.Namespace, method: str | None = None, base: 
     if getattr(args, "encoder", None):
         changes["model.encoders"] = tuple(e.strip() for e in args.encoder)
     for item in args.set:
-        if "=" not in item:
-            raise ConfigError(f"--set {item}: expected SECTION.FIELD=VALUE")
-        key, raw = item.split("=", 1)
+        key, val = parse_set_item(item)
         try:
-            val = json.loads(raw)
-        except json.JSONDecodeError:
-            val = raw
-        changes[key.strip()] = tuple(val) if isinstance(val, list) else val
+            cfg.replace(**{key: val})  # the name only: values are validated below, with everything else
+        except ConfigError as e:
+            raise ConfigError(f"--set {key}: {str(e).removeprefix('config: ')}") from None
+        changes[key] = val
     if method is not None:
         changes["method"] = method
     cfg = cfg.replace(**changes)
     if "train.batch_size" in changes and "train.labeled_per_batch" not in changes:
-        cfg = cfg.replace(**{"train.labeled_per_batch": labeled_per_batch_for(cfg.train.batch_size,
-                                                                               cfg.train.labeled_per_batch)})
-    return cfg.validate()
+        batch = cfg.train.batch_size
+        if isinstance(batch, int) and not isinstance(batch, bool):  # else validate() names the bad value
+            cfg = cfg.replace(**{"train.labeled_per_batch": labeled_per_batch_for(batch, cfg.train.labeled_per_batch)})
+    try:
+        return cfg.validate()
+    except ConfigError as e:
+        field = str(e).split(":", 1)[0]
+        if args.config and not any(k == field or k.startswith(field + ".") for k in changes):  # the file's value
+            raise ConfigError(f"{args.config}: {e}") from None
+        raise
 
 
 class ProgressPrinter:
@@ -183,13 +240,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         # schedule); encoder code that config names outside robult_engine runs only with --trust-code
         from .checkpoint import load_checkpoint, require_trust
         ckpt = load_checkpoint(args.resume)
-        require_trust(ckpt, args.trust_code)
+        trust = parse_trust(args.trust_code)
+        require_trust(ckpt, trust)
         base = ckpt.config
+    else:
+        trust = True  # the config is the user's own: their flags and config file name the code they chose
     cfg = config_from_args(args, args.method, base=base)
     out = Path(args.out) if args.out else Path("runs") / f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     rank = int(os.environ.get("RANK", "0"))
     trainer = Trainer(cfg, callbacks=[ProgressPrinter(quiet=args.quiet)], out_dir=out, resume_from=args.resume,
-                      tensorboard=args.tensorboard)
+                      tensorboard=args.tensorboard, trust_code=trust)
     final = trainer.run()
     from . import distributed
     distributed.shutdown()
@@ -198,7 +258,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if isinstance(final, Failed):
         if args.quiet:  # the progress printer is silent then, but a failure must still be said
             print(f"error: {final.message}", file=sys.stderr)
-        return 1
+        # a run refused in set-up (its config, its data, a run folder another process is writing to) is a bad
+        # input like the ones main() reports: exit 2; a run that failed while training exits 1
+        return 2 if final.kind in ("config", "data") else 1
     print(f"best epoch {final.best_epoch + 1}, checkpoint {final.checkpoint_path}")
     if final.test_metrics:
         _print_metric_table(final.test_metrics, title="test split")
@@ -223,7 +285,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_subsets, mean_over_subsets
     _set_threads(args.threads)
     ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_checkpoint(ckpt, trust_code=args.trust_code)
+    model = model_from_checkpoint(ckpt, trust_code=parse_trust(args.trust_code))
     data_cfg = ckpt.config.data
     if args.dataset:
         data_cfg = ckpt.config.replace(**{"data.dataset": args.dataset}).data
@@ -276,9 +338,12 @@ def parse_grid(items: list[str], base: RunConfig) -> list[dict]:
         vals = []
         for v in raw.split(","):
             try:
-                vals.append(json.loads(v))
+                val = json.loads(v)
             except json.JSONDecodeError:
-                vals.append(v.strip())
+                val = v.strip()
+            if val in vals:  # one setting trained twice under two names (0.1,0.1 or 4,4.0)
+                raise ConfigError(f"--grid {item}: {v.strip()} is given twice")
+            vals.append(val)
         if not vals or key.strip() in keys:
             raise ConfigError(f"--grid {item}: give each field once, with at least one value")
         keys.append(key.strip())
@@ -331,29 +396,85 @@ def _compare_worker(job: tuple) -> tuple:
     if _WORKER_DATA is None:
         _WORKER_DATA = DatasetCache(max_items=2)
     bundle = _WORKER_DATA.get(RunConfig.from_json(base_json).data)  # loaded once per worker process
-    return key, Trainer(RunConfig.from_json(cfg_json), bundle, out_dir=out_dir, tensorboard=tensorboard).run()
+    # the parent's own config (the user's flags and --config): the encoder code it names is the user's choice
+    return key, Trainer(RunConfig.from_json(cfg_json), bundle, out_dir=out_dir, tensorboard=tensorboard,
+                        trust_code=True).run()
+
+
+class RunsTerminated(BaseException):
+    """SIGTERM arrived while runs trained in worker processes. Like KeyboardInterrupt it is no Exception, so no
+    `except Exception` keeps the runs going; the command ends with `TERMINATED_EXIT`."""
+
+
+TERMINATED_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
+INTERRUPTED_EXIT = 130  # 128 + SIGINT
+
+
+def _raise_terminated(signum, frame) -> None:
+    import signal
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the workers' clean-up short
+    raise RunsTerminated()
+
+
+def report_stopped(e: BaseException, out: Path, then: str) -> int:
+    """The one message of a compare or sweep stopped by SIGTERM or Ctrl+C, and its exit status."""
+    terminated = isinstance(e, RunsTerminated)
+    print(f"\n{'terminated' if terminated else 'interrupted'}: the runs that finished are kept in {out}; {then}",
+          file=sys.stderr, flush=True)
+    return TERMINATED_EXIT if terminated else INTERRUPTED_EXIT
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Set-up of each worker process: Ctrl+C is the parent's to handle (it terminates the workers), and on Linux
+    the worker gets SIGTERM when its parent dies, however the parent ended (even by SIGKILL)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent_pid:  # the parent died before the line above took effect
+            os._exit(1)
 
 
 def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record,
                       pool_factory=None) -> None:
     """Runs of a compare (or a sweep) in `--jobs` processes at once; each prints nothing, the parent reports each
-    result. `pool_factory(n)` replaces the multiprocessing pool, e.g. a Ray pool (robult_engine.sweep, --ray)."""
+    result. `pool_factory(n)` replaces the multiprocessing pool, e.g. a Ray pool (robult_engine.sweep, --ray).
+    While the runs train, SIGTERM raises `RunsTerminated` here (in the main thread); it and Ctrl+C terminate the
+    workers before they propagate, so no run keeps training after the command has ended."""
     import multiprocessing as mp
+    import signal
+    import threading
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     work = [(key, configs[key].to_json(), base.to_json(), str(run_dirs[key]), threads, args.tensorboard)
             for key in jobs]
     if not args.quiet:
         print(f"{len(work)} runs, {args.jobs} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
-    pool = (pool_factory or mp.get_context("spawn").Pool)(args.jobs)
+    installed = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if installed else None
     try:
-        for k, (key, final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
-            record(k, key, final)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
+        if pool_factory is not None:
+            pool = pool_factory(args.jobs)
+        else:
+            pool = mp.get_context("spawn").Pool(args.jobs, initializer=_worker_init, initargs=(os.getpid(),))
+        try:
+            for k, (key, final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
+                record(k, key, final)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     finally:
-        pool.join()
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+COMPARE_METHODS = "robult,robult-st,supervised,moddrop,self-training"  # `robult compare` without --methods
 
 
 def parse_methods(text: str) -> list[str]:
@@ -372,12 +493,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .evaluation import mean_over_subsets
     from .metrics import primary_metric
+    from .models.encoders import untrusted_modules
     from .trainer import Trainer
     _set_threads(args.threads)
-    methods = parse_methods(args.methods)
+    # each method's own settings on top of the base config: those `robult tune` chose (robult_engine/tune.py)
+    overrides: dict[str, dict] = dict(getattr(args, "method_overrides", None) or {})
+    tuned_base = None
+    if getattr(args, "from_tune", None):
+        from .tune import read_tune_choice
+        tuned_methods, tuned_base, overrides = read_tune_choice(args.from_tune)
+        if args.grid:
+            raise ConfigError("--from-tune: each method already has its tuned setting; leave out --grid")
+        args.methods = args.methods or ",".join(tuned_methods)
+        untuned = [m for m in parse_methods(args.methods) if m not in overrides]
+        if untuned:
+            raise ConfigError(f"--from-tune {args.from_tune}: {', '.join(untuned)} was not tuned there (tuned: "
+                              f"{', '.join(tuned_methods)})")
+    methods = parse_methods(args.methods or COMPARE_METHODS)
     if args.jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
-    base = config_from_args(args, methods[0])
+    base = config_from_args(args, methods[0], base=tuned_base)  # --from-tune: the tuned base, flags on top
     grid = parse_grid(args.grid, base)  # [{}] without --grid
     bundle = load_dataset(base.data)
     task = bundle.info.task
@@ -389,8 +524,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     jobs = [(g, seed, m) for g in range(len(grid)) for seed in range(args.seeds) for m in methods]
     n_runs = len(jobs)
-    configs = {(g, seed, m): base.replace(**grid[g]).replace(method=m, seed=seed, **{"data.seed": seed})
-               for g, seed, m in jobs}
+    configs = {(g, seed, m): base.replace(**grid[g]).replace(**overrides.get(m, {}))
+               .replace(method=m, seed=seed, **{"data.seed": seed}) for g, seed, m in jobs}
     by_setting: dict[tuple[str, int], list[dict]] = {(m, g): [] for m in methods for g in range(len(grid))}
 
     def run_dir(g: int, seed: int, m: str) -> Path:
@@ -411,10 +546,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                  "val_score": final.best_score, "elapsed_s": final.elapsed_s})
         if task != "regression":  # ECE, adaptive ECE, Brier, NLL per subset on the test split (no temperature)
             from .explain.calibration import checkpoint_calibration_summary
-            by_setting[m, g][-1]["calibration"] = checkpoint_calibration_summary(final.checkpoint_path, bundle,
-                                                                                 trust_code=True)
+            # the run's own config (the user's) names the only modules its checkpoint may import
+            by_setting[m, g][-1]["calibration"] = checkpoint_calibration_summary(
+                final.checkpoint_path, bundle, trust_code=untrusted_modules(configs[key].model.encoders))
         if missing_ev is not None:
-            by_setting[m, g][-1]["missing"] = missing_ev.evaluate_checkpoint(final.checkpoint_path)
+            by_setting[m, g][-1]["missing"] = missing_ev.evaluate_checkpoint(final.checkpoint_path, configs[key])
         if not args.quiet:
             print(f"{label}mean {metric} {table['mean'].get(metric, float('nan')):.4f} "
                   f"(best epoch {final.best_epoch + 1}, {final.elapsed_s:.0f}s, total {time.perf_counter() - t0:.0f}s)",
@@ -424,7 +560,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.jobs <= 1 and args.ray is None:
             for k, key in enumerate(jobs, 1):
                 final = Trainer(configs[key], bundle, callbacks=[ProgressPrinter(label_of(k, *key), args.quiet)],
-                                out_dir=run_dir(*key), tensorboard=args.tensorboard).run()
+                                out_dir=run_dir(*key), tensorboard=args.tensorboard, trust_code=True).run()
                 record(k, key, final)
         else:
             from .sweep import ray_kwargs
@@ -433,6 +569,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except _RunFailed as e:
         print(str(e), file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, RunsTerminated) as e:
+        return report_stopped(e, out, "compare.csv and compare.json were not written (they need every run)")
     for runs in by_setting.values():
         runs.sort(key=lambda r: r["seed"])
     # each method's setting: the best mean validation score over the seeds (the test split takes no part)
@@ -451,7 +589,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     rows = list(results[methods[0]][0]["test"].keys())
     summary = {r: {m: _mean_std([res["test"][r].get(metric, float("nan")) for res in results[m]])
                    for m in methods} for r in rows}
-    at = ", each method at its chosen setting" if len(grid) > 1 else ""
+    at = ", each method at its chosen setting" if len(grid) > 1 else ", each method at its tuned setting" if overrides else ""
     print(f"\n{bundle.info.name}, label fraction {base.data.label_fraction}, {args.seeds} seeds{at}, test {metric} "
           f"(mean ± std over seeds)")
     print(format_table(rows, methods, lambda r, c: f"{summary[r][c][0]:.4f} ± {summary[r][c][1]:.4f}"))
@@ -465,7 +603,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     missing_section = (compare_missing_report(missing_ev, results, methods, metric, args.seeds)
                        if missing_ev is not None else {})
     with open(out / "compare.csv", "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv_writer(f)  # names become text a spreadsheet cannot run
         w.writerow(["subset", "method", "metric", "mean", "std"] + [f"seed{s}" for s in range(args.seeds)])
         for r in rows:
             for m in methods:
@@ -480,6 +618,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "chosen_setting": {m: dict(grid[chosen[m]]) for m in methods} if len(grid) > 1 else {},
         "grid_runs": ([{"method": m, "setting": dict(grid[g]), "runs": by_setting[m, g]}
                        for m in methods for g in range(len(grid))] if len(grid) > 1 else []),
+        "tuned_settings": {m: overrides[m] for m in methods if m in overrides},
         "missing": missing_section, "elapsed_s": time.perf_counter() - t0}, indent=2))
     print(f"\nwrote {out / 'compare.csv'} and {out / 'compare.json'} ({time.perf_counter() - t0:.0f}s)")
     return 0
@@ -495,8 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="model seed")
     t.add_argument("--out", help="run folder (best.pt, last.pt, result.json)")
     t.add_argument("--resume", help="resume from a run's last.pt (its config, unless --config is given)")
-    t.add_argument("--trust-code", action="store_true",
-                   help="with --resume: import the encoder code outside robult_engine that the checkpoint names")
+    add_trust_arg(t, "with --resume")
     _add_run_args(t)
     t.set_defaults(func=cmd_train)
     e = sub.add_parser("eval", help="evaluate a checkpoint on every modality subset")
@@ -504,9 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", help="evaluate on this dataset instead of the training one")
     e.add_argument("--split", default="test")
     e.add_argument("--json", help="also write the table as JSON")
-    e.add_argument("--trust-code", action="store_true",
-                   help="import the encoder code outside robult_engine that the checkpoint names (model.encoders); "
-                        "without it such a checkpoint is refused and nothing is imported")
+    add_trust_arg(e, "the checkpoint")
     e.add_argument("--threads", type=int, default=0)
     from .sweep import add_missing_args, add_parser as add_sweep_parser, add_ray_arg
     e.add_argument("--out", help="with --missing: folder for missing.json and masks.npz")
@@ -515,7 +651,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_options(e)
     e.set_defaults(func=cmd_eval)
     c = sub.add_parser("compare", help="several methods × seeds on identical data, labels and masks")
-    c.add_argument("--methods", default="robult,robult-st,supervised,moddrop,self-training")
+    c.add_argument("--methods", help=f"comma-separated methods (default {COMPARE_METHODS}; with --from-tune, "
+                                     f"the tuned ones)")
     c.add_argument("--seeds", type=int, default=3)
     c.add_argument("--metric", help="metric of the table (default: the task's primary metric)")
     c.add_argument("--out", help="folder for compare.csv, compare.json and the runs")
@@ -525,12 +662,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "train.labeled_per_batch=16,4 --grid model.dropout=0.1,0.3")
     c.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once in separate processes (default 1: one at a time, with step progress)")
+    c.add_argument("--from-tune", metavar="OUT",
+                   help="train each method at the settings `robult tune --out OUT` chose (OUT/tune.json), on its "
+                        "base config (flags still apply on top)")
     _add_run_args(c)
     add_missing_args(c)
     add_ray_arg(c)
     c.set_defaults(func=cmd_compare)
     add_sweep_parser(sub)
     add_pid_command(sub, _add_run_args)
+    from .tune import add_parser as add_tune_parser
+    add_tune_parser(sub, _add_run_args)
     return p
 
 

@@ -16,8 +16,17 @@ from .methods import METHOD_NAMES
 METHODS = METHOD_NAMES  # the table of method specs lives in robult_engine/methods.py
 REC_ROUTES = ("projector", "branch", "full")
 KERNELS = ("rbf", "laplacian", "inverse-l2")
+# how FixMatch and co-training keep their pseudo-labels from collapsing onto few classes (docs/method.md, "FixMatch")
+PSEUDO_BALANCES = ("none", "da", "flexmatch", "da+flexmatch")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("single-label", "multi-label", "regression")
+# Seeds (`seed`, `data.seed`) are 32-bit unsigned integers: every generator they feed (numpy's, torch's) takes them.
+MAX_SEED = 2 ** 32 - 1
+# The largest batch (`train.batch_size`), refused beyond it before anything is allocated. A batch may be larger
+# than the training split: its samples then repeat within the batch (labeled ones are oversampled anyway).
+MAX_BATCH_SIZE = 65_536
+# The largest PID-Synth training split (`data.synth_n_train`), generated in memory.
+MAX_SYNTH_N_TRAIN = 1_000_000
 
 
 class ConfigError(ValueError):
@@ -30,6 +39,11 @@ def _check(cond: bool, msg: str) -> None:
 
 
 _TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _check_seed(value: Any, where: str) -> None:
+    _check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED,
+           f"{where}: must be an integer in 0..{MAX_SEED}, got {value!r}")
 
 
 def _check_types(obj: Any, section: str) -> None:
@@ -55,6 +69,8 @@ def _check_types(obj: Any, section: str) -> None:
         _check(isinstance(v, ok) and not (base != "bool" and isinstance(v, bool)),
                f"{where}: expected {'a number' if base == 'float' else 'an integer' if base == 'int' else 'a ' + base}"
                f", got {v!r}")
+        if base == "float":  # NaN, infinity, or an integer no float can hold
+            _check(abs(v) <= 1e300, f"{where}: expected a finite number, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -85,12 +101,18 @@ class DataConfig:
     # PID-Synth only: label-irrelevant bits per modality, and the feature width of each modality.
     synth_nuisance_bits: int = 8
     synth_dim: int = 32
+    # Feature-Synth only (robult_engine/data/feature_synth.py; its training size is synth_n_train): the task
+    # ("multi-label", "regression" or "single-label"), the number of labels / classes, the width of each view.
+    feature_synth_task: str = "multi-label"
+    feature_synth_labels: int = 23
+    feature_synth_dim: int = 768
 
     def validate(self, known_modalities: tuple[str, ...] | None = None) -> None:
         _check_types(self, "data")
         _check(isinstance(self.dataset, str) and self.dataset.strip() != "", "data.dataset: must name a dataset or a path")
         _check(0.0 < self.label_fraction <= 1.0,
                f"data.label_fraction: must be in (0, 1], got {self.label_fraction}")
+        _check_seed(self.seed, "data.seed")
         _check(0.0 <= self.train_modality_dropout < 1.0,
                f"data.train_modality_dropout: must be in [0, 1), got {self.train_modality_dropout}")
         if self.train_missing:
@@ -113,7 +135,8 @@ class DataConfig:
             if unknown:
                 raise ConfigError(f"data.modalities: unknown modality {unknown[0]!r}; "
                                   f"the dataset has {', '.join(known_modalities)}")
-        _check(self.synth_n_train >= 20, "data.synth_n_train: must be at least 20")
+        _check(20 <= self.synth_n_train <= MAX_SYNTH_N_TRAIN,
+               f"data.synth_n_train: must be in 20..{MAX_SYNTH_N_TRAIN}, got {self.synth_n_train}")
         for name in ("synth_redundant_bits", "synth_unique_bits", "synth_synergy_bits"):
             _check(0 <= getattr(self, name) <= 4, f"data.{name}: must be in 0..4")
         _check(self.synth_redundant_bits + self.synth_unique_bits + self.synth_synergy_bits > 0,
@@ -121,6 +144,10 @@ class DataConfig:
         _check(self.synth_noise >= 0, "data.synth_noise: must be >= 0")
         _check(0 <= self.synth_nuisance_bits <= 16, "data.synth_nuisance_bits: must be in 0..16")
         _check(2 <= self.synth_dim <= 1024, "data.synth_dim: must be in 2..1024")
+        _check(self.feature_synth_task in ("multi-label", "regression", "single-label"),
+               f"data.feature_synth_task: one of multi-label, regression, single-label; got {self.feature_synth_task!r}")
+        _check(2 <= self.feature_synth_labels <= 64, "data.feature_synth_labels: must be in 2..64")
+        _check(2 <= self.feature_synth_dim <= 4096, "data.feature_synth_dim: must be in 2..4096")
 
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -198,6 +225,10 @@ class LossConfig:
     # (H^i detached as g_i's input too); "full" (the default, the route validation picked on every built-in
     # dataset, docs/results/README.md) also lets the gradient through the standardised target.
     rec_route: str = "full"
+    # Fraction of the training steps over which λ_rec ramps linearly from 0 to its value (docs/method.md,
+    # "Latent reconstruction"): early U^i and Z^i are noise, and reconstructing H^i from them pulls the encoders
+    # toward that noise before the labels have shaped them. 0 applies λ_rec from the first step.
+    rec_warmup: float = 0.3
     # Weight of the difference term ‖Û^T Ẑ‖²_F (batch-centred, normalised U^i and Z^i); 0 disables it.
     lambda_diff: float = 0.0
     # Temperature τ of the contrastive softmax.
@@ -212,8 +243,34 @@ class LossConfig:
     st_threshold: float = 0.9
     # Self-training and robult-st: fraction of the epochs before pseudo-labels are trained on.
     st_warmup: float = 0.2
-    # Modality dropout baseline: probability of dropping each modality (at least one is kept).
+    # Modality dropout baseline, and the training-time missingness of the peers shaspec and mmin: probability of
+    # dropping each modality (at least one is kept).
     moddrop_p: float = 0.5
+    # ShaSpec (docs/method.md, "Peers"): weights of the domain-classification loss on the specific features U^i and
+    # of the distribution alignment (L1) of the shared features Z^i of a sample's modalities.
+    lambda_domain: float = 0.1
+    lambda_align: float = 0.1
+    # MMIN (docs/method.md, "Peers"): weights of the forward imagination loss (MSE of an imagined H^i of a dropped
+    # modality to its true, detached H^i) and of the backward (cycle) imagination loss.
+    lambda_imagine: float = 1.0
+    lambda_cycle: float = 0.5
+    # FixMatch (docs/method.md, "FixMatch"): confidence the weak view's pseudo-label needs, weight of the unlabeled
+    # loss, Gaussian feature noise of the strong view (its std relative to each feature's std on the training
+    # split; vector, image and sequence inputs), the strong view's modality dropout, and its text token dropout.
+    fixmatch_threshold: float = 0.95
+    fixmatch_lambda_u: float = 1.0
+    fixmatch_noise: float = 0.5
+    fixmatch_drop_p: float = 0.5
+    fixmatch_token_drop: float = 0.2
+    # Co-training (docs/method.md, "Co-training"): confidence the other views' mean prediction needs before it
+    # pseudo-labels a modality's head, and the weight of that loss.
+    cotrain_threshold: float = 0.9
+    cotrain_lambda_u: float = 1.0
+    # FixMatch and co-training, single-label tasks: "da" aligns the pseudo-labels' class distribution with the
+    # labeled prior (ReMixMatch), "flexmatch" uses class-adaptive thresholds, "da+flexmatch" both, "none" neither.
+    pseudo_balance: str = "da"
+    # Momentum of the running mean of predicted class probabilities that distribution alignment divides by.
+    da_momentum: float = 0.99
 
     def validate(self) -> None:
         _check_types(self, "loss")
@@ -222,6 +279,7 @@ class LossConfig:
         _check(self.rec_route in REC_ROUTES,
                f"loss.rec_route: one of {', '.join(REC_ROUTES)}, got {self.rec_route!r}")
         _check(self.lambda_diff >= 0, f"loss.lambda_diff: must be >= 0, got {self.lambda_diff}")
+        _check(0.0 <= self.rec_warmup < 1.0, f"loss.rec_warmup: must be in [0, 1), got {self.rec_warmup}")
         _check(self.tau > 0, f"loss.tau: the temperature must be > 0, got {self.tau}")
         _check(self.kernel in KERNELS, f"loss.kernel: one of {', '.join(KERNELS)}, got {self.kernel!r}")
         _check(self.bandwidth is None or self.bandwidth > 0,
@@ -230,6 +288,19 @@ class LossConfig:
         _check(0.0 < self.st_threshold <= 1.0, "loss.st_threshold: must be in (0, 1]")
         _check(0.0 <= self.st_warmup < 1.0, "loss.st_warmup: must be in [0, 1)")
         _check(0.0 <= self.moddrop_p < 1.0, "loss.moddrop_p: must be in [0, 1)")
+        for name in ("lambda_domain", "lambda_align", "lambda_imagine", "lambda_cycle"):
+            v = getattr(self, name)
+            _check(0 <= v < float("inf"), f"loss.{name}: must be a finite number >= 0, got {v}")
+        _check(0.0 < self.fixmatch_threshold <= 1.0, "loss.fixmatch_threshold: must be in (0, 1]")
+        _check(self.fixmatch_lambda_u >= 0, f"loss.fixmatch_lambda_u: must be >= 0, got {self.fixmatch_lambda_u}")
+        _check(self.fixmatch_noise >= 0, f"loss.fixmatch_noise: must be >= 0, got {self.fixmatch_noise}")
+        _check(0.0 <= self.fixmatch_drop_p < 1.0, "loss.fixmatch_drop_p: must be in [0, 1)")
+        _check(0.0 <= self.fixmatch_token_drop < 1.0, "loss.fixmatch_token_drop: must be in [0, 1)")
+        _check(0.0 < self.cotrain_threshold <= 1.0, "loss.cotrain_threshold: must be in (0, 1]")
+        _check(self.cotrain_lambda_u >= 0, f"loss.cotrain_lambda_u: must be >= 0, got {self.cotrain_lambda_u}")
+        _check(self.pseudo_balance in PSEUDO_BALANCES,
+               f"loss.pseudo_balance: one of {', '.join(PSEUDO_BALANCES)}, got {self.pseudo_balance!r}")
+        _check(0.0 <= self.da_momentum < 1.0, "loss.da_momentum: must be in [0, 1)")
 
 
 def labeled_per_batch_for(batch_size: int, labeled_per_batch: int) -> int:
@@ -260,8 +331,8 @@ class TrainConfig:
     def validate(self) -> None:
         _check_types(self, "train")
         _check(isinstance(self.epochs, int) and self.epochs >= 1, f"train.epochs: must be >= 1, got {self.epochs}")
-        _check(isinstance(self.batch_size, int) and self.batch_size >= 2,
-               f"train.batch_size: must be >= 2, got {self.batch_size}")
+        _check(isinstance(self.batch_size, int) and 2 <= self.batch_size <= MAX_BATCH_SIZE,
+               f"train.batch_size: must be in 2..{MAX_BATCH_SIZE}, got {self.batch_size}")
         _check(1 <= self.labeled_per_batch <= self.batch_size,
                f"train.labeled_per_batch: must be in 1..batch_size, got {self.labeled_per_batch}")
         _check(self.lr > 0, f"train.lr: the learning rate must be > 0, got {self.lr}")
@@ -286,6 +357,7 @@ class RunConfig:
     def validate(self, known_modalities: tuple[str, ...] | None = None) -> "RunConfig":
         _check_types(self, "")
         _check(isinstance(self.method, str) and self.method in METHODS, f"method: unknown method {self.method!r}; one of {', '.join(METHODS)}")
+        _check_seed(self.seed, "seed")
         self.data.validate(known_modalities)
         self.model.validate()
         self.loss.validate()
@@ -322,22 +394,35 @@ class RunConfig:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"config: not valid JSON ({e})") from None
+        except ValueError as e:  # e.g. an integer of more digits than Python converts
+            raise ConfigError(f"config: unusable JSON ({e})") from None
+        except RecursionError:
+            raise ConfigError("config: the JSON is nested too deeply") from None
         return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> "RunConfig":
-        """Copy with changes; nested fields by dotted names, e.g. replace(**{"train.epochs": 3})."""
+        """Copy with changes; nested fields by dotted names, e.g. replace(**{"train.epochs": 3}). A name that is
+        not a field (or a whole section given a value other than its config object) is a ConfigError."""
         top: dict[str, Any] = {}
         nested: dict[str, dict[str, Any]] = {}
+        own = {f.name: getattr(self, f.name) for f in fields(self)}
+        sections = [n for n, v in own.items() if dataclasses.is_dataclass(v)]
         for key, value in changes.items():
             if "." in key:
                 section, name = key.split(".", 1)
                 nested.setdefault(section, {})[name] = value
+            elif key not in own:
+                raise ConfigError(f"config: unknown field {key!r}; the top-level fields are "
+                                  f"{', '.join(n for n in own if n not in sections)}, the sections "
+                                  f"{', '.join(sections)} (SECTION.FIELD)")
+            elif key in sections and not isinstance(value, type(own[key])):
+                raise ConfigError(f"config: {key} is a section; set its fields one by one ({key}.FIELD)")
             else:
                 top[key] = value
         for section, values in nested.items():
-            cur = getattr(self, section, None)
+            cur = getattr(self, section, None) if section in sections else None
             if not dataclasses.is_dataclass(cur):
-                raise ConfigError(f"config: unknown section {section!r}")
+                raise ConfigError(f"config: unknown section {section!r}; one of {', '.join(sections)}")
             names = {f.name for f in fields(cur)}
             for n in values:
                 if n not in names:
@@ -356,7 +441,9 @@ def _legacy_loss(value: Mapping[str, Any]) -> Mapping[str, Any]:
     trained with the route now called "projector": keep it so, so that its checkpoints, resumes and session rows
     mean what they meant. A hand-written partial section gets the current defaults."""
     if set(value) == _LEGACY_LOSS_FIELDS:
-        return {**value, "rec_route": "projector"}
+        return {**value, "rec_route": "projector", "rec_warmup": 0.0}
+    if set(value) == _LEGACY_LOSS_FIELDS | {"rec_route", "lambda_diff"}:  # written before rec_warmup: none
+        return {**value, "rec_warmup": 0.0}
     return value
 
 

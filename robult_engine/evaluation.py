@@ -2,7 +2,9 @@
 
 Each modality is encoded once per sample; the 2^M − 1 subset predictions are recombinations of the
 per-modality logits (the prediction for A is the mean of c([U^i, Z^i]) over i ∈ A), so evaluating all
-subsets costs little more than one full pass.
+subsets costs little more than one full pass. A model whose subset head is a peer's (ShaSpec, MMIN:
+models/robult.py) predicts a subset with its own head, which is not such a recombination: its encoding holds
+the prediction of every subset, computed from the cached encoder outputs (`EncodedSplit.subset_table`).
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 
 from .data.base import SplitData, make_batch
 from .metrics import compute_metrics, primary_metric, score_of
-from .models.robult import RobultModel, combine_logits
+from .models.robult import RobultModel, combine_logits, subset_index, subset_masks
 
 
 def modality_subsets(names: tuple[str, ...] | list[str]) -> list[tuple[str, tuple[bool, ...]]]:
@@ -36,6 +38,9 @@ class EncodedSplit:
     rec_err: torch.Tensor  # (N, M) mean squared error of r_i([U^i, Z^i]) against H^i
     mask: torch.Tensor  # (N, M) bool, the data's presence mask
     target: torch.Tensor
+    # (N, 2^M, C) the prediction of every subset (row k: the modalities of the bits of k, `subset_masks`) for a
+    # model with a peer subset head; None for the mean of per-modality logits (the recombination of logits_mod)
+    subset_table: torch.Tensor | None = None
 
 
 def autocast_ctx(device: torch.device):
@@ -50,7 +55,9 @@ def encode_split(model: RobultModel, split: SplitData, batch_size: int = 512,
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    lm, zs, us, errs = [], [], [], []
+    lm, zs, us, errs, tables = [], [], [], [], []
+    peer = getattr(model, "subset_head", "mean") != "mean"
+    masks = subset_masks(split.mask.shape[1]) if peer else None
     try:
         for start in range(0, len(split), batch_size):
             idx = torch.arange(start, min(start + batch_size, len(split)))
@@ -58,6 +65,9 @@ def encode_split(model: RobultModel, split: SplitData, batch_size: int = 512,
             with autocast_ctx(device):
                 out = model(batch.inputs, batch.lengths, batch.mask, with_reconstruction=with_latents)
             lm.append(out.logits_mod.float().cpu())
+            if peer:  # every subset through the peer's head, from this batch's encoder outputs
+                with autocast_ctx(device):
+                    tables.append(model.predict_subsets(out.h, out.z, out.u, masks).float().cpu())
             if with_latents:
                 zs.append(out.z.float().cpu())
                 us.append(out.u.float().cpu())
@@ -69,6 +79,7 @@ def encode_split(model: RobultModel, split: SplitData, batch_size: int = 512,
     return EncodedSplit(
         logits_mod=torch.cat(lm), z=torch.cat(zs) if zs else empty, u=torch.cat(us) if us else empty,
         rec_err=torch.cat(errs) if errs else torch.zeros(n, m), mask=split.mask.clone(), target=split.target,
+        subset_table=torch.cat(tables) if tables else None,
     )
 
 
@@ -80,6 +91,10 @@ def subset_logits(enc: EncodedSplit, subset_mask: tuple[bool, ...] | torch.Tenso
     sm = torch.as_tensor(subset_mask, dtype=torch.bool)
     sm = sm[None, :] if sm.dim() == 1 else sm  # (1, M) or (N, M)
     eff = enc.mask & sm  # (N, M)
+    if enc.subset_table is not None:  # a peer's head: look each row's subset up (row 0, no modality: zeros)
+        idx = subset_index(eff)  # (N,)
+        logits = enc.subset_table.gather(1, idx.view(-1, 1, 1).expand(-1, 1, enc.subset_table.shape[2]))[:, 0]
+        return logits, eff.any(1)
     return combine_logits(enc.logits_mod, eff), eff.any(1)
 
 

@@ -17,14 +17,17 @@ from torch import nn
 
 
 def task_loss(logits: torch.Tensor, target: torch.Tensor, task: str) -> torch.Tensor:
-    """Per-sample ℓ: cross-entropy (single-label), BCE mean over classes (multi-label), L1 (regression).
+    """Per-sample ℓ: cross-entropy (single-label), BCE summed over the labels (multi-label), L1 (regression).
 
+    Multi-label sums its C binary cross-entropies, so each label weighs like one classification and L_sup keeps
+    the scale of the other tasks beside λ_pu L_PU and λ_rec L_rec. (A mean over the labels made the supervised
+    gradient C times weaker; with 23 labels the reconstruction term then erased it: docs/results/lrec-multilabel.md.)
     logits: (B, C); target: (B,) int64, (B, C) multi-hot or (B,) float -> (B,)
     """
     if task == "single-label":
         return F.cross_entropy(logits.float(), target, reduction="none")
     if task == "multi-label":
-        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").mean(-1)
+        return F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none").sum(-1)
     if task == "regression":
         return (logits[:, 0].float() - target.float()).abs()
     raise ValueError(f"unknown task {task!r}")
@@ -277,3 +280,217 @@ def difference_loss(u: torch.Tensor, z: torch.Tensor, mask: torch.Tensor, eps: f
     if not terms:
         return u.sum() * 0.0
     return torch.stack(terms).mean()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Peers from the missing-modality literature: ShaSpec and MMIN (docs/method.md, "Peers")
+# ----------------------------------------------------------------------------------------------------------
+
+
+def domain_classification_loss(domain_logits: torch.Tensor, mask: torch.Tensor,
+                               denom: float | torch.Tensor | None = None) -> torch.Tensor:
+    """ShaSpec's domain classification: L_dom = −Σ_j Σ_{i present} log softmax(D(U^i_j))_i / denom, the modality
+    classifier D telling which modality each specific feature came from.
+
+    domain_logits: (B, M, M) D(U^i) for every modality slot i; mask: (B, M) bool (absent slots do not count).
+    denom defaults to the number of present slots.
+    """
+    b, m, k = domain_logits.shape
+    target = torch.arange(m, device=domain_logits.device).expand(b, m).reshape(-1)  # slot i is modality i
+    ce = F.cross_entropy(domain_logits.float().reshape(b * m, k), target, reduction="none").reshape(b, m)
+    total = torch.where(mask, ce, torch.zeros_like(ce)).sum()
+    if denom is None:
+        denom = mask.sum().clamp(min=1)
+    return total / denom
+
+
+def shared_alignment_loss(z: torch.Tensor, mask: torch.Tensor,
+                          denom: float | torch.Tensor | None = None) -> torch.Tensor:
+    """ShaSpec's distribution alignment of the shared features: L_align = Σ_j Σ_{i<k, both present}
+    mean_d |Z^i_j − Z^k_j| / denom (L1 between the shared features of one sample's modalities).
+
+    z: (B, M, D); mask: (B, M) bool. denom defaults to the number of present pairs (a sample with fewer than two
+    present modalities has none).
+    """
+    m = z.shape[1]
+    zf = z.float()
+    diff = (zf[:, :, None] - zf[:, None, :]).abs().mean(-1)  # (B, M, M)
+    upper = torch.ones(m, m, dtype=torch.bool, device=z.device).triu(diagonal=1)
+    pair = mask[:, :, None] & mask[:, None, :] & upper  # (B, M, M)
+    total = torch.where(pair, diff, torch.zeros_like(diff)).sum()
+    if denom is None:
+        denom = pair.sum().clamp(min=1)
+    return total / denom
+
+
+def imagination_loss(imagined: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
+                     denom: float | torch.Tensor | None = None) -> torch.Tensor:
+    """MMIN's imagination loss: L_im = Σ_j Σ_{i in mask} ‖T^i_j − Ĥ^i_j‖² / d / denom, on the slots whose true
+    latent is known (the modalities dropped from a sample that has them; the cycle term: the kept ones).
+
+    imagined, target: (B, M, d) (the target is used as given: the trainer detaches it); mask: (B, M) bool.
+    denom defaults to the number of slots in the mask.
+    """
+    err = (target.float() - imagined.float()).pow(2).mean(-1)  # (B, M)
+    total = torch.where(mask, err, torch.zeros_like(err)).sum()
+    if denom is None:
+        denom = mask.sum().clamp(min=1)
+    return total / denom
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Semi-supervised baselines: FixMatch and co-training (docs/method.md, "FixMatch", "Co-training")
+# ----------------------------------------------------------------------------------------------------------
+
+
+def feature_std(x: torch.Tensor, kind: str, present: torch.Tensor, lengths: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """The per-feature standard deviation of one modality over the samples of a split where it is present: the
+    scale of FixMatch's feature noise.
+
+    x: (N, ...) the modality's tensor; present: (N,) bool; lengths: (N,) for a sequence. vector (N, D) -> (D,);
+    image (N, C, H, W) -> (C, H, W) (one std per pixel); sequence (N, T, D) -> (D,) over the valid steps only;
+    text -> a 0-dim 1 (token ids get no noise). A feature with fewer than two present values gets std 0.
+    """
+    if kind == "text":
+        return torch.ones(())
+    rows = x[present].double()
+    if kind == "sequence":
+        t = x.shape[1]
+        lens = (lengths[present] if lengths is not None
+                else torch.full((rows.shape[0],), t, dtype=torch.long)).clamp(max=t)
+        valid = torch.arange(t)[None, :] < lens[:, None]  # (N', T)
+        rows = rows[valid]  # (steps, D)
+    if rows.shape[0] < 2:
+        return torch.zeros(x.shape[-1] if kind == "sequence" else x.shape[1:], dtype=torch.float32)
+    return rows.std(0).float()
+
+
+def perturb_modality(x: torch.Tensor, kind: str, std: torch.Tensor, noise: float, token_drop: float,
+                     draws: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """One modality of FixMatch's strong view.
+
+    vector, image, sequence: x + noise · std · ε, ε = `draws` (standard normal, x's shape), std from
+    `feature_std` (a sequence's padding steps stay zero); text: each token id becomes padding (0) where the
+    uniform `draws` fall below token_drop (the encoder ignores padding). x: (B, ...) -> (B, ...), same dtype.
+    """
+    if kind == "text":
+        return torch.where(draws < token_drop, torch.zeros_like(x), x)
+    eps = draws.float() * std.to(draws.device).float() * noise
+    if kind == "sequence" and lengths is not None:
+        eps = eps * (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).unsqueeze(-1)
+    return x + eps.to(x.dtype)
+
+
+def labeled_prior(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """π: the class frequencies of the labeled samples with add-one smoothing (a class without a labeled sample
+    keeps a small share instead of none). target: (L,) int64 -> (C,), summing to 1."""
+    counts = torch.bincount(target.long(), minlength=num_classes).float()[:num_classes]
+    return (counts + 1.0) / (counts.sum() + num_classes)
+
+
+@torch.no_grad()
+def align_distribution(probs: torch.Tensor, prior: torch.Tensor, running_mean: torch.Tensor,
+                       eps: float = 1e-6) -> torch.Tensor:
+    """Distribution alignment (Berthelot et al. 2020, ReMixMatch): p̃ = normalise(p · π / p̄).
+
+    probs: (..., C) predicted class probabilities; prior: (C,) the labeled class frequencies π; running_mean: (C,)
+    the running mean p̄ of the predictions on unlabeled samples. A class the model over-predicts (p̄_c > π_c) is
+    scaled down, an under-predicted one up, so the pseudo-labels' marginal follows the labeled prior and cannot
+    collapse onto a few classes. Detached. -> (..., C), each row summing to 1.
+    """
+    p = probs.detach().float() * (prior.float() / running_mean.float().clamp(min=eps))
+    return p / p.sum(-1, keepdim=True).clamp(min=eps)
+
+
+@torch.no_grad()
+def update_running_mean(running_mean: torch.Tensor, prob_sum: torch.Tensor, count: float | torch.Tensor,
+                        momentum: float) -> torch.Tensor:
+    """p̄ ← m p̄ + (1 − m) prob_sum / count: an exponential moving average of the mean predicted distribution.
+
+    running_mean, prob_sum: (C,) (prob_sum: the sum of a batch's probability rows, so data-parallel processes can
+    add theirs first); count: the number of rows summed. No rows leave p̄ unchanged. Returns the new p̄."""
+    count = float(count)
+    if count <= 0:
+        return running_mean
+    return momentum * running_mean + (1.0 - momentum) * prob_sum.to(running_mean) / count
+
+
+@torch.no_grad()
+def adaptive_thresholds(learned: torch.Tensor, unused: int | torch.Tensor, threshold: float) -> torch.Tensor:
+    """FlexMatch's class-adaptive thresholds (Zhang et al. 2021): τ_c = τ · M(β_c), M(x) = x / (2 − x).
+
+    learned: (C,) σ_c, the number of unlabeled training samples whose latest prediction was class c with
+    confidence ≥ τ; unused: the number of unlabeled samples with no such prediction yet. β_c = σ_c /
+    max(max_c σ_c, unused) (with the threshold warm-up: while most samples are unused every β_c stays small).
+    A class the model has learned well keeps a threshold near τ, a hard or rare one gets a lower one. -> (C,)
+    """
+    norm = torch.maximum(learned.max(), torch.as_tensor(unused, dtype=learned.dtype)).clamp(min=1)
+    beta = learned.float() / norm.float()
+    return threshold * beta / (2.0 - beta)
+
+
+@torch.no_grad()
+def select_pseudo_labels(probs: torch.Tensor, task: str, threshold: float | torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Confident pseudo-labels from (aligned) probabilities.
+
+    single-label: probs (N, C) softmax rows; threshold a float or (C,) per class (τ of the predicted class) ->
+    (pseudo (N,) int64 argmax, take (N,) bool: max prob ≥ its threshold).
+    multi-label: probs (N, C) sigmoids -> (pseudo (N, C) 0/1 float, take (N, C) bool per label: p ≥ τ or
+    p ≤ 1 − τ; an undecided label is not trained on).
+    """
+    p = probs.detach().float()
+    if task == "single-label":
+        conf, pseudo = p.max(-1)
+        thr = threshold[pseudo] if isinstance(threshold, torch.Tensor) and threshold.dim() == 1 else threshold
+        return pseudo, conf >= thr
+    if task == "multi-label":
+        return (p >= 0.5).float(), (p >= threshold) | (p <= 1.0 - threshold)
+    raise ValueError(f"no pseudo-labels for the {task!r} task")
+
+
+@torch.no_grad()
+def leave_one_out_probs(probs_mod: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Co-training's teacher of each view: the mean prediction of the sample's OTHER present modalities.
+
+    probs_mod: (B, M, C) per-modality probabilities (softmax or sigmoid); mask: (B, M) bool. Returns
+    (q (B, M, C), has_other (B, M) bool): q[j, i] = mean over present k ≠ i of probs_mod[j, k]; where no other
+    modality is present q is 0 and has_other False. With two modalities q of one view is the other view's
+    prediction; with more, it is their soft agreement.
+    """
+    w = mask.to(probs_mod.dtype).unsqueeze(-1)  # (B, M, 1)
+    p = probs_mod.detach() * w
+    others = p.sum(1, keepdim=True) - p  # (B, M, C)
+    n_other = w.sum(1, keepdim=True) - w  # (B, M, 1)
+    return others / n_other.clamp(min=1.0), n_other.squeeze(-1) > 0
+
+
+def pseudo_label_loss(logits_mod: torch.Tensor, mod_mask: torch.Tensor, pseudo: torch.Tensor, take: torch.Tensor,
+                      task: str, denom: float | torch.Tensor | None = None) -> torch.Tensor:
+    """L_u = Σ_j (1/|A_j|) Σ_{i ∈ A_j} ℓ_u(c^i_j, ŷ^i_j) / denom: the unlabeled loss of FixMatch and co-training,
+    on per-modality heads like L_sup.
+
+    logits_mod: (B, M, C) the logits being trained (FixMatch: the strong view's; co-training: the sample's own);
+    mod_mask: (B, M) bool, A_j (FixMatch: the strong view's modalities); pseudo: the target per head, (B, M) int64
+    (single-label), (B, M, C) 0/1 (multi-label) or (B, M) float (regression); take: which targets count, (B, M)
+    bool or (B, M, C) bool per label (multi-label). ℓ_u: cross-entropy, BCE summed over the taken labels, or the
+    squared error (regression, a consistency term). denom defaults to B (the mean over the samples, taken or not).
+    """
+    b, m, c = logits_mod.shape
+    lf = logits_mod.float()
+    tk = take.to(lf.dtype)
+    if task == "single-label":
+        per = F.cross_entropy(lf.reshape(b * m, c), pseudo.reshape(b * m).long(), reduction="none").reshape(b, m)
+        per = per * tk
+    elif task == "multi-label":
+        per = (F.binary_cross_entropy_with_logits(lf, pseudo.float(), reduction="none") * tk).sum(-1)
+    elif task == "regression":
+        per = (lf[..., 0] - pseudo.float()).pow(2) * tk
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    mm = mod_mask.to(per.dtype)
+    total = ((per * mm).sum(1) / mm.sum(1).clamp(min=1.0)).sum()
+    if denom is None:
+        denom = max(b, 1)
+    return total / denom

@@ -7,7 +7,7 @@ import torch
 
 PRIMARY = {"single-label": "accuracy", "multi-label": "f1_micro", "regression": "mae"}
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "auroc": True, "f1_micro": True, "f1_macro": True,
-                    "f1_samples": True, "mae": False, "pearson_r": True, "acc2": True}
+                    "f1_samples": True, "map": True, "mae": False, "pearson_r": True, "acc2": True}
 
 
 def primary_metric(task: str) -> str:
@@ -58,6 +58,25 @@ def auroc_binary(scores: torch.Tensor, labels: torch.Tensor) -> float:
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Average precision of one label, scikit-learn's definition (`average_precision_score`): the sum over the
+    distinct score thresholds, highest first, of (R_n - R_(n-1)) * P_n, tied scores taken together. NaN when
+    the label has no positive. scores, labels: (N,)."""
+    pos = labels.bool()
+    n_pos = int(pos.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    s, y = scores.double()[order], pos[order].double()
+    last = torch.ones(len(s), dtype=torch.bool)  # the last row of each group of tied scores
+    last[:-1] = s[1:] != s[:-1]
+    tp = y.cumsum(0)[last]
+    seen = torch.arange(1, len(s) + 1, dtype=torch.float64)[last]
+    recall = tp / n_pos
+    gain = torch.diff(recall, prepend=torch.zeros(1, dtype=torch.float64))
+    return float((gain * tp / seen).sum())
+
+
 def compute_metrics(logits: torch.Tensor, target: torch.Tensor, task: str) -> dict[str, float]:
     """logits: (N, C); target as in the dataset. Returns the task's metrics as plain floats."""
     if task == "single-label":
@@ -84,8 +103,11 @@ def compute_metrics(logits: torch.Tensor, target: torch.Tensor, task: str) -> di
         tp, fp, fn = (pred * t).sum(0), (pred * (1 - t)).sum(0), ((1 - pred) * t).sum(0)
         micro = _f1(tp.sum(), fp.sum(), fn.sum())
         per_sample = _f1((pred * t).sum(1), (pred * (1 - t)).sum(1), ((1 - pred) * t).sum(1))
+        # mAP: the mean over the labels with at least one positive of their average precision (threshold-free)
+        ap = torch.tensor([average_precision(logits[:, j], t[:, j]) for j in range(t.shape[1])], dtype=torch.float64)
         return {"f1_micro": float(micro), "f1_macro": float(_f1(tp, fp, fn).mean()),
-                "f1_samples": float(per_sample.mean())}
+                "f1_samples": float(per_sample.mean()),
+                "map": float(ap.nanmean()) if (~ap.isnan()).any() else float("nan")}
     if task == "regression":
         p = logits[:, 0].double()
         t = target.double()

@@ -89,7 +89,10 @@ class MissingSpec:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:g}"
+    """A rate as spec labels show it: `:g` (0.25) where that gives the rate back, else the shortest text that
+    does (0.9999999 is not 1, which is no rate at all)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
 
 
 def _rate(text: str, spec: str, where: str) -> float:
@@ -217,7 +220,7 @@ def _class_rows(spec: MissingSpec, target: torch.Tensor, task: str, class_names:
     for c in spec.classes:
         if c in names:
             chosen.append(names.index(c))
-        elif c.lstrip("-").isdigit() and 0 <= int(c) < k:
+        elif c.isdecimal() and len(c) <= 18 and int(c) < k:
             chosen.append(int(c))
         else:
             raise MissingSpecError(f"{spec.label}: unknown class {c!r}; the dataset's classes are "
@@ -271,6 +274,13 @@ def draw_mask(split, info, spec: MissingSpec, seed: int) -> torch.Tensor:
     n, m = data_mask.shape
     if m != len(names):
         raise MissingSpecError(f"{spec.label}: the split's mask has {m} columns, the dataset {len(names)} modalities")
+    from .config import MAX_SEED
+    try:
+        seed_ok = not isinstance(seed, bool) and int(seed) == seed and 0 <= int(seed) <= MAX_SEED
+    except (TypeError, ValueError, OverflowError):
+        seed_ok = False
+    if not seed_ok:
+        raise MissingSpecError(f"mask seed (--mask-seed): must be an integer in 0..{MAX_SEED}, got {seed!r}")
     g = torch.Generator().manual_seed(int(seed))
     u = torch.rand(n, m, generator=g, dtype=torch.float64)  # the draws deciding which entries go missing
     r = torch.rand(n, m, generator=g, dtype=torch.float64)  # restoration / exclusive choice / tie breaks
@@ -412,21 +422,47 @@ def load_masks(path: str | Path, *, n: int | None = None, modality_names: tuple[
                ) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a mask file → ({spec label: (N, M) bool mask}, header). With `n` / `modality_names` given, a file
     made for another split size or other modalities is refused, naming the file and what differs."""
+    import zipfile
+    import zlib
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
             files = dict(z.items())
     except FileNotFoundError:
         raise MissingSpecError(f"{path}: no such mask file") from None
-    except (OSError, ValueError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, MemoryError) as e:  # MemoryError: a damaged array header
+        raise MissingSpecError(f"{path}: not a mask file (.npz written by robult eval/compare/sweep): the archive "
+                               f"is truncated or damaged ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError, NotImplementedError) as e:  # not an .npz, pickled arrays, unknown compression
         raise MissingSpecError(f"{path}: not a mask file (.npz written by robult eval/compare/sweep): {e}") from None
     if "meta" not in files:
         raise MissingSpecError(f"{path}: not a mask file (no 'meta' header)")
     try:
+        if files["meta"].dtype.kind != "U" or files["meta"].ndim != 0:
+            raise ValueError(f"a {files['meta'].dtype} array of shape {files['meta'].shape}, expected a JSON text")
         meta = json.loads(str(files["meta"]))
-        labels, names, rows = list(meta["specs"]), tuple(meta["modalities"]), int(meta["n"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise MissingSpecError(f"{path}: unreadable mask-file header ({e})") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"a JSON {type(meta).__name__}, expected an object")
+        labels, names, rows = meta["specs"], meta["modalities"], meta["n"]
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise MissingSpecError(f"{path}: unreadable mask-file header ({type(e).__name__}: {e})") from None
+    if not (isinstance(labels, list) and all(isinstance(x, str) and x for x in labels)
+            and len(set(labels)) == len(labels)):
+        raise MissingSpecError(f"{path}: unreadable mask-file header: 'specs' must be a list of distinct spec texts")
+    for label in labels:
+        parse_missing(label, where=f"{path}: setting")
+    if not (isinstance(names, list) and names and all(isinstance(x, str) and x for x in names)):
+        raise MissingSpecError(f"{path}: unreadable mask-file header: 'modalities' must be a list of modality names")
+    names = tuple(names)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise MissingSpecError(f"{path}: unreadable mask-file header: 'n' must be a number of samples, got {rows!r}")
+    seed = meta.get("mask_seed", 0)
+    from .config import MAX_SEED
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise MissingSpecError(f"{path}: unreadable mask-file header: 'mask_seed' must be an integer in "
+                               f"0..{MAX_SEED}, got {seed if isinstance(seed, (int, float)) else repr(seed)[:40]}")
     if modality_names is not None and tuple(modality_names) != names:
         raise MissingSpecError(f"{path}: masks made for modalities ({', '.join(names)}), the data has "
                                f"({', '.join(modality_names)})")
@@ -436,6 +472,9 @@ def load_masks(path: str | Path, *, n: int | None = None, modality_names: tuple[
     out = {}
     for j, label in enumerate(labels):
         packed = files.get(f"mask{j}")
+        if packed is not None and packed.dtype != np.uint8:
+            raise MissingSpecError(f"{path}: setting {label!r} holds {packed.dtype} values, expected packed bits "
+                                   f"(uint8)")
         if packed is None or packed.ndim != 2 or packed.shape[0] != rows or packed.shape[1] != (len(names) + 7) // 8:
             raise MissingSpecError(f"{path}: setting {label!r} has shape "
                                    f"{None if packed is None else tuple(packed.shape)}, expected a packed "

@@ -18,7 +18,6 @@ each run's best checkpoint is read back to be evaluated under the masks).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from .config import METHODS, ConfigError
+from .csvsafe import csv_writer
 from .events import Failed
 
 DEFAULT_MISSING = "mcar:0,0.25,0.5,0.75"
@@ -38,13 +38,13 @@ class MaskEvaluator:
     """The masks of one split, drawn once (or read from a mask file), and every checkpoint's metrics under them."""
 
     def __init__(self, bundle, split: str, specs: list[str] | None = None, mask_seed: int = 0,
-                 mask_file: str | None = None, trust_code: bool = False, batch_size: int = 512) -> None:
+                 mask_file: str | None = None, batch_size: int = 512) -> None:
         from .missing import draw_masks, load_masks, parse_missing_grid, realised_missing
         if split not in bundle.splits:
             raise ConfigError(f"--split {split}: the dataset has {', '.join(bundle.splits)}")
         self.bundle, self.split_name, self.split = bundle, split, bundle.splits[split]
         self.task = bundle.info.task
-        self.trust_code, self.batch_size = trust_code, batch_size
+        self.batch_size = batch_size
         self.mask_seed = mask_seed
         if mask_file:
             self.masks, meta = load_masks(mask_file, n=len(self.split), modality_names=bundle.info.modality_names)
@@ -73,9 +73,20 @@ class MaskEvaluator:
         enc = encode_split(model, self.split, self.batch_size, device, with_latents=False)  # one pass
         return metrics_under_masks(enc, self.masks, self.task)
 
-    def evaluate_checkpoint(self, path: str | Path) -> dict[str, dict[str, float]]:
-        from .checkpoint import load_checkpoint, model_from_checkpoint
-        return self.evaluate_model(model_from_checkpoint(load_checkpoint(path), trust_code=self.trust_code))
+    def evaluate_checkpoint(self, path: str | Path, expected) -> dict[str, dict[str, float]]:
+        """The metrics under every mask of the checkpoint a run of `expected` (its RunConfig) wrote. The file
+        must hold that very configuration (else CheckpointError: a record pointing at another run's checkpoint
+        is refused), and only the encoder modules that configuration names may be imported."""
+        from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+        from .models.encoders import untrusted_modules
+        ckpt = load_checkpoint(path)
+        if ckpt.config.to_dict() != expected.to_dict():
+            raise CheckpointError(f"{path}: holds a run of another configuration ({ckpt.config.method}, seed "
+                                  f"{ckpt.config.seed}, label fraction {ckpt.config.data.label_fraction:g}) than "
+                                  f"the run it is recorded for ({expected.method}, seed {expected.seed}, label "
+                                  f"fraction {expected.data.label_fraction:g})")
+        trust = untrusted_modules(expected.model.encoders)  # the user's own config named these
+        return self.evaluate_model(model_from_checkpoint(ckpt, trust_code=trust))
 
     def save(self, path: str | Path) -> Path:
         from .missing import save_masks
@@ -89,8 +100,7 @@ class MaskEvaluator:
 def eval_missing(args: argparse.Namespace, model, bundle, checkpoint: str) -> int:
     """`robult eval CKPT --missing SPEC [--mask-seed S] [--masks FILE] [--out DIR] [--json FILE]`."""
     from .cli import format_table
-    ev = MaskEvaluator(bundle, args.split, args.missing, args.mask_seed, args.masks,
-                       trust_code=getattr(args, "trust_code", False))
+    ev = MaskEvaluator(bundle, args.split, args.missing, args.mask_seed, args.masks)
     table = ev.evaluate_model(model)
     cols = sorted({k for r in table.values() for k in r})
     print(f"{args.split} split, {checkpoint}, under {len(ev.labels)} mask setting(s), mask seed {ev.mask_seed} "
@@ -185,7 +195,7 @@ def compare_masks(args: argparse.Namespace, bundle, out: Path) -> MaskEvaluator 
     out/masks.npz), or None without --missing."""
     if not getattr(args, "missing", None):
         return None
-    ev = MaskEvaluator(bundle, "test", args.missing, args.mask_seed, trust_code=getattr(args, "trust_code", False))
+    ev = MaskEvaluator(bundle, "test", args.missing, args.mask_seed)
     ev.save(out / "masks.npz")
     return ev
 
@@ -209,7 +219,8 @@ def ray_pool_factory(address: str | None):
 
 
 def _trainer_extras(args: argparse.Namespace) -> dict:
-    return {"tensorboard": bool(getattr(args, "tensorboard", False))}
+    # the CLI's runs train the user's own config (flags, --config): the encoder code it names is theirs
+    return {"tensorboard": bool(getattr(args, "tensorboard", False)), "trust_code": True}
 
 
 # --- the sweep ----------------------------------------------------------------------------------------------
@@ -226,9 +237,19 @@ def parse_fractions(text: str) -> list[float]:
             raise ConfigError(f"--label-fractions {text}: {item.strip()!r} is not a number") from None
         if not 0.0 < v <= 1.0:
             raise ConfigError(f"--label-fractions {text}: each fraction must be in (0, 1], got {item.strip()}")
-        if v not in out:
-            out.append(v)
+        if v in out:
+            raise ConfigError(f"--label-fractions {text}: {item.strip()} is given twice")
+        out.append(v)
     return out
+
+
+def fraction_label(v: float) -> str:
+    """A label fraction as folder names, report keys and CSV cells show it: `:g` (0.05, 0.2, 1) where that
+    gives the value back, else the shortest text that does (0.5000001 is not 0.5), so distinct fractions never
+    share a run folder or a cell."""
+    v = float(v)
+    short = f"{v:g}"
+    return short if float(short) == v else repr(v)
 
 
 class Sweep:
@@ -243,7 +264,7 @@ class Sweep:
 
     def __init__(self, base, methods: list[str], fractions: list[float], out: str | Path, seeds: int = 3,
                  missing: list[str] | None = None, mask_seed: int = 0, grid: list[dict] | None = None,
-                 metric: str | None = None, bundle=None, trust_code: bool = False, resume: bool = False,
+                 metric: str | None = None, bundle=None, resume: bool = False,
                  should_stop=None, on_resume_progress=None, trainer_extras: dict | None = None) -> None:
         from .data import load_dataset
         from .metrics import primary_metric
@@ -259,13 +280,16 @@ class Sweep:
         for v in fractions:
             if not 0.0 < v <= 1.0:
                 raise ConfigError(f"--label-fractions: each fraction must be in (0, 1], got {v:g}")
+        for i, v in enumerate(fractions):
+            if v in fractions[:i]:
+                raise ConfigError(f"--label-fractions: {fraction_label(v)} is given twice")
         self.base, self.methods, self.fractions, self.seeds = base, list(methods), list(fractions), seeds
         self.trainer_extras = dict(trainer_extras or {})  # more Trainer arguments (the CLI's --tensorboard)
         self.grid = list(grid) if grid else [{}]
         self.bundle = bundle if bundle is not None else load_dataset(base.data)
         if "test" not in self.bundle.splits or len(self.bundle.splits["test"]) == 0:
             raise ConfigError(f"{self.bundle.info.name}: a sweep evaluates on the test split, and the dataset has none")
-        self.ev = MaskEvaluator(self.bundle, "test", missing or [DEFAULT_MISSING], mask_seed, trust_code=trust_code)
+        self.ev = MaskEvaluator(self.bundle, "test", missing or [DEFAULT_MISSING], mask_seed)
         self.metric = metric or primary_metric(self.bundle.info.task)
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -275,12 +299,13 @@ class Sweep:
         self.configs = {(g, f, seed, m): base.replace(**self.grid[g]).replace(
             method=m, seed=seed, **{"data.seed": seed, "data.label_fraction": self.fractions[f]}).validate()
             for g, f, seed, m in self.jobs}
-        self.run_dirs = {key: self.out / f"lf{self.fractions[key[1]]:g}" / (
+        self.run_dirs = {key: self.out / f"lf{fraction_label(self.fractions[key[1]])}" / (
             f"{key[3]}-seed{key[2]}" + (f"-g{key[0]}" if len(self.grid) > 1 else "")) for key in self.jobs}
         self.cells: dict[tuple[str, int, int], list[dict]] = {
             (m, f, g): [] for m in self.methods for f in range(len(self.fractions)) for g in range(len(self.grid))}
         self.done: set[tuple] = set()
         self.resumed: list[tuple] = []
+        self.retrained: dict[tuple, str] = {}  # resume: runs whose record was refused, and why
         self.stopped = False  # should_stop() said so while the finished runs were being taken back
         if resume:
             self._resume(should_stop, on_resume_progress)
@@ -299,7 +324,7 @@ class Sweep:
         from .cli import setting_label
         g, f, seed, m = key
         where = f" [{setting_label(self.grid[g])}]" if len(self.grid) > 1 else ""
-        return f"[{k}/{self.n_runs}] {m} lf {self.fractions[f]:g} seed {seed}{where}: "
+        return f"[{k}/{self.n_runs}] {m} lf {fraction_label(self.fractions[f])} seed {seed}{where}: "
 
     def describe(self) -> str:
         return (f"sweep: {len(self.methods)} method(s) × {len(self.fractions)} label fraction(s) × {self.seeds} "
@@ -315,7 +340,7 @@ class Sweep:
             raise SweepRunFailed(f"{label}failed: {final.message}")
         if not final.checkpoint_path:
             raise SweepRunFailed(f"{label}finished without a checkpoint (no completed epoch)")
-        run = {"seed": seed, "missing": self.ev.evaluate_checkpoint(final.checkpoint_path),
+        run = {"seed": seed, "missing": self.ev.evaluate_checkpoint(final.checkpoint_path, self.configs[key]),
                "test_subsets": final.test_metrics, "val_score": final.best_score, "best_epoch": final.best_epoch,
                "elapsed_s": final.elapsed_s, "run_dir": str(self.run_dirs[key])}
         self._keep(key, run)
@@ -351,17 +376,40 @@ class Sweep:
             try:
                 rec = json.loads(path.read_text())
                 same = RunConfig.from_dict(rec["config"]).to_dict() == self.configs[key].to_dict()
-                ckpt = self.run_dirs[key] / rec.get("checkpoint", "best.pt")
-                if not same or not ckpt.exists():
+                if not same:
                     continue
-                run = {"seed": key[2], "missing": self.ev.evaluate_checkpoint(ckpt),
+                ckpt = self._recorded_checkpoint(key, rec.get("checkpoint", "best.pt"))
+                if ckpt is None or not ckpt.exists():
+                    continue
+                # the checkpoint must hold this very run's configuration, and only the modules that
+                # configuration names may be imported (MaskEvaluator.evaluate_checkpoint)
+                run = {"seed": key[2], "missing": self.ev.evaluate_checkpoint(ckpt, self.configs[key]),
                        "test_subsets": rec.get("test_subsets", {}), "val_score": float(rec["val_score"]),
                        "best_epoch": int(rec["best_epoch"]), "elapsed_s": float(rec.get("elapsed_s", 0.0)),
                        "run_dir": str(self.run_dirs[key]), "resumed": True}
-            except Exception:  # noqa: BLE001 - anything unreadable is simply trained again
+            except Exception as e:  # noqa: BLE001 - anything unreadable or refused is simply trained again
+                self.retrained[key] = f"{path}: {e}"
                 continue
             self._keep(key, run)
             self.resumed.append(key)
+
+    def _recorded_checkpoint(self, key: tuple, name) -> Path | None:
+        """The checkpoint a run's record names, confined to that run's folder: a bare file name of a file
+        directly inside it (no separators, no '..', no link leading elsewhere); None otherwise."""
+        run_dir = self.run_dirs[key]
+        if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name \
+                or "/" in name or "\\" in name:
+            self.retrained[key] = f"{run_dir / RUN_RECORD}: its checkpoint {name!r} is not a file of the run's folder"
+            return None
+        path = run_dir / name
+        try:
+            inside = path.resolve().parent == run_dir.resolve()
+        except OSError:
+            inside = False
+        if not inside:
+            self.retrained[key] = f"{run_dir / RUN_RECORD}: its checkpoint {name!r} leads outside the run's folder"
+            return None
+        return path
 
     def forget_pending(self) -> None:
         """Remove the `sweep_run.json` of every run about to be trained, so a run that is interrupted this time
@@ -411,7 +459,7 @@ class Sweep:
                    "mask_seed": ev.mask_seed, "masks_file": "masks.npz", "realised_missing": ev.realised,
                    "rates": ev.rates(), "config": self.base.to_dict(),
                    "grid": [dict(g) for g in self.grid] if len(self.grid) > 1 else [],
-                   "chosen_setting": ({f"{m}@{self.fractions[f]:g}": dict(self.grid[chosen[m, f]])
+                   "chosen_setting": ({f"{m}@{fraction_label(self.fractions[f])}": dict(self.grid[chosen[m, f]])
                                        for m in self.methods for f in range(len(self.fractions))}
                                       if len(self.grid) > 1 else {}),
                    "cells": report["cells"], "grid_cells": report["grid_cells"], "runs": report["runs"],
@@ -454,7 +502,8 @@ class SweepRunFailed(Exception):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .cli import ProgressPrinter, _compare_parallel, _set_threads, config_from_args, parse_grid, parse_methods
+    from .cli import (ProgressPrinter, RunsTerminated, _compare_parallel, _set_threads, config_from_args, parse_grid,
+                      parse_methods, report_stopped)
     _set_threads(args.threads)
     methods = parse_methods(args.methods)
     if args.jobs < 1:
@@ -463,13 +512,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     fractions = parse_fractions(args.label_fractions) if args.label_fractions else [base.data.label_fraction]
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep = Sweep(base, methods, fractions, out, seeds=args.seeds, missing=args.missing, mask_seed=args.mask_seed,
-                  grid=parse_grid(args.grid, base), metric=args.metric, trust_code=getattr(args, "trust_code", False),
-                  resume=getattr(args, "resume", False), trainer_extras=_trainer_extras(args))
+                  grid=parse_grid(args.grid, base), metric=args.metric, resume=getattr(args, "resume", False),
+                  trainer_extras=_trainer_extras(args))
     if not args.quiet:
         print(sweep.describe(), file=sys.stderr, flush=True)
         if sweep.resumed:
             print(f"resumed {len(sweep.resumed)} finished run(s) from {out}; {len(sweep.pending())} to train",
                   file=sys.stderr, flush=True)
+    for why in sweep.retrained.values():  # said even with --quiet: a record was refused
+        print(f"note: trained again, the record was refused: {why}", file=sys.stderr, flush=True)
     pending = sweep.pending()
     n_new = len(pending)
     counter = {"k": 0}
@@ -491,6 +542,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except SweepRunFailed as e:
         print(str(e), file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, RunsTerminated) as e:  # each finished run has its sweep_run.json
+        return report_stopped(e, out, "run the same command with --resume to continue")
     payload = sweep.finish()
     png = f"{out / 'sweep.png'}, " if payload.get("plot") else ""
     print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.json'}, {png}and {out / 'masks.npz'} "
@@ -519,8 +572,8 @@ def build_report(cells, chosen, methods, fractions, grid, ev: MaskEvaluator, met
     report = {"cells": {}, "grid_cells": [], "runs": {}}
     for f, lf in enumerate(fractions):
         at_choice = {m: cells[m, f, chosen[m, f]] for m in methods}
-        report["cells"][f"{lf:g}"] = summarise(at_choice)
-        report["runs"][f"{lf:g}"] = at_choice
+        report["cells"][fraction_label(lf)] = summarise(at_choice)
+        report["runs"][fraction_label(lf)] = at_choice
         if len(grid) > 1:
             for g in range(len(grid)):
                 report["grid_cells"].append({
@@ -534,7 +587,7 @@ def print_report(report, methods, fractions, grid, ev: MaskEvaluator, metric, da
     from .cli import format_table, setting_label
     ref = methods[0]
     for f, lf in enumerate(fractions):
-        key = f"{lf:g}"
+        key = fraction_label(lf)
         if len(grid) > 1:
             labels = [setting_label(g) for g in grid]
             gc = {c["setting_label"]: c for c in report["grid_cells"] if c["label_fraction"] == lf}
@@ -542,7 +595,7 @@ def print_report(report, methods, fractions, grid, ev: MaskEvaluator, metric, da
             def grid_cell(row: str, m: str) -> str:
                 v = gc[row]["cells"][ev.labels[0]]["methods"][m]["val_score"]
                 return f"{v:.4f}" + (" *" if chosen[m, f] == labels.index(row) else "  ")
-            print(f"\nlabel fraction {lf:g}: mean validation score over {seeds} seeds per setting "
+            print(f"\nlabel fraction {key}: mean validation score over {seeds} seeds per setting "
                   f"(* each method's choice)")
             print(format_table(labels, methods, grid_cell, first="setting"))
             for lab_g in labels:  # every setting's test metric under the masks, so no setting is hidden
@@ -551,7 +604,7 @@ def print_report(report, methods, fractions, grid, ev: MaskEvaluator, metric, da
                     f"{m}: " + " ".join(f"{c[x]['methods'][m]['mean']:.3f}" for x in ev.labels) for m in methods))
         cell = report["cells"][key]
         at = ", each method at its chosen setting" if len(grid) > 1 else ""
-        print(f"\n{dataset}, label fraction {lf:g}, {seeds} seeds{at}: test {metric} under missing modalities "
+        print(f"\n{dataset}, label fraction {key}, {seeds} seeds{at}: test {metric} under missing modalities "
               f"(mean ± std over seeds; rates are fractions missing, realised fraction in brackets)")
         print(format_table([ev.row_label(x) for x in ev.labels], methods,
                            lambda r, c: "{mean:.4f} ± {std:.4f}".format(**cell[r.rsplit(' (', 1)[0]]["methods"][c]),
@@ -565,18 +618,18 @@ def print_report(report, methods, fractions, grid, ev: MaskEvaluator, metric, da
 
 def write_csv(path: Path, report, methods, fractions, ev: MaskEvaluator, metric, seeds) -> None:
     with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
+        w = csv_writer(fh)  # names become text a spreadsheet cannot run
         w.writerow(["label_fraction", "missing", "rate", "realised_missing", "method", "metric", "mean", "std",
                     "diff_vs_first_mean", "diff_vs_first_std", "first_ahead_seeds"]
                    + [f"seed{s}" for s in range(seeds)])
         rates = ev.rates()
         for lf in fractions:
-            cell = report["cells"][f"{lf:g}"]
+            cell = report["cells"][fraction_label(lf)]
             for lab in ev.labels:
                 for m in methods:
                     c = cell[lab]["methods"][m]
                     d = cell[lab]["paired_vs_first"].get(m)
-                    w.writerow([f"{lf:g}", lab, "" if math.isnan(rates[lab]) else f"{rates[lab]:g}",
+                    w.writerow([fraction_label(lf), lab, "" if math.isnan(rates[lab]) else f"{rates[lab]:g}",
                                 f"{ev.realised[lab]:.6f}", m, metric, f"{c['mean']:.6f}", f"{c['std']:.6f}",
                                 f"{d['mean']:.6f}" if d else "", f"{d['std']:.6f}" if d else "",
                                 f"{d['wins']}/{d['n']}" if d else ""]
@@ -612,7 +665,7 @@ def plot_sweep(path: Path, report, methods, fractions, ev: MaskEvaluator, metric
     axes = fig.subplots(1, n, squeeze=False, sharey=True)
     for f, lf in enumerate(fractions):
         ax = axes[0][f]
-        cell = report["cells"][f"{lf:g}"]
+        cell = report["cells"][fraction_label(lf)]
         for m in methods:
             labs = [ev.labels[i] for i in order]
             x = [xs[i] for i in order]
@@ -621,7 +674,7 @@ def plot_sweep(path: Path, report, methods, fractions, ev: MaskEvaluator, metric
             line, = ax.plot(x, mean, marker="o", label=m)
             ax.fill_between(x, [a - b for a, b in zip(mean, sd)], [a + b for a, b in zip(mean, sd)],
                             color=line.get_color(), alpha=0.15, linewidth=0)
-        ax.set_title(f"label fraction {lf:g}")
+        ax.set_title(f"label fraction {fraction_label(lf)}")
         ax.set_xticks(xs)
         ax.set_xticklabels(ticks, fontsize=8, rotation=0 if numeric else 30)
         ax.set_xlabel(f"{'/'.join(mechs)} rate η (fraction missing; realised)" if numeric
@@ -684,8 +737,5 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_ray_arg(s)
     add_missing_args(s)
     _add_run_args(s)
-    if not any(a.dest == "trust_code" for a in s._actions):
-        s.add_argument("--trust-code", action="store_true",
-                       help="allow custom encoder code named by the config (model.encoders)")
     s.set_defaults(func=cmd_sweep)
     return s

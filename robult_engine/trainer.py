@@ -10,7 +10,9 @@ contiguous share, and the contrastive loss sees the whole global batch through a
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 import traceback
 from pathlib import Path
@@ -25,11 +27,13 @@ from .config import ConfigError, RunConfig
 from .data.base import Batch, DataError, DatasetBundle, check_finite, make_batch
 from .evaluation import autocast_ctx, encode_split, metrics_from_encoded, selection_score
 from .events import EpochEnded, Event, Failed, Finished, Started, StepEnded
-from .losses import (PrototypeMemory, contrastive_classes, difference_loss, modality_dropout_mask, pseudo_classes,
-                     pu_contrastive_loss, reconstruction_loss, soft_kappa, soft_pu_weights, supcon_weights,
-                     supervised_loss)
+from .losses import (PrototypeMemory, adaptive_thresholds, align_distribution, contrastive_classes, difference_loss,
+                     feature_std, labeled_prior, leave_one_out_probs, modality_dropout_mask, perturb_modality,
+                     pseudo_classes, pseudo_label_loss, pu_contrastive_loss, reconstruction_loss,
+                     select_pseudo_labels, soft_kappa, soft_pu_weights, supcon_weights, supervised_loss,
+                     update_running_mean)
 from .methods import method_spec
-from .models.robult import RobultModel, build_model, combine_logits
+from .models.robult import ModelOutput, RobultModel, build_model, combine_logits
 from .missing import soft_pu_points
 from .semisup import SemiSupervisedSampler, labeled_indices
 
@@ -69,16 +73,93 @@ def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
 
 
 def _taken_fraction(stats: dict) -> float:
-    """The fraction of unlabeled samples seen that were taken as pseudo-labels this epoch (NaN if none seen)."""
-    taken, seen = stats["st_taken"] + stats["kappa_taken"], stats["st_seen"] + stats["kappa_seen"]
+    """The fraction of unlabeled samples seen that were taken as pseudo-labels this epoch (NaN if none seen).
+    FixMatch and co-training count in their own units (`Trainer._unlabeled_loss`): samples, or (sample, head)
+    pairs for co-training, and a multi-label sample's labels as fractions of it."""
+    taken = stats["st_taken"] + stats["kappa_taken"] + stats.get("ul_taken", 0.0)
+    seen = stats["st_seen"] + stats["kappa_seen"] + stats.get("ul_seen", 0)
     return taken / seen if seen else float("nan")
+
+
+# the training state `Trainer._save_last` writes into last.pt: its counters (with their smallest valid value)
+TRAINING_STATE_COUNTERS = {"next_epoch": 0, "global_step": 0, "best_epoch": -1, "bad_epochs": 0}
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "gen_state", "torch_rng", "best_score", *TRAINING_STATE_COUNTERS)
+ADAMW_STATE = ("step", "exp_avg", "exp_avg_sq")  # what AdamW keeps of every parameter it has stepped
+
+
+def _is_number(v: object) -> bool:
+    """A real number: an int or float (not a bool), or a one-element real tensor (an optimizer may hold those)."""
+    if isinstance(v, torch.Tensor):
+        return v.numel() == 1 and not v.dtype.is_complex and v.dtype != torch.bool
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not (isinstance(v, int) and abs(v) > 2 ** 63)
+
+
+def check_training_state(ts: object, source: str | Path) -> None:
+    """Refuse the training state of a resume file that `Trainer._restore` could not apply as written: an entry
+    missing, a counter or score of the wrong type, a random-generator state that is not one (tried on a scratch
+    generator), an optimizer or schedule state of the wrong shape. Raises a CheckpointError that names the file and
+    the entry; changes nothing."""
+    def bad(what: str) -> None:
+        raise CheckpointError(f"{source}: damaged training state: {what}; resume from an intact last.pt of the run "
+                              f"(or start the run again)")
+
+    if not isinstance(ts, dict):
+        bad(f"expected a dict, got {type(ts).__name__}")
+    missing = [k for k in TRAINING_STATE_KEYS if k not in ts]
+    if missing:
+        bad(f"missing {', '.join(missing)}")
+    for key, low in TRAINING_STATE_COUNTERS.items():
+        if type(ts[key]) is not int or ts[key] < low:
+            bad(f"{key} must be an integer >= {low}, got {str(ts[key])[:40]}")
+    score = ts["best_score"]
+    if isinstance(score, torch.Tensor) or not _is_number(score) or math.isnan(score):
+        bad(f"best_score must be a number, got {str(score)[:40]}")
+    for key in ("gen_state", "torch_rng"):
+        v = ts[key]
+        if not (isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.dim() == 1):
+            what = f"a {v.dtype} tensor of shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+            bad(f"{key} is not a random-generator state (a 1-D byte tensor), got {what}")
+        try:
+            torch.Generator().set_state(v)
+        except (RuntimeError, TypeError, ValueError) as e:
+            bad(f"{key} is not a valid random-generator state ({str(e).strip().splitlines()[0][:120]})")
+    opt = ts["optimizer"]
+    if not (isinstance(opt, dict) and isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)
+            and opt["param_groups"]):
+        bad("optimizer is not an optimizer state (a dict of state and parameter groups)")
+    for i, g in enumerate(opt["param_groups"]):
+        if not (isinstance(g, dict) and isinstance(g.get("params"), list)
+                and all(type(x) is int for x in g["params"])):
+            bad(f"optimizer: parameter group {i} does not list its parameters")
+        for name in ("lr", "weight_decay", "eps"):
+            if not _is_number(g.get(name)):
+                bad(f"optimizer: {name} of parameter group {i} is not a number ({str(g.get(name))[:40]})")
+        betas = g.get("betas")
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(map(_is_number, betas))):
+            bad(f"optimizer: betas of parameter group {i} are not two numbers ({str(betas)[:40]})")
+    ids = [x for g in opt["param_groups"] for x in g["params"]]
+    for k, state in opt["state"].items():
+        if type(k) is not int or k not in ids or not isinstance(state, dict):
+            bad(f"optimizer: the state of parameter {str(k)[:20]} belongs to no parameter group")
+        if state and not all(isinstance(state.get(n), torch.Tensor) for n in ADAMW_STATE):
+            bad(f"optimizer: the state of parameter {k} lacks one of {', '.join(ADAMW_STATE)}")
+    sched = ts["scheduler"]
+    if not isinstance(sched, dict) or "optimizer" in sched:
+        bad("scheduler is not a learning-rate schedule state")
+    for name in ("last_epoch", "_step_count"):
+        if (name in sched or name == "last_epoch") and type(sched.get(name)) is not int:
+            bad(f"scheduler: {name} is not an integer ({str(sched.get(name))[:40]})")
+    for name in ("base_lrs", "_last_lr"):
+        if name in sched and not (isinstance(sched[name], list) and len(sched[name]) == len(opt["param_groups"])
+                                  and all(map(_is_number, sched[name]))):
+            bad(f"scheduler: {name} is not one learning rate per parameter group")
 
 
 class Trainer:
     def __init__(self, cfg: RunConfig, bundle: DatasetBundle | None = None, *,
                  callbacks: Iterable[Callable[[Event], None]] = (), should_stop: Callable[[], bool] | None = None,
                  out_dir: str | Path | None = None, resume_from: str | Path | None = None,
-                 eval_batch_size: int = 512, trust_code: bool = True, tensorboard: bool = False) -> None:
+                 eval_batch_size: int = 512, trust_code=False, tensorboard: bool = False) -> None:
         self.cfg = cfg
         self.bundle = bundle
         self.callbacks = list(callbacks)
@@ -86,8 +167,9 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.resume_from = Path(resume_from) if resume_from is not None else None
         self.eval_batch_size = eval_batch_size
-        # import the encoder factories the config names (model.encoders): a config the user wrote or chose is
-        # their choice of code; pass False to refuse code outside robult_engine (UntrustedCodeError)
+        # the encoder modules outside robult_engine the config (model.encoders) may import: none by default
+        # (UntrustedCodeError names them); the module names the user trusts; or True for a config the user
+        # wrote themselves (the CLI's flags and --config file; robult_engine/models/encoders.py)
         self.trust_code = trust_code
         # with an out_dir every run writes <out_dir>/metrics.jsonl; tensorboard=True adds TensorBoard event files
         # (robult_engine/runlog.py); the log is fed the events this trainer emits
@@ -160,7 +242,7 @@ class Trainer:
 
         seed_everything(cfg.seed)
         self.model = build_model(cfg.model, info, rec_route=cfg.loss.rec_route,
-                                 trust_code=self.trust_code).to(self.device)
+                                 trust_code=self.trust_code, method=cfg.method).to(self.device)
         n_protos = 2 if self.task == "regression" else info.num_outputs
         self.memory = PrototypeMemory(n_protos, cfg.model.d_z, cfg.loss.prototype_momentum).to(self.device)
         self.net = (DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -170,6 +252,7 @@ class Trainer:
         self.total_steps = cfg.train.epochs * self.sampler.steps_per_epoch
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total_steps, cfg.train.warmup_frac))
         self.gen = torch.Generator().manual_seed(cfg.seed * 7919 + 17)  # modality dropout draws
+        self._setup_pseudo_labels()
         self.start_epoch = 0
         self.global_step = 0
         self.best_score = float("-inf")
@@ -206,13 +289,41 @@ class Trainer:
         return train
 
     def _restore(self, ckpt) -> None:
+        """Continue from a resume file: its weights, memory and training state. Whatever cannot be applied is
+        refused with a CheckpointError naming the file and the part (`check_training_state` first, so a damaged
+        state changes nothing)."""
         ts = ckpt.training_state
-        self.model.load_state_dict(ckpt.model_state)
-        self.memory.load_state_dict(ckpt.memory_state)
-        self.opt.load_state_dict(ts["optimizer"])
-        self.sched.load_state_dict(ts["scheduler"])
-        self.gen.set_state(ts["gen_state"])
+        check_training_state(ts, ckpt.path)
+
+        def apply(what: str, load: Callable[[], object]) -> None:
+            try:
+                load()
+            except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as e:
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+                raise CheckpointError(f"{ckpt.path}: {what} ({first})") from None
+
+        apply("the weights do not match the model the config describes",
+              lambda: self.model.load_state_dict(ckpt.model_state))
+        apply("the prototype memory does not match the model", lambda: self.memory.load_state_dict(ckpt.memory_state))
+        apply("damaged training state: the optimizer state does not fit the model",
+              lambda: self.opt.load_state_dict(ts["optimizer"]))
+        for group in self.opt.param_groups:
+            for param in group["params"]:
+                for name, v in self.opt.state.get(param, {}).items():
+                    if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != param.shape:
+                        raise CheckpointError(f"{ckpt.path}: damaged training state: the optimizer's {name} of a "
+                                              f"parameter of shape {tuple(param.shape)} has shape {tuple(v.shape)}")
+        apply("damaged training state: the scheduler state cannot be restored",
+              lambda: self.sched.load_state_dict(ts["scheduler"]))
+        self.gen.set_state(ts["gen_state"])  # both checked on a scratch generator above
         torch.set_rng_state(ts["torch_rng"])
+        pseudo_state = ts.get("pseudo_state", {})  # FixMatch and co-training (`_setup_pseudo_labels`)
+        for key, value in (pseudo_state.items() if isinstance(pseudo_state, dict) else [("", None)]):
+            cur = self.pl_state.get(key)
+            if cur is None or not isinstance(value, torch.Tensor) or value.shape != cur.shape:
+                raise CheckpointError(f"{ckpt.path}: damaged training state: the pseudo-label state {key!r} does not "
+                                      f"fit this run")
+            self.pl_state[key] = value.to(cur.device, cur.dtype)
         self.start_epoch = int(ts["next_epoch"])
         self.global_step = int(ts["global_step"])
         self.best_score = float(ts["best_score"])
@@ -222,6 +333,14 @@ class Trainer:
             self.best_path = str(self.out_dir / "best.pt")
 
     # --- losses -----------------------------------------------------------------------------------------
+    def rec_ramp(self) -> float:
+        """The share of λ_rec applied at this step: a linear ramp from 0 to 1 over the first `loss.rec_warmup`
+        of the training steps (docs/method.md, "Latent reconstruction"), then 1."""
+        warm = self.cfg.loss.rec_warmup * getattr(self, "total_steps", 0)
+        if warm < 1:
+            return 1.0
+        return min(1.0, (getattr(self, "global_step", 0) + 1) / warm)
+
     def compute_losses(self, batch: Batch, epoch: int, stats: dict) -> dict[str, torch.Tensor]:
         """The method's losses on one (local share of a global) batch. Returns scalar tensors incl. "total".
 
@@ -229,11 +348,18 @@ class Trainer:
         """
         cfg, task, di = self.cfg, self.task, self.dist
         spec = method_spec(cfg.method)
+        if spec.subset_head != "mean":
+            return self._peer_losses(batch, spec)
         mask = batch.mask
         lam_pu = cfg.loss.lambda_pu if spec.contrastive != "none" else 0.0
-        lam_rec = cfg.loss.lambda_rec if spec.uses_rec else 0.0
+        lam_rec = cfg.loss.lambda_rec * self.rec_ramp() if spec.uses_rec else 0.0
         lam_diff = cfg.loss.lambda_diff if spec.uses_rec else 0.0
-        out = self.net(batch.inputs, batch.lengths, mask, with_fusion=True, with_reconstruction=lam_rec > 0)
+        strong = None
+        if spec.pseudo_labels == "fixmatch":
+            # the weak view (the batch as is) and FixMatch's strong view in one pass (docs/method.md, "FixMatch")
+            out, strong = self._forward_weak_and_strong(batch, lam_rec > 0)
+        else:
+            out = self.net(batch.inputs, batch.lengths, mask, with_fusion=True, with_reconstruction=lam_rec > 0)
 
         labeled = batch.labeled
         weight = labeled.float()
@@ -288,8 +414,13 @@ class Trainer:
             # data parallel it is computed on each process's share of the batch (its centring is per process).
             losses["diff"] = difference_loss(out.u, out.z.detach(), out.mask)
 
+        lam_u = 0.0
+        if spec.pseudo_labels in ("fixmatch", "cotrain"):
+            lam_u = cfg.loss.fixmatch_lambda_u if spec.pseudo_labels == "fixmatch" else cfg.loss.cotrain_lambda_u
+            losses["unsup"] = self._unlabeled_loss(spec.pseudo_labels, batch, out, strong, stats)
+
         total = (losses["sup"] + lam_pu * losses.get("pu", 0.0) + lam_rec * losses.get("rec", 0.0)
-                 + lam_diff * losses.get("diff", 0.0))
+                 + lam_diff * losses.get("diff", 0.0) + lam_u * losses.get("unsup", 0.0))
         losses["total"] = total
         return losses
 
@@ -339,6 +470,140 @@ class Trainer:
                 "anchor_valid": anchor_valid, "denom": denom, "kappa_local": kappa[rows],
                 "pseudo_local": pseudo_all[rows]}
 
+    # --- FixMatch and co-training (docs/method.md, "FixMatch", "Co-training") -----------------------------
+    def _setup_pseudo_labels(self) -> None:
+        """FixMatch's and co-training's state: on a single-label task the labeled class prior π and the running mean
+        p̄ of distribution alignment (starting at π), and FlexMatch's memory of every training sample's latest
+        confident class (−1: none yet); for FixMatch, each modality's feature std on the training split (the scale
+        of the strong view's noise). Empty for the other methods."""
+        spec = method_spec(self.cfg.method)
+        self.pl_state: dict[str, torch.Tensor] = {}
+        self.feature_stds: dict[str, torch.Tensor] = {}
+        if spec.pseudo_labels not in ("fixmatch", "cotrain"):
+            return
+        if self.task == "single-label":
+            prior = labeled_prior(self.bundle.splits["train"].target[self.labeled_idx],
+                                  self.bundle.info.num_outputs).to(self.device)
+            self.pl_state = {"prior": prior, "mean": prior.clone(),
+                             "flex": torch.full((len(self.train_split),), -1, dtype=torch.long)}
+        if spec.pseudo_labels == "fixmatch":
+            split = self.train_split
+            for i, m in enumerate(self.bundle.info.modalities):
+                self.feature_stds[m.name] = feature_std(split.inputs[m.name], m.kind, split.mask[:, i],
+                                                        split.lengths.get(m.name)).to(self.device)
+
+    def _strong_view(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """FixMatch's strong view of this process's rows: modality dropout of the presence mask with
+        `loss.fixmatch_drop_p` (never emptying a row), Gaussian noise of `loss.fixmatch_noise` feature stds on
+        vector, image and sequence inputs, token dropout (`loss.fixmatch_token_drop`) on text. Drawn for the global
+        batch from the trainer's generator and sliced, so the processes of a data-parallel run share one draw.
+        Returns (inputs, mask (B, M) bool)."""
+        cfg = self.cfg.loss
+        b, r, w = batch.mask.shape[0], self.dist.rank, self.dist.world
+        mask = modality_dropout_mask(self._global_mask, cfg.fixmatch_drop_p, self.gen)[r * b:(r + 1) * b]
+        inputs = {}
+        for m in self.bundle.info.modalities:
+            x = batch.inputs[m.name]
+            amount = cfg.fixmatch_token_drop if m.kind == "text" else cfg.fixmatch_noise
+            if amount == 0:
+                inputs[m.name] = x
+                continue
+            shape = (b * w, *x.shape[1:])
+            draws = torch.rand(shape, generator=self.gen) if m.kind == "text" else torch.randn(shape, generator=self.gen)
+            inputs[m.name] = perturb_modality(x, m.kind, self.feature_stds[m.name], cfg.fixmatch_noise,
+                                              cfg.fixmatch_token_drop, draws[r * b:(r + 1) * b].to(x.device),
+                                              batch.lengths.get(m.name))
+        return inputs, mask.to(batch.mask.device)
+
+    def _forward_weak_and_strong(self, batch: Batch, with_reconstruction: bool) -> tuple[ModelOutput, ModelOutput]:
+        """The model on the weak view (the batch as is) and on the strong view (`_strong_view`) in one forward pass
+        over 2B rows: the built-in layers are per-sample (no batch statistics), so this equals two passes, and a
+        data-parallel step keeps one forward per backward. Returns (weak output, strong output)."""
+        s_inputs, s_mask = self._strong_view(batch)
+        both = self.net({k: torch.cat([v, s_inputs[k]]) for k, v in batch.inputs.items()},
+                        {k: torch.cat([v, v]) for k, v in batch.lengths.items()}, torch.cat([batch.mask, s_mask]),
+                        with_fusion=True, with_reconstruction=with_reconstruction)
+        b = batch.mask.shape[0]
+
+        def rows(sl: slice) -> ModelOutput:
+            return ModelOutput(**{f.name: (v[sl] if isinstance(v := getattr(both, f.name), torch.Tensor) else v)
+                                  for f in dataclasses.fields(both)})
+        return rows(slice(0, b)), rows(slice(b, None))
+
+    def _flex_thresholds(self, threshold: float) -> torch.Tensor:
+        """FlexMatch's per-class thresholds from the memory of the unlabeled samples' latest confident class."""
+        mem = self.pl_state["flex"][self.sampler.unlabeled]
+        counts = torch.bincount(mem + 1, minlength=self.bundle.info.num_outputs + 1).float()
+        return adaptive_thresholds(counts[1:], counts[0], threshold).to(self.device)
+
+    def _unlabeled_loss(self, kind: str, batch: Batch, out: ModelOutput, strong: ModelOutput | None,
+                        stats: dict) -> torch.Tensor:
+        """L_u on this process's rows (the mean over the global batch's unlabeled samples).
+
+        FixMatch (kind "fixmatch"): the weak view's subset prediction of an unlabeled sample is its pseudo-label;
+        every head of the strong view is trained on it where it is confident. Co-training ("cotrain"): each head of
+        an unlabeled sample is trained on the mean prediction of the sample's other present modalities where that
+        is confident. Single-label pseudo-labels are balanced by `loss.pseudo_balance` (distribution alignment
+        and/or FlexMatch thresholds); multi-label ones are taken label by label (p ≥ τ or p ≤ 1 − τ); on a
+        regression task FixMatch trains a consistency term (every strong head toward the weak prediction) and
+        co-training has nothing to train. Counts the pseudo-labels taken, and how many match the training target,
+        in `stats` (ul_taken / ul_seen, ul_correct / ul_checked)."""
+        cfg, task, di = self.cfg.loss, self.task, self.dist
+        unl = ~batch.labeled  # (B,)
+        n_unl = D.all_reduce_sum(unl.sum().float(), di).clamp(min=1.0)  # global: the denominators are global
+        if kind == "fixmatch":
+            logits, heads, thr = strong.logits_mod, strong.mask, cfg.fixmatch_threshold
+            rows = unl[:, None]  # (B, 1): one pseudo-label per sample, shared by the strong view's heads
+            weak = out.logits.detach().float()[:, None, :]  # (B, 1, C)
+        else:
+            logits, heads, thr = out.logits_mod, out.mask, cfg.cotrain_threshold
+            rows = unl[:, None] & out.mask  # (B, M): one pseudo-label per present head
+            weak = out.logits_mod.detach().float()  # (B, M, C)
+        if task == "regression":
+            if kind != "fixmatch":  # a regression output has no confidence to select pseudo-labels by
+                return logits.sum() * 0.0
+            return pseudo_label_loss(logits, heads, weak[..., 0].expand(heads.shape), unl[:, None].expand(heads.shape),
+                                     task, denom=n_unl)
+        p = torch.softmax(weak, -1) if task == "single-label" else torch.sigmoid(weak)
+        valid = rows
+        if kind != "fixmatch":
+            p, has_other = leave_one_out_probs(p, out.mask)
+            valid = rows & has_other
+        threshold: float | torch.Tensor = thr
+        if task == "single-label" and cfg.pseudo_balance != "none":
+            st = self.pl_state
+            if cfg.pseudo_balance in ("da", "da+flexmatch"):
+                vf = valid.to(p.dtype).unsqueeze(-1)
+                st["mean"] = update_running_mean(st["mean"], D.all_reduce_sum((p * vf).sum((0, 1)), di),
+                                                 D.all_reduce_sum(vf.sum(), di), cfg.da_momentum)
+                p = align_distribution(p, st["prior"], st["mean"])
+            if cfg.pseudo_balance in ("flexmatch", "da+flexmatch"):
+                threshold = self._flex_thresholds(thr)
+                # the memory: each unlabeled sample's latest class predicted with confidence ≥ τ (FixMatch: the
+                # weak prediction; co-training: the mean over its heads' teachers)
+                full = p[:, 0] if kind == "fixmatch" else ((p * valid.unsqueeze(-1)).sum(1)
+                                                           / valid.sum(1, keepdim=True).clamp(min=1))
+                conf, cls = full.max(-1)
+                hit = D.gather(unl & valid.any(1) & (conf >= thr), di).cpu()
+                self.pl_state["flex"][D.gather(batch.index, di).cpu()[hit]] = D.gather(cls, di).cpu()[hit]
+        k = p.shape[1]
+        pseudo, take = select_pseudo_labels(p.reshape(-1, p.shape[-1]), task, threshold)
+        pseudo = pseudo.reshape(p.shape[:2] + pseudo.shape[1:])  # (B, k) or (B, k, C)
+        take = take.reshape(pseudo.shape) & (valid if task == "single-label" else valid.unsqueeze(-1))
+        # diagnostics: the share taken and the accuracy of the taken pseudo-labels against the training targets
+        # (known on benchmarks; never used for training)
+        truth = batch.target.long() if task == "single-label" else (batch.target > 0.5).float()
+        right = (pseudo == truth.unsqueeze(1)) & take
+        per = float(p.shape[-1]) if task == "multi-label" else 1.0
+        stats["ul_taken"] = stats.get("ul_taken", 0.0) + float(take.sum()) / per
+        stats["ul_seen"] = stats.get("ul_seen", 0) + int(rows.sum())
+        stats["ul_correct"] = stats.get("ul_correct", 0) + int(right.sum())
+        stats["ul_checked"] = stats.get("ul_checked", 0) + int(take.sum())
+        if k != heads.shape[1]:  # FixMatch: the sample's pseudo-label for every head of its strong view
+            pseudo = pseudo.expand(-1, heads.shape[1], *pseudo.shape[2:])
+            take = take.expand(-1, heads.shape[1], *take.shape[2:])
+        return pseudo_label_loss(logits, heads, pseudo, take, task, denom=n_unl)
+
     def _confident_pseudo(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         thr = self.cfg.loss.st_threshold
         if self.task == "single-label":
@@ -359,8 +624,76 @@ class Trainer:
         drop = modality_dropout_mask(self._global_mask, self.cfg.loss.moddrop_p, self.gen)
         return drop[self.dist.rank * b:(self.dist.rank + 1) * b].to(mask.device)
 
+    def _peer_losses(self, batch: Batch, spec) -> dict[str, torch.Tensor]:
+        """A peer's losses (docs/method.md, "Peers"): the task loss of its subset head under random modality
+        dropout (`loss.moddrop_p`: the papers train with missing modalities) on the labeled samples, plus its
+        own terms on every sample, labeled or not: ShaSpec's domain classification and shared-feature alignment,
+        MMIN's forward and backward (cycle) imagination of the dropped modalities."""
+        from .losses import domain_classification_loss, imagination_loss, shared_alignment_loss
+        cfg, di, mask = self.cfg, self.dist, batch.mask
+        drop = self._drop_mask_local(mask)  # (B, M) within the data's mask, never emptying a row
+        out = self.net(batch.inputs, batch.lengths, drop, with_peer_terms=True)
+        weight = batch.labeled.float()
+        denom_sup = D.all_reduce_sum(weight.sum().detach(), di).clamp(min=1.0)
+        one = torch.ones(mask.shape[0], 1, dtype=torch.bool, device=mask.device)
+        losses = {"sup": supervised_loss(out.logits.unsqueeze(1), one, batch.target, weight, self.task,
+                                         denom=denom_sup)}
+        total = losses["sup"]
+
+        def count(x: torch.Tensor) -> torch.Tensor:  # a global count (every process's share), at least 1
+            return D.all_reduce_sum(x.sum().float().detach(), di).clamp(min=1.0)
+
+        if spec.subset_head == "shared-substitution":
+            # on the data's mask: the features of every modality a sample has, dropped for the task loss or not
+            k = mask.sum(1)
+            losses["domain"] = domain_classification_loss(out.domain_logits, mask, denom=count(mask))
+            losses["align"] = shared_alignment_loss(out.z, mask, denom=count(k * (k - 1) // 2))
+            total = total + cfg.loss.lambda_domain * losses["domain"] + cfg.loss.lambda_align * losses["align"]
+        elif spec.subset_head == "imagination":
+            target = out.h.detach()
+            dropped = mask & ~drop  # modalities the sample has but the imagination did not see: H^i is known
+            losses["imagine"] = imagination_loss(out.h_imagined, target, dropped, denom=count(dropped))
+            total = total + cfg.loss.lambda_imagine * losses["imagine"]
+            if cfg.loss.lambda_cycle > 0:
+                kept = drop & dropped.any(1, keepdim=True)  # the seen modalities, back from the imagined ones
+                losses["cycle"] = imagination_loss(out.h_cycle, target, kept, denom=count(kept))
+                total = total + cfg.loss.lambda_cycle * losses["cycle"]
+        losses["total"] = total
+        return losses
+
     # --- the loop ---------------------------------------------------------------------------------------
     def run(self) -> Finished | Failed:
+        """Train; returns (and emits) a Finished or a Failed event. With an out_dir the run folder is locked for
+        the whole run (robult_engine/runlock.py): a folder another process is writing to is refused with a
+        Failed of kind "config" before anything is written, and the lock is released however the run ends."""
+        from .runlock import RunFolderBusy
+        try:
+            lock = self._lock_run_folder()
+        except RunFolderBusy as e:
+            final = Failed(str(e), "config")
+            self.emit(final)
+            return final
+        except OSError as e:  # the folder cannot be made or written
+            final = Failed(f"{self.out_dir}: cannot write to the run folder ({e.strerror or e})", "config")
+            self.emit(final)
+            return final
+        try:
+            return self._run()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _lock_run_folder(self):
+        """The lock of the run folder (a held `RunLock`), or None without an out_dir or on a torchrun process
+        other than rank 0 (only rank 0 writes). Raises `RunFolderBusy` when another process holds it."""
+        if self.out_dir is None:
+            return None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
+            return None
+        from .runlock import RunLock
+        return RunLock(self.out_dir).acquire()
+
+    def _run(self) -> Finished | Failed:
         t0 = time.perf_counter()
         try:
             self.setup()
@@ -475,7 +808,9 @@ class Trainer:
             pu_weight_edges=HIST_EDGES,
             pu_weight_mean=stats["kappa_sum"] / stats["kappa_n"] if stats["kappa_n"] else float("nan"),
             pseudo_label_acc=(stats["pl_correct"] / stats["pl_n"] if stats["pl_n"]
-                              else stats["st_correct"] / stats["st_taken"] if stats["st_taken"] else float("nan")),
+                              else stats["st_correct"] / stats["st_taken"] if stats["st_taken"]
+                              else stats["ul_correct"] / stats["ul_checked"] if stats.get("ul_checked")
+                              else float("nan")),
             elapsed_s=time.perf_counter() - t0, checkpoint_path=self.best_path,
             pseudo_labels_taken=_taken_fraction(stats),
         ))
@@ -494,6 +829,8 @@ class Trainer:
               "gen_state": self.gen.get_state(), "torch_rng": torch.get_rng_state(), "next_epoch": epoch + 1,
               "global_step": self.global_step, "best_score": self.best_score, "best_epoch": self.best_epoch,
               "bad_epochs": self.bad_epochs}
+        if self.pl_state:  # FixMatch and co-training: the running class mean and FlexMatch's memory
+            ts["pseudo_state"] = {k: v.detach().cpu().clone() for k, v in self.pl_state.items() if k != "prior"}
         self._save(self.out_dir / "last.pt", epoch, {"best_score": self.best_score}, ts)
 
     def _finish(self, t0: float, last_epoch: int, cancelled: bool, stopped_early: bool) -> Finished:

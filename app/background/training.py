@@ -133,7 +133,8 @@ class TrainingWorker(QObject):
                 self._on_event(Failed(f"The dataset could not be loaded: {e}", "data"))
                 return
             self._trainer = Trainer(job.config, bundle, callbacks=[self._on_event], should_stop=self._stop.is_set,
-                                    out_dir=job.out_dir, resume_from=job.resume_from)
+                                    out_dir=job.out_dir, resume_from=job.resume_from,
+                                    trust_code=frozenset(job.trust_code))
             self._trainer.run()  # never raises; the final event reaches _on_event
         except Exception as e:  # noqa: BLE001 - defensive: the worker must always end with an event
             self._on_event(Failed(f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}", "error"))

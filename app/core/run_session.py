@@ -14,6 +14,9 @@ to the observable `SessionState`; the window and the panels subscribe to the sta
     state.best_checkpoint                              (path, run id, serial) of a best checkpoint to load
 
 Rows are written as the events arrive, so killing the app mid-training loses at most the epoch in progress.
+A write that meets another program's lock on the database is queued by the store and retried (`tick_store`,
+the window's timer); at the end of a run, epochs the database lacks are added from the run folder's
+metrics.jsonl, and while writes still wait, the run's message says so (the run is never shown as saved then).
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ import datetime as _dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from robult_engine.config import ConfigError, RunConfig
 from robult_engine.events import EpochEnded, Failed, Finished, Started, StepEnded
 from robult_engine.metrics import PRIMARY
 
+from .sessions import SessionStoreError
 from .state import (CRASHED, FAILED, FINISHED, IDLE, PREPARING, RESUMABLE, RUNNING, STOPPED, STOPPING, TRAINING,
                     SessionState, TrainingBuffers)
 
@@ -41,6 +45,9 @@ class TrainingJob:
     config: RunConfig
     out_dir: str
     resume_from: str | None = None
+    # the encoder modules outside robult_engine the user trusted for this run (the config's model.encoders);
+    # nothing else is imported (robult_engine/models/encoders.py)
+    trust_code: tuple[str, ...] = ()
 
 
 def metric_name(val_metrics: dict[str, dict[str, float]]) -> str:
@@ -71,6 +78,11 @@ class RunSession:
         self.comparison = ""  # the id of the comparison being run ("" for a single run)
         self._queue_total = 0
         self._where = ""  # " Comparison …: run k of n." while a comparison runs
+        self._unsaved_note: tuple[str, str, str] | None = None  # (kind, message, message with the note) shown
+        # asked before a run whose config names encoder code outside Robult Studio is started or resumed:
+        # (what, modules) -> True when the user trusts those modules. The window shows a dialog; without one,
+        # nothing is trusted.
+        self.confirm_code: Callable[[str, list[str]], bool] = lambda what, modules: False
 
     # --- commands ---------------------------------------------------------------------------------------
     def start_queue(self, items: list[tuple[RunConfig, str]], comparison: str) -> int | None:
@@ -104,7 +116,14 @@ class RunSession:
         except ConfigError as e:
             self._say("error", f"The run was not started: {e}")
             return None
-        run_id = self.store.create_run(cfg, name=name)
+        trust = self._trusted(cfg, name or "The new run")
+        if trust is None:
+            return None
+        try:
+            run_id = self.store.create_run(cfg, name=name)
+        except SessionStoreError as e:  # the file stays locked by another program
+            self._say("error", f"The run was not started: {e}. Try again in a moment.")
+            return None
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         run_dir = self.runs_root / f"run-{run_id:04d}-{stamp}"
         self.store.update_run(run_id, run_dir=str(run_dir), comparison=self.comparison)
@@ -115,7 +134,7 @@ class RunSession:
         self._where = (f" Comparison {self.comparison}: run {self._queue_total - len(self.queue)} of "
                        f"{self._queue_total}." if self.comparison else "")
         self._say("info", f"Preparing {cfg.data.dataset} and the model…{self._where}")
-        self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=str(run_dir)))
+        self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=str(run_dir), trust_code=trust))
         return run_id
 
     def resume(self, run_id: int) -> bool:
@@ -142,13 +161,17 @@ class RunSession:
         except ConfigError as e:
             self._say("error", f"Run #{run_id} cannot be resumed: its stored config is invalid ({e}).")
             return False
+        trust = self._trusted(cfg, f"Run #{run_id}")
+        if trust is None:
+            return False
         if self.state.run_id != run_id or not self.buffers.epoch_x:
             self.replay(row)
         self.buffers.set_plan(cfg.train.epochs)
         self.store.set_status(run_id, RUNNING, error="")
         self._show(run_id, row.name or f"Run #{run_id}", RUNNING)
         self._say("info", f"Resuming run #{run_id} from {last.name}…")
-        self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=row.run_dir, resume_from=str(last)))
+        self._launch(TrainingJob(run_id=run_id, config=cfg, out_dir=row.run_dir, resume_from=str(last),
+                                 trust_code=trust))
         return True
 
     def stop(self) -> None:
@@ -231,7 +254,9 @@ class RunSession:
             self.buffers.add_epoch_event(ev, metric_name(ev.val_metrics))
             steps = [s for s in self._epoch_steps if s.epoch == ev.epoch]
             self._epoch_steps = []
-            self.store.add_epoch(self._run_id(), ev, steps)
+            if not self.store.add_epoch(self._run_id(), ev, steps):  # queued behind a lock: kept, retried
+                self._tip(f"The session database is busy: {self.store.pending_summary()} wait to be written "
+                          f"(kept and retried).")
             self._rows_changed()
         elif isinstance(ev, Started):
             self.store.update_run(self._run_id(), labeled_indices=list(ev.labeled_indices))
@@ -250,6 +275,9 @@ class RunSession:
             fields.update(best_score=ev.best_score, best_epoch=ev.best_epoch)
         if ev.checkpoint_path:
             fields["checkpoint_path"] = ev.checkpoint_path
+        # epochs the database lacks (a write lost, an event never delivered) come from the run folder's log;
+        # the status is written after them, in the same queue, so the file never says "finished" without them
+        restored = self.store.catch_up_epochs(run_id) if run_id is not None else 0
         self.store.update_run(run_id, **fields)
         self.state.update(run_status=status)
         best = (f"best validation score {ev.best_score:.4f} at epoch {ev.best_epoch + 1}"
@@ -271,7 +299,11 @@ class RunSession:
             metric = metric_name(ev.test_metrics)
             if metric in test:
                 msg += f" Test {metric} with all modalities: {test[metric]:.4f}."
-        self._say(kind, msg)
+        if restored:
+            msg += (f" {_plural(restored, 'epoch')} missing from the session database "
+                    f"{'was' if restored == 1 else 'were'} added from the run folder's metrics.jsonl (without "
+                    f"{'its' if restored == 1 else 'their'} step losses).")
+        self._say_unsaved(kind, msg)
         self._tip(msg.split(" — ")[0])
         if ev.checkpoint_path:
             serial = self.state.best_checkpoint[2] + 1 if self.state.best_checkpoint else 1
@@ -289,7 +321,7 @@ class RunSession:
         title = FAILURE_TITLES.get(ev.kind, FAILURE_TITLES["error"])
         where = f" (epoch {ev.epoch + 1})" if ev.epoch >= 0 else ""
         extra = " The best checkpoint before the failure is kept." if ev.checkpoint_path else ""
-        self._say("error", f"{title}{where}: {ev.message}{extra}")
+        self._say_unsaved("error", f"{title}{where}: {ev.message}{extra}")
         self.buffers.set_outcome(f"Failed{where}", False)
         self._tip(title)
         self._rows_changed()
@@ -307,6 +339,49 @@ class RunSession:
             self.comparison, self._queue_total = "", 0
 
     # --- helpers ----------------------------------------------------------------------------------------
+    def _trusted(self, cfg: RunConfig, what: str) -> tuple[str, ...] | None:
+        """The outside encoder modules `cfg` names, once the user has trusted them (`confirm_code`); () for a
+        config of built-in encoders; None when they were not trusted (the reason is in the state's message)."""
+        from robult_engine.models.encoders import untrusted_modules
+        try:
+            modules = untrusted_modules(cfg.model.encoders)
+        except ConfigError as e:
+            self._say("error", f"{what} was not started: {e}")
+            return None
+        if modules and not self.confirm_code(what, list(modules)):
+            self._say("error", f"{what} was not started: its configuration names code outside Robult Studio that "
+                               f"was not trusted ({', '.join(modules)}); nothing was imported.")
+            return None
+        return tuple(modules)
+
+    def tick_store(self, force: bool = False) -> None:
+        """The window's timer (GUI thread): retry the writes that wait for the session database (with backoff,
+        or now with `force`) and renew the live run's heartbeat. Once nothing waits, the run's message loses
+        its "not yet saved" note."""
+        waiting = self.store.pending_writes()
+        self.store.tick(force=force)
+        if waiting and not self.store.pending_writes():
+            note, self._unsaved_note = self._unsaved_note, None
+            if note is not None and self.state.message == note[2]:
+                self._say(note[0], note[1])
+            self._tip("The session database could be written again: every epoch is saved.")
+            self._rows_changed()
+
+    def _say_unsaved(self, kind: str, msg: str) -> None:
+        """Say how a run ended — with a warning while some of its writes still wait for the database."""
+        s = self.store
+        if not s.pending_writes():
+            self._unsaved_note = None
+            self._say(kind, msg)
+            return
+        summary = s.pending_summary()
+        verb = "is" if summary.startswith("1 ") and " and " not in summary else "are"
+        shown = (f"{msg} The session database {s.location} cannot be written right now ({s.last_write_error}): "
+                 f"{summary} {verb} not yet saved. They are kept and retried every few seconds — keep the app "
+                 f"open until this note clears (the run folder's metrics.jsonl has every epoch too).")
+        self._unsaved_note = (kind, msg, shown)
+        self._say("warning" if kind == "ok" else kind, shown)
+
     def _launch(self, job: TrainingJob) -> None:
         self.job = job
         self._epoch_steps = []

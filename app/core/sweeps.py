@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from robult_engine.sweep import mean_std
+from robult_engine.sweep import fraction_label, mean_std
 
 from .sessions import SessionStore
 
@@ -129,7 +129,7 @@ class SweepResult:
                     mean, sd, _n = self.cell(lf, lab, m)
                     d = self.paired(lf, lab, m)
                     vals = self.values(lf, lab, m)
-                    rows.append([f"{lf:g}", lab, "" if rate is None or math.isnan(rate) else f"{rate:g}",
+                    rows.append([fraction_label(lf), lab, "" if rate is None or math.isnan(rate) else f"{rate:g}",
                                  f"{self.realised.get(lab, float('nan')):.6f}", m, self.metric, f"{mean:.6f}",
                                  f"{sd:.6f}", f"{d['mean']:.6f}" if d else "", f"{d['std']:.6f}" if d else "",
                                  f"{d['wins']}/{d['n']}" if d else ""]
@@ -140,7 +140,7 @@ class SweepResult:
         return CSV_HEADER + [f"seed{s}" for s in range(self.seeds)]
 
     def summary(self) -> str:
-        lfs = ", ".join(f"{v:g}" for v in self.label_fractions)
+        lfs = ", ".join(fraction_label(v) for v in self.label_fractions)
         return (f"{self.dataset}: {', '.join(self.methods)} × label fractions {lfs} × {len(self.missing)} mask "
                 f"settings ({', '.join(self.missing)}; rates are fractions missing) × {self.seeds} seed(s), "
                 f"mask seed {self.mask_seed}; {self.runs_done}/{self.runs_total} runs")
@@ -167,7 +167,8 @@ class SweepStore:
                 "config": json.dumps(config, sort_keys=True), "out_dir": str(out_dir), "runs_total": int(runs_total),
                 "runs_done": 0, "rates": json.dumps({k: (None if v is None or math.isnan(v) else v)
                                                      for k, v in rates.items()}),
-                "realised": json.dumps(realised), "elapsed_s": 0.0, "error_message": ""})
+                "realised": json.dumps(realised), "elapsed_s": 0.0, "error_message": "",
+                **(self.store.owner_fields() if status == SWEEP_RUNNING else {})})
             return int(table.last_pk)
 
     def add_run(self, sweep_id: int, label_fraction: float, method: str, seed: int,
@@ -188,6 +189,8 @@ class SweepStore:
         fields: dict[str, Any] = {"status": status, "error_message": error}
         if elapsed_s is not None:
             fields["elapsed_s"] = float(elapsed_s)
+        if status == SWEEP_RUNNING:
+            fields.update(self.store.owner_fields())  # started or resumed here: this store owns the live sweep
         with self.db.atomic():
             self.db["sweeps"].update(int(sweep_id), fields)
 
@@ -226,9 +229,10 @@ class SweepStore:
         return str(row[0] or "") if row else ""
 
     def mark_interrupted(self) -> list[int]:
-        """Sweeps left "running" by an app that ended become "interrupted" (resumable). Call once at start."""
-        ids = [int(r[0]) for r in self.db.execute("SELECT id FROM sweeps WHERE status = ?",
-                                                  [SWEEP_RUNNING]).fetchall()]
+        """Sweeps left "running" by an app that ended become "interrupted" (resumable); a sweep whose owner may
+        still be alive (another app on the same file) is left alone — the rule of runs
+        (`SessionStore.owner_gone`). Call once at start."""
+        ids = self.store.orphaned("sweeps", SWEEP_RUNNING)
         for i in ids:
             self.set_status(i, SWEEP_INTERRUPTED, error="The app ended while this sweep was running.")
         return ids
@@ -262,11 +266,15 @@ class SweepStore:
             raise SweepFileError(f"{path}: cannot read the file ({e.strerror or e})") from None
         except ValueError as e:
             raise SweepFileError(f"{path}: not a JSON file ({e})") from None
+        except RecursionError:
+            raise SweepFileError(f"{path}: not a sweep written by `robult sweep` (its JSON is nested too "
+                                 f"deeply)") from None
         need = ("dataset", "methods", "label_fractions", "missing", "seeds", "runs")
         if not isinstance(data, dict) or any(k not in data for k in need):
             lacking = [k for k in need if not isinstance(data, dict) or k not in data]
             raise SweepFileError(f"{path}: not a sweep written by `robult sweep` (it lacks "
                                  f"{', '.join(lacking)})")
+        check_sweep_fields(path, data)
         try:
             methods = [str(m) for m in data["methods"]]
             fractions = [float(v) for v in data["label_fractions"]]
@@ -275,7 +283,7 @@ class SweepStore:
             metric = str(data.get("metric") or "")
             runs: list[tuple[float, str, int, dict, float, int]] = []
             for lf in fractions:
-                by_method = data["runs"][f"{lf:g}"]
+                by_method = data["runs"][fraction_label(lf)]
                 for m in methods:
                     for run in by_method[m]:
                         missing = run["missing"]
@@ -305,6 +313,96 @@ class SweepStore:
             self.add_run(sid, lf, m, seed, missing, metric, val, best)
         self.set_status(sid, SWEEP_IMPORTED, elapsed_s=float(data.get("elapsed_s") or 0.0))
         return sid
+
+
+MAX_SWEEP_SEEDS = 1000  # a sweep.json with more seeds per setting is refused
+MAX_BEST_EPOCH = 2 ** 31 - 1
+
+
+def check_sweep_fields(path: Path, data: dict) -> None:
+    """Refuse a `sweep.json` value of the wrong type or out of range (a file edited by hand, or not written by
+    `robult sweep`) as a SweepFileError naming the file and the field, before anything is stored: names are
+    non-empty texts, label fractions numbers in (0, 1], `seeds` an integer in 1..MAX_SWEEP_SEEDS, each run's
+    seed one of 0..seeds-1, `mask_seed` an integer in 0..2^32-1, metric values and scores numbers (or null),
+    `best_epoch` an integer in -1..2^31-1. Where the runs' nesting itself is wrong, the caller says so."""
+    from robult_engine.config import MAX_SEED
+
+    def bad(field_name: str, what: str, got: Any) -> SweepFileError:
+        shown = repr(got)
+        return SweepFileError(f"{path}: {field_name} must be {what}, got "
+                              f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:  # a JSON number that is a float (not an integer beyond the floats' range)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        try:
+            float(v)
+        except OverflowError:
+            return False
+        return True
+
+    def names(key: str) -> list:
+        v = data[key]
+        if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v)):
+            raise bad(key, "a non-empty list of distinct names", v)
+        return v
+
+    if not isinstance(data["dataset"], str) or not data["dataset"]:
+        raise bad("dataset", "a dataset name", data["dataset"])
+    if data.get("metric") is not None and not isinstance(data["metric"], str):
+        raise bad("metric", "a metric name", data["metric"])
+    methods, labels = names("methods"), names("missing")
+    fractions = data["label_fractions"]
+    if not (isinstance(fractions, list) and fractions and all(is_num(v) and 0.0 < v <= 1.0 for v in fractions)):
+        raise bad("label_fractions", "a non-empty list of numbers in (0, 1]", fractions)
+    if len({_lf_key(v) for v in fractions}) != len(fractions):
+        raise bad("label_fractions", "distinct fractions", fractions)
+    seeds = data["seeds"]
+    if not (is_int(seeds) and 1 <= seeds <= MAX_SWEEP_SEEDS):
+        raise bad("seeds", f"an integer in 1..{MAX_SWEEP_SEEDS}", seeds)
+    mask_seed = data.get("mask_seed", 0)
+    if not (is_int(mask_seed) and 0 <= mask_seed <= MAX_SEED):
+        raise bad("mask_seed", f"an integer in 0..{MAX_SEED}", mask_seed)
+    for key in ("rates", "realised_missing"):
+        table = data.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict) or not all(is_num(v) or (v is None and key == "rates") for v in table.values()):
+            raise bad(key, "an object of numbers by mask setting", table)
+    if data.get("config") is not None and not isinstance(data["config"], dict):
+        raise bad("config", "an object (the base run config)", data["config"])
+    elapsed = data.get("elapsed_s")
+    if elapsed is not None and not (is_num(elapsed) and 0.0 <= elapsed < float("inf")):
+        raise bad("elapsed_s", "a number of seconds", elapsed)
+    metric = data.get("metric")
+    runs = data["runs"] if isinstance(data["runs"], dict) else {}
+    for lf in fractions:
+        by_method = runs.get(fraction_label(lf))
+        for m in methods:
+            listed = by_method.get(m) if isinstance(by_method, dict) else None
+            where = f"runs[{fraction_label(lf)}][{m}]"
+            for run in listed if isinstance(listed, list) else ():
+                if not isinstance(run, dict):
+                    raise bad(where, "a list of run objects", run)
+                seed = run.get("seed")
+                if not (is_int(seed) and 0 <= seed < seeds):
+                    raise bad(f"{where} seed", f"one of the sweep's seeds 0..{seeds - 1}", seed)
+                if "val_score" in run and not is_num(run["val_score"]):
+                    raise bad(f"{where} seed {seed} val_score", "a number", run["val_score"])
+                epoch = run.get("best_epoch", -1)
+                if not (is_int(epoch) and -1 <= epoch <= MAX_BEST_EPOCH):
+                    raise bad(f"{where} seed {seed} best_epoch", f"an integer in -1..{MAX_BEST_EPOCH}", epoch)
+                results = run.get("missing")
+                if not isinstance(results, dict):
+                    raise bad(f"{where} seed {seed} missing", "an object of results by mask setting", results)
+                for lab in labels:
+                    vals = results.get(lab)
+                    if isinstance(vals, dict) and isinstance(metric, str) and vals.get(metric) is not None \
+                            and not is_num(vals[metric]):
+                        raise bad(f"{where} seed {seed} {metric} under {lab}", "a number", vals[metric])
 
 
 def _num(v) -> float | None:
@@ -344,10 +442,23 @@ class SweepRequest:
         for v in self.label_fractions:
             if not 0.0 < v <= 1.0:
                 raise ConfigError(f"Label fractions: each must be in (0, 1], got {v:g}")
+        for i, v in enumerate(self.label_fractions):
+            for w in self.label_fractions[:i]:
+                if w == v:
+                    raise ConfigError(f"Label fractions: {fraction_label(v)} is given twice")
+                if _lf_key(w) == _lf_key(v):  # the session stores each fraction's cells under _lf_key
+                    raise ConfigError(f"Label fractions: {fraction_label(w)} and {fraction_label(v)} are the same "
+                                      f"to 10 decimals; give fractions that differ")
         if self.seeds < 1:
             raise ConfigError(f"Seeds: at least 1, got {self.seeds}")
         parse_missing_grid(list(self.missing), where="Missing rates")
         self.base.validate()
+        from robult_engine.models.encoders import untrusted_modules
+        modules = untrusted_modules(self.base.model.encoders)
+        if modules:  # nothing the user did not name in this dialog is imported
+            raise ConfigError(f"Configuration: it names encoder code outside Robult Studio ({', '.join(modules)}); "
+                              f"sweeps from the app use the built-in encoders. Run `robult sweep` with your own "
+                              f"config to sweep with that code")
         return self
 
     @property

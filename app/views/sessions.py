@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
                                QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .plot_util import no_si_prefix
-from ..core.sessions import RunRow, SessionStore
+from ..core.sessions import RunRow, SessionStore, SessionStoreError
 from ..core.state import CRASHED, FAILED, FINISHED, RESUMABLE, RUNNING, STOPPED
 from .training import PALETTE
 
@@ -287,10 +287,17 @@ class SessionsPanel(QWidget):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         if answer != QMessageBox.StandardButton.Yes:
             return
+        deleted = []
         for i in ids:
-            self.store.delete_run(i)
+            try:
+                self.store.delete_run(i)
+            except SessionStoreError as e:  # locked, or training in another app: nothing of it was deleted
+                QMessageBox.warning(self, "Delete runs", f"{e}.")
+                break
+            deleted.append(i)
         self.refresh()
-        self.sig_runs_deleted.emit(ids)
+        if deleted:
+            self.sig_runs_deleted.emit(deleted)
 
     # --- helpers --------------------------------------------------------------------------------------
     def _update_buttons(self) -> None:

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogBut
 from robult_engine.config import ConfigError
 from robult_engine.data import BUILTIN
 from robult_engine.methods import METHOD_SPECS
+from robult_engine.sweep import fraction_label
 
 from app.background.runner import WorkRunner
 from app.core.sessions import runs_root
@@ -57,10 +58,13 @@ def parse_fraction_list(text: str, what: str) -> tuple[float, ...]:
         if not item:
             continue
         try:
-            out.append(float(item))
+            v = float(item)
         except ValueError:
             raise ConfigError(f"{what}: {item!r} is not a number") from None
-    return tuple(dict.fromkeys(out))
+        if v in out:
+            raise ConfigError(f"{what}: {item} is given twice")
+        out.append(v)
+    return tuple(out)
 
 
 class SweepDialog(QDialog):
@@ -308,7 +312,7 @@ class SweepPlots(QWidget):
         methods = r.methods[1:] if diff else r.methods
         cols = min(3, len(methods))
         ticks_x = [(i + 0.5, t) for i, (_x, t) in enumerate(self._x_ticks(r))]
-        ticks_y = [(j + 0.5, f"{lf:g}") for j, lf in enumerate(r.label_fractions)]
+        ticks_y = [(j + 0.5, fraction_label(lf)) for j, lf in enumerate(r.label_fractions)]
         n_rows, n_cols = len(r.label_fractions), len(r.missing)
         for k, m in enumerate(methods):
             p = self.heat.addPlot(row=k // cols, col=k % cols)
@@ -387,7 +391,7 @@ class SweepPlots(QWidget):
         span = (max(xs) - min(xs)) or 1.0
         for f, lf in enumerate(r.label_fractions):
             p = self.curves.addPlot(row=0, col=f)
-            p.setTitle(f"label fraction {lf:g}", size="10pt")
+            p.setTitle(f"label fraction {fraction_label(lf)}", size="10pt")
             if f == 0:
                 p.addLegend(offset=(5, 5))
                 p.setLabel("left", f"test {r.metric}")

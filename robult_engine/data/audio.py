@@ -17,8 +17,10 @@ normalisation; AV-Digits (and the manifest loader) then standardise each coeffic
 (`MFCC_MEAN`, `MFCC_STD`, computed on the AV-Digits training split) so the encoders see values of order 1:
 `audio_file_to_features` returns these standardised frames, ready for the model.
 
-Any sample rate is accepted (band-limited Kaiser-windowed sinc resampling to 8 kHz, written here with
-numpy), stereo is averaged to mono, and leading/trailing silence is trimmed (FSDD recordings are trimmed).
+Any sample rate from 4 kHz to 384 kHz is accepted (band-limited Kaiser-windowed sinc resampling to 8 kHz,
+written here with numpy, in bounded memory even from an awkward rate such as a prime); a file claiming a rate
+outside that range is refused. Stereo is averaged to mono, and leading/trailing silence is trimmed (FSDD
+recordings are trimmed).
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ AMIN = 1e-10
 MIN_SAMPLES = N_FFT // 2 + 1  # reflect padding of n_fft // 2 needs a longer signal: 25 ms at 8 kHz
 SILENCE_PEAK = 2.0 ** -15  # below one 16-bit step: nothing was recorded
 MAX_SECONDS = 600.0  # refuse hour-long files instead of hanging the app
+# Sample rates accepted (a file header may claim anything): from below telephone speech to studio recorders.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000
+MAX_PHASES = 1024  # resampling filters tabulated at most (see `resample`)
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 # Per-coefficient mean and standard deviation of the raw MFCC frames of the AV-Digits training split
@@ -58,7 +63,8 @@ def load_audio(path: str | Path, target_sr: int | None = TARGET_SR) -> tuple[np.
     """Read an audio file as mono float32 in [-1, 1], resampled to `target_sr` (None keeps the file's rate).
 
     Returns (signal (n,), sample rate). Raises DataError naming the file for a missing file, a file that is
-    not audio (e.g. a text file named .wav), an empty recording, or NaN/infinite samples.
+    not audio (e.g. a text file named .wav), a sample rate outside MIN_SAMPLE_RATE..MAX_SAMPLE_RATE, a
+    recording longer than MAX_SECONDS, an empty recording, or NaN/infinite samples.
     """
     import soundfile as sf  # local import: the rest of the data package does not need libsndfile
 
@@ -68,6 +74,10 @@ def load_audio(path: str | Path, target_sr: int | None = TARGET_SR) -> tuple[np.
     try:
         with sf.SoundFile(str(p)) as f:
             sr = int(f.samplerate)
+            try:
+                check_sample_rate(sr)
+            except DataError as e:
+                raise DataError(f"{p}: {e}") from None
             if f.frames > MAX_SECONDS * sr:
                 raise DataError(f"{p}: recording is {f.frames / sr:.0f} s long; at most {MAX_SECONDS:.0f} s "
                                 f"are accepted (cut it to the utterance first)")
@@ -87,21 +97,36 @@ def load_audio(path: str | Path, target_sr: int | None = TARGET_SR) -> tuple[np.
     return signal.astype(np.float32), sr
 
 
-@lru_cache(maxsize=16)
-def _polyphase_table(up: int, down: int, zero_crossings: int, rolloff: float,
-                     beta: float) -> tuple[np.ndarray, int]:
-    """Filter taps for every output phase: (up, 2W+1) and W, the half-width in input samples."""
-    cutoff = rolloff * min(1.0, up / down)  # relative to the input Nyquist frequency
+@lru_cache(maxsize=8)
+def _phase_table(phases: int, cutoff: float, zero_crossings: int, beta: float) -> tuple[np.ndarray, int]:
+    """Filter taps at the fractional positions i / `phases`, i = 0 … phases (the last row, position 1, is there
+    to interpolate towards): (phases + 1, 2W+1), and W, the half-width in input samples. `cutoff` is relative to
+    the input Nyquist frequency. Built a block of rows at a time, so the temporaries stay small."""
     half_width = zero_crossings / cutoff  # in input samples
     w = int(math.ceil(half_width))
     offsets = np.arange(-w, w + 1)  # (2W+1,)
-    frac = np.arange(up) / up  # (up,) fractional position of the output sample between input samples
-    t = frac[:, None] - offsets[None, :]  # (up, 2W+1) distance from output instant to each input sample
-    ratio = np.clip(t / half_width, -1.0, 1.0)
-    window = np.i0(beta * np.sqrt(1.0 - ratio ** 2)) / np.i0(beta)  # Kaiser window
-    taps = cutoff * np.sinc(cutoff * t) * window
-    taps[np.abs(t) > half_width] = 0.0
+    frac = np.arange(phases + 1) / phases  # fractional position of the output sample between input samples
+    taps = np.empty((phases + 1, 2 * w + 1))
+    block = max(1, 2 ** 19 // (2 * w + 1))
+    for r in range(0, phases + 1, block):
+        t = frac[r:r + block, None] - offsets[None, :]  # (b, 2W+1) distance from output instant to each input
+        ratio = np.clip(t / half_width, -1.0, 1.0)
+        window = np.i0(beta * np.sqrt(1.0 - ratio ** 2)) / np.i0(beta)  # Kaiser window
+        rows = cutoff * np.sinc(cutoff * t) * window
+        rows[np.abs(t) > half_width] = 0.0
+        taps[r:r + block] = rows
     return taps, w
+
+
+def check_sample_rate(sr: int) -> None:
+    """A DataError for a sample rate that is not a whole number of Hz in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE (what a
+    file header may claim)."""
+    whole = (isinstance(sr, (int, np.integer)) or (isinstance(sr, (float, np.floating)) and float(sr).is_integer()))
+    if isinstance(sr, bool) or not whole or not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        accepted = f"{MIN_SAMPLE_RATE:,}..{MAX_SAMPLE_RATE:,} Hz"
+        if not whole or isinstance(sr, bool):
+            raise DataError(f"the sample rate {sr!r} is not a whole number of Hz in the accepted range {accepted}")
+        raise DataError(f"the sample rate {int(sr):,} Hz is outside the accepted range {accepted}")
 
 
 def resample(signal: np.ndarray, sr_in: int, sr_out: int, *, zero_crossings: int = 64,
@@ -112,26 +137,44 @@ def resample(signal: np.ndarray, sr_in: int, sr_out: int, *, zero_crossings: int
     low-pass cut-off is `rolloff` × the lower Nyquist frequency, so downsampling does not alias. The defaults
     (64 zero crossings, cut-off at 99 %, Kaiser β = 8.6) keep the top mel bands: on real FSDD recordings an
     8 kHz → 44.1 kHz → 8 kHz round trip changes the standardised MFCCs by 0.03 on average.
+
+    The ratio sr_out / sr_in in lowest terms is up / down, and the output needs `up` distinct filters. Every
+    common rate needs few (44.1 kHz → 8 kHz: 80) and gets them exactly; an awkward rate (a prime such as
+    7,919 Hz needs 8,000) gets a table of at most MAX_PHASES filters, interpolated linearly between the two
+    nearest (an error below 1e-5 of full scale), so memory stays bounded (a few tens of MB) whatever the
+    rates. Both rates must lie in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE (a DataError otherwise).
     """
     x = np.asarray(signal, dtype=np.float64).reshape(-1)  # (n,)
     if sr_in == sr_out:
         return x.copy()
-    if sr_in <= 0 or sr_out <= 0:
-        raise DataError(f"invalid sample rates {sr_in} -> {sr_out}")
+    check_sample_rate(sr_in)
+    check_sample_rate(sr_out)
     g = math.gcd(int(sr_in), int(sr_out))
     up, down = int(sr_out) // g, int(sr_in) // g
-    taps, w = _polyphase_table(up, down, zero_crossings, rolloff, beta)  # (up, 2W+1)
+    cutoff = rolloff * min(1.0, up / down)  # relative to the input Nyquist frequency
+    width = 2 * int(math.ceil(zero_crossings / cutoff)) + 1  # taps per filter
+    most = min(MAX_PHASES, max(64, 2 ** 20 // width))  # filters tabulated: at most ~8 MB
+    exact = up <= most
+    taps, w = _phase_table(up if exact else most, cutoff, zero_crossings, beta)  # (phases + 1, 2W+1)
     n_out = -(-len(x) * up // down)
     xpad = np.pad(x, (w, w + 1))  # zeros outside the recording
     out = np.empty(n_out, dtype=np.float64)
     offsets = np.arange(2 * w + 1)
-    chunk = max(1, 2 ** 22 // (2 * w + 1))  # bound the (chunk, 2W+1) gather to ~32 MB
+    chunk = max(1, 2 ** 20 // (2 * w + 1))  # bound each (chunk, 2W+1) temporary to ~8 MB
     for start in range(0, n_out, chunk):
         k = np.arange(start, min(n_out, start + chunk), dtype=np.int64)  # (c,)
         pos = k * down
         base, phase = pos // up, pos % up  # integer input index and phase of each output sample
         idx = base[:, None] + offsets[None, :]  # (c, 2W+1), already shifted by the W padding
-        out[start:start + len(k)] = np.einsum("cj,cj->c", xpad[idx], taps[phase])
+        if exact:
+            h = taps[phase]
+        else:  # the phase's position between two tabulated filters
+            f = phase * (most / up)
+            i = np.minimum(f.astype(np.int64), most - 1)
+            a = (f - i)[:, None]
+            h = taps[i] * (1.0 - a)
+            h += taps[i + 1] * a
+        out[start:start + len(k)] = np.einsum("cj,cj->c", xpad[idx], h)
     return out
 
 
@@ -233,8 +276,8 @@ def standardise(features: np.ndarray) -> np.ndarray:
 def audio_file_to_features(path: str | Path, *, trim: bool = True) -> np.ndarray:
     """A recording → standardised MFCC frames (T, 13), ready for a model trained on AV-Digits.
 
-    Reads any sample rate (resampled to 8 kHz), mono or stereo, trims leading/trailing silence (`trim`),
-    computes `mfcc` and standardises it. Errors are DataErrors naming the file.
+    Reads any sample rate in MIN_SAMPLE_RATE..MAX_SAMPLE_RATE (resampled to 8 kHz), mono or stereo, trims
+    leading/trailing silence (`trim`), computes `mfcc` and standardises it. Errors are DataErrors naming the file.
     """
     signal, sr = load_audio(path)
     if trim:

@@ -23,6 +23,10 @@ import numpy as np
 import torch
 
 MODALITY_KINDS = ("vector", "image", "sequence", "text")
+TASKS = ("single-label", "multi-label", "regression")
+# the number of axes of one sample of each kind (see the table above), and the largest size of one axis
+MODALITY_RANKS = {"vector": 1, "image": 3, "sequence": 2, "text": 1}
+MAX_AXIS = 2 ** 31 - 1
 
 
 class DataError(ValueError):
@@ -81,12 +85,46 @@ class DatasetInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetInfo":
-        return cls(
-            name=str(d["name"]), task=str(d["task"]), class_names=tuple(d["class_names"]),
-            modalities=tuple(ModalitySpec(m["name"], m["kind"], tuple(int(s) for s in m["shape"]))
-                             for m in d["modalities"]),
-            description=str(d.get("description", "")), licence=str(d.get("licence", "")),
-        )
+        """The inverse of `to_dict`, checked: anything that does not describe a usable dataset (a missing or
+        unknown field, a shape that is not positive integers of the kind's rank, an unknown task or modality
+        kind, a name given twice, no classes) raises a DataError naming the field; no other error escapes."""
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise DataError(f"dataset info: {msg}")
+
+        def fields_of(obj: object, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+            need(isinstance(obj, dict), f"{where}: expected an object, got {type(obj).__name__}")
+            missing = [k for k in required if k not in obj]
+            need(not missing, f"{where}: missing {', '.join(missing)}")
+            unknown = [str(k) for k in obj if k not in required + optional]
+            need(not unknown, f"{where}: unknown field {', '.join(unknown)[:80]}")
+
+        fields_of(d, "info", ("name", "task", "class_names", "modalities"), ("description", "licence"))
+        for key in ("name", "description", "licence"):
+            need(isinstance(d.get(key, ""), str), f"{key}: expected text, got {type(d.get(key)).__name__}")
+        need(d["task"] in TASKS, f"task: one of {', '.join(TASKS)}, got {str(d['task'])[:40]!r}")
+        names = d["class_names"]
+        need(isinstance(names, (list, tuple)) and all(isinstance(c, str) for c in names),
+             f"class_names: expected a list of names, got {str(names)[:60]}")
+        need(len(names) >= 1, "class_names: the dataset has no classes")
+        need(len(set(names)) == len(names), "class_names: a class is named twice")
+        mods = d["modalities"]
+        need(isinstance(mods, (list, tuple)) and len(mods) >= 1, "modalities: expected a non-empty list")
+        specs = []
+        for i, m in enumerate(mods):
+            fields_of(m, f"modalities[{i}]", ("name", "kind", "shape"))
+            name, kind, shape = m["name"], m["kind"], m["shape"]
+            need(isinstance(name, str) and name != "", f"modalities[{i}].name: expected a name, got {name!r}"[:120])
+            need(kind in MODALITY_KINDS, f"modality {name!r}: kind one of {', '.join(MODALITY_KINDS)}, "
+                                         f"got {str(kind)[:40]!r}")
+            need(isinstance(shape, (list, tuple)) and all(type(s) is int and 1 <= s <= MAX_AXIS for s in shape),
+                 f"modality {name!r}: shape must be a list of positive integers, got {str(shape)[:60]}")
+            need(len(shape) == MODALITY_RANKS[kind],
+                 f"modality {name!r}: a {kind} modality has {MODALITY_RANKS[kind]} axes, got shape {list(shape)}")
+            specs.append(ModalitySpec(name, kind, tuple(shape)))
+        need(len({m.name for m in specs}) == len(specs), "modalities: a modality is named twice")
+        return cls(name=d["name"], task=d["task"], class_names=tuple(names), modalities=tuple(specs),
+                   description=d.get("description", ""), licence=d.get("licence", ""))
 
 
 @dataclass

@@ -7,6 +7,7 @@ or scan of a dark-on-light handwritten digit is turned into an optdigits-like bi
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,32 @@ from .base import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DIGIT_SHAPE = (1, 8, 8)  # AV-Digits / UCI optdigits
+
+
+def _open_checked(p: Path):
+    """`PIL.Image.open` (header only) refusing, as a DataError naming the file, an image of more pixels than
+    Pillow's decompression-bomb limit `PIL.Image.MAX_IMAGE_PIXELS` (Pillow itself only warns up to twice it)."""
+    from PIL import Image
+
+    try:
+        img = Image.open(p)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # the warning when it is an error
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        raise DataError(_too_large(p, int(size.group(1)) if size else None)) from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        img.close()
+        raise DataError(_too_large(p, img.width * img.height))
+    return img
+
+
+def _too_large(p: Path, pixels: int | None) -> str:
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    got = f"{pixels:,} pixels; " if pixels is not None else ""
+    return (f"{p}: the image is too large to load safely ({got}at most {limit:,} are accepted, Pillow's "
+            f"decompression-bomb limit); scale it down first")
 
 
 def open_image(path: str | Path, draft_size: tuple[int, int] | None = None):
@@ -31,15 +58,17 @@ def open_image(path: str | Path, draft_size: tuple[int, int] | None = None):
     if not p.is_file():
         raise DataError(f"{p}: no such image file")
     try:
-        img = Image.open(p)
+        img = _open_checked(p)
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB" if img.mode == "RGB" else img.mode, draft_size)
         img.load()  # decode now: a truncated file raises here, not later in a worker
         img = ImageOps.exif_transpose(img)
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(f"{p}: not an image file (Pillow cannot identify it)") from None
-    except Image.DecompressionBombError as e:
-        raise DataError(f"{p}: image is too large to load safely ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # a frame of an animation, say
+        raise DataError(_too_large(p, None)) from None
     except (OSError, ValueError, SyntaxError) as e:  # "image file is truncated", broken chunks
         raise DataError(f"{p}: the image is truncated or corrupt ({e})") from None
     if img.width == 0 or img.height == 0:
@@ -176,8 +205,10 @@ def image_mode_channels(path: str | Path) -> int:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with _open_checked(Path(path)) as img:
             return 1 if img.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None
 
@@ -187,7 +218,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with _open_checked(Path(path)) as img:
             return int(img.height), int(img.width)
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise DataError(f"{path}: not a readable image ({e})") from None

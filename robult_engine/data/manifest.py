@@ -95,14 +95,21 @@ def read_rows(path: Path) -> tuple[list[str], list[Row]]:
                     row = Row(len(rows) + 1, line_no, {})
                     try:
                         obj = json.loads(text)
+                        if not isinstance(obj, dict):
+                            raise DataError(f"{_where(path, row)}: expected a JSON object, got {type(obj).__name__}")
+                        row.values = {str(k): _cell(v) for k, v in obj.items()}
                     except json.JSONDecodeError as e:
                         raise DataError(f"{_where(path, row)}: not valid JSON ({e.msg} at column {e.colno})") from None
-                    if not isinstance(obj, dict):
-                        raise DataError(f"{_where(path, row)}: expected a JSON object, got {type(obj).__name__}")
-                    for k in obj:
+                    except RecursionError:
+                        raise DataError(f"{_where(path, row)}: the JSON is nested too deeply (a row is one flat "
+                                        f"object of id, split, label and one value per modality)") from None
+                    except DataError:
+                        raise
+                    except ValueError as e:  # e.g. an integer of more digits than Python converts
+                        raise DataError(f"{_where(path, row)}: not valid JSON ({e})") from None
+                    for k in row.values:
                         if k not in columns:
-                            columns.append(str(k))
-                    row.values = {str(k): _cell(v) for k, v in obj.items()}
+                            columns.append(k)
                     rows.append(row)
             for row in rows:
                 for c in columns:

@@ -317,10 +317,10 @@ def load_calibration(ckpt) -> Calibration:
 
 
 def checkpoint_calibration_summary(checkpoint_path: str | os.PathLike, bundle, split: str = "test",
-                                   trust_code: bool = False) -> dict[str, dict[str, float]]:
+                                   trust_code=False) -> dict[str, dict[str, float]]:
     """`summary_columns` of a checkpoint on one split of `bundle` (no temperature): the hook `compare` uses.
-    An empty dict for regression. `trust_code` as in `model_from_checkpoint` (compare passes True: the runs
-    were trained from the user's own config, whose encoder code the user chose)."""
+    An empty dict for regression. `trust_code` as in `model_from_checkpoint` (compare passes the modules the
+    run's own config names: the user's config, whose encoder code the user chose)."""
     from ..checkpoint import load_checkpoint, model_from_checkpoint
     from ..evaluation import encode_split
     if bundle.info.task == "regression":

@@ -3,15 +3,23 @@
 No batch norm anywhere, so results do not depend on how a batch is split across processes.
 
 Your own encoder (docs/custom-encoders.md): `model.encoders` names a factory per modality as
-"modality=package.module:function". `build_encoder(..., factory=...)` imports it only when `trust_code` is
-true, calls `function(shape=..., d_h=..., dropout=...)` and checks on every forward pass that the module
-returns (B, d_h), naming the factory when it does not. Factories inside this module (`BUILTIN_FACTORIES`)
-need no trust.
+"modality=package.module:function". `build_encoder(..., factory=...)` imports it only when `trust_code`
+trusts its module, calls `function(shape=..., d_h=..., dropout=...)` and checks on every forward pass that the
+module returns (B, d_h), naming the factory when it does not. Factories inside this module
+(`BUILTIN_FACTORIES`) need no trust.
+
+Trust names what it trusts. `trust_code` is one of:
+- a collection of module names (`{"mypkg.encoders"}`): exactly those modules may be imported; a file that names
+  any other module is refused (`UntrustedCodeError` lists the ones that are not trusted). This is what the
+  CLI's `--trust-code MODULE[,MODULE]` and the app's trust dialog pass;
+- `False` / empty: no outside module (the default of everything that opens a file);
+- `True`: every module the config names, for a config the caller wrote itself (the Trainer with the user's
+  own flags or config file). Never pass True for a config read from a file someone else may have written.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Union
 
 import torch
 from torch import nn
@@ -135,6 +143,9 @@ def gru_sequence(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
 BUILTIN_FACTORIES: dict[str, Callable[..., nn.Module]] = {
     f"{__name__}:{f.__name__}": f for f in (vector, image, conv_sequence, gru_sequence)
 }
+# the modality kind each built-in factory is made for (its input layout: (D,), (C, H, W) or (T, D))
+BUILTIN_KINDS = {f"{__name__}:{f.__name__}": kind for f, kind in
+                 ((vector, "vector"), (image, "image"), (conv_sequence, "sequence"), (gru_sequence, "sequence"))}
 
 
 def untrusted_modules(entries: Iterable[str]) -> list[str]:
@@ -144,17 +155,38 @@ def untrusted_modules(entries: Iterable[str]) -> list[str]:
     return sorted({ref.partition(":")[0] for ref in refs if ref not in BUILTIN_FACTORIES})
 
 
-def require_trust(entries: Iterable[str], trust_code: bool, source: str = "model.encoders") -> None:
-    """Raise `UntrustedCodeError` (naming `source` and the modules) when the entries name code outside
-    robult_engine and `trust_code` is false. Imports nothing."""
-    modules = untrusted_modules(entries)
-    if modules and not trust_code:
+Trust = Union[bool, Iterable[str], None]  # see the module docstring
+
+
+def trusted_modules(trust_code: Trust) -> frozenset[str] | None:
+    """The module names `trust_code` trusts: None for every module (True), else a frozenset (empty for
+    False/None). A single string is one module name (or several, comma-separated)."""
+    if trust_code is True:
+        return None
+    if not trust_code:
+        return frozenset()
+    if isinstance(trust_code, str):
+        trust_code = trust_code.split(",")
+    return frozenset(m.strip() for m in trust_code if m and m.strip())
+
+
+def not_trusted(modules: Iterable[str], trust_code: Trust) -> list[str]:
+    """Those of `modules` that `trust_code` does not trust, in order."""
+    allowed = trusted_modules(trust_code)
+    return [m for m in modules if allowed is not None and m not in allowed]
+
+
+def require_trust(entries: Iterable[str], trust_code: Trust, source: str = "model.encoders") -> None:
+    """Raise `UntrustedCodeError` (naming `source` and the modules that are not trusted) when the entries name
+    code outside robult_engine that `trust_code` does not trust. Imports nothing."""
+    refused = not_trusted(untrusted_modules(entries), trust_code)
+    if refused:
         from ..checkpoint import UntrustedCodeError
-        raise UntrustedCodeError(source, modules)
+        raise UntrustedCodeError(source, refused)
 
 
-def load_factory(ref: str, *, trust_code: bool) -> Callable[..., nn.Module]:
-    """The function named by "package.module:function"; imports its module only when `trust_code` is true
+def load_factory(ref: str, *, trust_code: Trust) -> Callable[..., nn.Module]:
+    """The function named by "package.module:function"; imports its module only when `trust_code` trusts it
     (built-in factories need no trust)."""
     if ref in BUILTIN_FACTORIES:
         return BUILTIN_FACTORIES[ref]
@@ -193,11 +225,19 @@ def _output_check(ref: str, modality: str, d_h: int):
 
 
 def build_encoder(kind: str, shape: tuple[int, ...], *, d_h: int, dropout: float, sequence_encoder: str,
-                  text_buckets: int, factory: str | None = None, trust_code: bool = False,
+                  text_buckets: int, factory: str | None = None, trust_code: Trust = False,
                   modality: str = "") -> nn.Module:
     """The encoder of one modality: the built-in one of its kind, or the module `factory` (a
-    "package.module:function" name, imported only when `trust_code` is true or it is built in) makes."""
+    "package.module:function" name, imported only when `trust_code` trusts its module or it is built in)
+    makes."""
     if factory is not None:
+        made_for = BUILTIN_KINDS.get(factory)
+        if made_for is not None and made_for != kind:
+            fitting = [k for k, v in BUILTIN_KINDS.items() if v == kind]
+            hint = (f"choose {' or '.join(fitting)}" if fitting else
+                    f"leave it out to use the built-in {kind} encoder")
+            raise ConfigError(f"model.encoders: modality {modality!r} is a {kind} modality (shape {tuple(shape)}), "
+                              f"and {factory} builds an encoder for {made_for} modalities; {hint}")
         fn = load_factory(factory, trust_code=trust_code)
         try:
             module = fn(shape=tuple(shape), d_h=d_h, dropout=dropout)

@@ -4,6 +4,13 @@ reconstructors r_i, shared classifier c and fusion head c_0.
 Every method of the comparison (Robult, its ablations and the baselines) uses this same module; they differ
 only in their losses. A prediction for any subset A of present modalities is the mean over i ∈ A of
 c([U^i, Z^i]); a missing modality contributes nothing.
+
+Two peers of the comparison form a subset's prediction differently (`subset_head`, from the method's
+MethodSpec; docs/method.md, "Peers"): "shared-substitution" (ShaSpec) stands in for a missing modality with the
+mean of the present modalities' shared features Z^j and classifies the fused features with its own head;
+"imagination" (MMIN) imagines a missing modality's H^i from the present ones and classifies all M with the
+fusion branch c_0(g_0(f_0(H̃))). Only those two modes add modules (`substitution`, `imagination`), so every
+other method's parameters and checkpoints are unchanged. Either way a missing modality's input is never read.
 """
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, parse_encoder_entries
-from .encoders import build_encoder, mlp, require_trust
+from .encoders import Trust, build_encoder, mlp, require_trust
 
 
 @dataclass
@@ -22,14 +29,22 @@ class ModelOutput:
     h: torch.Tensor  # (B, M, d_h) encoder outputs H^i
     z: torch.Tensor  # (B, M, d_z) redundant latents Z^i = g_0(H^i)
     u: torch.Tensor  # (B, M, d_u) unique latents U^i = g_i(H^i)
-    logits_mod: torch.Tensor  # (B, M, C) per-modality logits c([U^i, Z^i])
-    logits: torch.Tensor  # (B, C) subset prediction: mean over present modalities
+    # (B, M, C) per-modality logits c([U^i, Z^i]); with a peer subset head, the prediction of each modality alone
+    # (the subset {i}), None when the forward computed the peer's training terms instead
+    logits_mod: torch.Tensor | None
+    logits: torch.Tensor  # (B, C) subset prediction: mean over present modalities (or the peer's subset head)
     mask: torch.Tensor  # (B, M) bool presence mask used
     s: torch.Tensor | None = None  # (B, d_z) S = g_0(f_0(H)) where all modalities are present (rows valid by s_valid)
     s_valid: torch.Tensor | None = None  # (B,) bool
     logits_fused: torch.Tensor | None = None  # (B, C) c_0(S)
     h_rec: torch.Tensor | None = None  # (B, M, d_h) Ĥ^i = r_i([U^i, sg Z^i]), the L_rec path (see `rec_route`)
     rec_target: torch.Tensor | None = None  # (B, M, d_h) what Ĥ^i is compared with (detached unless route "full")
+    # peer training terms (`with_peer_terms`): ShaSpec's modality classifier on every U^i -> (B, M, M) logits;
+    # MMIN's imagined H^i for every slot from the mask's modalities (B, M, d_h), and its backward imagination of
+    # the mask's modalities from the imagined ones (B, M, d_h)
+    domain_logits: torch.Tensor | None = None
+    h_imagined: torch.Tensor | None = None
+    h_cycle: torch.Tensor | None = None
 
     def rec_error(self) -> torch.Tensor:
         """Per-sample, per-modality reconstruction error ‖target − Ĥ^i‖² / d_h (detached). -> (B, M)."""
@@ -37,6 +52,22 @@ class ModelOutput:
 
 
 REC_ROUTES = ("projector", "branch", "full")
+# how a subset's prediction is formed: the mean of per-modality logits (Robult, its ablations, the baselines),
+# ShaSpec's shared-feature substitution, or MMIN's imagination of the missing modalities (docs/method.md, "Peers")
+SUBSET_HEADS = ("mean", "shared-substitution", "imagination")
+# a peer subset head is evaluated on every subset as a table of 2^M logits per sample (evaluation.encode_split)
+MAX_PEER_MODALITIES = 10
+
+
+def subset_masks(m: int) -> torch.Tensor:
+    """Every subset of M modalities as a mask, row k holding bit i of k: (2^M, M) bool; row 0 is empty."""
+    k = torch.arange(2 ** m)
+    return (k[:, None] >> torch.arange(m)[None, :]) & 1 == 1
+
+
+def subset_index(mask: torch.Tensor) -> torch.Tensor:
+    """The row of `subset_masks` holding each mask: Σ_i 2^i mask_i. mask: (..., M) bool -> (...,) int64."""
+    return (mask.long() << torch.arange(mask.shape[-1], device=mask.device)).sum(-1)
 
 
 def standardise_features(h: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -79,15 +110,66 @@ class MLPFusion(nn.Module):
         return self.net(h.flatten(1))  # (B, M*d_h) -> (B, d_h)
 
 
+class SharedSubstitutionHead(nn.Module):
+    """ShaSpec's fusion (docs/method.md, "Peers"): per modality, a residual block over its specific and shared
+    features, F^i = P_i([U^i, Z^i]) + U^i; a missing modality's specific feature is absent (zero) and its shared
+    feature is the mean of the present modalities' Z^j. The M fused features are concatenated and classified.
+    `domain` is the modality classifier of the domain-classification loss (on specific features)."""
+
+    def __init__(self, m: int, d_z: int, d_u: int, d_hidden: int, num_outputs: int, dropout: float) -> None:
+        super().__init__()
+        self.proj = nn.ModuleList([nn.Linear(d_u + d_z, d_u) for _ in range(m)])  # P_i
+        self.head = mlp(m * d_u, d_hidden, num_outputs, dropout)  # fusion of the concatenated F^i + classifier
+        self.domain = nn.Linear(d_u, m)  # which modality a specific feature came from
+
+    def forward(self, z: torch.Tensor, u: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """z: (B, M, d_z), u: (B, M, d_u), mask: (B, M) bool -> (B, C). Absent rows of z and u are never read
+        (selected away with `where`, so even a NaN there leaves the prediction unchanged)."""
+        present = mask.unsqueeze(-1)  # (B, M, 1)
+        z_p = torch.where(present, z, torch.zeros_like(z))
+        z_bar = z_p.sum(1, keepdim=True) / mask.sum(1).clamp(min=1).to(z.dtype)[:, None, None]  # (B, 1, d_z)
+        z_t = torch.where(present, z, z_bar)  # a missing modality's shared feature: the present ones' mean
+        u_t = torch.where(present, u, torch.zeros_like(u))  # a missing modality has no specific feature
+        uz = torch.cat([u_t, z_t], dim=-1)  # (B, M, d_u + d_z)
+        fused = torch.stack([p(uz[:, i]) for i, p in enumerate(self.proj)], dim=1) + u_t  # (B, M, d_u)
+        return self.head(fused.flatten(1))
+
+
+class ImaginationNet(nn.Module):
+    """MMIN's imagination module (docs/method.md, "Peers"): a cascade of residual autoencoders over the
+    concatenated H^i. The input holds the present modalities' H^i (a missing one's slot is zero) and the mask;
+    each block adds its correction, x_{k+1} = x_k + A_k([x_k, mask]); the output has an imagined H^i in every
+    slot."""
+
+    def __init__(self, m: int, d_h: int, d_hidden: int, blocks: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([mlp(m * d_h + m, d_hidden, m * d_h, dropout) for _ in range(blocks)])
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """h: (B, M, d_h), mask: (B, M) bool -> imagined (B, M, d_h). Absent rows of h are never read."""
+        b, m, d = h.shape
+        x = torch.where(mask.unsqueeze(-1), h, torch.zeros_like(h)).reshape(b, m * d)
+        mf = mask.to(x.dtype)
+        for block in self.blocks:
+            x = x + block(torch.cat([x, mf], dim=-1))
+        return x.reshape(b, m, d)
+
+
 class RobultModel(nn.Module):
     def __init__(self, modalities: list[tuple[str, str, tuple[int, ...]]], num_outputs: int, *, d_h: int = 128,
                  d_z: int = 64, d_u: int = 32, d_hidden: int = 128, dropout: float = 0.1, classifier: str = "mlp",
                  fusion: str = "mlp", sequence_encoder: str = "conv", text_buckets: int = 2 ** 15,
                  rec_route: str = "full", encoder_factories: dict[str, str] | None = None,
-                 trust_code: bool = False) -> None:
+                 trust_code: Trust = False, subset_head: str = "mean") -> None:
         super().__init__()
         if rec_route not in REC_ROUTES:
             raise ValueError(f"rec_route: one of {', '.join(REC_ROUTES)}, got {rec_route!r}")
+        if subset_head not in SUBSET_HEADS:
+            raise ValueError(f"subset_head: one of {', '.join(SUBSET_HEADS)}, got {subset_head!r}")
+        if subset_head != "mean" and len(modalities) > MAX_PEER_MODALITIES:
+            raise ValueError(f"the {subset_head} subset head is evaluated on all 2^M modality subsets and supports "
+                             f"at most {MAX_PEER_MODALITIES} modalities, got {len(modalities)}")
+        self.subset_head = subset_head  # how a subset's prediction is formed (module docstring)
         self.rec_route = rec_route  # which parameters L_rec trains (docs/method.md, "Latent reconstruction")
         self.modality_names = [m[0] for m in modalities]
         self.modality_kinds = [m[1] for m in modalities]
@@ -107,6 +189,11 @@ class RobultModel(nn.Module):
                            else mlp(d_u + d_z, d_hidden, num_outputs, dropout))  # c
         self.fusion_head = nn.Linear(d_z, num_outputs)  # c_0
         self.d_h, self.d_z, self.d_u = d_h, d_z, d_u
+        # the peers' own modules, created only for them (no new parameters for any other method)
+        if subset_head == "shared-substitution":
+            self.substitution = SharedSubstitutionHead(m, d_z, d_u, d_hidden, num_outputs, dropout)
+        elif subset_head == "imagination":
+            self.imagination = ImaginationNet(m, d_h, d_hidden, dropout=dropout)
 
     # --- pieces ---------------------------------------------------------------------------------------------
     def encode(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -122,9 +209,46 @@ class RobultModel(nn.Module):
         uz = torch.cat([u, z], dim=-1)  # (B, M, d_u + d_z)
         return torch.stack([r(uz[:, i]) for i, r in enumerate(self.reconstructors)], dim=1)
 
+    def predict(self, h: torch.Tensor, z: torch.Tensor, u: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The prediction of the subset each row's mask names, by the model's subset head. h: (B, M, d_h),
+        z: (B, M, d_z), u: (B, M, d_u), mask: (B, M) bool -> (B, C); a row with no modality gives zeros."""
+        if self.subset_head == "mean":
+            return combine_logits(self.classifier(torch.cat([u, z], dim=-1)), mask)
+        if self.subset_head == "shared-substitution":
+            logits = self.substitution(z, u, mask)
+        else:
+            logits = self._imagine(h, mask)[0]
+        return torch.where(mask.any(1, keepdim=True), logits, torch.zeros_like(logits))
+
+    def _imagine(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MMIN: (logits c_0(g_0(f_0(H̃))) (B, C), imagined H (B, M, d_h)), H̃ = the present H^i and the imagined
+        ones of the missing modalities."""
+        h_im = self.imagination(h, mask)
+        h_full = torch.where(mask.unsqueeze(-1), h, h_im)
+        return self.fusion_head(self.shared_proj(self.fusion(h_full))), h_im
+
+    def predict_subsets(self, h: torch.Tensor, z: torch.Tensor, u: torch.Tensor, masks: torch.Tensor,
+                        max_rows: int = 8192) -> torch.Tensor:
+        """The prediction of each of S subsets for every row: masks (S, M) bool -> (B, S, C), in chunks of at
+        most `max_rows` (row, subset) pairs. An empty subset gives zeros."""
+        b, s = h.shape[0], masks.shape[0]
+        masks = masks.to(h.device)
+        step = max(1, max_rows // max(b, 1))
+        out = []
+        for k in range(0, s, step):
+            mk = masks[k:k + step]  # (n, M)
+            n = mk.shape[0]
+
+            def rows(t: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B*n, ...), each row n times
+                return t.unsqueeze(1).expand(b, n, *t.shape[1:]).reshape(b * n, *t.shape[1:])
+            pred = self.predict(rows(h), rows(z), rows(u), mk.unsqueeze(0).expand(b, n, -1).reshape(b * n, -1))
+            out.append(pred.reshape(b, n, -1))
+        return torch.cat(out, dim=1)
+
     def heads(self, h: torch.Tensor, mask: torch.Tensor, *, with_fusion: bool = False,
-              with_reconstruction: bool = False) -> ModelOutput:
-        """Everything after the encoders. h: (B, M, d_h), mask: (B, M) bool."""
+              with_reconstruction: bool = False, with_peer_terms: bool = False) -> ModelOutput:
+        """Everything after the encoders. h: (B, M, d_h), mask: (B, M) bool. `with_peer_terms` (a peer subset
+        head only): also the terms its training losses need, instead of the per-modality predictions."""
         b = h.shape[0]
         z = self.shared_proj(h)  # (B, M, d_z)
         projector_route = with_reconstruction and self.rec_route == "projector"
@@ -135,9 +259,26 @@ class RobultModel(nn.Module):
         else:
             u = self.project_unique(h)  # (B, M, d_u)
             u_rec = u
-        logits_mod = self.classifier(torch.cat([u, z], dim=-1))  # (B, M, C)
-        out = ModelOutput(h=h, z=z, u=u, logits_mod=logits_mod, logits=combine_logits(logits_mod, mask),
-                          mask=mask)
+        h_im = None
+        if self.subset_head == "mean":
+            logits_mod = self.classifier(torch.cat([u, z], dim=-1))  # (B, M, C)
+            logits = combine_logits(logits_mod, mask)
+        else:
+            if self.subset_head == "imagination":
+                logits, h_im = self._imagine(h, mask)
+                logits = torch.where(mask.any(1, keepdim=True), logits, torch.zeros_like(logits))
+            else:
+                logits = self.predict(h, z, u, mask)
+            # each modality alone, the peers' counterpart of c([U^i, Z^i]) (M more passes of the subset head)
+            logits_mod = None if with_peer_terms else self.predict_subsets(
+                h, z, u, torch.eye(len(self.modality_names), dtype=torch.bool))
+        out = ModelOutput(h=h, z=z, u=u, logits_mod=logits_mod, logits=logits, mask=mask)
+        if with_peer_terms and self.subset_head == "shared-substitution":
+            out.domain_logits = self.substitution.domain(u)  # (B, M, M)
+        if with_peer_terms and self.subset_head == "imagination":
+            out.h_imagined = h_im
+            # backward imagination: the modalities of the mask, from the imagined ones alone
+            out.h_cycle = self.imagination(h_im, ~mask)
         if with_fusion:
             out.s_valid = mask.all(dim=1)  # (B,)
             out.s = self.shared_proj(self.fusion(h))  # (B, d_z)
@@ -157,17 +298,30 @@ class RobultModel(nn.Module):
         return out
 
     def forward(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor], mask: torch.Tensor, *,
-                with_fusion: bool = False, with_reconstruction: bool = False) -> ModelOutput:
+                with_fusion: bool = False, with_reconstruction: bool = False,
+                with_peer_terms: bool = False) -> ModelOutput:
         return self.heads(self.encode(inputs, lengths), mask, with_fusion=with_fusion,
-                          with_reconstruction=with_reconstruction)
+                          with_reconstruction=with_reconstruction, with_peer_terms=with_peer_terms)
 
 
-def build_model(model_cfg, info, rec_route: str = "full", *, trust_code: bool = False) -> RobultModel:
+def build_model(model_cfg, info, rec_route: str = "full", *, trust_code: Trust = False,
+                method: str | None = None) -> RobultModel:
     """Turn a ModelConfig and a DatasetInfo into a RobultModel (plain keyword arguments); `rec_route` is the
-    run's `loss.rec_route` (it decides the reconstruction target the diagnostics report)."""
+    run's `loss.rec_route` (it decides the reconstruction target the diagnostics report); `method` the run's
+    method, whose MethodSpec.subset_head decides how subsets are predicted (and whether the peers' modules
+    exist). None: the mean of per-modality logits."""
+    from ..methods import method_spec
+    try:
+        subset_head = method_spec(method).subset_head if method is not None else "mean"
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     mods = [(m.name, m.kind, tuple(m.shape)) for m in info.modalities]
+    if subset_head != "mean" and len(mods) > MAX_PEER_MODALITIES:
+        raise ConfigError(f"method {method}: evaluates every one of the 2^M modality subsets and supports at most "
+                          f"{MAX_PEER_MODALITIES} modalities; {info.name} has {len(mods)} (data.modalities picks some)")
     # model.encoders: your own encoder factories; code outside robult_engine is imported only when trust_code
-    # is true (a config the user wrote is trusted by the Trainer; a checkpoint by model_from_checkpoint's caller)
+    # trusts its module (a config the user wrote is trusted by the Trainer; a checkpoint's modules by name, by
+    # model_from_checkpoint's caller)
     factories = parse_encoder_entries(model_cfg.encoders)
     unknown = [name for name in factories if name not in info.modality_names]
     if unknown:
@@ -178,4 +332,4 @@ def build_model(model_cfg, info, rec_route: str = "full", *, trust_code: bool = 
                        d_hidden=model_cfg.d_hidden, dropout=model_cfg.dropout, classifier=model_cfg.classifier,
                        fusion=model_cfg.fusion, sequence_encoder=model_cfg.sequence_encoder,
                        text_buckets=model_cfg.text_buckets, rec_route=rec_route, encoder_factories=factories,
-                       trust_code=trust_code)
+                       trust_code=trust_code, subset_head=subset_head)

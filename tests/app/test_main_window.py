@@ -301,7 +301,8 @@ def test_a_checkpoint_naming_user_code_asks_before_importing_it(qtbot, make_wind
             return VectorEncoder(shape[-1], d_h, dropout)
         """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    final = Trainer(tiny(**{"model.encoders": (f"m0={name}:make",)}), out_dir=tmp_path / "run").run()
+    final = Trainer(tiny(**{"model.encoders": (f"m0={name}:make",)}), out_dir=tmp_path / "run",
+                    trust_code={name}).run()
     marker.unlink()
     monkeypatch.delitem(sys.modules, name)
     w = make_window()
@@ -314,6 +315,47 @@ def test_a_checkpoint_naming_user_code_asks_before_importing_it(qtbot, make_wind
     with qtbot.waitSignal(w.sig_model_loaded, timeout=20_000) as loaded:
         w.open_checkpoint(final.checkpoint_path)
     assert marker.read_text() == "imported\n" and loaded.args[0].checkpoint_path == final.checkpoint_path
+
+
+def test_resuming_a_run_whose_config_names_user_code_asks_first(qtbot, make_window, dialogs, tiny, tmp_path,
+                                                                 monkeypatch):
+    """Training › Resume on a stored run whose config names outside encoder code (a session database is a file
+    anyone could have edited): the same dialog names the module; No imports nothing and leaves the run as it
+    was, Yes resumes it with exactly that module trusted."""
+    import textwrap
+
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.core.state import FINISHED, STOPPED
+    from robult_engine.trainer import Trainer
+    marker = tmp_path / "imported.txt"
+    name = "robult_app_test_resume_encoder"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(f"""
+        with open({str(marker)!r}, "a") as f:
+            f.write("imported\\n")
+        from robult_engine.models.encoders import VectorEncoder
+
+        def make(shape, d_h, dropout):
+            return VectorEncoder(shape[-1], d_h, dropout)
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tiny(**{"model.encoders": (f"m0={name}:make",), "train.epochs": 1})
+    Trainer(cfg, out_dir=tmp_path / "run", trust_code={name}).run()
+    marker.unlink()
+    monkeypatch.delitem(sys.modules, name)
+    w = make_window()
+    resumed_cfg = cfg.replace(**{"train.epochs": 2})
+    run_id = w.store.create_run(resumed_cfg, run_dir=str(tmp_path / "run"))
+    w.store.set_status(run_id, STOPPED)
+    dialogs.answer = QMessageBox.StandardButton.No
+    assert w.resume_run(run_id) is False
+    assert any(kind == "question" and name in text for kind, text in dialogs.asked)
+    assert "not trusted" in w.state.message and not marker.exists() and name not in sys.modules
+    assert w.store.get_run(run_id).status == STOPPED  # left as it was
+    dialogs.answer = QMessageBox.StandardButton.Yes
+    assert w.resume_run(run_id) is True
+    qtbot.waitUntil(lambda: w.store.get_run(run_id).status == FINISHED, timeout=60_000)
+    assert marker.read_text() == "imported\n"
 
 
 def test_without_the_gui_extra_the_app_says_what_to_install(monkeypatch, capsys):

@@ -349,3 +349,37 @@ def test_resume_after_the_folder_was_deleted_trains_everything_and_keeps_no_stal
     assert res.status == SWEEP_DONE and res.runs_done == 4
     assert any("no finished run found in its folder" in t for t in seen)
     assert_same_cells(res, engine_sweep(req.base, tmp_path / "cli"))
+
+
+def test_label_fractions_given_twice_or_equal_to_10_decimals_are_refused(tiny):
+    """The store keys a cell by its label fraction rounded to 10 decimals: two fractions that round alike would
+    share cells, and a fraction given twice would train every run twice into one folder."""
+    from app.views.sweeps import parse_fraction_list
+    with pytest.raises(ConfigError, match="Label fractions: 0.1 is given twice"):
+        parse_fraction_list("0.1, 0.05,0.1", "Label fractions")
+    base = tiny()
+    with pytest.raises(ConfigError, match="Label fractions: 0.1 is given twice"):
+        SweepRequest(base, METHODS, (0.1, 0.1), ("mcar:0",)).validate()
+    with pytest.raises(ConfigError, match="Label fractions: 0.1 and 0.10000000000100001 are the same to 10 "
+                                          "decimals"):
+        SweepRequest(base, METHODS, (0.1, 0.1 + 1e-12), ("mcar:0",)).validate()
+    assert SweepRequest(base, METHODS, (0.5, 0.5000001), ("mcar:0",)).validate().label_fractions == (0.5, 0.5000001)
+
+
+def test_a_cli_sweep_of_fractions_that_print_alike_opens_with_each_its_own_cells(store, tmp_path, tiny):
+    base = tiny(**{"train.epochs": 1, "data.synth_n_train": 60})
+    payload = engine_sweep(base, tmp_path / "cli", fractions=(0.5, 0.5000001), seeds=1, missing=("mcar:0",))
+    assert list(payload["cells"]) == ["0.5", "0.5000001"]
+    res = SweepStore(store).get(SweepStore(store).import_sweep_json(tmp_path / "cli" / "sweep.json"))
+    assert res.label_fractions == [0.5, 0.5000001]
+    with open(tmp_path / "cli" / "sweep.csv") as f:
+        assert list(csv.reader(f))[1:] == res.csv_rows()
+    assert [r[0] for r in res.csv_rows()] == ["0.5", "0.5", "0.5000001", "0.5000001"]
+    # the two fractions train alike here; mark one run's value to see that each is read from its own cell
+    data = json.loads((tmp_path / "cli" / "sweep.json").read_text())
+    data["runs"]["0.5000001"]["robult"][0]["missing"]["mcar:0"]["accuracy"] = 0.99
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "sweep.json").write_text(json.dumps(data))
+    res = SweepStore(store).get(SweepStore(store).import_sweep_json(tmp_path / "edited" / "sweep.json"))
+    assert res.cell(0.5000001, "mcar:0", "robult")[0] == 0.99
+    assert res.cell(0.5, "mcar:0", "robult")[0] == payload["cells"]["0.5"]["mcar:0"]["methods"]["robult"]["mean"]

@@ -362,3 +362,179 @@ def test_39_unwritable_cache_dir_is_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBULT_CACHE_DIR", str(tmp_path / "a_file" / "cache"))
     with pytest.raises(DataError, match="cannot write the AV-Digits cache .* set ROBULT_CACHE_DIR"):
         avdigits.load_av_digits()
+
+
+# --- 40-47: malformed mask files, oversized images, malformed flags, out-of-range numbers, deep JSON, sample rates --
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    """`robult ARGS` in this process: (exit code, stderr)."""
+    from robult_engine.cli import main
+    try:
+        rc = main(list(args))
+    except SystemExit as e:  # argparse's own errors
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def _mask_file(tmp_path: Path, name: str = "masks.npz", **arrays) -> Path:
+    meta = {"version": 1, "specs": ["mcar:0.5"], "modalities": ["m0", "m1", "m2"], "n": 64}
+    meta.update(arrays.pop("meta", {}))
+    p = tmp_path / name
+    np.savez(p, meta=np.array(json.dumps(meta)), **arrays)
+    return p
+
+
+def test_40_truncated_or_wrong_dtype_mask_file(tmp_path, make_cfg, pid_bundle, capsys):
+    import torch
+    from robult_engine.missing import MissingSpecError, load_masks, save_masks
+    from robult_engine.trainer import Trainer
+    good = save_masks(tmp_path / "good.npz", {"mcar:0.5": torch.rand(64, 3) > 0.5}, modality_names=("m0", "m1", "m2"),
+                      split="test", seed=0)
+    data = good.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MissingSpecError, match=r"cut\.npz: not a mask file .*truncated or damaged"):
+        load_masks(tmp_path / "cut.npz")
+    floats = _mask_file(tmp_path, "floats.npz", mask0=np.zeros((64, 1), dtype=np.float64))
+    with pytest.raises(MissingSpecError, match=r"floats\.npz: setting 'mcar:0\.5' holds float64 values, expected "
+                                               r"packed bits \(uint8\)"):
+        load_masks(floats)
+    for meta, problem in (({"n": float("inf")}, "n"), ({"n": -3}, "n"), ({"modalities": [1, 2, 3]}, "modalities"),
+                          ({"specs": "mcar:0.5"}, "specs"), ({"mask_seed": "abc"}, "mask_seed"),
+                          ({"mask_seed": 10 ** 30}, "mask_seed")):
+        with pytest.raises(MissingSpecError, match=rf"bad\.npz: .*{problem}"):
+            load_masks(_mask_file(tmp_path, "bad.npz", meta=meta, mask0=np.zeros((64, 1), dtype=np.uint8)))
+    final = Trainer(make_cfg(**{"train.epochs": 1}), pid_bundle, out_dir=tmp_path / "run").run()
+    for bad in ("cut.npz", "floats.npz"):
+        rc, err = _cli(capsys, "eval", final.checkpoint_path, "--masks", str(tmp_path / bad), "--threads", "1")
+        assert rc == 2 and f"{bad}: " in err and "Traceback" not in err, (rc, err)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width × height 1-bit pixels (the pixel data is not there)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_41_image_over_the_decompression_bomb_limit(tmp_path):
+    from robult_engine.data.image import image_mode_channels, image_size
+    for name, side in (("bomb.png", 20000), ("big.png", 10000)):  # over twice Pillow's limit, and just over it
+        p = _png_header_only(tmp_path / name, side, side)
+        for read in (load_image, image_size, image_mode_channels):
+            with pytest.raises(DataError, match=rf"{name.replace('.', r'[.]')}: the image is too large to load safely "
+                                                rf"\({side * side:,} pixels; at most "):
+                read(p)
+    root = four_kind_folder(tmp_path / "m")
+    shutil.copyfile(tmp_path / "bomb.png", root / "img3.png")
+    with pytest.raises(DataError, match=r"img3\.png: the image is too large to load safely"):
+        load_path(root)
+
+
+@pytest.mark.parametrize("item", ["=3", "model.d_z", ".x=1", "a.b.c=1", "model.=1", "model.d_z.x=1", "frobnicate=1",
+                                  "data=1", "model={}", " =1", "seed=" + "1" * 5000, "seed=" + "[" * 100_000])
+def test_42_malformed_set(item, capsys):
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.config import ConfigError
+    with pytest.raises(ConfigError, match=r"^--set "):
+        config_from_args(build_parser().parse_args(["train", "--set", item]), "robult")
+    rc, err = _cli(capsys, "train", "--set", item, "--epochs", "1", "--quiet")
+    assert rc == 2 and "error: --set " in err and "Traceback" not in err, (rc, err[:300])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data-seed", "-1"], r"data\.seed: must be an integer in 0\.\.4294967295, got -1"),
+    (["--seed", "100000000000000000000000"], r"^seed: must be an integer in 0\.\.4294967295, got 10{23}$"),
+    (["--set", "seed=1e23"], r"^seed: expected an integer, got 1e\+23"),
+    (["--set", "data.seed=4294967296"], r"data\.seed: must be an integer in 0\.\.4294967295"),
+    (["--batch-size", "1000000000"], r"train\.batch_size: must be in 2\.\.65536, got 1000000000"),
+    (["--set", "train.batch_size=1e9"], r"train\.batch_size: expected an integer, got 1000000000\.0"),
+    (["--set", "train.epochs=1e9"], r"train\.epochs: expected an integer"),
+    (["--set", "train.batch_size=abc"], r"train\.batch_size: expected an integer, got 'abc'"),
+    (["--set", "data.synth_n_train=10000000000"], r"data\.synth_n_train: must be in 20\.\.1000000"),
+])
+def test_43_out_of_range_seeds_and_batch_sizes(args, message, capsys):
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.config import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        config_from_args(build_parser().parse_args(["train", *args]), "robult")
+    rc, err = _cli(capsys, "train", *args, "--dataset", "pid-synth", "--quiet")
+    assert rc == 2 and "Traceback" not in err, (rc, err)
+
+
+def test_43b_out_of_range_seed_in_a_config_file(tmp_path, capsys):
+    (tmp_path / "cfg.json").write_text('{"seed": 100000000000000000000000}')
+    rc, err = _cli(capsys, "train", "--config", str(tmp_path / "cfg.json"), "--quiet")
+    assert rc == 2 and "cfg.json: seed: must be an integer in 0..4294967295" in err, err
+    (tmp_path / "deep.json").write_text('{"seed": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    rc, err = _cli(capsys, "train", "--config", str(tmp_path / "deep.json"), "--quiet")
+    assert rc == 2 and "deep.json: " in err and "nested too deeply" in err and "Traceback" not in err, err
+
+
+def test_44_deeply_nested_jsonl_manifest(tmp_path):
+    root = tmp_path / "j"
+    root.mkdir()
+    good = json.dumps({"id": "a", "split": "train", "label": "x", "t": "hi"})
+    (root / "manifest.jsonl").write_text(good + "\n" + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DataError, match=r"manifest\.jsonl, row 2 \(line 2\): .*nested too deeply"):
+        load_path(root)
+    nested = '{"id": "b", "split": "train", "label": "x", "t": ' + "[" * 5000 + "]" * 5000 + "}"
+    (root / "manifest.jsonl").write_text(good + "\n" + nested + "\n")
+    with pytest.raises(DataError, match=r"manifest\.jsonl, row 2 \(line 2\): .*nested too deeply"):
+        load_path(root)
+    (root / "manifest.jsonl").write_text(good + "\n" + '{"id": ' + "1" * 5000 + "}\n")
+    with pytest.raises(DataError, match=r"manifest\.jsonl, row 2 \(line 2\): not valid JSON"):
+        load_path(root)
+
+
+def _wav_header(path: Path, sr: int, n: int = 800) -> Path:
+    """A 16-bit mono WAV whose header says `sr` Hz (soundfile refuses to write some of these rates)."""
+    import struct
+    data = (np.sin(np.arange(n) / 5) * 10000).astype("<i2").tobytes()
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, sr, (sr * 2) & 0xFFFFFFFF, 2, 16)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + fmt + b"data"
+                     + struct.pack("<I", len(data)) + data)
+    return path
+
+
+def test_45_absurd_sample_rates_are_refused(tmp_path):
+    for sr in (2 ** 31 - 1, 3_000_000, 1000):
+        with pytest.raises(DataError, match=rf"r\.wav: the sample rate {sr:,} Hz is outside the accepted range "
+                                            r"4,000\.\.384,000 Hz"):
+            audio.load_audio(_wav_header(tmp_path / "r.wav", sr))
+    with pytest.raises(DataError, match="sample rate"):
+        audio.mfcc(np.ones(1000), 2 ** 31 - 1)
+
+
+def test_46_awkward_sample_rates_resample_in_bounded_memory(tmp_path):
+    """A prime rate shares no factor with 8 kHz; resampling from it stays small and accurate."""
+    import tracemalloc
+    audio._phase_table.cache_clear()
+    for sr in (7919, 47_981, 383_987):  # primes
+        t = np.arange(sr // 4) / sr
+        x = 0.5 * np.sin(2 * np.pi * 440 * t)
+        tracemalloc.start()
+        try:
+            y = audio.resample(x, sr, 8000)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 80e6, (sr, peak)
+        want = 0.5 * np.sin(2 * np.pi * 440 * np.arange(len(y)) / 8000)
+        assert len(y) == -(-len(x) * 8000 // sr)
+        assert np.abs(y - want)[200:-200].max() < 1e-3, sr
+    _wav_header(tmp_path / "p.wav", 47_981, n=47_981 // 2)
+    signal, sr = audio.load_audio(tmp_path / "p.wav")
+    assert sr == 8000 and len(signal) == 4000
+
+
+def test_47_out_of_range_mask_seed(pid_bundle):
+    from robult_engine.missing import MissingSpecError, draw_mask, parse_missing
+    for seed in (-1, 10 ** 30, 2 ** 32, 1.5, "3"):
+        with pytest.raises(MissingSpecError, match=r"mask seed \(--mask-seed\): must be an integer in 0\.\.4294967295"):
+            draw_mask(pid_bundle.splits["test"], pid_bundle.info, parse_missing("mcar:0.5")[0], seed)

@@ -147,9 +147,11 @@ def test_a_config_written_before_rec_routes_keeps_the_projector_route():
     """A whole loss section from a version before `rec_route` existed was trained with the "projector" route;
     a hand-written partial one gets the current default."""
     import json
+    from robult_engine.config import _LEGACY_LOSS_FIELDS
     legacy = json.loads(RunConfig().to_json())
-    del legacy["loss"]["rec_route"], legacy["loss"]["lambda_diff"]
+    legacy["loss"] = {k: v for k, v in legacy["loss"].items() if k in _LEGACY_LOSS_FIELDS}
     assert RunConfig.from_dict(legacy).loss.rec_route == "projector"
+    assert RunConfig.from_dict(legacy).loss.rec_warmup == 0.0  # nor the L_rec warm-up, which came later
     assert RunConfig.from_dict({"loss": {"lambda_rec": 0.5}}).loss.rec_route == "full"
     assert RunConfig().loss.rec_route == "full"
     assert RunConfig.from_json(RunConfig().to_json()) == RunConfig()

@@ -50,7 +50,7 @@ def repo_on_path(monkeypatch):
 def test_transformer_example_trains_saves_and_reloads_only_with_trust(make_cfg, four_kind_bundle, tmp_path,
                                                                       repo_on_path):
     cfg = four_kind_cfg(make_cfg, (TRANSFORMER,))
-    tr = Trainer(cfg, four_kind_bundle, out_dir=tmp_path)
+    tr = Trainer(cfg, four_kind_bundle, out_dir=tmp_path, trust_code=True)
     final = tr.run()
     assert isinstance(final, Finished), final
     assert type(tr.model.encoders["seq"]).__name__ == "TransformerSequenceEncoder"
@@ -66,7 +66,11 @@ def test_transformer_example_trains_saves_and_reloads_only_with_trust(make_cfg, 
     msg = str(e.value)
     assert str(tmp_path / "best.pt") in msg and "examples.transformer_encoder" in msg and "--trust-code" in msg
 
-    again = model_from_checkpoint(ck, trust_code=True)
+    # trust names the modules: naming another module is refused, naming this one loads it
+    with pytest.raises(UntrustedCodeError) as e:
+        model_from_checkpoint(ck, trust_code={"some_other.module"})
+    assert e.value.modules == ["examples.transformer_encoder"]
+    again = model_from_checkpoint(ck, trust_code={"examples.transformer_encoder"})
     h1, l1 = outputs(tr.model, four_kind_bundle.splits["test"])
     h2, l2 = outputs(again, four_kind_bundle.splits["test"])
     assert torch.allclose(h1, h2) and torch.allclose(l1, l2)
@@ -85,7 +89,7 @@ def test_nothing_is_imported_without_trust(make_cfg, four_kind_bundle, tmp_path,
             return VectorEncoder(shape[-1], d_h, dropout)
         """)
     cfg = four_kind_cfg(make_cfg, (f"vec={name}:make",))
-    assert isinstance(Trainer(cfg, four_kind_bundle, out_dir=tmp_path / "run").run(), Finished)
+    assert isinstance(Trainer(cfg, four_kind_bundle, out_dir=tmp_path / "run", trust_code=True).run(), Finished)
     assert marker.read_text() == "imported\n"  # training from the user's own config imports it
     marker.unlink()
     monkeypatch.delitem(sys.modules, name)
@@ -99,9 +103,11 @@ def test_nothing_is_imported_without_trust(make_cfg, four_kind_bundle, tmp_path,
     with pytest.raises(UntrustedCodeError):
         build_model(ck.config.model, ck.info)
     assert not marker.exists() and name not in sys.modules
-    # a Trainer told not to trust its config fails without importing
-    final = Trainer(cfg, four_kind_bundle, trust_code=False).run()
-    assert isinstance(final, Failed) and name in final.message and not marker.exists()
+    # a Trainer trusts nothing unless told (by default, or trusting another module) and fails without importing
+    for trust in (False, {"another.module"}):
+        final = Trainer(cfg, four_kind_bundle, trust_code=trust).run()
+        assert isinstance(final, Failed) and name in final.message and not marker.exists()
+    assert isinstance(Trainer(cfg, four_kind_bundle).run(), Failed) and not marker.exists()
 
     model_from_checkpoint(ck, trust_code=True)
     assert marker.read_text() == "imported\n"
@@ -110,7 +116,7 @@ def test_nothing_is_imported_without_trust(make_cfg, four_kind_bundle, tmp_path,
 def test_builtin_factories_need_no_trust(make_cfg, four_kind_bundle, tmp_path):
     cfg = four_kind_cfg(make_cfg, ("seq=robult_engine.models.encoders:gru_sequence",))
     assert cfg.model.sequence_encoder == "conv"  # the entry overrides the kind's default for this modality only
-    assert isinstance(Trainer(cfg, four_kind_bundle, out_dir=tmp_path).run(), Finished)
+    assert isinstance(Trainer(cfg, four_kind_bundle, out_dir=tmp_path, trust_code=True).run(), Finished)
     ck = load_checkpoint(tmp_path / "best.pt")
     assert untrusted_modules(ck) == []
     model = model_from_checkpoint(ck)
@@ -137,7 +143,7 @@ def test_wrong_shape_names_the_factory(make_cfg, four_kind_bundle, tmp_path, mon
         def not_a_module(shape, d_h, dropout):
             return lambda x, lengths: x
         """)
-    final = Trainer(four_kind_cfg(make_cfg, (f"seq={name}:make",)), four_kind_bundle).run()
+    final = Trainer(four_kind_cfg(make_cfg, (f"seq={name}:make",)), four_kind_bundle, trust_code=True).run()
     assert isinstance(final, Failed) and final.kind == "config"
     assert f"{name}:make" in final.message and "'seq'" in final.message
     assert "(B, d_h)" in final.message and "(8, 6, 16)" in final.message  # what it returned, for an (8, 6, 4) batch
@@ -202,7 +208,12 @@ def test_cli_encoder_and_trust_code(engine_cli, tmp_path):
     assert refused.returncode == 2
     assert "my_cli_encoder" in refused.stderr and "--trust-code" in refused.stderr
     assert not marker.exists()
-    ok = engine_cli("eval", str(out / "best.pt"), "--threads", "1", "--trust-code", env=env)
+    # trust names what it trusts: a bare --trust-code, or another module, imports nothing
+    bare = engine_cli("eval", str(out / "best.pt"), "--threads", "1", "--trust-code", env=env)
+    assert bare.returncode == 2 and "name the module" in bare.stderr and "Traceback" not in bare.stderr
+    other = engine_cli("eval", str(out / "best.pt"), "--threads", "1", "--trust-code", "other_pkg.enc", env=env)
+    assert other.returncode == 2 and "my_cli_encoder" in other.stderr and not marker.exists()
+    ok = engine_cli("eval", str(out / "best.pt"), "--threads", "1", "--trust-code", "my_cli_encoder", env=env)
     assert ok.returncode == 0, ok.stderr
     assert "m0+m1+m2" in ok.stdout and marker.exists()
     marker.unlink()
@@ -211,6 +222,18 @@ def test_cli_encoder_and_trust_code(engine_cli, tmp_path):
     refused = engine_cli("train", "--resume", str(out / "last.pt"), "--out", str(out), "--quiet", env=env)
     assert refused.returncode == 2 and "my_cli_encoder" in refused.stderr and not marker.exists()
     resumed = engine_cli("train", "--resume", str(out / "last.pt"), "--out", str(out), "--epochs", "2",
-                         "--threads", "1", "--quiet", "--trust-code", env=env)
+                         "--threads", "1", "--quiet", "--trust-code", "my_cli_encoder", env=env)
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(out / "last.pt").epoch == 1 and marker.exists()
+
+
+@pytest.mark.parametrize("factory, modality", [("image", "vec"), ("conv_sequence", "vec"), ("vector", "img"),
+                                               ("gru_sequence", "img"), ("image", "seq")])
+def test_a_builtin_factory_for_another_kind_of_modality_is_refused_by_name(make_cfg, four_kind_bundle, factory,
+                                                                          modality):
+    """An image encoder named for a vector modality (and the like) ends in one message naming the modality, its
+    kind and the factories that fit, before any forward pass (it used to fail deep inside conv2d)."""
+    info = four_kind_bundle.info
+    ref = f"robult_engine.models.encoders:{factory}"
+    with pytest.raises(ConfigError, match=f"modality '{modality}' is a .* modality .*{factory} builds an encoder"):
+        build_model(ModelConfig(encoders=(f"{modality}={ref}",)), info)

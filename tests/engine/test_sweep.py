@@ -389,3 +389,214 @@ def test_a_resume_stopped_while_taking_back_runs_leaves_every_record(sweep_one, 
                should_stop=lambda: next(calls), on_resume_progress=lambda k, n: seen.append((k, n)))
     assert sw.stopped and len(sw.resumed) == 2 and seen == [(0, 8), (1, 8)]
     assert len(list(copy.rglob(RUN_RECORD))) == 8  # nothing forgotten: the next resume takes them all
+
+
+def test_resume_refuses_a_record_that_points_outside_its_run_or_at_another_run(sweep_one, tmp_path, monkeypatch):
+    """A `sweep_run.json` is data anyone could have edited: its checkpoint must be a file of the run's own folder
+    and hold that run's configuration. A record pointing at another run's checkpoint (which would report that
+    run's numbers as this one's) or at a checkpoint that names outside encoder code is trained again, and no
+    module is imported."""
+    import shutil
+    from robult_engine.checkpoint import load_checkpoint, save_checkpoint
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.sweep import RUN_RECORD, Sweep
+    proc, out = sweep_one
+    assert proc.returncode == 0, proc.stderr
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    base = config_from_args(build_parser().parse_args(SWEEP[:1] + SWEEP[1:] + ["--out", str(copy)]), "robult")
+
+    def edit_record(run: str, checkpoint: str) -> None:
+        path = copy / "lf0.1" / run / RUN_RECORD
+        rec = json.loads(path.read_text())
+        rec["checkpoint"] = checkpoint
+        path.write_text(json.dumps(rec))
+    # 1. supervised's record points at robult's checkpoint through '..'
+    edit_record("supervised-seed0", "../robult-seed0/best.pt")
+    # 2. supervised seed 1: a file inside its folder, but a copy of robult's checkpoint (another configuration)
+    shutil.copy(copy / "lf0.1" / "robult-seed1" / "best.pt", copy / "lf0.1" / "supervised-seed1" / "other.pt")
+    edit_record("supervised-seed1", "other.pt")
+    # 3. robult seed 0: a checkpoint of the same run, rewritten to name an encoder module nobody named
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "planted_encoder.py").write_text(
+        f"open({str(marker)!r}, 'w').write('imported')\n"
+        "from robult_engine.models.encoders import VectorEncoder\n"
+        "def make(shape, d_h, dropout):\n    return VectorEncoder(shape[-1], d_h, dropout)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ck = load_checkpoint(copy / "lf0.1" / "robult-seed0" / "best.pt")
+    save_checkpoint(copy / "lf0.1" / "robult-seed0" / "planted.pt", model_state=ck.model_state,
+                    config=ck.config.replace(**{"model.encoders": ("m1=planted_encoder:make",)}), info=ck.info,
+                    labeled_indices=ck.labeled_indices, fingerprint=ck.fingerprint, memory_state=ck.memory_state,
+                    epoch=ck.epoch, metrics=ck.metrics)
+    edit_record("robult-seed0", "planted.pt")
+    # 4. robult seed 1: an absolute path
+    edit_record("robult-seed1", str(copy / "lf0.5" / "robult-seed1" / "best.pt"))
+
+    sw = Sweep(base, ["robult", "supervised"], [0.1, 0.5], copy, seeds=2, missing=["mcar:0,0.5"], resume=True)
+    refused = sorted(k[2:] for k in sw.retrained)
+    assert refused == [(0, "robult"), (0, "supervised"), (1, "robult"), (1, "supervised")], sw.retrained
+    assert sorted(k[1:] for k in sw.pending()) == [(0, 0, "robult"), (0, 0, "supervised"), (0, 1, "robult"),
+                                                    (0, 1, "supervised")]
+    assert len(sw.resumed) == 4  # the label fraction 0.5 runs, untouched
+    assert not marker.exists()  # nothing the sweep did not name was imported
+    reasons = "\n".join(sw.retrained.values())
+    assert "not a file of the run's folder" in reasons and "another configuration" in reasons
+
+
+# --- label fractions and grid values that must stay apart ------------------------------------------------------
+
+
+def test_label_fractions_that_print_alike_get_their_own_folders_and_cells(tmp_path, pid_bundle):
+    """`:g` shows 0.5 and 0.5000001 alike: each distinct fraction gets its own run folder, report cell and CSV
+    rows; ordinary fractions keep their short names (so existing sweep folders still resume)."""
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.sweep import Sweep, fraction_label
+    assert [fraction_label(v) for v in (0.05, 0.2, 1.0, 0.1, 1e-05)] == ["0.05", "0.2", "1", "0.1", "1e-05"]
+    assert fraction_label(0.5000001) == "0.5000001" and fraction_label(0.1 + 1e-12) == repr(0.1 + 1e-12)
+    base = config_from_args(build_parser().parse_args(["train", "--epochs", "1", *TINY]), "supervised")
+    plain = Sweep(base, ["supervised"], [0.05, 0.2, 1.0], tmp_path / "plain", seeds=1, missing=["mcar:0"],
+                  bundle=pid_bundle)
+    assert sorted({p.parent.name for p in plain.run_dirs.values()}) == ["lf0.05", "lf0.2", "lf1"]
+    out = tmp_path / "close"
+    proc = run_cli("sweep", "--methods", "supervised", "--label-fractions", "0.5,0.5000001", "--missing", "mcar:0",
+                   "--seeds", "1", "--epochs", "1", "--quiet", *TINY, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "lf0.5" / "supervised-seed0" / "best.pt").is_file()
+    assert (out / "lf0.5000001" / "supervised-seed0" / "best.pt").is_file()
+    data = json.loads((out / "sweep.json").read_text())
+    assert list(data["cells"]) == ["0.5", "0.5000001"] and list(data["runs"]) == ["0.5", "0.5000001"]
+    with open(out / "sweep.csv") as f:
+        assert [r["label_fraction"] for r in csv.DictReader(f)] == ["0.5", "0.5000001"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--label-fractions", "0.1,0.1"], "--label-fractions 0.1,0.1: 0.1 is given twice"),
+    (["--label-fractions", "0.2,0.20"], "--label-fractions 0.2,0.20: 0.20 is given twice"),
+    (["--grid", "model.dropout=0.1,0.1"], "--grid model.dropout=0.1,0.1: 0.1 is given twice"),
+    (["--grid", "train.labeled_per_batch=4,4.0"], "--grid train.labeled_per_batch=4,4.0: 4.0 is given twice"),
+])
+def test_a_value_given_twice_is_refused(tmp_path, args, message):
+    proc = run_cli("sweep", "--methods", "supervised", "--missing", "mcar:0", "--seeds", "1", "--epochs", "1",
+                   *TINY, *args, "--out", str(tmp_path / "s"))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "s").exists()
+    if args[0] == "--grid":  # compare reads its grid the same way
+        proc = run_cli("compare", "--methods", "supervised", "--seeds", "1", "--epochs", "1", *TINY, *args,
+                       "--out", str(tmp_path / "c"))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_the_sweep_object_refuses_a_fraction_given_twice(tmp_path, pid_bundle):
+    from robult_engine.cli import build_parser, config_from_args
+    from robult_engine.config import ConfigError
+    from robult_engine.sweep import Sweep
+    base = config_from_args(build_parser().parse_args(["train", "--epochs", "1", *TINY]), "supervised")
+    with pytest.raises(ConfigError, match="--label-fractions: 0.1 is given twice"):
+        Sweep(base, ["supervised"], [0.1, 0.5, 0.1], tmp_path, seeds=1, missing=["mcar:0"], bundle=pid_bundle)
+
+
+# --- stopping a parallel sweep -----------------------------------------------------------------------------------
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The multiprocessing workers among a process's children (not its resource tracker)."""
+    from pathlib import Path
+    kids = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids += [int(x) for x in children.read_text().split()]
+        except OSError:
+            pass
+    out = []
+    for k in kids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes():
+                out.append(k)
+        except OSError:
+            pass
+    return out
+
+
+def _running(pid: int) -> bool:
+    from pathlib import Path
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="reads the process tree in /proc")
+def test_sigterm_of_a_parallel_sweep_ends_its_workers_and_says_how_to_resume(tmp_path):
+    import os
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+    out = tmp_path / "s"
+    err_file = open(tmp_path / "stderr", "w")  # a file, not a pipe: workers left behind would hold a pipe open
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robult_engine", "sweep", "--methods", "robult,supervised", "--label-fractions", "0.5",
+         "--missing", "mcar:0", "--seeds", "1", "--epochs", "100000", "--patience", "0", "--jobs", "2", *TINY,
+         "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL, stderr=err_file,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while True:  # both workers exist and are training
+            assert proc.poll() is None, (tmp_path / "stderr").read_text()
+            assert time.monotonic() < deadline, "the workers never started training"
+            workers = _workers_of(proc.pid)
+            if len(workers) == 2 and all((out / "lf0.5" / f"{m}-seed0" / "metrics.jsonl").exists()
+                                         for m in ("robult", "supervised")):
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        stderr = (tmp_path / "stderr").read_text()
+        deadline = time.monotonic() + 10
+        while any(_running(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if _running(w)], "workers still training after the sweep was terminated"
+        assert proc.returncode == 143, stderr
+        assert f"the runs that finished are kept in {out}" in stderr and "--resume" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        for w in workers:
+            if _running(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        err_file.close()
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_ctrl_c_of_a_parallel_run_terminates_the_pool_and_says_what_is_kept(tmp_path, monkeypatch, command):
+    import robult_engine.sweep as sweep_mod
+
+    class Pool:  # stands in for the worker pool: Ctrl+C arrives while the parent waits for a result
+        terminated = joined = False
+
+        def __init__(self, n):
+            pass
+
+        def imap_unordered(self, fn, work):
+            raise KeyboardInterrupt
+
+        def close(self):
+            pass
+
+        def terminate(self):
+            Pool.terminated = True
+
+        def join(self):
+            Pool.joined = True
+    monkeypatch.setattr(sweep_mod, "ray_kwargs", lambda args: {"pool_factory": Pool})
+    extra = ["--label-fractions", "0.5", "--missing", "mcar:0"] if command == "sweep" else []
+    out = tmp_path / command
+    proc = run_cli(command, "--methods", "supervised", "--seeds", "1", "--epochs", "1", "--jobs", "2", *extra, *TINY,
+                   "--out", str(out))
+    assert proc.returncode == 130 and Pool.terminated and Pool.joined
+    assert f"interrupted: the runs that finished are kept in {out}" in proc.stderr
+    assert ("--resume" in proc.stderr) == (command == "sweep")

@@ -8,7 +8,6 @@ a failed export never leaves a half-written file.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -23,6 +22,8 @@ import pyqtgraph.exporters as pg_exporters
 from PySide6.QtCore import QRect, QSize
 from PySide6.QtGui import QPainter
 from PySide6.QtSvg import QSvgGenerator
+
+from robult_engine.csvsafe import csv_writer
 
 
 def safe_name(text: str) -> str:
@@ -112,7 +113,7 @@ def write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Seq
     tmp = _atomic_target(path)
     try:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
+            w = csv_writer(f)  # text cells a spreadsheet would run as formulas get a leading '
             w.writerow(list(header))
             for r in rows:
                 w.writerow([_cell(v) for v in r])

@@ -1,0 +1,38 @@
+"""The app's CSV exports (every panel writes through `app.views.explorer.export.write_csv`): text cells a
+spreadsheet would run as formulas get a leading ', numbers stay numbers."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+
+from app.core.sweeps import SweepResult
+from app.views.explorer.export import write_csv
+
+LINK = '=HYPERLINK("http://x")'
+
+
+def test_text_cells_are_neutralised_and_numbers_kept(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["run", "modality", "value", "delta"],
+                     [[LINK, "@audio", 0.5, -0.0312], ["-cmd", "\timage", np.float32(-1.5), np.int64(-3)],
+                      ["+1", "text", -3.12e-05, "-0.031200"], ["robult (seed 0)", "m0+m1", float("nan"), [-0.1, 0.2]]])
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["run", "modality", "value", "delta"]
+    assert rows[1] == ["'" + LINK, "'@audio", "0.5", "-0.0312"]
+    assert rows[2] == ["'-cmd", "'\timage", "-1.5", "-3"]
+    assert rows[3] == ["+1", "text", "-3.12e-05", "-0.031200"]
+    assert rows[4] == ["robult (seed 0)", "m0+m1", "", "'-0.1 0.2"]
+
+
+def test_the_sweep_export_neutralises_a_mask_setting_and_keeps_negative_differences(tmp_path):
+    res = SweepResult(id=1, name="s", status="finished", source="cli", dataset="d", metric="accuracy",
+                      methods=["robult", "supervised"], label_fractions=[0.1], missing=["@setting"], seeds=1,
+                      mask_seed=0, rates={"@setting": float("nan")}, realised={"@setting": 0.5}, runs_total=2,
+                      runs_done=2, cells={(0.1, "@setting", "robult"): {0: 0.5},
+                                          (0.1, "@setting", "supervised"): {0: 0.5312}})
+    path = write_csv(tmp_path / "s.csv", res.csv_header(), res.csv_rows())
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["missing"] for r in rows] == ["'@setting", "'@setting"]
+    assert rows[1]["diff_vs_first_mean"] == "-0.031200"
