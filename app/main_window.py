@@ -386,8 +386,18 @@ class MainWindow(QMainWindow):
         self.work.start(lambda _w: datasets.get(cfg).info, on_result=self._on_default_dataset_loaded,
                         on_error=self._on_default_dataset_failed)
 
+    def show_dataset(self, name: str, info=None) -> None:
+        """The status bar's dataset: the one the current run or model works on (its modalities and task once
+        known), not only the default dataset the app opened with."""
+        if info is not None:
+            self.dataset_label.setText(f"Dataset: {info.name} ({', '.join(info.modality_names)}; {info.task})")
+        else:
+            self.dataset_label.setText(f"Dataset: {name}")
+        self.dataset_label.setToolTip(f"The dataset of the current run or model: {name}")
+
     def _on_default_dataset_loaded(self, info) -> None:
-        self.dataset_label.setText(f"Dataset: {info.name} ({', '.join(info.modality_names)}; {info.task})")
+        if self.state.run_id is None and self.current_model is None:  # no run or model says otherwise
+            self.show_dataset(info.name, info)
         if self.state.run_id is None:  # nothing else to say yet
             self.training_panel.set_status("info", f"Ready to train on {info.name} (Ctrl+N) or to open a saved "
                                                    f"model (Ctrl+O).")
@@ -449,6 +459,7 @@ class MainWindow(QMainWindow):
             return None
         run_id = self.run.start_queue(queue, new_comparison_id())
         if run_id is not None:
+            self.show_dataset(queue[0][0].data.dataset)
             self.settings.setValue("wizard/last_config", queue[0][0].to_json())
             self.tabs.setCurrentWidget(self.training_panel)
         return run_id
@@ -460,6 +471,7 @@ class MainWindow(QMainWindow):
             return None
         run_id = self.run.start(cfg, name)
         if run_id is not None:
+            self.show_dataset(cfg.data.dataset)
             self.settings.setValue("wizard/last_config", cfg.to_json())
             self.tabs.setCurrentWidget(self.training_panel)
         return run_id
@@ -474,6 +486,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
             return False
         ok = self.run.resume(run_id)
+        row = self.store.get_run(run_id) if ok else None
+        if row is not None:
+            self.show_dataset(row.dataset)
         self.tabs.setCurrentWidget(self.training_panel)
         return ok
 
@@ -562,6 +577,7 @@ class MainWindow(QMainWindow):
         self.state.update(current_model=loaded)
         origin = f"run #{loaded.run_id}" if loaded.run_id is not None else Path(loaded.checkpoint_path).name
         self.model_label.setText(f"Model: {loaded.config.method} on {loaded.info.name} ({origin})")
+        self.show_dataset(loaded.config.data.dataset, loaded.info)
         self.model_label.setToolTip(loaded.checkpoint_path)
         self.statusBar().showMessage(f"Current model: {loaded.config.method} on {loaded.info.name} ({origin})", 6000)
         self.sig_model_loaded.emit(loaded)

@@ -341,6 +341,10 @@ def parse_grid(items: list[str], base: RunConfig) -> list[dict]:
                 val = json.loads(v)
             except json.JSONDecodeError:
                 val = v.strip()
+            except RecursionError:
+                raise ConfigError(f"--grid {key.strip()}: a value is nested too deeply") from None
+            except ValueError as e:  # e.g. an integer of more digits than Python converts
+                raise ConfigError(f"--grid {key.strip()}: unusable value ({e})") from None
             if val in vals:  # one setting trained twice under two names (0.1,0.1 or 4,4.0)
                 raise ConfigError(f"--grid {item}: {v.strip()} is given twice")
             vals.append(val)

@@ -50,6 +50,12 @@ class EpochEnded:
     # self-training and robult-st after their warm-up: the fraction of the unlabeled training samples seen this
     # epoch that were taken as pseudo-labels (NaN before the warm-up and for the other methods)
     pseudo_labels_taken: float = float("nan")
+    # soft-PU methods, single-label, where the unlabeled training samples carry their true labels (benchmarks):
+    # how good the soft weights κ were this epoch (docs/method.md, "Why, not only who wins"). kappa_precision:
+    # the κ-weighted share of unlabeled positive pairs whose true classes match; kappa_auc: the AUC of κ as a
+    # score for "this unlabeled sample's pseudo-label is right" (0.5: κ tells nothing). NaN where n/a.
+    kappa_precision: float = float("nan")
+    kappa_auc: float = float("nan")
 
 
 @dataclass(frozen=True)

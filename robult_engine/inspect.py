@@ -13,7 +13,8 @@ results can cross threads and be stored.
 
 Decisions written down here:
 - A subset's prediction is the mean over i ∈ A of c([U^i, Z^i]) (`combine_logits`), exactly what the model
-  and `evaluate_subsets` do. A modality the *sample* lacks (mask 0 in the data) never contributes, even when
+  and `evaluate_subsets` do; for a peer's model (ShaSpec, MMIN) it is its own head's, looked up in the table of
+  every subset's logits that `encode_sample` computes once (`SampleEncoding.subset_table`). A modality the *sample* lacks (mask 0 in the data) never contributes, even when
   its toggle is on: `used = subset & present`. Nothing on → `Inspection.empty` (NaN probabilities).
 - ‖Z^i‖, ‖U^i‖, the per-modality predictions and the reconstruction error are properties of each modality's
   own encoding and do not depend on the subset; the app greys out the ones the subset leaves out.
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from .data.base import Batch, SplitData, make_batch
 from .evaluation import EncodedSplit, subset_logits
 from .losses import contrastive_classes, pseudo_classes, soft_kappa, soft_pu_weights
-from .models.robult import RobultModel, combine_logits
+from .models.robult import RobultModel, combine_logits, subset_index, subset_masks
 
 __all__ = ["Inspection", "ReferenceEncoding", "SampleEncoding", "SampleInspector", "SoftPU", "encode_reference",
            "encode_sample", "flipped_samples", "inspect_sample", "latent_points", "outputs_to_probs", "pca_2d",
@@ -91,6 +92,8 @@ class SampleEncoding:
     rec_err: torch.Tensor  # (M,) mean over features of (H^i − r_i([U^i, Z^i]))²
     s: torch.Tensor  # (d_z,) S = g_0(f_0(H)) (meaningful only when every modality is present)
     logits_fused: torch.Tensor  # (C,) c_0(S)
+    # (2^M, C) a peer's prediction of every subset (row k: the modalities of the bits of k); None: the mean
+    subset_table: torch.Tensor | None = None
 
 
 def _eval_mode(model: torch.nn.Module):
@@ -122,13 +125,17 @@ def encode_sample(model: RobultModel, sample: SplitData | Batch) -> SampleEncodi
     full = torch.ones(1, len(model.modality_names), dtype=torch.bool, device=dev)  # (1, M)
     inputs = {k: v.to(dev) for k, v in sample.inputs.items()}
     lengths = {k: v.to(dev) for k, v in sample.lengths.items()}
+    table = None
     with _eval_mode(model):
         out = model(inputs, lengths, full, with_fusion=True, with_reconstruction=True)
+        if getattr(model, "subset_head", "mean") != "mean":
+            table = model.predict_subsets(out.h, out.z, out.u, subset_masks(len(model.modality_names)))[0]
     rec = out.rec_error()  # (1, M)
     return SampleEncoding(
         modality_names=tuple(model.modality_names), present=sample.mask[0].bool().cpu().clone(),
         logits_mod=out.logits_mod[0].float().cpu(), z=out.z[0].float().cpu(), u=out.u[0].float().cpu(),
         rec_err=rec[0].cpu(), s=out.s[0].float().cpu(), logits_fused=out.logits_fused[0].float().cpu(),
+        subset_table=table.float().cpu() if table is not None else None,
     )
 
 
@@ -371,9 +378,14 @@ def recombine(enc: SampleEncoding, subset: tuple[bool, ...] | list[bool], task: 
     sub_t = torch.tensor(sub, dtype=torch.bool)
     used = sub_t & enc.present  # (M,)
     lm = enc.logits_mod[None]  # (1, M, C)
-    probs_all = outputs_to_probs(combine_logits(lm, enc.present[None])[0], task)  # (C,)
+
+    def logits_of(mask: torch.Tensor) -> torch.Tensor:  # (M,) bool -> (C,)
+        if enc.subset_table is not None:
+            return enc.subset_table[int(subset_index(mask))]
+        return combine_logits(lm, mask[None])[0]
+    probs_all = outputs_to_probs(logits_of(enc.present), task)  # (C,)
     if used.any():
-        probs = outputs_to_probs(combine_logits(lm, used[None])[0], task)
+        probs = outputs_to_probs(logits_of(used), task)
     else:
         probs = torch.full_like(probs_all, float("nan"))
     mod_probs = outputs_to_probs(enc.logits_mod, task)  # (M, C)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 # config fields every method uses (schedule, data, model); the per-method ones are listed in `options`
 _LOSS_PU = ("loss.lambda_pu", "loss.tau", "loss.kernel", "loss.bandwidth", "loss.prototype_momentum")
-_LOSS_REC = ("loss.lambda_rec", "loss.rec_route", "loss.lambda_diff")
+_LOSS_REC = ("loss.lambda_rec", "loss.rec_route", "loss.rec_warmup", "loss.lambda_diff")
 _LOSS_ST = ("loss.st_warmup",)
 _LOSS_FIXMATCH = ("loss.fixmatch_threshold", "loss.fixmatch_lambda_u", "loss.fixmatch_noise", "loss.fixmatch_drop_p",
                   "loss.fixmatch_token_drop", "loss.pseudo_balance", "loss.da_momentum")

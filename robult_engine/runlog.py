@@ -67,8 +67,9 @@ def epoch_record(ev: EpochEnded, *, step: int = 0, lr: float = float("nan"), met
         "val": {s: dict(m) for s, m in ev.val_metrics.items()}, "z_norm": dict(ev.z_norm),
         "u_norm": dict(ev.u_norm), "rec_error": dict(ev.rec_error), "kappa_mean": ev.pu_weight_mean,
         "kappa_hist": list(ev.pu_weight_hist), "pseudo_label_acc": ev.pseudo_label_acc,
-        "pseudo_labels_taken": getattr(ev, "pseudo_labels_taken", float("nan")), "method": method,
-        "seed": seed,
+        "pseudo_labels_taken": getattr(ev, "pseudo_labels_taken", float("nan")),
+        "kappa_precision": getattr(ev, "kappa_precision", float("nan")),
+        "kappa_auc": getattr(ev, "kappa_auc", float("nan")), "method": method, "seed": seed,
     })
 
 
@@ -150,7 +151,9 @@ class RunLog:
             step = ev.epoch + 1
             scalars = {"val/score": ev.val_score, "train/lr": self._lr,
                        "diag/kappa_mean": ev.pu_weight_mean, "diag/pseudo_label_acc": ev.pseudo_label_acc,
-                       "diag/pseudo_labels_taken": getattr(ev, "pseudo_labels_taken", float("nan"))}
+                       "diag/pseudo_labels_taken": getattr(ev, "pseudo_labels_taken", float("nan")),
+                       "diag/kappa_precision": getattr(ev, "kappa_precision", float("nan")),
+                       "diag/kappa_auc": getattr(ev, "kappa_auc", float("nan"))}
             scalars.update({f"train/{k}": v for k, v in ev.train_losses.items()})
             for subset, metrics in ev.val_metrics.items():
                 scalars.update({f"val/{subset}/{k}": v for k, v in metrics.items()})

@@ -32,6 +32,7 @@ from .losses import (PrototypeMemory, adaptive_thresholds, align_distribution, c
                      pseudo_classes, pseudo_label_loss, pu_contrastive_loss, reconstruction_loss,
                      select_pseudo_labels, soft_kappa, soft_pu_weights, supcon_weights, supervised_loss,
                      update_running_mean)
+from .diagnostics import kappa_auc, kappa_pair_precision
 from .methods import method_spec
 from .models.robult import ModelOutput, RobultModel, build_model, combine_logits
 from .missing import soft_pu_points
@@ -463,8 +464,15 @@ class Trainer:
                 stats["kappa_n"] += int(unl.sum())
                 true_cls = cls_all[unl]
                 if true_cls.dim() == 1:  # diagnostic only: pseudo-label accuracy on unlabeled samples
-                    stats["pl_correct"] += int((pseudo_all[unl] == true_cls).sum())
+                    right = pseudo_all[unl] == true_cls
+                    stats["pl_correct"] += int(right.sum())
                     stats["pl_n"] += int(unl.sum())
+                    # the quality of κ itself (events.EpochEnded.kappa_precision / kappa_auc)
+                    stats.setdefault("kq_kappa", []).append(k_unl)
+                    stats.setdefault("kq_right", []).append(right.cpu())
+                    pos, true_pos = kappa_pair_precision(w.detach(), cls_all, lab_all, rows)
+                    stats["kq_pos"] = stats.get("kq_pos", 0.0) + pos
+                    stats["kq_true_pos"] = stats.get("kq_true_pos", 0.0) + true_pos
         denom = D.all_reduce_sum(anchor_valid.sum().float().detach(), di).clamp(min=1.0)
         return {"anchors": s_n[rows], "candidates": z_n, "cand_mask": mask_all, "weights": w,
                 "anchor_valid": anchor_valid, "denom": denom, "kappa_local": kappa[rows],
@@ -813,6 +821,8 @@ class Trainer:
                               else float("nan")),
             elapsed_s=time.perf_counter() - t0, checkpoint_path=self.best_path,
             pseudo_labels_taken=_taken_fraction(stats),
+            kappa_precision=(stats["kq_true_pos"] / stats["kq_pos"] if stats.get("kq_pos") else float("nan")),
+            kappa_auc=kappa_auc(stats.get("kq_kappa", []), stats.get("kq_right", [])),
         ))
         return improved
 

@@ -18,8 +18,8 @@ Optuna's RDB storage opens, e.g. postgresql://user@host/db) shared by workers on
 join the same studies (each machine runs the same command with the same --storage; trials are claimed through
 the database, and a worker whose heartbeat stops has its trial failed and trained again). One study per method,
 named `<dataset>-lf<fraction>-<method>-<hash>`: the hash covers the base config (all but the searched fields, the
-run seed and the device), the method's search space and the tuning seeds, so a changed config starts a new study
-instead of joining an old one. A stopped command loses no finished trial: the same command continues the studies
+run seed, the device and the fields only other methods use), the method's search space and the tuning seeds, so a
+changed config starts a new study instead of joining an old one. A stopped command loses no finished trial: the same command continues the studies
 (the trials a killed process left running are marked failed and trained again), and the budget counts finished
 trials only, so every method ends with exactly --trials of them, also with `--jobs N` worker processes.
 """
@@ -74,11 +74,15 @@ def import_optuna():
 
 
 def config_hash(base: RunConfig, method: str, space: tuple, tune_seeds: tuple[int, ...]) -> str:
-    """8 hex digits of the config a study tunes: the base config without the searched fields, the run seed and
-    the device, plus the search space and the tuning seeds."""
+    """8 hex digits of the config a study tunes: the base config without the searched fields, the run seed, the
+    device and the fields only other methods use (their MethodSpec.options: a default changed for FixMatch does not
+    restart Robult's study), plus the search space and the tuning seeds."""
+    from .methods import METHOD_SPECS
     d = base.replace(method=method, seed=0).to_dict()
     d["train"].pop("device", None)
-    for name, *_ in space:
+    own = set(METHOD_SPECS[method].options) if method in METHOD_SPECS else set()
+    others = {f for m, spec in METHOD_SPECS.items() if m != method for f in spec.options} - own
+    for name in [*(e[0] for e in space), *sorted(others)]:
         section, _, field = name.rpartition(".")
         (d.get(section, {}) if section else d).pop(field, None)
     payload = json.dumps({"config": d, "space": [list(e) for e in space], "tune_seeds": list(tune_seeds)},
@@ -326,9 +330,9 @@ def optimize_study(job: StudyJob, bundle) -> None:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
     storage = open_storage(job.storage_url, job.shared)
-    study = optuna.load_study(study_name=job.study, storage=storage)
-    study.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(job, len(study.get_trials(deepcopy=False))))
-    study.pruner = make_pruner(job.pruner)
+    n_existing = len(storage.get_all_trials(storage.get_study_id_from_name(job.study), deepcopy=False))
+    study = optuna.load_study(study_name=job.study, storage=storage, pruner=make_pruner(job.pruner),
+                              sampler=optuna.samplers.TPESampler(seed=_sampler_seed(job, n_existing)))
     objective = Objective(job, study, storage, bundle)
     callbacks = [MaxTrialsCallback(job.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                  _progress_callback(job)]
@@ -504,13 +508,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     spaces = {m: check_search_space(m, base=base) for m in methods}
     import_optuna()  # said before any data is loaded
     out = Path(args.out) if args.out else Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    shared = bool(args.storage)
+    storage = open_storage(args.storage, True) if shared else None  # a shared storage is refused before --out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"--out {out}: cannot make the folder ({e.strerror or e})") from None
-    shared = bool(args.storage)
     url = args.storage or f"sqlite:///{(out / STUDY_DB).resolve()}"
-    storage = open_storage(url, shared)
+    storage = storage or open_storage(url, False)
     lock = RunLock(out).acquire()  # one command per --out (a second one would fail the first one's trials)
     try:
         return _tune(args, methods, base, spaces, tune_seeds, out, url, shared, storage)
@@ -531,7 +536,7 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
     bundle = load_dataset(base.data)
     metric_desc = f"mean over subsets of {primary_metric(bundle.info.task)}"
     n = args.trials
-    studies = {}
+    studies, stale_n = {}, {}
     for m in methods:
         name = study_name(base, m, spaces[m], tune_seeds)
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
@@ -542,9 +547,7 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
             stale = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
             for t in stale:
                 storage.set_trial_state_values(trial_id(storage, name, t.number), state=optuna.trial.TrialState.FAIL)
-            if stale and not args.quiet:
-                print(f"{m}: {len(stale)} trial(s) left running by a stopped command are marked failed and "
-                      f"trained again", file=sys.stderr, flush=True)
+            stale_n[m] = len(stale)
         study.set_user_attr("method", m)
         study.set_user_attr("config", json.loads(base.replace(method=m).to_json()))
         study.set_user_attr("space", [list(e) for e in spaces[m]])
@@ -557,9 +560,11 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
               f"({metric_desc}) on tuning seed(s) {', '.join(map(str, tune_seeds))}; storage {redact(url)}",
               file=sys.stderr, flush=True)
         for m in methods:
-            if start[m]:
-                print(f"{m}: study {studies[m].study_name} continues with {min(start[m], n)}/{n} finished trials",
-                      file=sys.stderr, flush=True)
+            how = f"continues with {min(start[m], n)}/{n} finished trials" if start[m] else "new"
+            if stale_n.get(m):
+                how += (f"; {stale_n[m]} trial(s) left running by a stopped command are marked failed and trained "
+                        f"again")
+            print(f"{m}: study {studies[m].study_name} ({how})", file=sys.stderr, flush=True)
     done_before = 0
     with trial_runner(args.jobs, without_test(bundle)) as run_trials:
         for i, m in enumerate(methods):
@@ -580,24 +585,27 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
             raise TrialRunFailed(f"{m}: none of its {n} trials completed (all pruned); nothing to choose")
 
     # the final comparison: each method's chosen config over --seeds, tested once (robult compare's machinery)
-    from .cli import cmd_compare
-    cargs = argparse.Namespace(**vars(args))
-    cargs.methods = ",".join(methods)
-    cargs.out = str(out / FINAL_DIR)
-    cargs.grid, cargs.missing, cargs.mask_seed, cargs.ray, cargs.from_tune = [], [], 0, None, None
-    cargs.method_overrides = chosen
-    rc = cmd_compare(cargs)
-    if rc != 0:
-        return rc
-    final = json.loads((out / FINAL_DIR / "compare.json").read_text())
+    final = None
+    if not args.search_only:
+        from .cli import cmd_compare
+        cargs = argparse.Namespace(**vars(args))
+        cargs.methods = ",".join(methods)
+        cargs.out = str(out / FINAL_DIR)
+        cargs.grid, cargs.missing, cargs.mask_seed, cargs.ray, cargs.from_tune = [], [], 0, None, None
+        cargs.method_overrides = chosen
+        rc = cmd_compare(cargs)
+        if rc != 0:
+            return rc
+        final = json.loads((out / FINAL_DIR / "compare.json").read_text())
     payload = {
-        "dataset": final["dataset"], "label_fraction": base.data.label_fraction, "metric": final["metric"],
+        "dataset": bundle.info.name, "label_fraction": base.data.label_fraction,
+        "metric": final["metric"] if final else args.metric or primary_metric(bundle.info.task),
         "methods": methods, "trials": n, "tune_seeds": list(tune_seeds), "seeds": args.seeds,
         "pruner": args.pruner, "sampler": {"name": "TPE", "seed": args.sampler_seed},
         "objective": f"best validation score ({metric_desc}, higher is better), mean over the tuning seeds",
         "storage": redact(url), "config": base.to_dict(), "studies": summaries, "chosen": chosen,
         "final": {"out": str(out / FINAL_DIR), "summary": final["summary"],
-                  "paired_vs_first": final["paired_vs_first"], "runs": final["runs"]},
+                  "paired_vs_first": final["paired_vs_first"], "runs": final["runs"]} if final else None,
         "elapsed_s": time.time() - t0,
     }
     (out / "tune.json").write_text(json.dumps(payload, indent=2))
@@ -608,7 +616,8 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
 
 def _write_csv(path: Path, payload: dict, methods: list[str]) -> None:
     from .csvsafe import csv_writer
-    metric, seeds = payload["metric"], payload["seeds"]
+    metric, final = payload["metric"], payload["final"]
+    seeds = payload["seeds"] if final else 0
     fields = []
     for m in methods:
         for name, *_ in payload["studies"][m]["space"]:
@@ -620,12 +629,12 @@ def _write_csv(path: Path, payload: dict, methods: list[str]) -> None:
                    + [f"test_{metric}_mean", f"test_{metric}_std"] + [f"seed{s}" for s in range(seeds)])
         for m in methods:
             s = payload["studies"][m]
-            mean = payload["final"]["summary"]["mean"][m]
-            runs = payload["final"]["runs"][m]
+            mean = final["summary"]["mean"][m] if final else {"mean": math.nan, "std": math.nan}
+            runs = final["runs"][m] if final else []
             w.writerow([m, s["study"], s["trials"], s["pruned"], s["best_trial"],
                         "" if s["best_value"] is None else f"{s['best_value']:.6f}"]
                        + ["" if s["best_params"].get(k) is None else s["best_params"][k] for k in fields]
-                       + [f"{mean['mean']:.6f}", f"{mean['std']:.6f}"]
+                       + ([f"{mean['mean']:.6f}", f"{mean['std']:.6f}"] if final else ["", ""])
                        + [f"{r['test']['mean'].get(metric, float('nan')):.6f}" for r in runs])
 
 
@@ -680,6 +689,9 @@ def add_parser(sub, add_run_args) -> argparse.ArgumentParser:
                    help="trials trained at once in separate processes on this machine (default 1); the final "
                         "runs too")
     t.add_argument("--metric", help="metric of the final table (default: the task's primary metric)")
+    t.add_argument("--search-only", action="store_true",
+                   help="stop after the search: write tune.json and tune.csv without the final runs (e.g. on the "
+                        "extra machines of a shared --storage; one machine runs the command without it)")
     t.add_argument("--out", help="folder for study.db, tune.json, tune.csv and the final runs (final/)")
     add_run_args(t)
     t.set_defaults(func=cmd_tune)

@@ -227,7 +227,8 @@ class RunSession:
                     continue
             self.buffers.add_epoch(e["epoch"], e["train_losses"], e["val_metrics"], e["val_score"], e["z_norm"],
                                    e["u_norm"], e.get("kappa_hist") or (), e.get("kappa_edges") or (),
-                                   e["epoch"] == row.best_epoch, metric_name(e["val_metrics"]))
+                                   e["epoch"] == row.best_epoch, metric_name(e["val_metrics"]),
+                                   e.get("kappa_precision"), e.get("kappa_auc"))
         n = len(self.buffers.epoch_x)
         outcome = {FINISHED: (f"Finished — {_plural(n, 'epoch')}", True),
                    STOPPED: (f"Stopped after {_plural(n, 'epoch')} — resumable", False),

@@ -140,6 +140,14 @@ def m007_run_owners(db: sqlite_utils.Database) -> None:
         db[table].add_column("heartbeat", float, not_null_default=0.0)
 
 
+@migrations()
+def m008_kappa_quality(db: sqlite_utils.Database) -> None:
+    """The quality of the soft weights κ per epoch (robult_engine/diagnostics.py): the κ-weighted precision of
+    unlabeled positive pairs and the AUC of κ for right pseudo-labels (NULL where not measured)."""
+    db["epochs"].add_column("kappa_precision", float)
+    db["epochs"].add_column("kappa_auc", float)
+
+
 OWNER_COLUMNS = ("owner_pid", "owner_host", "owner_started", "owner_token", "heartbeat")
 
 
@@ -471,7 +479,8 @@ def _epoch_row_from_log(run_id: int, rec: dict) -> dict:
             "z_norm": _json(_nan_for_none(obj("z_norm", {}))), "u_norm": _json(_nan_for_none(obj("u_norm", {}))),
             "kappa_hist": _json(obj("kappa_hist", [])), "elapsed": num("elapsed_s") or 0.0,
             "rec_error": _json(_nan_for_none(obj("rec_error", {}))), "kappa_edges": "[]",
-            "pu_weight_mean": num("kappa_mean"), "pseudo_label_acc": num("pseudo_label_acc"), "steps": "[]"}
+            "pu_weight_mean": num("kappa_mean"), "pseudo_label_acc": num("pseudo_label_acc"), "steps": "[]",
+            "kappa_precision": num("kappa_precision"), "kappa_auc": num("kappa_auc")}
 
 
 def package_versions() -> dict[str, str]:
@@ -898,6 +907,8 @@ class SessionStore:
             "elapsed": float(ev.elapsed_s), "rec_error": _json(ev.rec_error),
             "kappa_edges": _json(list(ev.pu_weight_edges)), "pu_weight_mean": _finite_or_none(ev.pu_weight_mean),
             "pseudo_label_acc": _finite_or_none(ev.pseudo_label_acc), "steps": _json(step_rows),
+            "kappa_precision": _finite_or_none(getattr(ev, "kappa_precision", None)),
+            "kappa_auc": _finite_or_none(getattr(ev, "kappa_auc", None)),
         }
         statements = [_upsert_epoch(row)]
         if ev.is_best:

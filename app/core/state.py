@@ -127,6 +127,9 @@ class TrainingBuffers:
     kappa_hists: list[tuple[float, ...]] = field(default_factory=list)
     kappa_edges: tuple[float, ...] = ()
     kappa_epochs: list[float] = field(default_factory=list)
+    # the quality of κ per epoch (events.EpochEnded.kappa_precision / kappa_auc), NaN where not measured
+    kappa_precision: list[float] = field(default_factory=list)
+    kappa_auc: list[float] = field(default_factory=list)
     best_epoch: int = -1
     best_score: float = float("nan")
     global_step: int = 0
@@ -184,7 +187,8 @@ class TrainingBuffers:
     def add_epoch(self, epoch: int, train_losses: dict[str, float], val_metrics: dict[str, dict[str, float]],
                   val_score: float, z_norm: dict[str, float], u_norm: dict[str, float],
                   kappa_hist: tuple[float, ...] | list[float], kappa_edges: tuple[float, ...] | list[float],
-                  is_best: bool, metric_name: str) -> None:
+                  is_best: bool, metric_name: str, kappa_precision: float | None = None,
+                  kappa_auc: float | None = None) -> None:
         """One epoch's record (from an EpochEnded event or a database row)."""
         # a resumed run may repeat an epoch that was cut short: drop the later points first
         while self.epoch_x and self.epoch_x[-1] >= epoch + 1:
@@ -206,6 +210,8 @@ class TrainingBuffers:
             if len(self.val_metric[k]) < n + 1:
                 self.val_metric[k].append(float("nan"))
         self.val_score.append(float(val_score))
+        self.kappa_precision.append(float("nan") if kappa_precision is None else float(kappa_precision))
+        self.kappa_auc.append(float("nan") if kappa_auc is None else float(kappa_auc))
         if kappa_hist and any(v > 0 for v in kappa_hist):
             self.kappa_hists.append(tuple(float(v) for v in kappa_hist))
             self.kappa_edges = tuple(float(v) for v in kappa_edges)
@@ -218,7 +224,8 @@ class TrainingBuffers:
     def add_epoch_event(self, ev: "EpochEnded", metric_name: str) -> None:
         self.epochs_planned = ev.epochs
         self.add_epoch(ev.epoch, ev.train_losses, ev.val_metrics, ev.val_score, ev.z_norm, ev.u_norm,
-                       ev.pu_weight_hist, ev.pu_weight_edges, ev.is_best, metric_name)
+                       ev.pu_weight_hist, ev.pu_weight_edges, ev.is_best, metric_name,
+                       getattr(ev, "kappa_precision", None), getattr(ev, "kappa_auc", None))
         self.elapsed_s = max(self.elapsed_s, ev.elapsed_s)
 
     def _pop_epoch(self) -> None:
@@ -229,6 +236,9 @@ class TrainingBuffers:
                     v.pop()
         if self.val_score:
             self.val_score.pop()
+        for series in (self.kappa_precision, self.kappa_auc):
+            if series:
+                series.pop()
         if self.kappa_epochs and self.kappa_epochs[-1] == x:
             self.kappa_epochs.pop()
             self.kappa_hists.pop()

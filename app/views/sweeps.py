@@ -67,6 +67,17 @@ def parse_fraction_list(text: str, what: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def sweep_summary(runs: int, methods: int, fractions: int, seeds: int, settings: int) -> str:
+    """The New sweep dialog's one-line plan, with singular and plural right ("1 seed", not "1 seeds")."""
+    return (f"{_count(runs, 'training')} ({_count(methods, 'method')} × {_count(fractions, 'label fraction')} × "
+            f"{_count(seeds, 'seed')}), each evaluated under {_count(settings, 'mask setting')} drawn once on the "
+            f"test split.")
+
 class SweepDialog(QDialog):
     """What to sweep. `request()` is the validated `SweepRequest` (None while the form has an error)."""
 
@@ -193,9 +204,8 @@ class SweepDialog(QDialog):
             self.error.setText("")
             r = self._request
             n_rates = len([x for x in self.rates.text().split(",") if x.strip()])
-            self.summary.setText(f"{r.runs_total} trainings ({len(r.methods)} methods × {len(r.label_fractions)} "
-                                 f"label fractions × {r.seeds} seeds), each evaluated under {n_rates} mask "
-                                 f"setting(s) drawn once on the test split.")
+            self.summary.setText(sweep_summary(r.runs_total, len(r.methods), len(r.label_fractions), r.seeds,
+                                               n_rates))
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(self._request is not None)
 
     def request(self) -> SweepRequest | None:

@@ -166,7 +166,8 @@ class TrainingPanel(QWidget):
         self._legend(self.plot_val, (-10, -10), columns=2)
         self.plot_norms = self._plot("Latent norms per modality: ‖Z‖ solid, ‖U‖ dashed", "epoch", "mean norm")
         self._legend(self.plot_norms, (-10, -10), columns=2)
-        self.plot_kappa = self._plot("Soft-PU weight κ of unlabeled pairs (histogram per epoch)", "epoch", "κ")
+        self.plot_kappa = self._plot("Soft-PU weight κ of unlabeled pairs (histogram per epoch) and its quality",
+                                     "epoch", "κ")
         self.plot_kappa.showGrid(x=False, y=False)
         self.kappa_image = pg.ImageItem(axisOrder="row-major")
         self.plot_kappa.addItem(self.kappa_image)
@@ -180,6 +181,16 @@ class TrainingPanel(QWidget):
         self.plot_kappa.addItem(self.kappa_text)
         self.kappa_text.setPos(0.5, 0.5)
         self.plot_kappa.setXRange(0, 1)
+        # how good κ was (against the unlabeled samples' true labels, where the data carry them): lines over the
+        # histogram, same 0..1 axis
+        self.kappa_legend = self.plot_kappa.addLegend(offset=(8, 8), labelTextColor="#fff", brush=(0, 0, 0, 110))
+        self.kappa_precision_curve = self.plot_kappa.plot(
+            [], [], pen=pg.mkPen("#ffffff", width=2), symbol="o", symbolSize=5, symbolBrush="#ffffff",
+            name="precision of κ-weighted positives")
+        self.kappa_auc_curve = self.plot_kappa.plot(
+            [], [], pen=pg.mkPen("#ff9f1c", width=2, style=Qt.PenStyle.DashLine), symbol="t", symbolSize=6,
+            symbolBrush="#ff9f1c", name="AUC of κ for right pseudo-labels")
+        self.kappa_legend.setVisible(False)
         self.loss_curves: dict[str, pg.PlotDataItem] = {}
         self.val_curves: dict[str, pg.PlotDataItem] = {}
         self.score_curve: pg.PlotDataItem | None = None
@@ -231,6 +242,9 @@ class TrainingPanel(QWidget):
         self.best_marker.setData([], [])
         self.kappa_image.clear()
         self.kappa_text.setVisible(True)
+        self.kappa_precision_curve.setData([], [])
+        self.kappa_auc_curve.setData([], [])
+        self.kappa_legend.setVisible(False)
         self._drawn_steps = self._drawn_epochs = -1
         self._loss_view_user = False
         self._loss_x_hi = 0.0
@@ -252,6 +266,9 @@ class TrainingPanel(QWidget):
                 out[f"{prefix}:{k}"] = 0 if x is None else len(x)
         img = self.kappa_image.image
         out["kappa:epochs"] = 0 if img is None else int(img.shape[1] if img.ndim == 2 else 0)
+        for key, curve in (("kappa:precision", self.kappa_precision_curve), ("kappa:auc", self.kappa_auc_curve)):
+            xs = curve.getData()[0]
+            out[key] = 0 if xs is None else len(xs)
         return out
 
     # --- drawing ----------------------------------------------------------------------------------------
@@ -425,6 +442,7 @@ class TrainingPanel(QWidget):
 
     def _draw_kappa(self) -> None:
         b = self.buffers
+        self._draw_kappa_quality()
         if not b.kappa_hists:
             self.kappa_image.clear()
             self.kappa_text.setVisible(True)
@@ -439,6 +457,19 @@ class TrainingPanel(QWidget):
         self.kappa_image.setRect(QRectF(x0, edges[0], float(n_ep), edges[-1] - edges[0]))
         self.kappa_text.setVisible(False)
         self._hold_epoch_axis(self.plot_kappa, x0=min(x0, 0.0))
+
+    def _draw_kappa_quality(self) -> None:
+        """The precision and AUC of κ per epoch, at the middle of each epoch's histogram column; hidden (with
+        their legend) where no epoch measured them (other methods, multi-label, data without true labels)."""
+        b = self.buffers
+        x = np.asarray(b.epoch_x, dtype=float) - 0.5
+        shown = False
+        for curve, values in ((self.kappa_precision_curve, b.kappa_precision), (self.kappa_auc_curve, b.kappa_auc)):
+            y = np.asarray(values[:len(x)], dtype=float)
+            ok = np.isfinite(y)
+            curve.setData(x[:len(y)][ok], y[ok])
+            shown = shown or bool(ok.any())
+        self.kappa_legend.setVisible(shown)
 
 
 def _demo() -> int:  # pragma: no cover - manual check

@@ -799,6 +799,26 @@ class TrainingWizard(QWizard):
         ds = cfg.data.dataset if len(cfg.data.dataset) < 24 else "…" + cfg.data.dataset[-22:]
         return f"{cfg.method} · {ds} · {cfg.data.label_fraction:.0%} labels"
 
+    # how the summary names a method's loss options (the fields a method lists in MethodSpec.options)
+    LOSS_NAMES = {"loss.lambda_pu": "λ_pu", "loss.lambda_rec": "λ_rec", "loss.rec_route": "route",
+                  "loss.rec_warmup": "L_rec warm-up",
+                  "loss.lambda_diff": "λ_diff", "loss.tau": "τ", "loss.kernel": "kernel", "loss.bandwidth": "σ",
+                  "loss.prototype_momentum": "prototype momentum", "loss.st_threshold": "threshold",
+                  "loss.st_warmup": "warm-up", "loss.moddrop_p": "dropout p"}
+
+    @classmethod
+    def _losses_of(cls, cfg: RunConfig, spec, bandwidth: str) -> str:
+        """Only the loss settings the chosen method uses: a supervised run lists no λ_pu, λ_rec or τ."""
+        fields = [f for f in (spec.options if spec else ()) if f.startswith("loss.")]
+        if not fields:
+            return "the supervised loss only"
+        parts = []
+        for f in fields:
+            value = bandwidth if f == "loss.bandwidth" else getattr(cfg.loss, f.split(".", 1)[1], None)
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            parts.append(f"{cls.LOSS_NAMES.get(f, f.split('.', 1)[1])} {shown}")
+        return "L_sup + " + ", ".join(parts)
+
     def describe(self, cfg: RunConfig) -> str:
         info = self.page_dataset.info
         mods = ", ".join(cfg.data.modalities) if cfg.data.modalities else (
@@ -809,9 +829,7 @@ class TrainingWizard(QWizard):
             f"Dataset:        {cfg.data.dataset}" + (f"  ({info.task}, {info.num_outputs} outputs)" if info else ""),
             f"Modalities:     {mods}",
             f"Method:         {cfg.method} — {spec.description if spec else ''}",
-            f"Losses:         λ_pu {cfg.loss.lambda_pu:g}, λ_rec {cfg.loss.lambda_rec:g} ({cfg.loss.rec_route}), "
-            f"λ_diff {cfg.loss.lambda_diff:g}, τ {cfg.loss.tau:g}, "
-            f"kernel {cfg.loss.kernel}, σ {bw}",
+            f"Losses:         {self._losses_of(cfg, spec, bw)}",
             f"Latents:        d_z {cfg.model.d_z}, d_u {cfg.model.d_u} (d_h {cfg.model.d_h})",
             f"Labels:         {cfg.data.label_fraction:.2%} of the training split, data seed {cfg.data.seed}, "
             f"model seed {cfg.seed}",

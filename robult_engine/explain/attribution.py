@@ -17,6 +17,8 @@ of the cached (N, M, C) logits, so φ for N samples is one (N, 2^M, M) × (N, M,
 absent in every coalition (v(A) = v(A ∩ present)); it is then a dummy player and gets φ = 0.
 Properties (tested): efficiency Σ_i φ_i = v(all) − v(∅), symmetry, dummy, and equality with a naive
 implementation that runs `RobultModel.forward` with each coalition's mask.
+A peer's model (ShaSpec, MMIN: docs/method.md, "Peers") predicts a subset with its own head: its cached table of
+every subset's logits (`EncodedSplit.subset_table`, passed as `subset_table`) gives v(A) instead of the mean.
 """
 from __future__ import annotations
 
@@ -72,15 +74,25 @@ class Attribution:
     values: torch.Tensor  # (N, 2^M) float64 v of every coalition (order of coalition_masks)
 
 
+def _table_logits(subset_table: torch.Tensor, eff: torch.Tensor) -> torch.Tensor:
+    """The rows of a peer's subset table (N, 2^M, C) for the masks eff (N, S, M) bool -> (N, S, C) float64."""
+    idx = (eff.long() << torch.arange(eff.shape[-1], device=eff.device)).sum(-1)  # (N, S), as coalition_masks
+    return subset_table.double().gather(1, idx[..., None].expand(-1, -1, subset_table.shape[2]))
+
+
 def coalition_values(logits_mod: torch.Tensor, present: torch.Tensor, prior: torch.Tensor, task: str,
-                     output: torch.Tensor) -> torch.Tensor:
+                     output: torch.Tensor, subset_table: torch.Tensor | None = None) -> torch.Tensor:
     """v for every coalition: (N, 2^M) float64. logits_mod: (N, M, C); present: (N, M) bool (the data's mask);
-    prior: as `train_prior`; output: (N,) int64, the class / label explained (ignored for regression)."""
+    prior: as `train_prior`; output: (N,) int64, the class / label explained (ignored for regression);
+    subset_table: (N, 2^M, C), a peer's prediction of every subset (then used instead of the mean)."""
     n, m, _ = logits_mod.shape
     masks = coalition_masks(m).to(logits_mod.device)  # (S, M)
     eff = (masks[None, :, :] & present[:, None, :]).double()  # (N, S, M) coalition ∩ present
     k = eff.sum(-1)  # (N, S) members present
-    logits = torch.einsum("nsm,nmc->nsc", eff, logits_mod.double()) / k.clamp(min=1)[..., None]  # (N, S, C)
+    if subset_table is not None:
+        logits = _table_logits(subset_table.to(logits_mod.device), eff.bool())  # (N, S, C)
+    else:
+        logits = torch.einsum("nsm,nmc->nsc", eff, logits_mod.double()) / k.clamp(min=1)[..., None]  # (N, S, C)
     prior = prior.double().to(logits.device)
     if task == "single-label":
         v = torch.log_softmax(logits, -1).gather(2, output.view(n, 1, 1).expand(n, logits.shape[1], 1))[..., 0]
@@ -98,7 +110,7 @@ def coalition_values(logits_mod: torch.Tensor, present: torch.Tensor, prior: tor
 
 
 def explained_output(logits_mod: torch.Tensor, present: torch.Tensor, task: str, target: torch.Tensor | None,
-                     explain: str | int = "predicted") -> torch.Tensor:
+                     explain: str | int = "predicted", subset_table: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) int64: which class / label v(A) is about. explain: "predicted" (the full prediction's arg-max),
     "true" (the target; single-label only) or a class / label index."""
     n = logits_mod.shape[0]
@@ -112,6 +124,8 @@ def explained_output(logits_mod: torch.Tensor, present: torch.Tensor, task: str,
         if task != "single-label" or target is None:
             raise ValueError("explaining the true class needs a single-label target")
         return target.long().reshape(n)
+    if explain == "predicted" and subset_table is not None:
+        return _table_logits(subset_table, present.bool()[:, None, :])[:, 0].argmax(-1)
     if explain == "predicted":
         w = present.to(logits_mod.dtype).unsqueeze(-1)
         full = (logits_mod * w).sum(1) / w.sum(1).clamp(min=1)  # (N, C)
@@ -120,15 +134,17 @@ def explained_output(logits_mod: torch.Tensor, present: torch.Tensor, task: str,
 
 
 def shapley_values(logits_mod: torch.Tensor, present: torch.Tensor, prior: torch.Tensor, task: str, *,
-                   target: torch.Tensor | None = None, explain: str | int = "predicted") -> Attribution:
+                   target: torch.Tensor | None = None, explain: str | int = "predicted",
+                   subset_table: torch.Tensor | None = None) -> Attribution:
     """Exact Shapley values of the M modalities for N samples. logits_mod: (N, M, C) (one sample: (1, M, C));
-    present: (N, M) bool; prior: `train_prior(...)`; see the module docstring for v."""
+    present: (N, M) bool; prior: `train_prior(...)`; subset_table: a peer's (N, 2^M, C) subset predictions or
+    None; see the module docstring for v."""
     if logits_mod.dim() != 3 or present.shape != logits_mod.shape[:2]:
         raise ValueError(f"expected logits (N, M, C) and a presence mask (N, M), got {tuple(logits_mod.shape)} "
                          f"and {tuple(present.shape)}")
     m = logits_mod.shape[1]
-    output = explained_output(logits_mod, present, task, target, explain)
-    values = coalition_values(logits_mod, present.bool(), prior, task, output)  # (N, S)
+    output = explained_output(logits_mod, present, task, target, explain, subset_table)
+    values = coalition_values(logits_mod, present.bool(), prior, task, output, subset_table)  # (N, S)
     phi = values @ shapley_coefficients(m).to(values.device)  # (N, M)
     return Attribution(phi=phi, output=output, v_empty=values[:, 0], v_full=values[:, -1], values=values)
 
@@ -136,8 +152,10 @@ def shapley_values(logits_mod: torch.Tensor, present: torch.Tensor, prior: torch
 def shapley_sample(enc: EncodedSplit, index: int, prior: torch.Tensor, task: str,
                    explain: str | int = "predicted") -> dict:
     """φ of one cached sample as plain data: {"phi": [M floats], "output": int, "v_empty", "v_full"}."""
+    table = enc.subset_table[index:index + 1] if enc.subset_table is not None else None
     a = shapley_values(enc.logits_mod[index:index + 1], enc.mask[index:index + 1], prior, task,
-                       target=enc.target[index:index + 1] if task == "single-label" else None, explain=explain)
+                       target=enc.target[index:index + 1] if task == "single-label" else None, explain=explain,
+                       subset_table=table)
     return {"phi": a.phi[0].tolist(), "output": int(a.output[0]), "v_empty": float(a.v_empty[0]),
             "v_full": float(a.v_full[0])}
 
@@ -172,7 +190,8 @@ def attribution_summary(enc: EncodedSplit, prior: torch.Tensor, names: tuple[str
         check_stop(should_stop)
         sl = slice(start, min(start + chunk, n))
         a = shapley_values(enc.logits_mod[sl], enc.mask[sl], prior, task,
-                           target=enc.target[sl] if task == "single-label" else None, explain=explain)
+                           target=enc.target[sl] if task == "single-label" else None, explain=explain,
+                           subset_table=enc.subset_table[sl] if enc.subset_table is not None else None)
         phis.append(a.phi)
         if progress is not None:
             progress(sl.stop, n)

@@ -14,7 +14,8 @@ from app.core.state import CRASHED, FINISHED, RUNNING, STOPPED
 from robult_engine.events import EpochEnded, StepEnded
 
 ALL_MIGRATIONS = ["m001_initial", "m002_inspections_and_ui_state", "m003_epoch_diagnostics", "m004_step_losses",
-                  "m005_comparisons", "m006_sweeps", "m007_run_owners"]
+                  "m005_comparisons", "m006_sweeps", "m007_run_owners",
+                  "m008_kappa_quality"]
 
 
 def _epoch(epoch: int, score: float, best: bool = True, ckpt: str = "") -> EpochEnded:

@@ -383,3 +383,10 @@ def test_a_cli_sweep_of_fractions_that_print_alike_opens_with_each_its_own_cells
     res = SweepStore(store).get(SweepStore(store).import_sweep_json(tmp_path / "edited" / "sweep.json"))
     assert res.cell(0.5000001, "mcar:0", "robult")[0] == 0.99
     assert res.cell(0.5, "mcar:0", "robult")[0] == payload["cells"]["0.5"]["mcar:0"]["methods"]["robult"]["mean"]
+
+
+def test_the_sweep_plan_says_1_seed_not_1_seeds():
+    from app.views.sweeps import sweep_summary
+    assert sweep_summary(2, 2, 1, 1, 1) == ("2 trainings (2 methods × 1 label fraction × 1 seed), each evaluated "
+                                            "under 1 mask setting drawn once on the test split.")
+    assert "3 seeds" in sweep_summary(18, 2, 3, 3, 4) and "4 mask settings" in sweep_summary(18, 2, 3, 3, 4)

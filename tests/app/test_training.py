@@ -54,8 +54,13 @@ def test_a_run_from_the_wizard_trains_draws_and_is_recorded(qtbot, make_window, 
     assert counts["loss:total"] > 0 and counts["loss:sup"] > 0 and counts["loss:pu"] > 0 and counts["loss:rec"] > 0
     assert counts["val:m0+m1+m2"] == 2 and counts["norm:Z:m0"] == 2 and counts["norm:U:m2"] == 2
     assert counts["kappa:epochs"] >= 1
+    # the quality of κ beside its histogram: one point per epoch for each line, and the legend shown
+    assert counts["kappa:precision"] == 2 and counts["kappa:auc"] == 2
+    assert w.training_panel.kappa_legend.isVisible()
     assert w.training_panel.progress.value() == 1000
     assert "Finished" in w.training_panel.status_panel.text
+    # the status bar names the dataset this run trained on (not the default the app opened with)
+    assert w.dataset_label.text().startswith("Dataset: pid-synth (m0, m1, m2; single-label)")
 
     # the session row and the epoch rows
     run_id = w.state.run_id
@@ -69,6 +74,7 @@ def test_a_run_from_the_wizard_trains_draws_and_is_recorded(qtbot, make_window, 
     assert [e["epoch"] for e in epochs] == [0, 1]
     assert set(epochs[0]["train_losses"]) >= {"sup", "pu", "rec", "total"}
     assert "m0+m1+m2" in epochs[0]["val_metrics"] and len(epochs[0]["kappa_hist"]) == 20
+    assert all(0.0 <= e["kappa_auc"] <= 1.0 and 0.0 <= e["kappa_precision"] <= 1.0 for e in epochs)
 
     # the best checkpoint became the current model
     lm = loaded.args[0]
@@ -91,7 +97,9 @@ def test_a_run_from_the_wizard_trains_draws_and_is_recorded(qtbot, make_window, 
     for k, v in live.items():
         np.testing.assert_allclose(w.buffers.step_losses[k], v, rtol=1e-12)
     w.training_panel.redraw(force=True)
-    assert w.training_panel.curve_point_counts()["loss:total"] == counts["loss:total"]
+    again = w.training_panel.curve_point_counts()
+    assert again["loss:total"] == counts["loss:total"]
+    assert again["kappa:precision"] == 2 and again["kappa:auc"] == 2  # the reopened run shows κ's quality too
 
 
 def test_stop_keeps_the_best_checkpoint_and_resume_completes_the_run(qtbot, make_window, tiny):
@@ -316,3 +324,20 @@ def test_closing_mid_comparison_keeps_the_finished_runs_and_starts_no_other(qtbo
     assert not w.controller.is_running
     rows = sorted(store.list_runs(), key=lambda r: r.id)
     assert [(r.method, r.status) for r in rows] == [("supervised", FINISHED), ("robult", STOPPED)]
+
+
+def test_the_status_bar_names_the_dataset_of_the_current_model_not_the_default(qtbot, make_window):
+    """It used to say the default dataset ("Dataset: av-digits …") whatever was being trained or inspected."""
+    import torch
+
+    from app.core.state import LoadedModel
+    from robult_engine.config import RunConfig
+    from robult_engine.data.feature_synth import make_feature_synth
+    from robult_engine.models import build_model
+    w = make_window()  # opened on pid-synth
+    qtbot.waitUntil(lambda: "pid-synth (m0, m1, m2" in w.dataset_label.text(), timeout=20_000)
+    bundle = make_feature_synth(n_train=60, dim=8, labels=3)
+    cfg = RunConfig().replace(**{"data.dataset": "feature-synth"})
+    model = build_model(cfg.model, bundle.info).eval()
+    w.set_current_model(LoadedModel(model, cfg, bundle.info, "x.pt", None, torch.zeros(0, dtype=torch.long)))
+    assert w.dataset_label.text() == "Dataset: feature-synth (a, b; multi-label)"

@@ -119,7 +119,9 @@ def test_wizard_end_to_end_refuses_invalid_values_on_their_page(qtbot, tiny):
     assert cfg.loss.tau == 0.2 and cfg.loss.bandwidth == 0.7 and cfg.loss.kernel == "laplacian"
     assert cfg.loss.lambda_pu == 0.5 and cfg.model.d_z == 12
     assert cfg.loss.rec_route == "branch" and cfg.loss.lambda_diff == 0.25
-    assert "(branch)" in sp.text.toPlainText() and "λ_diff 0.25" in sp.text.toPlainText()
+    # robult-no-rec trains no L_rec: its summary does not list the L_rec settings it ignores
+    assert "route branch" not in sp.text.toPlainText() and "λ_diff" not in sp.text.toPlainText()
+    assert "λ_pu 0.5" in sp.text.toPlainText() and "τ 0.2" in sp.text.toPlainText()
     assert cfg.train.lr == 3e-3 and cfg.train.batch_size == 40 and cfg.train.epochs == 3
     assert cfg.train.labeled_per_batch == 8  # a quarter of the batch at most (the initial 8 here)
     assert cfg.model.d_h == 16  # fields the wizard does not show keep their initial values
@@ -208,3 +210,16 @@ def test_the_wizard_offers_every_builtin_dataset_and_greys_out_what_a_method_doe
     assert r.spin_d_z.isEnabled() and r.spin_d_u.isEnabled()  # latent sizes apply to every method
     r.set_method("robult")
     assert all(getattr(r, a).isEnabled() for a in ("spin_lambda_pu", "spin_tau", "spin_lambda_rec"))
+
+
+def test_the_summary_lists_only_the_losses_the_method_uses():
+    """A supervised run's summary used to list λ_pu, λ_rec and τ, which it never uses."""
+    from app.views.wizard import TrainingWizard
+    from robult_engine.config import RunConfig
+    from robult_engine.methods import METHOD_SPECS
+    sup = TrainingWizard._losses_of(RunConfig().replace(method="supervised"), METHOD_SPECS["supervised"], "-")
+    assert sup == "the supervised loss only"
+    rob = TrainingWizard._losses_of(RunConfig().replace(method="robult"), METHOD_SPECS["robult"], "median")
+    assert "λ_pu 1" in rob and "λ_rec 1" in rob and "τ 0.1" in rob and "σ median" in rob
+    st = TrainingWizard._losses_of(RunConfig().replace(method="self-training"), METHOD_SPECS["self-training"], "-")
+    assert "threshold 0.9" in st and "λ_pu" not in st

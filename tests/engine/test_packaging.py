@@ -39,7 +39,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
 
 def test_assets_ship_as_package_data_and_the_cache_does_not(wheel):
     names = set(wheel.namelist())
-    for rel in ("icons/robult-studio.svg", "AV-DIGITS-LICENSE.md", "THIRD-PARTY-NOTICES.md",
+    for rel in ("icons/robult-studio.svg", "AV-DIGITS-LICENSE.md", "MOVIES-LICENSE.md", "THIRD-PARTY-NOTICES.md",
                 "robult-studio.desktop"):
         assert f"robult_engine/assets/{rel}" in names, rel
     assert not [n for n in names if "/cache/" in n or n.endswith(".npz") or n.endswith(".whl")]

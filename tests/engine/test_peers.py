@@ -127,10 +127,12 @@ def test_every_subset_mask_predicts_without_reading_missing_inputs(method, four_
 
 
 @pytest.mark.parametrize("method", PEERS)
-def test_evaluation_scores_the_peer_head_on_every_subset(method, four_kind_bundle):
-    info = four_kind_bundle.info
+def test_evaluation_scores_the_peer_head_on_every_subset(method, make_bundle):
+    bundle = make_bundle(missing=0.4)
+    info = bundle.info
     model = peer_model(method, info)
-    split = four_kind_bundle.splits["test"]  # some modalities missing in the data
+    split = bundle.splits["test"]  # some modalities missing in the data
+    assert not split.mask.all()
     enc = encode_split(model, split, batch_size=5)
     m = len(info.modality_names)
     assert enc.subset_table.shape == (len(split), 2 ** m, info.num_outputs)
@@ -143,6 +145,37 @@ def test_evaluation_scores_the_peer_head_on_every_subset(method, four_kind_bundl
             direct = model(batch.inputs, batch.lengths, eff).logits
             torch.testing.assert_close(logits[rows], direct[rows])
     assert torch.equal(subset_index(torch.tensor([[True, False, True, True]])), torch.tensor([13]))
+
+
+@pytest.mark.parametrize("method", PEERS)
+def test_explorer_toggles_and_attribution_use_the_peer_head(method, make_bundle):
+    from robult_engine.explain.attribution import shapley_sample, train_prior
+    from robult_engine.inspect import encode_sample, recombine
+    four_kind_bundle = make_bundle(missing=0.4)
+    info = four_kind_bundle.info
+    model = peer_model(method, info)
+    split = four_kind_bundle.splits["test"]
+    j = int(torch.nonzero(~split.mask.all(1))[0])  # a sample that misses a modality
+    sample = make_batch(split, torch.tensor([j]))
+    enc = encode_sample(model, sample)
+    assert enc.subset_table.shape == (2 ** 4, info.num_outputs)
+    for _name, sm in modality_subsets(info.modality_names):
+        used = torch.tensor(sm) & split.mask[j]
+        ins = recombine(enc, sm, info.task, info.class_names)
+        if used.any():
+            with torch.no_grad():
+                direct = model(sample.inputs, sample.lengths, used[None]).logits[0]
+            expected = torch.softmax(direct.double(), -1).numpy()
+            assert ins.probs == pytest.approx(expected, abs=1e-5)
+    # Shapley values of the peer's own game: v(A) from the subset head, efficiency Σφ = v(all) − v(∅)
+    encs = encode_split(model, split)
+    prior = train_prior(four_kind_bundle.splits["train"].target, info.task, info.num_outputs)
+    a = shapley_sample(encs, j, prior, info.task)
+    with torch.no_grad():
+        full = model(sample.inputs, sample.lengths, sample.mask).logits[0]
+    assert a["output"] == int(full.argmax())
+    assert a["v_full"] == pytest.approx(float(torch.log_softmax(full.double(), -1)[a["output"]]), abs=1e-5)
+    assert sum(a["phi"]) == pytest.approx(a["v_full"] - a["v_empty"], abs=1e-9)
 
 
 def test_peers_refuse_more_modalities_than_the_table_holds():
