@@ -16,8 +16,9 @@ from .methods import METHOD_NAMES
 METHODS = METHOD_NAMES  # the table of method specs lives in robult_engine/methods.py
 REC_ROUTES = ("projector", "branch", "full")
 KERNELS = ("rbf", "laplacian", "inverse-l2")
-# how FixMatch and co-training keep their pseudo-labels from collapsing onto few classes (docs/method.md, "FixMatch")
-PSEUDO_BALANCES = ("none", "da", "flexmatch", "da+flexmatch")
+# how FixMatch and co-training keep their pseudo-labels from collapsing onto few classes (docs/method.md,
+# "Semi-supervised baselines")
+PSEUDO_BALANCES = ("none", "da", "flexmatch", "da+flexmatch", "freematch", "da+freematch")
 DEVICES = ("auto", "cpu", "cuda")
 TASKS = ("single-label", "multi-label", "regression")
 # Seeds (`seed`, `data.seed`) are 32-bit unsigned integers: every generator they feed (numpy's, torch's) takes them.
@@ -266,11 +267,15 @@ class LossConfig:
     # pseudo-labels a modality's head, and the weight of that loss.
     cotrain_threshold: float = 0.9
     cotrain_lambda_u: float = 1.0
-    # FixMatch and co-training, single-label tasks: "da" aligns the pseudo-labels' class distribution with the
-    # labeled prior (ReMixMatch), "flexmatch" uses class-adaptive thresholds, "da+flexmatch" both, "none" neither.
-    pseudo_balance: str = "da"
+    # FixMatch and co-training, single-label tasks (docs/method.md, "Semi-supervised baselines"): "da" aligns the
+    # pseudo-labels' class distribution with the labeled prior (ReMixMatch), "freematch" lowers the threshold of
+    # the classes predicted less often (FreeMatch's class-wise thresholds on the fixed τ), "flexmatch" uses
+    # FlexMatch's class-adaptive thresholds, "da+freematch" (the default) and "da+flexmatch" combine, "none" is
+    # the paper's FixMatch.
+    pseudo_balance: str = "da+freematch"
     # Momentum (per step) of the running mean of predicted class probabilities that distribution alignment divides
-    # by; 0.9 follows a model that starts to collapse within an epoch (0.99 lagged behind it at 1 % labels).
+    # by and the class-wise thresholds scale with; 0.9 follows a model that starts to collapse within an epoch
+    # (0.99 lagged behind it at 1 % labels).
     da_momentum: float = 0.9
 
     def validate(self) -> None:

@@ -21,7 +21,7 @@ class StepEnded:
     step: int  # step within the epoch, 0-based
     global_step: int  # 1-based count of optimizer steps so far
     total_steps: int  # planned steps of the whole run (epochs × steps per epoch)
-    losses: dict[str, float]  # "sup", "pu", "rec", "total" (and "st" for self-training)
+    losses: dict[str, float]  # "sup", "pu", "rec", "total" (and "unsup": the unlabeled loss of fixmatch, co-training)
     lr: float
     elapsed_s: float
 
@@ -43,12 +43,13 @@ class EpochEnded:
     pu_weight_edges: tuple[float, ...]  # bin edges of that histogram (len = len(hist) + 1)
     pu_weight_mean: float
     # accuracy of c_0 pseudo-labels on the unlabeled training samples seen (soft-PU methods), or of the pseudo-labels
-    # taken (self-training); nan if n/a
+    # taken (self-training, fixmatch, co-training; measured against the training split's targets); nan if n/a
     pseudo_label_acc: float
     elapsed_s: float
     checkpoint_path: str = ""  # the best checkpoint so far ("" when not saving)
-    # self-training and robult-st after their warm-up: the fraction of the unlabeled training samples seen this
-    # epoch that were taken as pseudo-labels (NaN before the warm-up and for the other methods)
+    # self-training and robult-st after their warm-up, fixmatch and co-training: the fraction of the unlabeled
+    # training samples seen this epoch that were taken as pseudo-labels (co-training: of their present (sample, head)
+    # pairs; multi-label: of their labels); NaN before the warm-up and for the other methods
     pseudo_labels_taken: float = float("nan")
     # soft-PU methods, single-label, where the unlabeled training samples carry their true labels (benchmarks):
     # how good the soft weights κ were this epoch (docs/method.md, "Why, not only who wins"). kappa_precision:

@@ -14,8 +14,9 @@ results can cross threads and be stored.
 Decisions written down here:
 - A subset's prediction is the mean over i ∈ A of c([U^i, Z^i]) (`combine_logits`), exactly what the model
   and `evaluate_subsets` do; for a peer's model (ShaSpec, MMIN) it is its own head's, looked up in the table of
-  every subset's logits that `encode_sample` computes once (`SampleEncoding.subset_table`). A modality the *sample* lacks (mask 0 in the data) never contributes, even when
-  its toggle is on: `used = subset & present`. Nothing on → `Inspection.empty` (NaN probabilities).
+  every subset's logits that `encode_sample` computes once (`SampleEncoding.subset_table`). A modality the
+  *sample* lacks (mask 0 in the data) never contributes, even when its toggle is on: `used = subset & present`.
+  Nothing on → `Inspection.empty` (NaN probabilities).
 - ‖Z^i‖, ‖U^i‖, the per-modality predictions and the reconstruction error are properties of each modality's
   own encoding and do not depend on the subset; the app greys out the ones the subset leaves out.
 - Soft-PU is the *training-time* view of the sample: S = g_0(f_0(H)) needs every modality, so the

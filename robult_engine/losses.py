@@ -431,6 +431,16 @@ def adaptive_thresholds(learned: torch.Tensor, unused: int | torch.Tensor, thres
 
 
 @torch.no_grad()
+def class_fair_thresholds(running_mean: torch.Tensor, threshold: float) -> torch.Tensor:
+    """FreeMatch's class-wise thresholds (Wang et al. 2023, "self-adaptive local thresholds") on a fixed global
+    threshold: τ_c = τ · p̄_c / max_c' p̄_c', p̄ the running mean of the predicted class probabilities on
+    unlabeled samples. A class the model predicts less than the most predicted one gets a proportionally lower
+    bar, so its pseudo-labels keep coming while the easy classes would otherwise take over; with a balanced p̄
+    every τ_c = τ. running_mean: (C,) -> (C,)"""
+    return threshold * running_mean / running_mean.max().clamp(min=1e-12)
+
+
+@torch.no_grad()
 def select_pseudo_labels(probs: torch.Tensor, task: str, threshold: float | torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor]:
     """Confident pseudo-labels from (aligned) probabilities.

@@ -92,15 +92,16 @@ _SPECS = (
                "soft-pu", True, "kappa", False, "robult", _LOSS_PU + _LOSS_REC + _LOSS_ST,
                search_space=COMMON_SPACE + _SPACE_PU + _SPACE_REC + _SPACE_ST),
     MethodSpec("fixmatch", "FixMatch",
-               "Baseline: FixMatch with distribution alignment; the weak view's confident prediction of an unlabeled "
-               "sample trains the heads on its strong view (modality dropout plus feature noise).",
+               "Baseline: FixMatch with distribution alignment and class-wise thresholds; the weak view's confident "
+               "prediction of an unlabeled sample trains the heads on its strong view (modality dropout plus "
+               "feature noise).",
                "none", False, "fixmatch", False, "baseline", _LOSS_FIXMATCH,
                search_space=COMMON_SPACE + (("loss.fixmatch_threshold", "float", 0.7, 0.99, False),
                                             ("loss.fixmatch_lambda_u", "float", 0.1, 3.0, True),
                                             ("loss.fixmatch_noise", "float", 0.0, 1.0, False))),
     MethodSpec("co-training", "Co-training",
                "Baseline: multi-view co-training; the other modalities' confident prediction of an unlabeled sample "
-               "trains each modality's head, with distribution alignment.",
+               "trains each modality's head, with distribution alignment and class-wise thresholds.",
                "none", False, "cotrain", False, "baseline", _LOSS_COTRAIN,
                search_space=COMMON_SPACE + (("loss.cotrain_threshold", "float", 0.7, 0.99, False),
                                             ("loss.cotrain_lambda_u", "float", 0.1, 3.0, True))),

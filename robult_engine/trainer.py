@@ -27,11 +27,11 @@ from .config import ConfigError, RunConfig
 from .data.base import Batch, DataError, DatasetBundle, check_finite, make_batch
 from .evaluation import autocast_ctx, encode_split, metrics_from_encoded, selection_score
 from .events import EpochEnded, Event, Failed, Finished, Started, StepEnded
-from .losses import (PrototypeMemory, adaptive_thresholds, align_distribution, contrastive_classes, difference_loss,
-                     feature_std, labeled_prior, leave_one_out_probs, modality_dropout_mask, perturb_modality,
-                     pseudo_classes, pseudo_label_loss, pu_contrastive_loss, reconstruction_loss,
-                     select_pseudo_labels, soft_kappa, soft_pu_weights, supcon_weights, supervised_loss,
-                     update_running_mean)
+from .losses import (PrototypeMemory, adaptive_thresholds, align_distribution, class_fair_thresholds,
+                     contrastive_classes, difference_loss, feature_std, labeled_prior, leave_one_out_probs,
+                     modality_dropout_mask, perturb_modality, pseudo_classes, pseudo_label_loss, pu_contrastive_loss,
+                     reconstruction_loss, select_pseudo_labels, soft_kappa, soft_pu_weights, supcon_weights,
+                     supervised_loss, update_running_mean)
 from .diagnostics import kappa_auc, kappa_pair_precision
 from .methods import method_spec
 from .models.robult import ModelOutput, RobultModel, build_model, combine_logits
@@ -517,7 +517,8 @@ class Trainer:
                 inputs[m.name] = x
                 continue
             shape = (b * w, *x.shape[1:])
-            draws = torch.rand(shape, generator=self.gen) if m.kind == "text" else torch.randn(shape, generator=self.gen)
+            draw = torch.rand if m.kind == "text" else torch.randn  # token dropout: uniform; noise: normal
+            draws = draw(shape, generator=self.gen)
             inputs[m.name] = perturb_modality(x, m.kind, self.feature_stds[m.name], cfg.fixmatch_noise,
                                               cfg.fixmatch_token_drop, draws[r * b:(r + 1) * b].to(x.device),
                                               batch.lengths.get(m.name))
@@ -551,11 +552,11 @@ class Trainer:
         FixMatch (kind "fixmatch"): the weak view's subset prediction of an unlabeled sample is its pseudo-label;
         every head of the strong view is trained on it where it is confident. Co-training ("cotrain"): each head of
         an unlabeled sample is trained on the mean prediction of the sample's other present modalities where that
-        is confident. Single-label pseudo-labels are balanced by `loss.pseudo_balance` (distribution alignment
-        and/or FlexMatch thresholds); multi-label ones are taken label by label (p ≥ τ or p ≤ 1 − τ); on a
-        regression task FixMatch trains a consistency term (every strong head toward the weak prediction) and
-        co-training has nothing to train. Counts the pseudo-labels taken, and how many match the training target,
-        in `stats` (ul_taken / ul_seen, ul_correct / ul_checked)."""
+        is confident. Single-label pseudo-labels are balanced by `loss.pseudo_balance` (distribution alignment,
+        FreeMatch's class-wise or FlexMatch's class-adaptive thresholds); multi-label ones are taken label by label
+        (p ≥ τ or p ≤ 1 − τ); on a regression task FixMatch trains a consistency term (every strong head toward the
+        weak prediction) and co-training has nothing to train. Counts the pseudo-labels taken, and how many match
+        the training target, in `stats` (ul_taken / ul_seen, ul_correct / ul_checked)."""
         cfg, task, di = self.cfg.loss, self.task, self.dist
         unl = ~batch.labeled  # (B,)
         n_unl = D.all_reduce_sum(unl.sum().float(), di).clamp(min=1.0)  # global: the denominators are global
@@ -578,14 +579,18 @@ class Trainer:
             p, has_other = leave_one_out_probs(p, out.mask)
             valid = rows & has_other
         threshold: float | torch.Tensor = thr
+        balance = set(cfg.pseudo_balance.split("+"))
         if task == "single-label" and cfg.pseudo_balance != "none":
             st = self.pl_state
-            if cfg.pseudo_balance in ("da", "da+flexmatch"):
+            if balance & {"da", "freematch"}:  # both read the running mean of the raw predictions
                 vf = valid.to(p.dtype).unsqueeze(-1)
                 st["mean"] = update_running_mean(st["mean"], D.all_reduce_sum((p * vf).sum((0, 1)), di),
                                                  D.all_reduce_sum(vf.sum(), di), cfg.da_momentum)
+            if "freematch" in balance:
+                threshold = class_fair_thresholds(st["mean"], thr)
+            if "da" in balance:
                 p = align_distribution(p, st["prior"], st["mean"])
-            if cfg.pseudo_balance in ("flexmatch", "da+flexmatch"):
+            if "flexmatch" in balance:
                 threshold = self._flex_thresholds(thr)
                 # the memory: each unlabeled sample's latest class predicted with confidence ≥ τ (FixMatch: the
                 # weak prediction; co-training: the mean over its heads' teachers)
@@ -658,7 +663,7 @@ class Trainer:
             losses["align"] = shared_alignment_loss(out.z, mask, denom=count(k * (k - 1) // 2))
             total = total + cfg.loss.lambda_domain * losses["domain"] + cfg.loss.lambda_align * losses["align"]
         elif spec.subset_head == "imagination":
-            target = out.h.detach()
+            target = out.imagine_target  # the true latents n(H^i), detached
             dropped = mask & ~drop  # modalities the sample has but the imagination did not see: H^i is known
             losses["imagine"] = imagination_loss(out.h_imagined, target, dropped, denom=count(dropped))
             total = total + cfg.loss.lambda_imagine * losses["imagine"]

@@ -27,8 +27,9 @@ STEP_PLOT_INTERVAL_S = 0.25  # the step-loss plot at most 4 times a second (a re
 MAX_POINTS = 1500  # per step curve on screen
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf")
-LOSS_COLORS = {"total": "#222222", "sup": "#1f77b4", "pu": "#d62728", "rec": "#2ca02c", "st": "#9467bd"}
-LOSS_NAMES = {"total": "total L", "sup": "L_sup", "pu": "L_PU", "rec": "L_rec", "st": "L_st"}
+LOSS_COLORS = {"total": "#222222", "sup": "#1f77b4", "pu": "#d62728", "rec": "#2ca02c", "st": "#9467bd",
+               "unsup": "#ff7f0e"}
+LOSS_NAMES = {"total": "total L", "sup": "L_sup", "pu": "L_PU", "rec": "L_rec", "st": "L_st", "unsup": "L_u"}
 STATUS_STYLES = {
     "info": ("#eef3fb", "#2b5797"),
     "ok": ("#eaf6ec", "#1e6b2f"),

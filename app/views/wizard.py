@@ -547,9 +547,14 @@ class RobultPage(_Page):
             w.setProperty("applies", on)
         unused = sorted({f.split(".")[-1] for f in KNOB_FIELDS.values() if f not in options})
         label = spec.label if spec is not None else method
+        # the method's own settings that have no knob on this page: shown with the values the run will use
+        own = [o.split(".", 1)[1] for o in (spec.options if spec else ()) if o.startswith("loss.")
+               and o not in KNOB_FIELDS.values() and hasattr(self._rest_loss, o.split(".", 1)[1])]
+        own_text = (f" Its own settings (kept from the config; change them with --set on the command line): "
+                    f"{', '.join(f'{n} = {getattr(self._rest_loss, n)}' for n in own)}." if own else "")
         self.method_note.setText(f"{label}: {spec.description if spec else ''} "
                                  + (f"Not used by this method (greyed out): {', '.join(unused)}." if unused else
-                                    "Every setting on this page applies."))
+                                    "Every setting on this page applies.") + own_text)
 
     def applies(self, attr: str) -> bool:
         return bool(getattr(self, attr).property("applies"))

@@ -8,9 +8,10 @@ c([U^i, Z^i]); a missing modality contributes nothing.
 Two peers of the comparison form a subset's prediction differently (`subset_head`, from the method's
 MethodSpec; docs/method.md, "Peers"): "shared-substitution" (ShaSpec) stands in for a missing modality with the
 mean of the present modalities' shared features Z^j and classifies the fused features with its own head;
-"imagination" (MMIN) imagines a missing modality's H^i from the present ones and classifies all M with the
-fusion branch c_0(g_0(f_0(H̃))). Only those two modes add modules (`substitution`, `imagination`), so every
-other method's parameters and checkpoints are unchanged. Either way a missing modality's input is never read.
+"imagination" (MMIN) imagines a missing modality's standardised latent n(H^i) from the present ones and
+classifies all M with the fusion branch c_0(g_0(f_0(H̃))). Only those two modes add modules (`substitution`,
+`imagination`), so every other method's parameters and checkpoints are unchanged. Either way a missing
+modality's input is never read.
 """
 from __future__ import annotations
 
@@ -40,11 +41,13 @@ class ModelOutput:
     h_rec: torch.Tensor | None = None  # (B, M, d_h) Ĥ^i = r_i([U^i, sg Z^i]), the L_rec path (see `rec_route`)
     rec_target: torch.Tensor | None = None  # (B, M, d_h) what Ĥ^i is compared with (detached unless route "full")
     # peer training terms (`with_peer_terms`): ShaSpec's modality classifier on every U^i -> (B, M, M) logits;
-    # MMIN's imagined H^i for every slot from the mask's modalities (B, M, d_h), and its backward imagination of
-    # the mask's modalities from the imagined ones (B, M, d_h)
+    # MMIN's imagined latents n(H^i) for every slot from the mask's modalities (B, M, d_h), its backward
+    # imagination of the mask's modalities from the imagined ones (B, M, d_h), and the true latents n(H^i),
+    # detached, that both are compared with (B, M, d_h)
     domain_logits: torch.Tensor | None = None
     h_imagined: torch.Tensor | None = None
     h_cycle: torch.Tensor | None = None
+    imagine_target: torch.Tensor | None = None
 
     def rec_error(self) -> torch.Tensor:
         """Per-sample, per-modality reconstruction error ‖target − Ĥ^i‖² / d_h (detached). -> (B, M)."""
@@ -137,9 +140,9 @@ class SharedSubstitutionHead(nn.Module):
 
 class ImaginationNet(nn.Module):
     """MMIN's imagination module (docs/method.md, "Peers"): a cascade of residual autoencoders over the
-    concatenated H^i. The input holds the present modalities' H^i (a missing one's slot is zero) and the mask;
-    each block adds its correction, x_{k+1} = x_k + A_k([x_k, mask]); the output has an imagined H^i in every
-    slot."""
+    concatenated latents (the model passes n(H^i)). The input holds the present modalities' latents (a missing
+    one's slot is zero) and the mask; each block adds its correction, x_{k+1} = x_k + A_k([x_k, mask]); the
+    output has an imagined latent in every slot."""
 
     def __init__(self, m: int, d_h: int, d_hidden: int, blocks: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
@@ -221,10 +224,12 @@ class RobultModel(nn.Module):
         return torch.where(mask.any(1, keepdim=True), logits, torch.zeros_like(logits))
 
     def _imagine(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """MMIN: (logits c_0(g_0(f_0(H̃))) (B, C), imagined H (B, M, d_h)), H̃ = the present H^i and the imagined
-        ones of the missing modalities."""
-        h_im = self.imagination(h, mask)
-        h_full = torch.where(mask.unsqueeze(-1), h, h_im)
+        """MMIN: (logits c_0(g_0(f_0(H̃))) (B, C), imagined latents (B, M, d_h)). The latents are the standardised
+        encoder outputs n(H^i) (encoders of different kinds differ widely in output scale); H̃ holds the present
+        modalities' n(H^i) and the imagined ones of the missing modalities."""
+        hn = standardise_features(h)
+        h_im = self.imagination(hn, mask)
+        h_full = torch.where(mask.unsqueeze(-1), hn, h_im)
         return self.fusion_head(self.shared_proj(self.fusion(h_full))), h_im
 
     def predict_subsets(self, h: torch.Tensor, z: torch.Tensor, u: torch.Tensor, masks: torch.Tensor,
@@ -277,6 +282,7 @@ class RobultModel(nn.Module):
             out.domain_logits = self.substitution.domain(u)  # (B, M, M)
         if with_peer_terms and self.subset_head == "imagination":
             out.h_imagined = h_im
+            out.imagine_target = standardise_features(h.detach())
             # backward imagination: the modalities of the mask, from the imagined ones alone
             out.h_cycle = self.imagination(h_im, ~mask)
         if with_fusion:

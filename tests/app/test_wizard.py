@@ -223,3 +223,15 @@ def test_the_summary_lists_only_the_losses_the_method_uses():
     assert "λ_pu 1" in rob and "λ_rec 1" in rob and "τ 0.1" in rob and "σ median" in rob
     st = TrainingWizard._losses_of(RunConfig().replace(method="self-training"), METHOD_SPECS["self-training"], "-")
     assert "threshold 0.9" in st and "λ_pu" not in st
+
+
+def test_the_semi_supervised_baselines_are_offered_with_their_own_settings(qtbot):
+    wiz = _wizard(qtbot, RunConfig().replace(method="fixmatch", **{"data.dataset": "pid-synth",
+                                                                     "data.synth_n_train": 100}))
+    assert {"fixmatch", "co-training"} <= set(wiz.page_method.buttons)
+    r = wiz.page_robult
+    for method, setting in (("fixmatch", "fixmatch_threshold = 0.95"), ("co-training", "cotrain_threshold = 0.9")):
+        r.set_method(method)
+        assert setting in r.method_note.text() and "pseudo_balance = da+freematch" in r.method_note.text()
+        assert not r.spin_lambda_pu.isEnabled()
+    assert wiz.config().method == "fixmatch"

@@ -33,9 +33,10 @@ def test_task_loss_cross_entropy_by_hand():
 
 
 def test_task_loss_bce_by_hand():
-    # σ(0) = 1/2 with target 1: −log(1/2) = ln2; σ(ln3) = 3/4 with target 0: −log(1/4) = ln4; mean over classes.
+    # σ(0) = 1/2 with target 1: −log(1/2) = ln2; σ(ln3) = 3/4 with target 0: −log(1/4) = ln4; summed over the
+    # labels (each label weighs like one binary classification: docs/method.md, "Supervised loss").
     got = task_loss(torch.tensor([[0.0, LN3]]), torch.tensor([[1.0, 0.0]]), "multi-label")
-    assert close(got, [(LN2 + LN4) / 2])
+    assert close(got, [LN2 + LN4])
 
 
 def test_task_loss_l1_by_hand():

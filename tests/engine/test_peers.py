@@ -13,7 +13,7 @@ from robult_engine.data import DatasetInfo, ModalitySpec, load_dataset, make_bat
 from robult_engine.evaluation import encode_split, evaluate_subsets, modality_subsets, subset_logits
 from robult_engine.losses import domain_classification_loss, imagination_loss, shared_alignment_loss
 from robult_engine.methods import METHOD_SPECS, method_spec
-from robult_engine.models.robult import build_model, subset_index, subset_masks
+from robult_engine.models.robult import build_model, standardise_features, subset_index, subset_masks
 from robult_engine.trainer import Trainer
 
 from conftest import tiny_config
@@ -295,7 +295,7 @@ def test_mmin_imagines_a_redundant_modality_latent():
     only_m0 = torch.zeros_like(batch.mask)
     only_m0[:, 0] = True
     with torch.no_grad():
-        h = model.encode(batch.inputs, batch.lengths)
+        h = standardise_features(model.encode(batch.inputs, batch.lengths))  # MMIN's latents n(H^i)
         imagined = model.imagination(h, only_m0)
     shuffle = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))
     for i in (1, 2):
