@@ -448,7 +448,9 @@ def _legacy_loss(value: Mapping[str, Any]) -> Mapping[str, Any]:
     mean what they meant. A hand-written partial section gets the current defaults."""
     if set(value) == _LEGACY_LOSS_FIELDS:
         return {**value, "rec_route": "projector", "rec_warmup": 0.0}
-    if set(value) == _LEGACY_LOSS_FIELDS | {"rec_route", "lambda_diff"}:  # written before rec_warmup: none
+    # written whole by a version with routes but before the L_rec warm-up: no warm-up (a section this version
+    # writes always holds rec_warmup; a hand-written partial one lacks some of the older fields)
+    if _LEGACY_LOSS_FIELDS | {"rec_route", "lambda_diff"} <= set(value) and "rec_warmup" not in value:
         return {**value, "rec_warmup": 0.0}
     return value
 
