@@ -20,7 +20,7 @@ from .events import EpochEnded, Failed, Finished, StepEnded
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="a JSON config file (fields below override it)")
-    p.add_argument("--dataset", help="built-in name (av-digits, pid-synth) or a path")
+    p.add_argument("--dataset", help="built-in name (av-digits, mfeat, movies, pid-synth, feature-synth) or a path")
     p.add_argument("--modalities", help="comma-separated subset of the dataset's modalities")
     p.add_argument("--label-fraction", type=float)
     p.add_argument("--data-seed", type=int, help="seed of the labeled split and batch order")
