@@ -756,3 +756,17 @@ def test_each_panel_module_runs_alone(module, tmp_path):
     from PIL import Image
     with Image.open(shot) as im:
         assert im.width > 100 and im.height > 30
+
+
+def test_a_lower_is_better_matrix_leaves_the_shared_colour_map_alone():
+    """Showing an MAE matrix reversed pyqtgraph's cached viridis in place, so the next accuracy matrix (and every
+    other viridis in the app) was drawn bright-is-worse."""
+    import pyqtgraph as pg
+
+    from app.views.explorer.robustness_panel import matrix_colormap
+    before = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 4).copy()
+    low = matrix_colormap(better_high=False).getLookupTable(0.0, 1.0, 4)
+    high = matrix_colormap(better_high=True).getLookupTable(0.0, 1.0, 4)
+    assert (pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 4) == before).all()  # the shared one untouched
+    assert (high == before).all()
+    assert abs(low.astype(int) - before[::-1].astype(int)).max() <= 2  # reversed (interpolation rounds a little)

@@ -39,6 +39,17 @@ def color_range(metric: str, mat: np.ndarray) -> tuple[float, float]:
     return 0.0, top if top > 0 else 1.0
 
 
+
+def matrix_colormap(better_high: bool) -> "pg.ColorMap":
+    """Viridis, reversed where lower is better (bright = good either way: a low error is bright). Always a new
+    ColorMap: `pg.colormap.get` hands out one cached object per name, and reversing that in place turned every
+    later viridis in the process (the next higher-is-better matrix included) bright-is-worse."""
+    stops, colors = pg.colormap.get("viridis").getStops()
+    cmap = pg.ColorMap(stops.copy(), colors.copy())
+    if not better_high:
+        cmap.reverse()
+    return cmap
+
 class RobustnessPanel(QWidget):
     sig_open_sample = Signal(str, int, tuple)  # split, index, subset mask
     sig_result_ready = Signal(object)  # RobustnessResult
@@ -243,9 +254,7 @@ class RobustnessPanel(QWidget):
         lo, hi = color_range(metric, mat)
         self.color_range = (lo, hi)
         better_high = HIGHER_IS_BETTER.get(metric, True)
-        cmap = pg.colormap.get("viridis")
-        if not better_high:
-            cmap.reverse()  # bright = good either way: a low error is bright
+        cmap = matrix_colormap(better_high)
         self.color_bar.setColorMap(cmap)
         self.color_bar.setLevels((lo, hi))
         self.img.setImage(np.nan_to_num(mat, nan=lo if better_high else hi), levels=(lo, hi))
