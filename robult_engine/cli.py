@@ -6,6 +6,7 @@ prints and writes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -443,39 +444,54 @@ def _worker_init(parent_pid: int) -> None:
             os._exit(1)
 
 
-def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record,
-                      pool_factory=None) -> None:
-    """Runs of a compare (or a sweep) in `--jobs` processes at once; each prints nothing, the parent reports each
-    result. `pool_factory(n)` replaces the multiprocessing pool, e.g. a Ray pool (robult_engine.sweep, --ray).
-    While the runs train, SIGTERM raises `RunsTerminated` here (in the main thread); it and Ctrl+C terminate the
-    workers before they propagate, so no run keeps training after the command has ended."""
-    import multiprocessing as mp
+@contextlib.contextmanager
+def sigterm_raises():
+    """While open, SIGTERM raises `RunsTerminated` in the main thread (elsewhere no handler can be set), so the
+    code around can end its workers before the command ends; the previous handler comes back afterwards."""
     import signal
     import threading
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    work = [(key, configs[key].to_json(), base.to_json(), str(run_dirs[key]), threads, args.tensorboard)
-            for key in jobs]
-    if not args.quiet:
-        print(f"{len(work)} runs, {args.jobs} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
-    installed = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    installed = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if installed else None
     try:
-        if pool_factory is not None:
-            pool = pool_factory(args.jobs)
-        else:
-            pool = mp.get_context("spawn").Pool(args.jobs, initializer=_worker_init, initargs=(os.getpid(),))
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@contextlib.contextmanager
+def worker_pool(n: int, pool_factory=None):
+    """`n` spawned worker processes (or `pool_factory(n)`, e.g. a Ray pool) that never outlive the command:
+    SIGTERM (`sigterm_raises`), Ctrl+C or any error terminates them; a normal end closes and joins them. The
+    workers also die with this process (`_worker_init`)."""
+    import multiprocessing as mp
+    with sigterm_raises():
+        pool = (pool_factory(n) if pool_factory is not None else
+                mp.get_context("spawn").Pool(n, initializer=_worker_init, initargs=(os.getpid(),)))
         try:
-            for k, (key, final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
-                record(k, key, final)
+            yield pool
             pool.close()
         except BaseException:
             pool.terminate()
             raise
         finally:
             pool.join()
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _compare_parallel(jobs, configs, base: RunConfig, run_dirs: dict, args: argparse.Namespace, record,
+                      pool_factory=None) -> None:
+    """Runs of a compare (or a sweep) in `--jobs` processes at once; each prints nothing, the parent reports each
+    result. `pool_factory(n)` replaces the multiprocessing pool, e.g. a Ray pool (robult_engine.sweep, --ray).
+    While the runs train, SIGTERM raises `RunsTerminated` here (in the main thread); it and Ctrl+C terminate the
+    workers before they propagate, so no run keeps training after the command has ended (`worker_pool`)."""
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    work = [(key, configs[key].to_json(), base.to_json(), str(run_dirs[key]), threads, args.tensorboard)
+            for key in jobs]
+    if not args.quiet:
+        print(f"{len(work)} runs, {args.jobs} at a time, {threads} thread(s) each", file=sys.stderr, flush=True)
+    with worker_pool(args.jobs, pool_factory) as pool:
+        for k, (key, final) in enumerate(pool.imap_unordered(_compare_worker, work), 1):
+            record(k, key, final)
 
 
 COMPARE_METHODS = "robult,robult-st,supervised,moddrop,self-training"  # `robult compare` without --methods

@@ -399,34 +399,17 @@ def trial_runner(n_jobs: int, bundle):
     split), or in `n_jobs` spawned processes kept for every study of the command (each `optuna.load_study` on the
     same storage). While it is open SIGTERM raises RunsTerminated here; the running trials are marked failed and
     the workers terminated."""
-    import multiprocessing as mp
-    import signal
-    import threading
-
-    from .cli import _raise_terminated, _worker_init
-    installed = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if installed else None
-    pool = None
-    try:
+    from .cli import sigterm_raises, worker_pool
+    with sigterm_raises():
         if n_jobs <= 1:
             yield lambda job: optimize_study(job, bundle)
             return
-        pool = mp.get_context("spawn").Pool(n_jobs, initializer=_worker_init, initargs=(os.getpid(),))
-
-        def run(job: StudyJob) -> None:
-            for _ in pool.imap_unordered(_tune_worker, [dataclasses.replace(job, worker=w) for w in range(n_jobs)]):
-                pass
-        try:
+        with worker_pool(n_jobs) as pool:
+            def run(job: StudyJob) -> None:
+                for _ in pool.imap_unordered(_tune_worker,
+                                             [dataclasses.replace(job, worker=w) for w in range(n_jobs)]):
+                    pass
             yield run
-            pool.close()
-        except BaseException:
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 # --- the command --------------------------------------------------------------------------------------------
