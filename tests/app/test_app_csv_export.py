@@ -36,3 +36,33 @@ def test_the_sweep_export_neutralises_a_mask_setting_and_keeps_negative_differen
         rows = list(csv.DictReader(f))
     assert [r["missing"] for r in rows] == ["'@setting", "'@setting"]
     assert rows[1]["diff_vs_first_mean"] == "-0.031200"
+
+
+def test_exported_files_get_the_mode_of_any_new_file_and_dialogs_start_outside_the_working_directory(
+        tmp_path, monkeypatch, qtbot):
+    """Exports used to be written 0600 (the temporary file's private mode survived the rename), and the export
+    dialogs opened in the current directory (a source checkout)."""
+    import os
+    from pathlib import Path
+
+    from PySide6.QtWidgets import QFileDialog, QWidget
+
+    from app.views.explorer import job_controls
+    from app.views.explorer.export import write_csv
+    old = os.umask(0o022)
+    try:
+        path = write_csv(tmp_path / "t.csv", ["a"], [["x"]])
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
+    seen = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda parent, title, start="": seen.append(start) or str(tmp_path))
+    monkeypatch.setattr(job_controls, "_last_export_dir", [])
+    monkeypatch.chdir(tmp_path / "..")
+    w = QWidget()
+    qtbot.addWidget(w)
+    assert job_controls.choose_export_folder(w, "Export") == str(tmp_path)
+    assert seen[0] and Path(seen[0]).resolve() != Path.cwd().resolve()  # Documents or home, not the cwd
+    job_controls.choose_export_folder(w, "Export")
+    assert seen[1] == str(tmp_path)  # the next export starts where the last one went

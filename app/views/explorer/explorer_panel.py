@@ -16,11 +16,12 @@ from pathlib import Path
 
 from PySide6.QtCore import QTimer, Qt, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout,
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout,
                                QWidget)
 
 from .attribution_panel import AttributionPanel
 from .export import inspection_tables, write_json, write_tables
+from .job_controls import choose_export_folder
 from .latents_panel import LatentsPanel
 from .mechanism_control import MechanismControl
 from .predictions_panel import PredictionsPanel
@@ -361,7 +362,7 @@ class ExplorerPanel(QWidget):
 
     @Slot()
     def _on_export_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Export the explorer's plots and tables to…")
+        folder = choose_export_folder(self, "Export the explorer's plots and tables to…")
         if folder:
             try:
                 files = self.export_all(folder)

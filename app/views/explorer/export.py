@@ -32,10 +32,22 @@ def safe_name(text: str) -> str:
     return s[:80] or "plot"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_target(path: Path) -> Path:
+    """A temporary file beside `path`, to be renamed onto it. mkstemp makes it private (0600); it gets the mode
+    a plain new file would have (0666 less the umask), so an exported file is as readable as any other."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + path.stem + ".", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        if hasattr(os, "fchmod"):  # not on Windows, where the mode bits do not apply
+            os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     return Path(tmp)
 
 

@@ -95,10 +95,25 @@ class JobControls(QObject):
             owner._message(f"{self.what} failed: {failure.message}", "error")
 
 
+_last_export_dir: list[str] = []  # the folder the last export of this app chose (the next dialog opens there)
+
+
+def choose_export_folder(parent: QWidget, title: str) -> str:
+    """Ask for an export folder, starting where the last export went, else in the user's Documents folder (or
+    home) — never in whatever the current directory happens to be (a source checkout, say). "" when cancelled."""
+    from PySide6.QtCore import QStandardPaths
+    start = _last_export_dir[-1] if _last_export_dir and Path(_last_export_dir[-1]).is_dir() else (
+        QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation) or str(Path.home()))
+    folder = QFileDialog.getExistingDirectory(parent, title, start)
+    if folder:
+        _last_export_dir[:] = [folder]
+    return folder
+
+
 def export_to_chosen_folder(parent: QWidget, title: str, prefix: str, export: Callable[[Path], list[Path]],
                             message: Callable[[str, str], None]) -> Path | None:
     """Ask for a folder, export into a new time-stamped subfolder `<prefix>-<time>` and report how it went."""
-    base = QFileDialog.getExistingDirectory(parent, title)
+    base = choose_export_folder(parent, title)
     if not base:
         return None
     folder = Path(base) / f"{prefix}-{_dt.datetime.now():%Y%m%d-%H%M%S}"

@@ -28,7 +28,7 @@ from app.background.runner import WorkRunner
 from . import style
 from .curves import CURVE_MECHANISMS, DEFAULT_RATES, CurveResult, compute_missing_curves, curve_spec, parse_curve_spec
 from .export import export_plot, safe_name, write_csv
-from .job_controls import JobControls
+from .job_controls import JobControls, choose_export_folder
 from .robustness import RobustnessResult, RunRef
 
 RATE_TIP = ("Missing rates η, comma-separated: the fraction of (sample, modality) entries MISSING, each in [0, 1). "
@@ -420,7 +420,7 @@ class MissingCurvesPanel(QWidget):
 
     @Slot()
     def _on_export_clicked(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Write the curves into…")
+        folder = choose_export_folder(self, "Write the curves into…")
         if folder:
             try:
                 path = self.export(folder)

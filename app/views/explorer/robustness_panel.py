@@ -390,8 +390,8 @@ class RobustnessPanel(QWidget):
 
     @Slot()
     def _on_report_clicked(self) -> None:
-        from PySide6.QtWidgets import QFileDialog
-        folder = QFileDialog.getExistingDirectory(self, "Write the robustness report into…")
+        from .job_controls import choose_export_folder
+        folder = choose_export_folder(self, "Write the robustness report into…")
         if folder:
             try:
                 path = self.export_report(folder)
