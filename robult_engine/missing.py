@@ -206,6 +206,24 @@ def _per_modality_rates(spec: MissingSpec, names: tuple[str, ...]) -> torch.Tens
     return torch.tensor(spec.rates, dtype=torch.float64)
 
 
+def default_mnar_classes(task: str, class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """The classes `mnar-class` chooses when its spec names none: the first half of the classes (regression: the
+    negative sign bin). Shown to the user wherever a default spec is offered, so the default names its classes."""
+    if task == "regression":
+        return ("negative",)
+    return tuple(class_names[:max(1, len(class_names) // 2)])
+
+
+def mnar_class_spec(task: str, class_names: tuple[str, ...], rates: str = "0.8/0.1") -> str:
+    """`mnar-class:RATES@C1+C2…` with the default classes written out (by name where a name fits the spec's
+    syntax, else by index)."""
+    import re
+    chosen = default_mnar_classes(task, class_names)
+    names = ("negative", "non-negative") if task == "regression" else class_names
+    parts = [c if re.fullmatch(r"[A-Za-z0-9_\-]+", c) else str(names.index(c)) for c in chosen]
+    return f"mnar-class:{rates}@{'+'.join(parts)}"
+
+
 def _class_rows(spec: MissingSpec, target: torch.Tensor, task: str, class_names: tuple[str, ...]) -> torch.Tensor:
     """(N,) bool: the samples of the chosen classes."""
     if task == "regression":
@@ -226,7 +244,7 @@ def _class_rows(spec: MissingSpec, target: torch.Tensor, task: str, class_names:
             raise MissingSpecError(f"{spec.label}: unknown class {c!r}; the dataset's classes are "
                                    f"{', '.join(names[:20])}{' …' if k > 20 else ''} (or indices 0..{k - 1})")
     if not chosen:
-        chosen = list(range(max(1, k // 2)))
+        chosen = [names.index(c) for c in default_mnar_classes(task, tuple(names))]
     sel = torch.zeros(k, dtype=torch.bool)
     sel[chosen] = True
     if task == "multi-label":

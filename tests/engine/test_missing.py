@@ -472,3 +472,21 @@ def test_an_absent_modality_input_has_no_influence_on_any_loss(pid_bundle, make_
     assert after == pytest.approx(before, rel=1e-6, abs=1e-7)
     assert torch.equal(stats_after["kappa_hist"], stats_before["kappa_hist"])
     assert stats_before["kappa_sum"] > 0 or method in ("moddrop", "self-training")  # those use no κ
+
+
+def test_the_mnar_class_default_written_out_names_the_classes_it_chooses():
+    """The explorer's default mnar-class spec names its classes (it used to say "0.8/0.1", leaving the user to
+    guess which classes lose their modalities); the written-out spec draws the very mask the bare one does."""
+    from robult_engine.data.feature_synth import make_feature_synth
+    from robult_engine.missing import default_mnar_classes, draw_mask, mnar_class_spec, parse_missing
+    assert default_mnar_classes("single-label", ("a", "b", "c", "d", "e")) == ("a", "b")
+    assert default_mnar_classes("single-label", ("only",)) == ("only",)
+    assert default_mnar_classes("regression", ("score",)) == ("negative",)
+    assert mnar_class_spec("single-label", ("0", "1", "2", "3")) == "mnar-class:0.8/0.1@0+1"
+    assert mnar_class_spec("single-label", ("cat one", "dog", "x", "y")) == "mnar-class:0.8/0.1@0+dog"
+    for task in ("single-label", "multi-label", "regression"):
+        b = make_feature_synth(n_train=200, task=task, labels=6, dim=8)
+        split = b.splits["test"]
+        bare = draw_mask(split, b.info, parse_missing("mnar-class:0.8/0.1")[0], 3)
+        named = draw_mask(split, b.info, parse_missing(mnar_class_spec(task, b.info.class_names))[0], 3)
+        assert torch.equal(bare, named), task

@@ -30,7 +30,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
-from robult_engine.missing import MissingSpecError, draw_mask, parse_missing
+from robult_engine.missing import MissingSpecError, draw_mask, mnar_class_spec, parse_missing
 
 from app.core.explorer_state import ExplorerState
 
@@ -124,10 +124,14 @@ class MechanismControl(QWidget):
     def _on_mechanism_changed(self, mech: str) -> None:
         self.eta.setEnabled(mech != "exclusive")
         if mech == "mnar-class" and "/" not in self.eta.text():
-            self.eta.setText("0.8/0.1")
+            # the default names its classes (the engine's default: the first half), so the user sees them
+            ctx = self.explorer_state.context
+            info = ctx.loaded.info if ctx is not None else None
+            self.eta.setText(mnar_class_spec(info.task, tuple(info.class_names)).split(":", 1)[1]
+                             if info is not None else "0.8/0.1")
         elif mech != "mnar-class" and "/" in self.eta.text():
             self.eta.setText("0.5")
-        self.eta.setMaximumWidth(110 if mech == "mnar-class" else 52)
+        self.eta.setMaximumWidth(220 if mech == "mnar-class" else 52)
 
     def spec_text(self, eta_text: str | None = None) -> str:
         mech = self.mechanism.currentText()
