@@ -184,7 +184,7 @@ class TrainingPanel(QWidget):
         self.plot_kappa.setXRange(0, 1)
         # how good κ was (against the unlabeled samples' true labels, where the data carry them): lines over the
         # histogram, same 0..1 axis
-        self.kappa_legend = self.plot_kappa.addLegend(offset=(8, 8), labelTextColor="#fff", brush=(0, 0, 0, 110))
+        self.kappa_legend = self.plot_kappa.addLegend(offset=(8, -8), labelTextColor="#fff", brush=(0, 0, 0, 110))
         self.kappa_precision_curve = self.plot_kappa.plot(
             [], [], pen=pg.mkPen("#ffffff", width=2), symbol="o", symbolSize=5, symbolBrush="#ffffff",
             name="precision of κ-weighted positives")
