@@ -25,7 +25,7 @@ COMMON_SPACE = (("train.lr", "float", 1e-4, 3e-3, True),
                 ("train.weight_decay", "float", 1e-6, 1e-2, True),
                 ("model.dropout", "float", 0.0, 0.5, False))
 _SPACE_PU = (("loss.lambda_pu", "float", 0.1, 3.0, True), ("loss.tau", "float", 0.05, 0.5, True))
-_SPACE_REC = (("loss.lambda_rec", "float", 0.1, 3.0, True),)
+_SPACE_REC = (("loss.lambda_rec", "float", 0.1, 3.0, True), ("loss.rec_warmup", "float", 0.0, 0.5, False))
 _SPACE_ST = (("loss.st_warmup", "float", 0.0, 0.5, False),)
 
 
