@@ -9,18 +9,18 @@ import torch
 
 @torch.no_grad()
 def kappa_pair_precision(weights: torch.Tensor, classes: torch.Tensor, labeled: torch.Tensor,
-                         anchor_rows: torch.Tensor) -> tuple[float, float]:
+                         anchor_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Of the positive weight the soft-PU loss gives to UNLABELED candidates (pairs j ≠ k with k unlabeled), how
-    much falls on pairs whose true classes match. Returns (Σ w, Σ w·1[y_j = y_k]) over those pairs, so epochs
-    can be summed before dividing.
+    much falls on pairs whose true classes match. Returns (Σ w, Σ w·1[y_j = y_k]) over those pairs as 0-d
+    tensors on the weights' device, so the steps of an epoch are summed there and read once (no host sync in
+    the training step).
 
     weights: (A, N) soft-PU weights w_jk of anchor j (row `anchor_rows[j]` of the N samples) for candidate k;
     classes: (N,) true classes; labeled: (N,) bool; anchor_rows: (A,)."""
-    w = weights.float().clone()
+    w = weights.float() * (~labeled).float()[None, :]  # unlabeled candidates only (a new tensor)
     w[torch.arange(len(anchor_rows), device=w.device), anchor_rows] = 0.0  # a sample with itself says nothing
-    w = w * (~labeled).float()[None, :]
-    same = (classes[anchor_rows][:, None] == classes[None, :]).float()
-    return float(w.sum()), float((w * same).sum())
+    same = classes[anchor_rows][:, None] == classes[None, :]
+    return w.sum(), torch.where(same, w, 0.0).sum()
 
 
 def kappa_auc(kappas: list[torch.Tensor], right: list[torch.Tensor]) -> float:
@@ -29,8 +29,8 @@ def kappa_auc(kappas: list[torch.Tensor], right: list[torch.Tensor]) -> float:
     kappas, right: lists of (n_b,) tensors collected over an epoch (floats, bools)."""
     if not kappas:
         return float("nan")
-    k = torch.cat([t.float().reshape(-1) for t in kappas])
-    r = torch.cat([t.bool().reshape(-1) for t in right])
+    k = torch.cat([t.float().reshape(-1).cpu() for t in kappas])
+    r = torch.cat([t.bool().reshape(-1).cpu() for t in right])
     n_pos, n_neg = int(r.sum()), int((~r).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")

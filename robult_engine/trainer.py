@@ -73,6 +73,13 @@ def lr_lambda(total_steps: int, warmup_frac: float) -> Callable[[int], float]:
     return f
 
 
+def _ratio(num, den) -> float:
+    """num / den of two sums kept on the device over an epoch (read once, here); NaN without a denominator."""
+    if den is None or float(den) <= 0:
+        return float("nan")
+    return float(num) / float(den)
+
+
 def _taken_fraction(stats: dict) -> float:
     """The fraction of unlabeled samples seen that were taken as pseudo-labels this epoch (NaN if none seen).
     FixMatch and co-training count in their own units (`Trainer._unlabeled_loss`): samples, or (sample, head)
@@ -469,7 +476,7 @@ class Trainer:
                     stats["pl_n"] += int(unl.sum())
                     # the quality of κ itself (events.EpochEnded.kappa_precision / kappa_auc)
                     stats.setdefault("kq_kappa", []).append(k_unl)
-                    stats.setdefault("kq_right", []).append(right.cpu())
+                    stats.setdefault("kq_right", []).append(right)  # moved to the host once, at epoch end
                     pos, true_pos = kappa_pair_precision(w.detach(), cls_all, lab_all, rows)
                     stats["kq_pos"] = stats.get("kq_pos", 0.0) + pos
                     stats["kq_true_pos"] = stats.get("kq_true_pos", 0.0) + true_pos
@@ -826,7 +833,7 @@ class Trainer:
                               else float("nan")),
             elapsed_s=time.perf_counter() - t0, checkpoint_path=self.best_path,
             pseudo_labels_taken=_taken_fraction(stats),
-            kappa_precision=(stats["kq_true_pos"] / stats["kq_pos"] if stats.get("kq_pos") else float("nan")),
+            kappa_precision=_ratio(stats.get("kq_true_pos"), stats.get("kq_pos")),
             kappa_auc=kappa_auc(stats.get("kq_kappa", []), stats.get("kq_right", [])),
         ))
         return improved
