@@ -149,6 +149,7 @@ def m008_kappa_quality(db: sqlite_utils.Database) -> None:
 
 
 OWNER_COLUMNS = ("owner_pid", "owner_host", "owner_started", "owner_token", "heartbeat")
+BASELINE_KEY = "sessions/baseline"  # ui_state: the run pinned as the sessions view's baseline
 
 
 class SessionStoreError(RuntimeError):
@@ -1017,9 +1018,36 @@ class SessionStore:
             if row is not None and row[0] == RUNNING and not self.owner_gone(*row[1:]):
                 raise SessionStoreError(f"{self.location}: run #{run_id} is training in another Robult Studio "
                                         f"(process {row[1]} on {row[2]}); stop it there first", "busy")
+        # a pinned baseline that is deleted is unpinned in the same transaction
         self._write_now([("DELETE FROM inspections WHERE run_id = ?", [run_id]),
                          ("DELETE FROM epochs WHERE run_id = ?", [run_id]),
+                         ("DELETE FROM ui_state WHERE key = ? AND value = ?", [BASELINE_KEY, _json(int(run_id))]),
                          ("DELETE FROM runs WHERE id = ?", [run_id])], f"delete run #{run_id}")
+
+    # --- the pinned baseline (the sessions view) ---------------------------------------------------------
+    def pin_baseline(self, run_id: int | None) -> None:
+        """Pin a run as the sessions view's baseline (None: unpin), kept in ui_state; queued like any UI state
+        when the file is locked."""
+        if run_id is None:
+            self._submit(_Write([("DELETE FROM ui_state WHERE key = ?", [BASELINE_KEY])]))
+        else:
+            self.set_ui(BASELINE_KEY, int(run_id))
+
+    def baseline_run_id(self) -> int | None:
+        """The pinned baseline's run id; None when none is pinned or its run is gone."""
+        v = self.get_ui(BASELINE_KEY)
+        if not isinstance(v, int) or isinstance(v, bool):
+            return None
+        return v if self.db.execute("SELECT 1 FROM runs WHERE id = ?", [v]).fetchone() else None
+
+    def run_results(self) -> list[dict]:
+        """Every run as the baseline comparison reads it: id, method, seed, comparison, status, config and test
+        metrics (JSON decoded; a damaged value reads as empty), in id order."""
+        rows = self.db.execute("SELECT id, method, seed, comparison, status, config, test_metrics FROM runs "
+                               "ORDER BY id").fetchall()
+        return [{"id": _as_int(i), "method": _as_str(m), "seed": _as_int(sd), "comparison": _as_str(c),
+                 "status": _as_str(st), "config": _loads(cfg, {}), "test_metrics": _loads(tm, {})}
+                for i, m, sd, c, st, cfg, tm in rows]
 
     def mark_interrupted_runs(self) -> list[int]:
         """Runs left "running" by an app that is gone become "crashed" (resumable), with the epochs their run

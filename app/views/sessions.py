@@ -2,6 +2,11 @@
 runs overlaid, their validation metric per modality subset at the best epoch side by side, and Reopen /
 Resume / Delete.
 
+One run can be pinned as the baseline (button, context menu or Ctrl+B; kept in the database's ui_state). The
+other runs are then shown as differences against it — the baseline minus the run, paired by seed as `robult
+compare` prints them (app/core/comparison.py) — in the table's last column, the curves and the per-subset cells,
+and selecting one run lists the config keys in which it differs from the baseline.
+
 The table model reads `SessionStore.list_runs()` (GUI thread). Deleting asks for confirmation first. Reopening
 and resuming are the window's business: the panel emits `sig_reopen_requested(run_id)` /
 `sig_resume_requested(run_id)`.
@@ -10,38 +15,70 @@ Run alone: `python -m app.views.sessions [DB]` shows the panel on a database (de
 """
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt, Signal, Slot
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMessageBox, QPushButton,
+from PySide6.QtGui import QColor, QFont, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMenu, QMessageBox, QPushButton,
                                QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .plot_util import no_si_prefix
+from ..core.comparison import (BaselineDifference, RunResult, baseline_differences, by_seed, config_diff,
+                               curve_difference, group_key, paired_vs_baseline, seed_group)
 from ..core.sessions import RunRow, SessionStore, SessionStoreError
 from ..core.state import CRASHED, FAILED, FINISHED, RESUMABLE, RUNNING, STOPPED
 from .training import PALETTE
 
 STATUS_COLORS = {RUNNING: "#2b5797", FINISHED: "#1e6b2f", STOPPED: "#7a5200", FAILED: "#a4161a",
                  CRASHED: "#a4161a"}
+BETTER_COLOR, WORSE_COLOR = "#1e6b2f", "#a4161a"  # a run ahead of / behind the pinned baseline
+BASELINE_BACKGROUND = "#fff3c4"
+
+
+def difference_color(d: BaselineDifference) -> QColor | None:
+    """Green where the run is ahead of the baseline, red where it is behind (lower is better for MAE)."""
+    better = d.run_better
+    return None if better is None else QColor(BETTER_COLOR if better else WORSE_COLOR)
 
 
 class RunsTableModel(QAbstractTableModel):
     COLUMNS = ("ID", "Name", "Created", "Method", "Dataset", "Labels", "Status", "Best score", "Best epoch",
-               "Epochs")
+               "Epochs", "vs baseline")
+    BASELINE_COL = 10
     SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, store: SessionStore, parent=None) -> None:
         super().__init__(parent)
         self.store = store
         self.rows: list[RunRow] = []
+        self.baseline_id: int | None = None  # set by the panel before `refresh`
+        self.results: list[RunResult] = []  # every run's config and test metrics, while a baseline is pinned
+        self.metric = ""  # the baseline's test metric
+        self.diffs: dict[int, BaselineDifference | str] = {}
 
     def refresh(self) -> None:
         self.beginResetModel()
         self.rows = self.store.list_runs()
+        if self.baseline_id is not None and not any(r.id == self.baseline_id for r in self.rows):
+            self.baseline_id = None  # deleted (the store unpinned it with the run)
+        if self.baseline_id is None:
+            self.results, self.metric, self.diffs = [], "", {}
+        else:
+            self.results = [RunResult.from_record(r) for r in self.store.run_results()]
+            self.metric, self.diffs = baseline_differences(self.baseline_id, self.results)
         self.endResetModel()
+
+    def difference_text(self, run_id: int) -> str:
+        """What the last column shows for a run ("" without a baseline)."""
+        d = self.diffs.get(run_id)
+        if d is None:
+            return ""
+        if isinstance(d, str):
+            return "pinned baseline" if run_id == self.baseline_id else "baseline (its seeds)"
+        return d.text()
 
     def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt API
         return 0 if parent.isValid() else len(self.rows)
@@ -51,13 +88,21 @@ class RunsTableModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802 - Qt API
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            if section == self.BASELINE_COL and self.baseline_id is not None:
+                return f"test {self.metric or 'metric'}: baseline − run"
             return self.COLUMNS[section]
+        if (orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole
+                and section == self.BASELINE_COL):
+            return ("The pinned baseline minus the run on the test metric's mean over modality subsets, as robult "
+                    "compare prints it: the mean of the per-seed differences over the seeds both have (a run "
+                    "stands for the runs of its comparison with the same config at other seeds), else the "
+                    "difference of their means (unpaired). Green: the run is ahead; red: behind.")
         return None
 
     def _values(self, r: RunRow) -> tuple:
         dataset = r.dataset if len(r.dataset) <= 28 else "…" + r.dataset[-27:]
         return (r.id, r.name, r.created.replace("T", " ")[:19], r.method, dataset, r.label_fraction, r.status,
-                r.best_score, r.best_epoch, r.epochs_done)
+                r.best_score, r.best_epoch, r.epochs_done, self.difference_text(r.id))
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid():
@@ -76,18 +121,49 @@ class RunsTableModel(QAbstractTableModel):
         if role == self.SORT_ROLE:
             if col == 7:
                 return float("-inf") if v is None else float(v)
+            if col == self.BASELINE_COL:
+                d = self.diffs.get(r.id)
+                return d.mean if isinstance(d, BaselineDifference) and d.available else float("-inf")
             return v
         if role == Qt.ItemDataRole.ForegroundRole and col == 6:
             return QColor(STATUS_COLORS.get(r.status, "#333"))
+        d = self.diffs.get(r.id)
+        if role == Qt.ItemDataRole.ForegroundRole and col == self.BASELINE_COL and isinstance(d, BaselineDifference):
+            return difference_color(d)
+        if r.id == self.baseline_id and role == Qt.ItemDataRole.BackgroundRole:
+            return QColor(BASELINE_BACKGROUND)
+        if r.id == self.baseline_id and role == Qt.ItemDataRole.FontRole:
+            f = QFont()
+            f.setBold(True)
+            return f
+        if role == Qt.ItemDataRole.ToolTipRole and col == self.BASELINE_COL and d is not None:
+            return self._difference_tip(r, d)
         if role == Qt.ItemDataRole.ToolTipRole:
             if r.error_message:
                 return r.error_message
             from app.views.explorer.mechanism_control import training_mechanism
             lines = [x for x in (r.checkpoint_path or r.run_dir, training_mechanism(r.config_json)) if x]
             return "\n".join(lines) or None
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (0, 5, 7, 8, 9):
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (0, 5, 7, 8, 9, self.BASELINE_COL):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
+
+    def _difference_tip(self, r: RunRow, d: BaselineDifference | str) -> str:
+        b = f"#{self.baseline_id}"
+        if isinstance(d, str):
+            return (f"The pinned baseline {b}" if r.id == self.baseline_id else
+                    f"A run of the baseline {b}'s setting at another seed: part of the baseline")
+        if not d.available:
+            return (f"No test {d.metric or 'metric'} to compare with the baseline {b} (the run did not finish, or "
+                    f"is of another task)")
+        ahead = "the run is ahead" if d.run_better else "the baseline is ahead" if d.run_better is False else "level"
+        lower = " (lower is better)" if not d.higher_is_better else ""
+        if d.paired:
+            return (f"baseline {b} − run #{r.id}, test {d.metric}{lower}, mean over modality subsets, paired by "
+                    f"seed: {d.mean:+.4f} ± {d.std:.4f} over {d.n} seed{'s' if d.n != 1 else ''}; the baseline "
+                    f"ahead in {d.wins} of {d.n} ({ahead})")
+        return (f"baseline {b} − run #{r.id}, test {d.metric}{lower}, mean over modality subsets: {d.mean:+.4f}, "
+                f"the difference of the means over seeds — {d.note} ({ahead})")
 
     def run_at(self, row: int) -> RunRow:
         return self.rows[row]
@@ -127,13 +203,24 @@ class SessionsPanel(QWidget):
         self.btn_delete = QPushButton("Delete…")
         self.btn_delete.setToolTip("Delete the selected runs from the database (their folders stay on disk)")
         self.btn_refresh = QPushButton("Refresh")
+        self.btn_pin = QPushButton("Pin baseline")
+        self.btn_pin.setToolTip("Pin the selected run as the baseline: the other runs are shown as differences "
+                                "against it, paired by seed (Ctrl+B; again to unpin)")
+        self.baseline_label = QLabel("")
+        self.baseline_label.setStyleSheet("color: #555;")
         self.info_label = QLabel("")
         self.info_label.setStyleSheet("color: #555;")
         buttons = QHBoxLayout()
-        for b in (self.btn_reopen, self.btn_resume, self.btn_delete, self.btn_refresh):
+        for b in (self.btn_reopen, self.btn_resume, self.btn_delete, self.btn_refresh, self.btn_pin):
             buttons.addWidget(b)
+        buttons.addWidget(self.baseline_label)
         buttons.addStretch(1)
         buttons.addWidget(self.info_label)
+        self.baseline_id: int | None = store.baseline_run_id()
+        self.shortcut_pin = QShortcut(QKeySequence("Ctrl+B"), self)
+        self.shortcut_pin.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.shortcut_pin.activated.connect(self.toggle_baseline)
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
 
         self.plot = pg.PlotWidget()
         self.plot.setTitle("Validation score of the selected runs", size="10pt")
@@ -144,6 +231,8 @@ class SessionsPanel(QWidget):
             no_si_prefix(self.plot.getAxis(side))
         self.plot.addLegend(offset=(-10, -10), labelTextSize="8pt")
         self.overlay_ids: list[int] = []
+        # with a baseline: per drawn run, (epochs, baseline − run of the validation score, seed pairs; 0: unpaired)
+        self.curve_diffs: dict[int, tuple[list[int], list[float], int]] = {}
 
         # the selected runs side by side: validation metric per modality subset at each run's best epoch
         self.subsets = QTableWidget(0, 0)
@@ -165,6 +254,16 @@ class SessionsPanel(QWidget):
         self.comparison_label.setVisible(False)
         self.comparison_summary = None  # app.core.comparison.ComparisonSummary of the selected comparison
         rl.addWidget(self.comparison_label)
+        self.config_diff_label = QLabel("")
+        self.config_diff_label.setWordWrap(True)
+        self.config_diff_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.config_diff_label.setToolTip("The config keys in which the selected run differs from the pinned "
+                                          "baseline (key: baseline → this run)")
+        self.config_diff_label.setVisible(False)
+        self.config_diff: list[tuple[str, str, str]] = []  # (key, the baseline's value, the selected run's)
+        # with a baseline: per selected run, per subset row, the baseline minus the run (validation, best epoch)
+        self.subset_diffs: dict[int, dict[str, BaselineDifference]] = {}
+        rl.addWidget(self.config_diff_label)
 
         top = QWidget()
         tl = QVBoxLayout(top)
@@ -188,6 +287,8 @@ class SessionsPanel(QWidget):
         self.btn_resume.clicked.connect(self._on_btn_resume_clicked)
         self.btn_delete.clicked.connect(self._on_btn_delete_clicked)
         self.btn_refresh.clicked.connect(self.refresh)
+        self.btn_pin.clicked.connect(self.toggle_baseline)
+        self.table.customContextMenuRequested.connect(self._on_table_context_menu_requested)
         header.sortIndicatorChanged.connect(self._on_header_sort_indicator_changed)
         self.busy_run_id: int | None = None  # the run training now (cannot be deleted or resumed)
         self._dirty = False
@@ -198,7 +299,9 @@ class SessionsPanel(QWidget):
     def refresh(self) -> None:
         self._dirty = False
         selected = self.selected_run_ids()
+        self.model.baseline_id = self.baseline_id
         self.model.refresh()
+        self.baseline_id = self.model.baseline_id  # None once the pinned run is gone
         if selected:
             sm = self.table.selectionModel()
             for row in range(self.proxy.rowCount()):
@@ -207,6 +310,9 @@ class SessionsPanel(QWidget):
                     sm.select(self.proxy.index(row, 0), sm.SelectionFlag.Select | sm.SelectionFlag.Rows)
         n = len(self.model.rows)
         self.info_label.setText(f"{n} run{'s' if n != 1 else ''} · {self.store.location}")
+        base = self.store.get_run(self.baseline_id) if self.baseline_id is not None else None
+        self.baseline_label.setText(f"Baseline: #{base.id} {base.method} · seed {base.seed}"
+                                    + (f" ({base.name[:24]})" if base.name else "") if base is not None else "")
         self._update_buttons()
         self._update_overlay()
 
@@ -234,6 +340,29 @@ class SessionsPanel(QWidget):
             if rid in run_ids:
                 sm.select(self.proxy.index(row, 0), sm.SelectionFlag.Select | sm.SelectionFlag.Rows)
 
+    def pin_baseline(self, run_id: int | None) -> None:
+        """Pin a run as the baseline (None: unpin); kept in the session database for the next start."""
+        self.store.pin_baseline(run_id)
+        self.baseline_id = run_id
+        self.refresh()
+
+    @Slot()
+    def toggle_baseline(self) -> None:
+        """Pin the one selected run, or unpin it when it is the baseline (the button and Ctrl+B)."""
+        ids = self.selected_run_ids()
+        if len(ids) != 1:
+            return
+        self.pin_baseline(None if ids[0] == self.baseline_id else ids[0])
+
+    def baseline_menu(self, run_id: int | None) -> QMenu:
+        """The table's context menu for the run under the pointer (None: no run there)."""
+        menu = QMenu(self)
+        if run_id is not None and run_id != self.baseline_id:
+            menu.addAction(f"Pin #{run_id} as baseline", lambda: self.pin_baseline(run_id))
+        if self.baseline_id is not None:
+            menu.addAction(f"Unpin baseline #{self.baseline_id}", lambda: self.pin_baseline(None))
+        return menu
+
     def set_busy_run(self, run_id: int | None) -> None:
         self.busy_run_id = run_id
         self._update_buttons()
@@ -257,6 +386,15 @@ class SessionsPanel(QWidget):
     def _on_selection_changed(self) -> None:
         self._update_buttons()
         self._update_overlay()
+
+    @Slot(object)
+    def _on_table_context_menu_requested(self, pos) -> None:
+        index = self.table.indexAt(pos)
+        run_id = self.model.run_at(self.proxy.mapToSource(index).row()).id if index.isValid() else None
+        menu = self.baseline_menu(run_id)
+        if not menu.isEmpty():
+            menu.exec(self.table.viewport().mapToGlobal(pos))
+        menu.deleteLater()
 
     @Slot(QModelIndex)
     def _on_table_double_clicked(self, index: QModelIndex) -> None:
@@ -307,6 +445,8 @@ class SessionsPanel(QWidget):
         self.btn_resume.setEnabled(one is not None and one.status in RESUMABLE and one.id != self.busy_run_id
                                    and bool(one.run_dir))
         self.btn_delete.setEnabled(bool([i for i in ids if i != self.busy_run_id]))
+        self.btn_pin.setEnabled(len(ids) == 1)
+        self.btn_pin.setText("Unpin baseline" if len(ids) == 1 and ids[0] == self.baseline_id else "Pin baseline")
 
     def _update_overlay(self) -> None:
         self.plot.clear()
@@ -314,19 +454,97 @@ class SessionsPanel(QWidget):
         if legend is not None:
             legend.clear()
         self.overlay_ids = []
-        for i, rid in enumerate(self.selected_run_ids()[:len(PALETTE)]):
-            epochs, scores = self.store.val_curve(rid)
-            if not epochs:
-                continue
-            run = self.store.get_run(rid)
-            color = PALETTE[i % len(PALETTE)]
-            label = f"#{rid} {run.name}" if run and run.name else f"#{rid}"
-            self.plot.plot(np.asarray(epochs, dtype=float) + 1, np.asarray(scores, dtype=float),
-                           pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
-                           symbolPen=None, name=label[:40], connect="finite")
-            self.overlay_ids.append(rid)
+        self.curve_diffs = {}
+        base = self._baseline_run()
+        if base is not None:
+            self._draw_difference_curves(base)
+        else:
+            self.plot.setTitle("Validation score of the selected runs", size="10pt")
+            self.plot.setLabel("left", "val score")
+            for i, rid in enumerate(self.selected_run_ids()[:len(PALETTE)]):
+                epochs, scores = self.store.val_curve(rid)
+                if not epochs:
+                    continue
+                run = self.store.get_run(rid)
+                color = PALETTE[i % len(PALETTE)]
+                label = f"#{rid} {run.name}" if run and run.name else f"#{rid}"
+                self.plot.plot(np.asarray(epochs, dtype=float) + 1, np.asarray(scores, dtype=float),
+                               pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
+                               symbolPen=None, name=label[:40], connect="finite")
+                self.overlay_ids.append(rid)
         self._update_subset_table()
         self._update_comparison()
+        self._update_config_diff()
+
+    # --- the pinned baseline --------------------------------------------------------------------------
+    def _baseline_run(self) -> RunResult | None:
+        return next((r for r in self.model.results if r.id == self.baseline_id), None)
+
+    def _result(self, run_id: int) -> RunResult | None:
+        return next((r for r in self.model.results if r.id == run_id), None)
+
+    def _seed_runs(self, run: RunResult) -> dict[int, RunResult]:
+        """The runs of `run`'s setting, one per seed (itself at its seed)."""
+        return by_seed(run, seed_group(run, self.model.results))
+
+    def _curve(self, run_id: int) -> dict[int, float]:
+        epochs, scores = self.store.val_curve(run_id)
+        return {e: v for e, v in zip(epochs, scores) if math.isfinite(v)}
+
+    def _best_val_metrics(self, run_id: int) -> dict:
+        """The run's validation metrics per subset at its best epoch ({} without one)."""
+        run = self.store.get_run(run_id)
+        if run is None or run.best_epoch is None or run.best_epoch < 0:
+            return {}
+        best = next((e for e in self.store.epochs(run_id) if e["epoch"] == run.best_epoch), None)
+        return best["val_metrics"] if best and isinstance(best["val_metrics"], dict) else {}
+
+    def _draw_difference_curves(self, base: RunResult) -> None:
+        """The selected runs' validation score as the baseline minus the run, paired by seed (the baseline's
+        own setting is the zero line)."""
+        self.plot.setTitle("Validation score: baseline − run, paired by seed (below 0: the run is ahead)",
+                           size="10pt")
+        self.plot.setLabel("left", "baseline − run")
+        self.plot.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#888", width=1,
+                                                                      style=Qt.PenStyle.DashLine)))
+        base_key = group_key(base)
+        base_curves = {s: self._curve(r.id) for s, r in self._seed_runs(base).items()}
+        base_curves = {s: c for s, c in base_curves.items() if c}
+        for i, rid in enumerate(self.selected_run_ids()[:len(PALETTE)]):
+            run = self._result(rid)
+            if run is None or group_key(run) == base_key:
+                continue
+            curves = {s: self._curve(r.id) for s, r in self._seed_runs(run).items()}
+            epochs, diffs, pairs = curve_difference(base_curves, {s: c for s, c in curves.items() if c})
+            if not epochs:
+                continue
+            color = PALETTE[i % len(PALETTE)]
+            how = f"{pairs} pair{'s' if pairs != 1 else ''}" if pairs else "unpaired"
+            label = f"#{rid} {run.method} ({how})"
+            self.plot.plot(np.asarray(epochs, dtype=float) + 1, np.asarray(diffs, dtype=float),
+                           pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
+                           symbolPen=None, name=label[:48], connect="finite")
+            self.curve_diffs[rid] = (epochs, diffs, pairs)
+            self.overlay_ids.append(rid)
+
+    def _update_config_diff(self) -> None:
+        """One selected run other than the baseline: the config keys in which it differs (baseline → this)."""
+        ids = self.selected_run_ids()
+        base = self._baseline_run()
+        run = self._result(ids[0]) if len(ids) == 1 else None
+        self.config_diff = []
+        if base is None or run is None or run.id == base.id:
+            self.config_diff_label.setVisible(False)
+            return
+        self.config_diff = config_diff(base.config, run.config)
+
+        def short(v: str) -> str:
+            return html.escape(v if len(v) <= 60 else v[:59] + "…")
+        lines = [f"{html.escape(k)}: {short(a)} → {short(b)}" for k, a, b in self.config_diff]
+        self.config_diff_label.setText(f"<b>Config of #{run.id} against the baseline #{base.id}</b> (the keys that "
+                                       f"differ, baseline → this):<br>"
+                                       + ("<br>".join(lines) if lines else "the same config as the baseline"))
+        self.config_diff_label.setVisible(True)
 
     def _update_comparison(self) -> None:
         """When the selected runs belong to one comparison: its summary and paired differences (test split)."""
@@ -355,6 +573,11 @@ class SessionsPanel(QWidget):
 
     def _update_subset_table(self) -> None:
         """Rows: modality subsets, then their mean; columns: the selected runs (best-epoch validation)."""
+        self.subset_diffs = {}
+        base = self._baseline_run()
+        if base is not None and self.selected_run_ids():
+            self._update_subset_differences(base)
+            return
         from robult_engine.metrics import HIGHER_IS_BETTER, PRIMARY
         cols: list[tuple[str, dict]] = []
         metric = ""
@@ -410,6 +633,78 @@ class SessionsPanel(QWidget):
         self.subsets.resizeColumnsToContents()
         self.subsets_title.setText(f"<b>Per modality subset</b> · validation {metric} at each run's best epoch"
                                    + ("" if higher else " (lower is better)"))
+
+
+    def _update_subset_differences(self, base: RunResult) -> None:
+        """With a pinned baseline: its validation metric per subset at its best epoch, then, per selected run,
+        the baseline minus the run per subset, paired by seed over the runs of the two settings."""
+        from robult_engine.metrics import HIGHER_IS_BETTER, PRIMARY
+        base_tables = {s: self._best_val_metrics(r.id) for s, r in self._seed_runs(base).items()}
+        own = self._best_val_metrics(base.id)
+        metric = next((m for m in PRIMARY.values() if any(m in row for row in own.values())), "")
+        self.subsets.clear()
+        if not metric:
+            self.subsets.setRowCount(0)
+            self.subsets.setColumnCount(0)
+            self.subsets_title.setText(f"<b>Per modality subset</b> (the baseline #{base.id} has no finished epoch)")
+            return
+        base_key = group_key(base)
+        cols: list[tuple[str, dict[int, dict]]] = []
+        for rid in self.selected_run_ids()[:12]:
+            run = self._result(rid)
+            if run is None or group_key(run) == base_key:
+                continue
+            tables = {s: self._best_val_metrics(r.id) for s, r in self._seed_runs(run).items()}
+            tables = {s: t for s, t in tables.items() if any(metric in row for row in t.values())}
+            if not tables:
+                continue  # no finished epoch, or another task
+            pairs = len(set(tables) & {s for s, t in base_tables.items() if t})
+            how = f"{pairs} pair{'s' if pairs != 1 else ''}" if pairs else "no seed in common: unpaired"
+            cols.append((f"#{rid} {run.method}\nbaseline − run · {how}", tables))
+            self.subset_diffs[rid] = {}
+        subsets = list(own)
+        for _, tables in cols:
+            for t in tables.values():
+                subsets += [k for k in t if k not in subsets]
+        subsets.sort(key=lambda k: (k.count("+"), k))
+        rows = subsets + ["mean"]
+        self.subsets.setRowCount(len(rows))
+        self.subsets.setColumnCount(1 + len(cols))
+        self.subsets.setVerticalHeaderLabels(rows)
+        self.subsets.setHorizontalHeaderLabels([f"#{base.id} {base.method}\n(baseline)"] + [c[0] for c in cols])
+        higher = HIGHER_IS_BETTER.get(metric, True)
+
+        def value(table: dict, r: str) -> float:
+            if r == "mean":
+                got = [float(row[metric]) for row in table.values() if isinstance(row, dict)
+                       and isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
+                return sum(got) / len(got) if got else float("nan")
+            v = table.get(r, {}).get(metric) if isinstance(table.get(r), dict) else None
+            return float(v) if isinstance(v, (int, float)) else float("nan")
+        col_ids = list(self.subset_diffs)
+        for i, r in enumerate(rows):
+            v = value(own, r)
+            item = QTableWidgetItem("—" if not math.isfinite(v) else f"{v:.4f}")
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            item.setBackground(QColor(BASELINE_BACKGROUND))
+            self.subsets.setItem(i, 0, item)
+            for j, (_, tables) in enumerate(cols):
+                d = paired_vs_baseline({s: value(t, r) for s, t in base_tables.items()},
+                                       {s: value(t, r) for s, t in tables.items()}, metric)
+                self.subset_diffs[col_ids[j]][r] = d
+                item = QTableWidgetItem("—" if not d.available else f"{d.mean:+.4f}")
+                item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                color = difference_color(d)
+                if color is not None:
+                    item.setForeground(color)
+                item.setToolTip("no validation metric to compare" if not d.available else
+                                f"baseline − run: {d.mean:+.4f} over {d.n} seed pair{'s' if d.n != 1 else ''}"
+                                if d.paired else f"baseline − run: {d.mean:+.4f} ({d.note})")
+                self.subsets.setItem(i, 1 + j, item)
+        self.subsets.resizeColumnsToContents()
+        self.subsets_title.setText(f"<b>Per modality subset</b> · validation {metric} at the best epoch: the "
+                                   f"baseline, then baseline − run, paired by seed"
+                                   + ("" if higher else " (lower is better)") + "; green: the run is ahead")
 
 
 def _main() -> int:  # pragma: no cover - manual check
