@@ -284,3 +284,24 @@ def test_bad_inputs_exit_2_with_one_message(tmp_path, monkeypatch):
     proc = run_cli(*base, "--methods", "supervised")
     assert proc.returncode == 2 and "pip install 'robult-studio[tune]'" in proc.stderr
     assert not out.exists()  # nothing was started
+
+
+def test_every_study_starts_from_its_methods_default_config(tuned):
+    """Trial 0 of every method is its default config (inside the space), so tuning never starts behind the
+    default and every method gets that one trial within the same budget."""
+    _, out, built = tuned
+    default = RunConfig()
+    for m, study in studies(out).items():
+        first = min(study.trials, key=lambda t: t.number)
+        assert first.params["train.lr"] == pytest.approx(default.train.lr), m
+        assert first.params["model.dropout"] == pytest.approx(default.model.dropout), m
+        later = [t.params["train.lr"] for t in study.trials if t.number > 0]
+        assert any(v != pytest.approx(default.train.lr) for v in later), m  # the rest is searched
+    assert [b["lr"] for b in built if b["method"] == "robult"][0] == pytest.approx(default.train.lr)
+
+
+def test_default_trial_skips_values_outside_the_space():
+    cfg = RunConfig().replace(**{"train.lr": 0.5})
+    params = tune_mod.default_trial(cfg, (("train.lr", "float", 1e-4, 3e-3, True),
+                                          ("model.dropout", "float", 0.0, 0.5, False)))
+    assert "train.lr" not in params and params["model.dropout"] == pytest.approx(cfg.model.dropout)
