@@ -693,6 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_pid_command(sub, _add_run_args)
     from .tune import add_parser as add_tune_parser
     add_tune_parser(sub, _add_run_args)
+    from .export import add_parser as add_export_parser  # `robult export CHECKPOINT --onnx FILE`
+    add_export_parser(sub, add_trust_arg)
     return p
 
 
