@@ -14,15 +14,19 @@ import html
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import Slot
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from . import style
 from .explain import SamplePhi, sample_phi, train_prior_of
 from .export import export_plot, write_csv
+from .task_language import label_order, phi_axis, phi_unit
 
 TIP = ("φ_i: exact Shapley value of modality i (over all 2^M modality subsets) for the log-probability of the "
-       "class the switched-on modalities predict, from v(∅) = the train-split prior. Σ φ_i = v(on) − v(∅). "
+       "class the switched-on modalities predict (multi-label: log σ of the chosen label, nats; regression: the "
+       "score, in the target's units), from v(∅) = the train-split prior. Σ φ_i = v(on) − v(∅). "
        "Green: the modality supports the prediction; red: it pushed against it. Switched-off modalities: φ = 0.")
+TOP_LABEL = "top label (predicted)"
 
 
 class AttributionPanel(QWidget):
@@ -35,8 +39,19 @@ class AttributionPanel(QWidget):
         self.prior_note = ""
         self._names: tuple[str, ...] = ()
         self.header = style.title_label()
-        self.plot = style.plot_widget("Shapley attribution φ per modality", left="φ (nats)", min_height=150,
-                                      tooltip=TIP)
+        self.label_box = QComboBox()  # multi-label: which label φ explains
+        self.label_box.setToolTip("The label φ explains: the top label of the prediction, or any label")
+        self.label_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.label_row = QWidget()
+        lr = QHBoxLayout(self.label_row)
+        lr.setContentsMargins(0, 0, 0, 0)
+        lr.addWidget(QLabel("Explain label"))
+        lr.addWidget(self.label_box)
+        lr.addStretch(1)
+        self.label_row.setVisible(False)
+        self._last: tuple | None = None  # (encoding, used, names) on screen, for a new label choice
+        self.plot = style.plot_widget("Shapley attribution φ per modality", left=phi_axis("single-label"),
+                                      min_height=150, tooltip=TIP)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.6, brushes=[], pen=None)
         self.plot.addItem(self.bars)
         self.plot.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#808080")))
@@ -47,9 +62,11 @@ class AttributionPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.header)
+        lay.addWidget(self.label_row)
         lay.addWidget(self.plot, 1)
         lay.addWidget(self.note)
         self._lim = None
+        self.label_box.currentIndexChanged.connect(self._on_label_changed)
         self.clear("Load a model and a sample.")
 
     # --- inputs ---------------------------------------------------------------------------------------
@@ -58,6 +75,31 @@ class AttributionPanel(QWidget):
         self.task = task
         self.class_names = tuple(class_names)
         self.prior, self.prior_note = train_prior_of(bundle, task, len(class_names) if task != "regression" else 1)
+        self.plot.getPlotItem().getAxis("left").setLabel(phi_axis(task), color="#303030")
+        self.label_box.blockSignals(True)
+        self.label_box.clear()
+        if task == "multi-label":
+            self.label_box.addItem(TOP_LABEL, -1)
+            for j in label_order(self.class_names):
+                self.label_box.addItem(self.class_names[j], j)
+        self.label_box.blockSignals(False)
+        self.label_row.setVisible(task == "multi-label")
+
+    @property
+    def explained_label(self) -> int | None:
+        """The label the user chose (multi-label), or None for the top label."""
+        j = self.label_box.currentData() if self.task == "multi-label" else None
+        return int(j) if j is not None and int(j) >= 0 else None
+
+    def choose_label(self, name: str | None) -> None:
+        """Explain label `name` (None: the top label)."""
+        i = self.label_box.findText(name) if name is not None else 0
+        self.label_box.setCurrentIndex(max(i, 0))
+
+    @Slot(int)
+    def _on_label_changed(self, _i: int) -> None:
+        if self._last is not None:
+            self.show_sample(*self._last)
 
     def clear(self, message: str = "") -> None:
         self.phi = None
@@ -84,13 +126,16 @@ class AttributionPanel(QWidget):
     def show_sample(self, encoding, used: tuple[bool, ...], names: tuple[str, ...]) -> SamplePhi | None:
         """φ of the cached `encoding` with the modalities of `used` (toggles ∧ present) on (GUI thread)."""
         if encoding is None or self.prior is None:
+            self._last = None
             self.clear("φ needs the sample's encoding and the train prior.")
             return None
         self._set_names(tuple(names))
+        self._last = (encoding, tuple(used), tuple(names))
         if not any(used):
             self.clear("No modality selected: nothing to attribute.")
             return None
-        phi = sample_phi(encoding, used, self.prior, self.task)
+        chosen = self.explained_label
+        phi = sample_phi(encoding, used, self.prior, self.task, "predicted" if chosen is None else chosen)
         self.phi = phi
         v = np.asarray(phi.phi)
         brushes = [style.colour(style.UP if x >= 0 else style.DOWN, 255 if u else style.DISABLED_ALPHA)
@@ -108,11 +153,13 @@ class AttributionPanel(QWidget):
         neg = [(n, x) for n, x, u in zip(names, v, used) if u and x < 0]
         if neg:
             what = self._what(phi)
+            against = f"the label {what}" if chosen is not None else f"the prediction {what}"
             self.note.setText("<span style='color:#B00020'>⚠ " + ", ".join(
                 f"<b>{html.escape(n)}</b> (φ = {x:+.3f})" for n, x in neg)
-                + f" pushed against the prediction {html.escape(what)}.</span>")
+                + f" pushed against {html.escape(against)}.</span>")
         else:
-            self.note.setText("<span style='color:#606060'>No modality pushed against the prediction.</span>")
+            self.note.setText("<span style='color:#606060'>No modality pushed against the "
+                              + ("chosen label" if chosen is not None else "prediction") + ".</span>")
         return phi
 
     def _what(self, phi: SamplePhi) -> str:
@@ -125,12 +172,13 @@ class AttributionPanel(QWidget):
         if self.task == "regression":
             target = "the predicted score"
         elif self.task == "multi-label":
-            target = f"log σ of label <b>{html.escape(self._what(phi))}</b>"
+            which = "chosen label" if self.explained_label is not None else "top label"
+            target = f"log σ of the {which} <b>{html.escape(self._what(phi))}</b>"
         else:
             target = f"log p(<b>{html.escape(self._what(phi))}</b>)"
         note = f" · {html.escape(self.prior_note)}" if self.prior_note else ""
         return (f"φ of {target} · Σφ = v(on) − v(∅) = {phi.v_full:+.3f} − ({phi.v_empty:+.3f}) = "
-                f"<b>{phi.v_full - phi.v_empty:+.3f}</b>{note}")
+                f"<b>{phi.v_full - phi.v_empty:+.3f}</b> {html.escape(phi_unit(self.task))}{note}")
 
     # --- export ---------------------------------------------------------------------------------------
     def plots(self) -> dict[str, pg.PlotWidget]:

@@ -25,6 +25,7 @@ from .explain import CalibrationStudy, compute_calibration
 from .export import export_plot, write_csv
 from .job_controls import JobControls, export_to_chosen_folder
 from .robustness import RunRef
+from .task_language import phi_axis
 
 COLUMNS = ("n", "accuracy", "mean_confidence", "ece", "adaptive_ece", "brier", "nll")
 HEADERS = ("n", "acc.", "conf.", "ECE", "adapt. ECE", "Brier", "NLL")
@@ -84,10 +85,12 @@ class CalibrationPanel(QWidget):
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setToolTip("Per modality subset of the chosen run: accuracy and calibration (lower ECE, Brier "
                               "and NLL are better). Bold: the worst ECE.")
-        self.attr_plot = style.plot_widget("Attribution summary: mean |φ_i| per modality and run", left="mean |φ| (nats)",
-                                           min_height=180,
+        self.attr_plot = style.plot_widget("Attribution summary: mean |φ_i| per modality and run",
+                                           left=phi_axis("single-label", mean_abs=True), min_height=180,
                                            tooltip="Over the split's samples: the mean absolute Shapley value of "
-                                                   "each modality (log-probability of the predicted class). "
+                                                   "each modality (log-probability of the predicted class, "
+                                                   "nats; multi-label: log σ of the top label; regression: the "
+                                                   "score, in the target's units). "
                                                    "An even spread means the evidence is shared by the modalities.")
         self.attr_plot.getPlotItem().addLegend(offset=(-10, 5), labelTextColor="#303030")
         self.attr_bars: list[pg.BarGraphItem] = []
@@ -294,6 +297,7 @@ class CalibrationPanel(QWidget):
         s = self.study
         if s is None or not s.attribution:
             return
+        pi.getAxis("left").setLabel(phi_axis(s.task, mean_abs=True), color="#303030")
         labels = [r.label for r in s.runs if r.label in s.attribution]
         m, k = len(s.modality_names), len(labels)
         width = 0.8 / max(k, 1)

@@ -24,12 +24,13 @@ import numpy as np
 import torch
 
 from robult_engine.evaluation import EncodedSplit
-from robult_engine.inspect import flipped_samples, subset_predictions
+from robult_engine.inspect import subset_predictions
 from robult_engine.metrics import primary_metric
 from robult_engine.missing import (MissingSpecError, draw_masks, expand, load_masks, metrics_under_masks,
                                    parse_missing, realised_missing)
 
 from .robustness import RobustnessResult, RunRef, compute_robustness
+from .task_language import subset_outputs, task_flips
 
 CURVE_MECHANISMS = ("mcar", "mnar-class", "mnar-value")  # one rate per setting: a curve over η
 DEFAULT_RATES = "0, 0.25, 0.5, 0.75"
@@ -87,8 +88,15 @@ class CurveResult:
         return np.array([float(t.get(s, {}).get(metric, np.nan)) for s in self.specs])
 
     def flips(self, run_label: str, spec_label: str) -> np.ndarray:
-        """Samples whose prediction under the setting's mask differs from all (present) modalities."""
-        return flipped_samples(self.encodings[run_label], self.masks[spec_label], self.task)
+        """Samples whose prediction under the setting's mask flips against all (present) modalities, in the
+        task's terms (`task_language`)."""
+        return task_flips(self.encodings[run_label], self.masks[spec_label], self.task)
+
+    def outputs(self, run_label: str, spec_label: str | None) -> torch.Tensor:
+        """(N, C) the logits (scores for regression) under the setting's mask, or with all modalities."""
+        enc = self.encodings[run_label]
+        mask = self.masks[spec_label] if spec_label is not None else (True,) * enc.mask.shape[1]
+        return subset_outputs(enc, mask)
 
     def predictions(self, run_label: str, spec_label: str | None) -> torch.Tensor:
         enc = self.encodings[run_label]

@@ -54,11 +54,13 @@ class SamplePhi:
     used: tuple[bool, ...]
 
 
-def sample_phi(encoding, used: tuple[bool, ...], prior: torch.Tensor, task: str) -> SamplePhi:
-    """Exact Shapley values of the cached encoding's modalities, with only `used` present."""
+def sample_phi(encoding, used: tuple[bool, ...], prior: torch.Tensor, task: str,
+               explain: str | int = "predicted") -> SamplePhi:
+    """Exact Shapley values of the cached encoding's modalities, with only `used` present; `explain`: the
+    predicted class / top label, or a class / label index (multi-label: the label the user chose)."""
     present = torch.tensor([tuple(bool(u) for u in used)], dtype=torch.bool)
     table = getattr(encoding, "subset_table", None)  # a peer's subset predictions (robult_engine/inspect.py)
-    a = shapley_values(encoding.logits_mod[None], present, prior, task,
+    a = shapley_values(encoding.logits_mod[None], present, prior, task, explain=explain,
                        subset_table=table[None] if table is not None else None)
     return SamplePhi(phi=tuple(float(v) for v in a.phi[0]), output=int(a.output[0]), v_empty=float(a.v_empty[0]),
                      v_full=float(a.v_full[0]), used=tuple(bool(u) for u in used))

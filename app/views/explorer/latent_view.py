@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtCore import QSize, Signal, Slot
+from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from robult_engine.evaluation import encode_split
 from robult_engine.inspect import latent_points
@@ -21,14 +23,18 @@ from app.background.runner import WorkRunner
 
 from . import style
 from .export import export_plot, write_csv
+from .task_language import group_categories, label_order
 
 SYMBOLS = ("o", "t", "s", "d", "+", "x", "star", "p", "h")
+LEGEND_MAX_WIDTH = 240  # pixels; longer names are cut (the list scrolls sideways)
 MAX_POINTS = 20000  # per plot; beyond this the split is subsampled (seeded) to keep the view responsive
 
 
 class LatentViewPanel(QWidget):
     sig_open_sample = Signal(str, int)  # split, index
     sig_points_ready = Signal()
+    TITLES = {"z": "Z<sup>i</sup> = g<sub>0</sub>(H<sup>i</sup>) — redundant, shared space",
+              "u": "U<sup>i</sup> = g<sub>i</sub>(H<sup>i</sup>) — unique parts"}
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -51,12 +57,9 @@ class LatentViewPanel(QWidget):
             bar.addWidget(w)
         bar.addWidget(self.note, 1)
 
-        self.plot_z = style.plot_widget("Z<sup>i</sup> = g<sub>0</sub>(H<sup>i</sup>) — redundant, shared space",
-                                        left="PC 2", bottom="PC 1", tooltip=style.TIP_Z)
-        self.plot_u = style.plot_widget("U<sup>i</sup> = g<sub>i</sub>(H<sup>i</sup>) — unique parts",
-                                        left="PC 2", bottom="PC 1", tooltip=style.TIP_U)
+        self.plot_z = style.plot_widget(self.TITLES["z"], left="PC 2", bottom="PC 1", tooltip=style.TIP_Z)
+        self.plot_u = style.plot_widget(self.TITLES["u"], left="PC 2", bottom="PC 1", tooltip=style.TIP_U)
         self.scatter: dict[str, pg.ScatterPlotItem] = {}
-        self.legends: dict[str, pg.LegendItem] = {}
         for key, w in (("z", self.plot_z), ("u", self.plot_u)):
             w.getPlotItem().setMouseEnabled(x=True, y=True)  # zoom into clusters
             s = pg.ScatterPlotItem(size=7, pen=None, hoverable=True, hoverPen=pg.mkPen("#000000", width=1.5),
@@ -64,13 +67,27 @@ class LatentViewPanel(QWidget):
             s.sigClicked.connect(self._on_points_clicked)
             w.addItem(s)
             self.scatter[key] = s
-            self.legends[key] = w.getPlotItem().addLegend(offset=(5, 5), labelTextColor="#303030",
-                                                          colCount=2 if key == "z" else 1)
+        # the legend lives beside the plots (never over the points): scrollable, and it folds away
+        self.legend = QListWidget()
+        self.legend.setObjectName("latent_legend")
+        self.legend.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.legend.setIconSize(QSize(12, 12))
+        self.legend.setToolTip("Colours (and, colouring by class, marker shapes) of both plots")
+        self.legend_btn = QToolButton()
+        self.legend_btn.setText("Legend")
+        self.legend_btn.setCheckable(True)
+        self.legend_btn.setChecked(True)
+        self.legend_btn.setToolTip("Show or fold away the legend")
+        self.legend_btn.toggled.connect(self.legend.setVisible)
+        self.colour_names: list[str] = []  # the legend's colour entries, in order
+        self.colours: list[str] = []
         plots = QHBoxLayout()
         plots.addWidget(self.plot_z)
         plots.addWidget(self.plot_u)
+        plots.addWidget(self.legend)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
+        bar.addWidget(self.legend_btn)
         lay.addLayout(bar)
         lay.addLayout(plots, 1)
         self.split.currentIndexChanged.connect(self._on_split_changed)
@@ -122,7 +139,7 @@ class LatentViewPanel(QWidget):
             if split == "train" and len(lab):
                 labeled[lab[lab < len(data)]] = True
             return {**pts, "split": split, "index": idx.numpy(), "target": sub.target.numpy(),
-                           "labeled": labeled[idx].numpy()}
+                    "labeled": labeled[idx].numpy(), "total": len(data)}
 
         self.note.setText(f"Encoding the {split} split…")
         self._work = self.runner.start(work, on_result=self._on_done, on_error=self._on_failed)
@@ -130,9 +147,8 @@ class LatentViewPanel(QWidget):
     def _on_done(self, pts) -> None:
         self._work = None
         self.points = pts
-        n = len(pts["index"])
         ez, eu = pts["z"]["explained"], pts["u"]["explained"]
-        self.note.setText(f"{n} {pts['split']} samples · PCA explains {100 * ez.sum():.0f} % of Z's variance, "
+        self.note.setText(f"{self.sample_text()} · PCA explains {100 * ez.sum():.0f} % of Z's variance, "
                           f"{100 * eu.sum():.0f} % of U's · click a point to open the sample")
         self._draw()
         self.sig_points_ready.emit()
@@ -141,39 +157,66 @@ class LatentViewPanel(QWidget):
         self._work = None
         self.note.setText(f"<span style='color:#B00020'>Could not compute the projection: {failure.message}</span>")
 
+    def sample_text(self) -> str:
+        """How many samples the plots show: "showing N of M (random subsample)" when the split was
+        subsampled (more than MAX_POINTS points), else "N samples"."""
+        p = self.points
+        if p is None:
+            return ""
+        n = len(p["index"])
+        total = int(p.get("total", n))
+        if n < total:
+            return f"showing {n:,} of {total:,} {p['split']} samples (random subsample, seed 0)"
+        return f"{n:,} {p['split']} samples"
+
     # --- drawing --------------------------------------------------------------------------------------
-    def _categories(self, key: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(category per point, category names, symbol index per point)."""
+    def _categories(self, key: str) -> tuple[np.ndarray, list[str], list[str], np.ndarray]:
+        """(category per point, category names, their colours, symbol index per point)."""
         p = self.points
         pts = p[key]
         sample_pos = pts["sample"]  # position within the (sub)sampled split
         mod = pts["modality"]
-        names = self.loaded.info.modality_names
+        names = list(self.loaded.info.modality_names)
         mode = self.colour_by.currentText()
         if mode == "modality":
-            return mod, list(names), np.zeros_like(mod)
+            cat, names, colours = group_categories(mod, names)
+            return cat, names, colours, np.zeros_like(mod)
         if mode.startswith("labeled"):
             if p["split"] != "train":
-                return np.zeros_like(mod), ["test samples (labeled / unlabeled applies to the train split)"], mod
+                return (np.zeros_like(mod), ["test samples (labeled / unlabeled applies to the train split)"],
+                        ["#0072B2"], mod)
             lab = p["labeled"][sample_pos].astype(int)
-            return 1 - lab, ["labeled", "unlabeled"], mod
+            return 1 - lab, ["labeled", "unlabeled"], ["#D55E00", "#A0A0A0"], mod
         info = self.loaded.info
-        if info.task == "single-label":
-            return p["target"][sample_pos].astype(int), list(info.class_names), mod
+        target = p["target"][sample_pos]
         if info.task == "regression":
-            return (p["target"][sample_pos] >= 0).astype(int), ["< 0", "≥ 0"], mod
-        first = np.argmax(p["target"][sample_pos], axis=1)
-        return first, list(info.class_names), mod
+            return (np.asarray(target) >= 0).astype(int), ["score < 0", "score ≥ 0"], ["#D55E00", "#0072B2"], mod
+        classes = list(info.class_names)
+        order = np.asarray(label_order(classes), dtype=int)  # the legend lists the classes in this order
+        if info.task == "single-label":
+            cat = np.asarray(target).astype(int)
+        else:  # multi-label: the sample's first label in that order (−1: no label)
+            t = np.asarray(target)[:, order] > 0.5
+            cat = np.where(t.any(1), order[np.argmax(t, axis=1)], -1)
+        rank = np.empty(len(order), dtype=int)
+        rank[order] = np.arange(len(order))
+        cat = np.where((cat >= 0) & (cat < len(classes)), rank[np.clip(cat, 0, len(classes) - 1)], -1)
+        cat, shown, colours = group_categories(cat, [classes[j] for j in order])
+        if (cat < 0).any():
+            cat = np.where(cat < 0, len(shown), cat)
+            shown, colours = shown + ["no label"], colours + ["#D8D8D8"]
+        return cat, shown, colours, mod
 
     def _draw(self) -> None:
         if self.points is None or self.loaded is None:
             return
+        mode = self.colour_by.currentText()
+        subsample = self.sample_text()
         for key in ("z", "u"):
             pts = self.points[key]
-            cat, names, sym = self._categories(key)
-            colours = [style.colour(style.CATEGORICAL[c % len(style.CATEGORICAL)], 170) for c in range(len(names))]
-            if names[:2] == ["labeled", "unlabeled"]:
-                colours = [style.colour("#D55E00", 255), style.colour("#A0A0A0", 90)]
+            cat, names, colour_list, sym = self._categories(key)
+            alphas = [255, 90] if names[:2] == ["labeled", "unlabeled"] else [170] * len(colour_list)
+            colours = [style.colour(c, a) for c, a in zip(colour_list, alphas)]
             brushes = [colours[c] if 0 <= c < len(colours) else style.colour("#000000") for c in cat]
             symbols = [SYMBOLS[s % len(SYMBOLS)] for s in sym]
             data = [(self.points["split"], int(self.points["index"][s])) for s in pts["sample"]]
@@ -181,17 +224,42 @@ class LatentViewPanel(QWidget):
             s = self.scatter[key]
             s.setData(x=pts["xy"][order, 0], y=pts["xy"][order, 1], brush=[brushes[i] for i in order],
                       symbol=[symbols[i] for i in order], data=[data[i] for i in order], size=7 if len(cat) < 3000 else 4)
-            leg = self.legends[key]
-            leg.clear()
-            if key == "z" or self.colour_by.currentText() != "class":
-                for c, name in enumerate(names[:24]):
-                    leg.addItem(pg.ScatterPlotItem(brush=colours[c], pen=None, size=9, symbol="o"), name)
-            if self.colour_by.currentText() == "class" and key == "u":
-                for i, name in enumerate(self.loaded.info.modality_names):
-                    leg.addItem(pg.ScatterPlotItem(brush=style.colour("#606060"), pen=None, size=9,
-                                                   symbol=SYMBOLS[i % len(SYMBOLS)]), name)
             w = self.plot_z if key == "z" else self.plot_u
+            base = self.TITLES[key]
+            w.getPlotItem().setTitle(f"{base}<br><span style='font-size:9pt; color:#505050'>{subsample}</span>",
+                                     color="#202020", size="10pt")
             w.getPlotItem().enableAutoRange()
+        self.colour_names, self.colours = list(names), list(colour_list)
+        self._fill_legend(names, colour_list, mode == "class")
+
+    def _fill_legend(self, names: list[str], colours: list[str], shapes: bool) -> None:
+        """The legend beside the plots: one row per colour (plain text: "< 0" stays "< 0"), then, colouring by
+        class, one row per modality's marker shape."""
+        from pyqtgraph.graphicsItems.ScatterPlotItem import renderSymbol
+        self.legend.clear()
+
+        def icon(symbol: str, colour: str) -> QIcon:
+            img = renderSymbol(symbol, 10, pg.mkPen(None), pg.mkBrush(colour))
+            return QIcon(QPixmap.fromImage(img))
+
+        mode = self.colour_by.currentText()
+        by_class = {"multi-label": "first true label", "regression": "sign of the true score"}.get(
+            self.loaded.info.task, "true class")
+        head = QListWidgetItem("Colour: " + {"class": by_class, "modality": "modality"}.get(mode,
+                                                                                           "labeled / unlabeled"))
+        f = head.font()
+        f.setBold(True)
+        head.setFont(f)
+        self.legend.addItem(head)
+        for name, c in zip(names, colours):
+            self.legend.addItem(QListWidgetItem(icon("o", c), name))
+        if shapes:
+            sh = QListWidgetItem("Marker: modality")
+            sh.setFont(f)
+            self.legend.addItem(sh)
+            for i, name in enumerate(self.loaded.info.modality_names):
+                self.legend.addItem(QListWidgetItem(icon(SYMBOLS[i % len(SYMBOLS)], "#606060"), name))
+        self.legend.setFixedWidth(min(LEGEND_MAX_WIDTH, max(110, self.legend.sizeHintForColumn(0) + 28)))
 
     @Slot(object, object, object)
     def _on_points_clicked(self, _item, points, _ev=None) -> None:

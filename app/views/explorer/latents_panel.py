@@ -9,12 +9,18 @@ import html
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QGridLayout, QWidget
+from PySide6.QtGui import QFontMetricsF
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QWidget
 
 from . import style
 from .export import export_plot, inspection_tables, write_tables
+from .task_language import label_order, prediction_text
 
-MAX_ANNOTATED_CELLS = 160
+MAX_ANNOTATED_CELLS = 400  # beyond this no cell is annotated (the colour says it)
+LABELS_AS_ROWS = 12  # more classes than this: the heat map turns, one row per class / label
+ROW_PIXELS = 18  # the height of a label's row when the labels are rows (the heat map scrolls)
+TITLE_CHARS = 70  # the modalities' own predictions go under the heat map when longer (labels sets of many labels)
+CELL_FONT_PT = (9.0, 8.0, 7.0)  # a cell's value is drawn at the largest size that fits its cell, else hidden
 
 
 class LatentsPanel(QWidget):
@@ -39,7 +45,20 @@ class LatentsPanel(QWidget):
         self.modpred_img.setLookupTable(style.heat_lut("viridis"))
         self.modpred.addItem(self.modpred_img)
         self.modpred.getPlotItem().invertY(True)
+        self.modpred.getPlotItem().getViewBox().sigResized.connect(self._fit_cell_texts)
         self.cell_texts: list[pg.TextItem] = []
+        self.cell_cells: list[tuple[int, int]] = []  # (modality, class) of each cell text
+        self.label_order: list[int] = []  # the classes / labels in the order drawn (task_language.label_order)
+        self.labels_as_rows = False  # many labels: one row per label, so every name is readable
+        self.cell_font_pt: float | None = None  # the size the cell values are drawn at (None: hidden)
+        self.modpred_scroll = QScrollArea()  # 23 labels as rows scroll instead of being squeezed
+        self.modpred_scroll.setWidgetResizable(True)
+        self.modpred_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.modpred_scroll.setWidget(self.modpred)
+        self.modpred_note = QLabel("")
+        self.modpred_note.setWordWrap(True)
+        self.modpred_note.setVisible(False)
+        self.modpred_note.setToolTip("What each modality alone predicts")
 
         self.rec = style.plot_widget("Reconstruction error ‖H − Ĥ‖²", left="MSE", min_height=130,
                                      tooltip=style.TIP_REC)
@@ -52,7 +71,8 @@ class LatentsPanel(QWidget):
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.norms, 0, 0)
         lay.addWidget(self.rec, 0, 1)
-        lay.addWidget(self.modpred, 1, 0, 1, 2)
+        lay.addWidget(self.modpred_scroll, 1, 0, 1, 2)
+        lay.addWidget(self.modpred_note, 2, 0, 1, 2)
         lay.setRowStretch(0, 1)
         lay.setRowStretch(1, 1)
         self._names: tuple[str, ...] = ()
@@ -70,10 +90,8 @@ class LatentsPanel(QWidget):
 
     def _ensure_axes(self, names: tuple[str, ...], classes: tuple[str, ...]) -> None:
         if names != self._names:
-            self._names = names
             style.set_ticks(self.norms, "bottom", names)
             style.set_ticks(self.rec, "bottom", names)
-            style.set_ticks(self.modpred, "left", names)
             for w in (self.norms, self.rec):
                 w.setXRange(-0.6, len(names) - 0.4, padding=0)
             for t in self.ratio_texts:
@@ -83,20 +101,61 @@ class LatentsPanel(QWidget):
                 t = pg.TextItem("", color="#303030", anchor=(0.5, 1.0))
                 self.norms.addItem(t)
                 self.ratio_texts.append(t)
-        if classes != self._classes or len(self.cell_texts) != len(names) * len(classes):
-            self._classes = classes
-            style.set_ticks(self.modpred, "bottom", classes, positions=np.arange(len(classes)) + 0.5)
+        if names != self._names or classes != self._classes:
+            self._names, self._classes = names, classes
+            self.label_order = label_order(classes)
+            self.labels_as_rows = len(classes) > LABELS_AS_ROWS
+            shown = [classes[j] for j in self.label_order]
+            ax_cls, ax_mod = ("left", "bottom") if self.labels_as_rows else ("bottom", "left")
+            style.set_ticks(self.modpred, ax_cls, shown, positions=np.arange(len(classes)) + 0.5,
+                            max_labels=max(40, len(classes)))  # every label named (the rows scroll)
+            style.set_ticks(self.modpred, ax_mod, names, positions=np.arange(len(names)) + 0.5)
             for t in self.cell_texts:
                 self.modpred.removeItem(t)
-            self.cell_texts = []
+            self.cell_texts, self.cell_cells = [], []
             if len(names) * len(classes) <= MAX_ANNOTATED_CELLS:
                 for i in range(len(names)):
-                    for j in range(len(classes)):
+                    for k, j in enumerate(self.label_order):
                         t = pg.TextItem("", anchor=(0.5, 0.5))
-                        t.setPos(j + 0.5, i + 0.5)
+                        t.textItem.document().setDocumentMargin(1)
+                        t.setPos(*((i + 0.5, k + 0.5) if self.labels_as_rows else (k + 0.5, i + 0.5)))
                         self.modpred.addItem(t)
                         self.cell_texts.append(t)
-        style.set_ticks(self.modpred, "left", names, positions=np.arange(len(names)) + 0.5)
+                        self.cell_cells.append((i, j))
+            self.modpred.setMinimumHeight(max(150, ROW_PIXELS * len(classes) + 90) if self.labels_as_rows
+                                          else 150)
+
+    def _fit_cell_texts(self, *_args) -> None:
+        """Draw each cell's value at the largest font size that fits its cell (9, 8 or 7 pt), or hide the
+        values when even the smallest does not: values never overlap, whatever the number of labels."""
+        if not self.cell_texts:
+            return
+        vb = self.modpred.getPlotItem().getViewBox()
+        rect = vb.viewRect()
+        if rect.width() <= 0 or rect.height() <= 0:
+            return
+        px_w = vb.width() / rect.width()  # pixels per cell (cells are 1 × 1 in view units)
+        px_h = vb.height() / rect.height()
+        widest = max((t.textItem.toPlainText() for t in self.cell_texts), key=len, default="") or "0.00"
+        margin = 2 * self.cell_texts[0].textItem.document().documentMargin()
+        size = None
+        for pt in CELL_FONT_PT:
+            f = self.cell_texts[0].textItem.font()
+            f.setPointSizeF(pt)
+            fm = QFontMetricsF(f)
+            if fm.horizontalAdvance(widest) + margin + 2 <= px_w and fm.height() + margin <= px_h:
+                size = pt
+                break
+        self.cell_font_pt = size
+        for t in self.cell_texts:
+            if size is None:
+                t.setVisible(False)
+                continue
+            f = t.textItem.font()
+            if f.pointSizeF() != size:
+                f.setPointSizeF(size)
+                t.setFont(f)
+            t.setVisible(True)
 
     def show_inspection(self, insp) -> None:
         prev, self.inspection = self.inspection, insp
@@ -117,22 +176,21 @@ class LatentsPanel(QWidget):
             t.setPos(i, max(insp.z_norm[i], insp.u_norm[i]) + top * 0.02)
         self.bars_rec.setOpts(x=x, height=insp.rec_err, brushes=[style.colour(style.REC_COLOUR, al) for al in a])
         self.rec.setYRange(0, float(np.max(insp.rec_err)) * 1.2 or 1.0, padding=0)
-        img = np.array(insp.mod_probs, dtype=float)  # (M, C)
-        if insp.task == "regression":
-            img = np.tanh(img)
-            levels = (-1.0, 1.0)
-        else:
-            levels = (0.0, 1.0)
+        probs = np.array(insp.mod_probs, dtype=float)[:, self.label_order]  # (M, C), classes in label order
+        reg = insp.task == "regression"
+        img, levels = (np.tanh(probs), (-1.0, 1.0)) if reg else (probs, (0.0, 1.0))
+        if self.labels_as_rows:
+            img = img.T  # (C, M): one row per label
         self.modpred_img.setImage(img, levels=levels)
-        self.modpred_img.setRect(0, 0, img.shape[1], m)
-        self.modpred.setXRange(0, img.shape[1], padding=0)
-        self.modpred.setYRange(0, m, padding=0)
-        if self.cell_texts:
-            for i in range(m):
-                for j in range(img.shape[1]):
-                    v = float(insp.mod_probs[i, j])
-                    best = j == insp.mod_pred[i]
-                    self.cell_texts[i * img.shape[1] + j].setText(f"{v:.2f}" if (v >= 0.01 or best) else "")
+        rows, cols = img.shape
+        self.modpred_img.setRect(0, 0, cols, rows)
+        self.modpred.setXRange(0, cols, padding=0)
+        self.modpred.setYRange(0, rows, padding=0)
+        for t, (i, j) in zip(self.cell_texts, self.cell_cells):
+            v = float(insp.mod_probs[i, j])
+            best = j == insp.mod_pred[i]
+            t.setText(f"{v:+.2f}" if reg else f"{v:.2f}" if (v >= 0.01 or best) else "")
+        self._fit_cell_texts()
         self._show_subset(insp, values_changed=True)
 
     @staticmethod
@@ -145,7 +203,6 @@ class LatentsPanel(QWidget):
     def _show_subset(self, insp, values_changed: bool = False) -> None:
         """Fade the modalities that are off; the values are already on screen."""
         names = insp.modality_names
-        classes = insp.class_names if insp.task != "regression" else ("score",)
         used = tuple(insp.used)
         if not values_changed and used == self._shown_used:
             return
@@ -159,21 +216,23 @@ class LatentsPanel(QWidget):
         for i, t in enumerate(self.ratio_texts):
             t.setText(f"{insp.ratio[i]:.2f}" if short else
                       f"U/Z {insp.ratio[i]:.2f}" + ("" if used[i] else " (off)"))
-        c = len(classes)
-        if self.cell_texts:
-            for i in range(len(names)):
-                for j in range(c):
-                    v = float(insp.mod_probs[i, j])
-                    t = self.cell_texts[i * c + j]
-                    if not used[i]:
-                        t.setColor("#A0A0A0")
-                    else:
-                        t.setColor("#000000" if (v > 0.6 and insp.task != "regression") else "#FFFFFF")
+        for t, (i, j) in zip(self.cell_texts, self.cell_cells):
+            v = float(insp.mod_probs[i, j])
+            if not used[i]:
+                t.setColor("#A0A0A0")
+            else:
+                t.setColor("#000000" if (v > 0.6 and insp.task != "regression") else "#FFFFFF")
         on = [n for n, u in zip(names, used) if u]
-        self.modpred.getPlotItem().setTitle(
-            "Each modality alone: c([U<sup>i</sup>, Z<sup>i</sup>])  —  "
-            + ", ".join(f"{n} → {html.escape(insp.prediction_text(n))}" for n in names)
-            + ("" if on else "  (none on)"), color="#202020", size="10pt")
+        what = {"multi-label": " (σ per label)", "regression": " (score)"}.get(insp.task, " (softmax p)")
+        preds = ", ".join(f"{n} → {prediction_text(insp, n)}" for n in names) + ("" if on else "  (none on)")
+        title = f"Each modality alone: c([U<sup>i</sup>, Z<sup>i</sup>]){what}"
+        if len(preds) <= TITLE_CHARS:  # short enough for the title (a long title would widen the plot)
+            title += "  —  " + html.escape(preds)
+            self.modpred_note.setText("")
+        else:
+            self.modpred_note.setText(html.escape(preds))
+        self.modpred_note.setVisible(bool(self.modpred_note.text()))
+        self.modpred.getPlotItem().setTitle(title, color="#202020", size="10pt")
 
     def plots(self) -> dict[str, pg.PlotWidget]:
         return {"latent_norms": self.norms, "modality_predictions": self.modpred, "reconstruction_error": self.rec}

@@ -12,6 +12,7 @@ Run alone: `python -m app.views.explorer.missing_curves` shows it on a synthetic
 from __future__ import annotations
 
 import datetime as _dt
+import html
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from .curves import CURVE_MECHANISMS, DEFAULT_RATES, CurveResult, compute_missin
 from .export import export_plot, safe_name, write_csv
 from .job_controls import JobControls, choose_export_folder
 from .robustness import RobustnessResult, RunRef
+from .task_language import flip_item, flip_rule
 
 RATE_TIP = ("Missing rates η, comma-separated: the fraction of (sample, modality) entries MISSING, each in [0, 1). "
             "η = 0.75 removes 75 % in the draw; a sample never loses every modality (one is given back), so the "
@@ -122,7 +124,9 @@ class MissingCurvesPanel(QWidget):
         self.flips_title.setWordWrap(True)
         self.flips = QListWidget()
         self.flips.setMinimumWidth(280)
-        self.flips.setToolTip("Samples whose prediction under their mask at this η differs from all modalities. "
+        self.flips.setToolTip("Samples whose prediction under their mask at this η flips against all modalities "
+                              "(the class changes; multi-label: the label set, by a Jaccard distance ≥ 0.5; "
+                              "regression: the score, by ≥ 1 σ of the target or across 0 by ≥ 0.5 σ). "
                               "Click one to open it in the explorer with that mask.")
         side = QWidget()
         sl = QVBoxLayout(side)
@@ -346,35 +350,30 @@ class MissingCurvesPanel(QWidget):
     def show_flips(self, run_label: str, spec_label: str) -> np.ndarray:
         r = self.result
         idx = r.flips(run_label, spec_label)
-        pred_m = r.predictions(run_label, spec_label)
-        pred_all = r.predictions(run_label, None)
+        out_m = r.outputs(run_label, spec_label)
+        out_all = r.outputs(run_label, None)
         target = r.encodings[run_label].target
         mask = r.masks[spec_label]
         names = r.modality_names
+        classes = tuple(self.class_names)
+        if not classes and r.task != "regression" and out_all.shape[-1]:
+            classes = tuple(str(c) for c in range(out_all.shape[-1]))
         self.flip_rows = [int(i) for i in idx]
         for i in self.flip_rows:
             kept = "+".join(n for n, k in zip(names, mask[i].tolist()) if k)
-            ps, pa = self._cls(pred_m[i]), self._cls(pred_all[i])
-            truth = self._cls(target[i]) if r.task == "single-label" else ""
-            it = QListWidgetItem(f"#{i}:  all → {pa},  {kept} → {ps}" + (f"   (true {truth})" if truth else ""))
+            text, tip, verdict = flip_item(r.task, out_all[i], out_m[i], target[i], classes, kept)
+            it = QListWidgetItem(f"#{i}:  {text}")
             it.setData(Qt.ItemDataRole.UserRole, i)
-            if truth and pa == truth and ps != truth:
-                it.setForeground(pg.mkColor("#B00020"))
-                it.setToolTip("correct with all modalities, wrong under its mask")
-            elif truth and ps == truth and pa != truth:
-                it.setForeground(pg.mkColor("#1A7F37"))
-                it.setToolTip("wrong with all modalities, correct under its mask")
+            if verdict:
+                it.setForeground(pg.mkColor("#1A7F37" if verdict > 0 else "#B00020"))
+            if tip:
+                it.setToolTip(tip)
             self.flips.addItem(it)
-        self.flips_title.setText(f"<b>{len(idx)} of {len(target)}</b> {r.split} samples flip for <b>{run_label}</b> "
-                                 f"under <b>{spec_label}</b> (vs all modalities)")
+        self.flips_title.setText(f"<b>{len(idx)} of {len(target)}</b> {r.split} samples flip for "
+                                 f"<b>{html.escape(run_label)}</b> under <b>{html.escape(spec_label)}</b> (vs all "
+                                 f"modalities)<br><span style='color:#606060'>a flip: "
+                                 f"{html.escape(flip_rule(r.task, target))}</span>")
         return idx
-
-    def _cls(self, v) -> str:
-        try:
-            i = int(v)
-        except (TypeError, ValueError):
-            return str(v.tolist())
-        return self.class_names[i] if 0 <= i < len(self.class_names) else str(i)
 
     @Slot(QListWidgetItem)
     def _on_flip_clicked(self, item: QListWidgetItem) -> None:

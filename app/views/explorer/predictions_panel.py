@@ -10,8 +10,11 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from PySide6.QtGui import QFontMetricsF
+
 from . import style
 from .export import export_plot, inspection_tables, write_tables
+from .task_language import label_order, prediction_text
 
 
 class PredictionsPanel(QWidget):
@@ -21,6 +24,7 @@ class PredictionsPanel(QWidget):
         super().__init__(parent)
         self.inspection = None
         self._classes: tuple[str, ...] = ()
+        self._x = np.zeros(0)
         self.header = style.title_label(big=True)
         self.header.setObjectName("predictionHeader")
         self.plot = style.plot_widget("Class probabilities", left="p", min_height=170,
@@ -29,7 +33,6 @@ class PredictionsPanel(QWidget):
                                               "c([U^i, Z^i]) over the modalities on.")
         self.bars_all = pg.BarGraphItem(x=[], height=[], width=0.38, brush=style.ALL, pen=None, name="all modalities")
         self.bars_sub = pg.BarGraphItem(x=[], height=[], width=0.38, brush=style.SUBSET, pen=None, name="subset")
-        self.plot.getPlotItem().addLegend(offset=(-10, 5), labelTextColor="#303030")
         self.plot.addItem(self.bars_all)
         self.plot.addItem(self.bars_sub)
         self.empty_text = pg.TextItem("", color="#B00020", anchor=(0.5, 0.5))
@@ -42,6 +45,10 @@ class PredictionsPanel(QWidget):
         self.bars_delta = pg.BarGraphItem(x=[], height=[], width=0.6, brushes=[], pen=None)
         self.delta.addItem(self.bars_delta)
         self.delta.addItem(pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen("#808080")))
+        self._order: list[int] = []
+        for w in (self.plot, self.delta):  # the first and last class names may reach past the axis's ends
+            w.getPlotItem().getAxis("bottom").setStyle(hideOverlappingLabels=40)
+        self.plot.getPlotItem().getViewBox().sigResized.connect(self._fit_ticks)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.header)
@@ -62,15 +69,18 @@ class PredictionsPanel(QWidget):
         self.empty_text.setText("")
 
     _TITLES = {"single-label": ("Class probabilities", "p", "Δp"),
-               "multi-label": ("Label probabilities (one sigmoid per label; on at p ≥ 0.5)", "p", "Δp"),
+               "multi-label": ("Label probabilities (on at p ≥ 0.5)", "p", "Δp"),
                "regression": ("Predicted score", "score", "Δ score")}
+    # the colour key in the title (a legend inside the plot would cover the bars of many labels)
+    KEY = (f"  <span style='color:{style.ALL}'>■</span> all "
+           f"<span style='color:{style.SUBSET}'>■</span> subset")
 
     def _set_task(self, task: str) -> None:
         if task == getattr(self, "_task", None):
             return
         self._task = task
         title, left, dleft = self._TITLES.get(task, self._TITLES["single-label"])
-        self.plot.getPlotItem().setTitle(title, color="#202020", size="10pt")
+        self.plot.getPlotItem().setTitle(title + self.KEY, color="#202020", size="10pt")
         for w, lab in ((self.plot, left), (self.delta, dleft)):
             w.getPlotItem().getAxis("left").setLabel(lab, color="#303030")
         self._y_fixed = False
@@ -80,16 +90,40 @@ class PredictionsPanel(QWidget):
     def _set_classes(self, classes: tuple[str, ...]) -> None:
         if classes != self._classes:
             self._classes = classes
+            self._tick_step = None
+            order = label_order(classes)  # natural order (g2 before g10) unless the dataset chose one
+            self._order = order
+            self._x = np.empty(len(classes), dtype=float)
+            self._x[order] = np.arange(len(classes))
             for w in (self.plot, self.delta):
-                style.set_ticks(w, "bottom", classes)
+                style.set_ticks(w, "bottom", [classes[j] for j in order], max_labels=max(40, len(classes)))
             self.plot.setXRange(-0.6, len(classes) - 0.4, padding=0)
+            self._fit_ticks()
+
+    def _fit_ticks(self, *_args) -> None:
+        """Name as many classes under the bars as fit without overlapping (every k-th, from the first), so 23
+        genre names do not run into each other; the header names the predicted ones."""
+        names = [self._classes[j] for j in self._order]
+        vb = self.plot.getPlotItem().getViewBox()
+        if not names or vb.width() <= 0:
+            return
+        ax = self.plot.getPlotItem().getAxis("bottom")
+        fm = QFontMetricsF(ax.style.get("tickFont") or ax.font())
+        px = vb.width() / max(vb.viewRect().width(), 1e-9)  # pixels per class
+        step = max(1, int(np.ceil((max(fm.horizontalAdvance(n) for n in names) + 8) / max(px, 1e-9))))
+        if step == getattr(self, "_tick_step", None):
+            return
+        self._tick_step = step
+        ticks = [(float(k), n) for k, n in enumerate(names) if k % step == 0]
+        for w in (self.plot, self.delta):
+            w.getPlotItem().getAxis("bottom").setTicks([ticks, []])
 
     def show_inspection(self, insp, true_name: str = "") -> None:
         self.inspection = insp
         classes = insp.class_names if insp.task != "regression" else ("score",)
         self._set_task(insp.task)
         self._set_classes(tuple(classes))
-        x = np.arange(len(classes), dtype=float)
+        x = self._x  # each class's position on the axis
         if self._shown_all is None or not np.array_equal(self._shown_all, insp.probs_all):
             self.bars_all.setOpts(x=x - 0.2, height=insp.probs_all)
             self._shown_all = insp.probs_all
@@ -102,7 +136,7 @@ class PredictionsPanel(QWidget):
             self.empty_text.setPos((len(classes) - 1) / 2, top * 0.6)
             self.header.setText("<b style='color:#B00020'>No modality selected</b> — switch one on (Alt+1…) to "
                                 "get a prediction. All modalities: "
-                                f"<b>{html.escape(insp.prediction_text('all'))}</b>")
+                                f"<b>{html.escape(prediction_text(insp, 'all'))}</b>")
             return
         self.empty_text.setText("")
         multi = insp.task == "multi-label"
@@ -121,7 +155,7 @@ class PredictionsPanel(QWidget):
         used = " + ".join(n for n, u in zip(insp.modality_names, insp.used) if u)
         p = insp.probs[insp.pred] if insp.pred >= 0 and not reg else float("nan")
         pa = insp.probs_all[insp.pred_all] if insp.pred_all >= 0 and not reg else float("nan")
-        same = insp.prediction_text("subset") == insp.prediction_text("all") if multi else insp.pred == insp.pred_all
+        same = prediction_text(insp, "subset") == prediction_text(insp, "all") if multi else insp.pred == insp.pred_all
         verdict = ("<span style='color:#1A7F37'>same as all modalities</span>" if same else
                    "<span style='color:#B00020'><b>differs</b> from all modalities</span>")
         truth = (f" · true {'score' if reg else 'labels' if multi else 'class'} <b>{html.escape(true_name)}</b>"
@@ -131,12 +165,12 @@ class PredictionsPanel(QWidget):
                                 f"<b>{insp.probs_all[0]:+.3f}</b>{truth}")
         elif multi:  # the predicted label set (p ≥ 0.5 each)
             self.header.setText(f"With <b>{used}</b>: labels <b style='font-size:large'>"
-                                f"{html.escape(insp.prediction_text('subset'))}</b> · all modalities: "
-                                f"<b>{html.escape(insp.prediction_text('all'))}</b> — {verdict}{truth}")
+                                f"{html.escape(prediction_text(insp, 'subset'))}</b> · all modalities: "
+                                f"<b>{html.escape(prediction_text(insp, 'all'))}</b> — {verdict}{truth}")
         else:
             self.header.setText(f"With <b>{used}</b>: <b style='font-size:large'>"
-                                f"{html.escape(insp.prediction_text('subset'))}</b> (p = {style.fmt(p, 2)}) · all "
-                                f"modalities: <b>{html.escape(insp.prediction_text('all'))}</b> "
+                                f"{html.escape(prediction_text(insp, 'subset'))}</b> (p = {style.fmt(p, 2)}) · all "
+                                f"modalities: <b>{html.escape(prediction_text(insp, 'all'))}</b> "
                                 f"(p = {style.fmt(pa, 2)}) — {verdict}{truth}")
 
     # --- export ---------------------------------------------------------------------------------------

@@ -17,8 +17,10 @@ import torch
 from robult_engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from robult_engine.data.base import DatasetBundle
 from robult_engine.evaluation import EncodedSplit, encode_split, metrics_from_encoded, modality_subsets
-from robult_engine.inspect import flipped_samples, subset_predictions
+from robult_engine.inspect import subset_predictions
 from robult_engine.metrics import primary_metric
+
+from .task_language import subset_outputs, task_flips
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,13 @@ class RobustnessResult:
         return out
 
     def flips(self, run_label: str, subset: tuple[bool, ...]) -> np.ndarray:
-        return flipped_samples(self.encodings[run_label], subset, self.task)
+        """Samples whose prediction under `subset` flips against all modalities, in the task's terms
+        (`task_language`: class, label set by Jaccard distance, score by the target's σ)."""
+        return task_flips(self.encodings[run_label], subset, self.task)
+
+    def outputs(self, run_label: str, subset: tuple[bool, ...]) -> torch.Tensor:
+        """(N, C) the subset's logits (scores for regression)."""
+        return subset_outputs(self.encodings[run_label], subset)
 
     def predictions(self, run_label: str, subset: tuple[bool, ...]) -> torch.Tensor:
         return subset_predictions(self.encodings[run_label], subset, self.task)[0]

@@ -8,6 +8,7 @@ Run alone: `python -m app.views.explorer.robustness_panel` shows it on a synthet
 from __future__ import annotations
 
 import datetime as _dt
+import html
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from . import style
 from .export import export_plot, safe_name, write_csv, write_json
 from .job_controls import JobControls
 from .robustness import RobustnessResult, RunRef, compute_robustness
+from .task_language import flip_item, flip_rule
 
 
 def color_range(metric: str, mat: np.ndarray) -> tuple[float, float]:
@@ -112,7 +114,9 @@ class RobustnessPanel(QWidget):
         self.flips_title.setWordWrap(True)
         self.flips = QListWidget()
         self.flips.setMinimumWidth(300)
-        self.flips.setToolTip("Samples whose prediction under the subset differs from all modalities. "
+        self.flips.setToolTip("Samples whose prediction under the subset flips against all modalities "
+                              "(the class changes; multi-label: the label set, by a Jaccard distance ≥ 0.5; "
+                              "regression: the score, by ≥ 1 σ of the target or across 0 by ≥ 0.5 σ). "
                               "Click one to open it in the explorer with that subset.")
         side = QWidget()
         sl = QVBoxLayout(side)
@@ -305,42 +309,33 @@ class RobustnessPanel(QWidget):
         name, mask = r.subsets[row]
         run = r.runs[col]
         idx = r.flips(run.label, mask)
-        pred_sub = r.predictions(run.label, mask)
-        pred_all = r.predictions(run.label, (True,) * len(mask))
+        out_sub = r.outputs(run.label, mask)
+        out_all = r.outputs(run.label, (True,) * len(mask))
         target = r.encodings[run.label].target
         self.flips.clear()
         self.flip_rows = [int(i) for i in idx]
         classes = self._class_names()
+        if not classes and r.task != "regression" and out_all.shape[-1]:
+            classes = tuple(str(c) for c in range(out_all.shape[-1]))
         for i in self.flip_rows:
-            ps, pa = self._cls(pred_sub[i], classes), self._cls(pred_all[i], classes)
-            truth = self._cls(target[i], classes) if r.task == "single-label" else ""
-            item = QListWidgetItem(f"#{i}:  all → {pa},  {name} → {ps}" + (f"   (true {truth})" if truth else ""))
+            text, tip, verdict = flip_item(r.task, out_all[i], out_sub[i], target[i], classes, name)
+            item = QListWidgetItem(f"#{i}:  {text}")
             item.setData(Qt.ItemDataRole.UserRole, i)
-            ok_all = truth and pa == truth
-            ok_sub = truth and ps == truth
-            if ok_all and not ok_sub:
-                item.setForeground(pg.mkColor("#B00020"))
-                item.setToolTip("correct with all modalities, wrong with this subset")
-            elif ok_sub and not ok_all:
-                item.setForeground(pg.mkColor("#1A7F37"))
-                item.setToolTip("wrong with all modalities, correct with this subset")
+            if verdict:
+                item.setForeground(pg.mkColor("#1A7F37" if verdict > 0 else "#B00020"))
+            if tip:
+                item.setToolTip(tip)
             self.flips.addItem(item)
-        total = len(r.encodings[run.label].target)
-        self.flips_title.setText(f"<b>{len(idx)} of {total}</b> {r.split} samples flip for <b>{run.label}</b> "
-                                 f"with <b>{name}</b> only (vs all modalities)")
+        total = len(target)
+        self.flips_title.setText(f"<b>{len(idx)} of {total}</b> {r.split} samples flip for "
+                                 f"<b>{html.escape(run.label)}</b> with <b>{html.escape(name)}</b> only (vs all "
+                                 f"modalities)<br><span style='color:#606060'>a flip: "
+                                 f"{html.escape(flip_rule(r.task, target))}</span>")
         return idx
 
     def _class_names(self) -> tuple[str, ...]:
         cfg = getattr(self, "class_names", None)
         return tuple(cfg) if cfg else ()
-
-    @staticmethod
-    def _cls(v, classes) -> str:
-        try:
-            i = int(v)
-        except (TypeError, ValueError):
-            return str(v.tolist())
-        return classes[i] if 0 <= i < len(classes) else str(i)
 
     @Slot(QListWidgetItem)
     def _on_flip_clicked(self, item: QListWidgetItem) -> None:

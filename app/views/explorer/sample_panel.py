@@ -1,6 +1,7 @@
 """SamplePanel: choose the sample (browse the dataset, or open / drop your own files, or type text) and see
 each of its modalities the way a person reads it: the image scaled up with nearest-neighbour pixels, the
-waveform (own recordings) and the MFCC heat map, the text, a feature vector's values.
+waveform (own recordings) and the frames of a sequence as a heat map (titled by the modality: MFCC for audio
+recordings, vision or text features per frame / token), the text, a feature vector's values.
 
 The panel only *asks* for samples (`sig_sample_requested` with a SampleRef); the explorer loads them off the
 GUI thread and calls `show_sample`. Run alone: `python -m app.views.explorer.sample_panel`.
@@ -17,10 +18,11 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
                                QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
-from robult_engine.data.base import DataError
+from robult_engine.data.base import DataError, ModalitySpec
 
 from . import style
 from .sources import AUDIO_EXT, IMAGE_EXT, LoadedSample, ModalityView, assign_paths
+from .task_language import is_mfcc, sequence_labels
 from app.core.explorer_state import SampleRef
 
 IMAGE_PIXELS = 168  # on-screen size of a modality image
@@ -51,9 +53,11 @@ def array_to_pixmap(img: np.ndarray, size: int = IMAGE_PIXELS) -> QPixmap:
 class ModalityView_(QGroupBox):
     """One modality of the sample."""
 
-    def __init__(self, name: str, kind: str, parent: QWidget | None = None) -> None:
+    def __init__(self, name: str, kind: str, parent: QWidget | None = None, *, spec=None) -> None:
         super().__init__(f"{name}  ({kind})", parent)
         self.name, self.kind = name, kind
+        self.spec = spec if spec is not None else ModalitySpec(name, kind, (1, 1) if kind == "sequence" else (1,))
+        self.seq = sequence_labels(self.spec) if kind == "sequence" else {}
         self.lay = QVBoxLayout(self)
         self.lay.setContentsMargins(6, 4, 6, 4)
         self.note = QLabel("")
@@ -68,16 +72,18 @@ class ModalityView_(QGroupBox):
             self.image.setMinimumSize(IMAGE_PIXELS // 2, IMAGE_PIXELS // 2)
             self.lay.addWidget(self.image, 1)
         elif kind == "sequence":
-            self.wave = style.plot_widget("waveform (as the front-end read it: 8 kHz, trimmed)", bottom="s",
-                                          min_height=80)
-            self.wave.getPlotItem().getAxis("bottom").enableAutoSIPrefix(False)
-            self.wave_curve = self.wave.plot(pen=pg.mkPen("#0072B2", width=1))
-            self.frames = style.plot_widget("features per frame (MFCC)", left="coef.", bottom="frame", min_height=110)
+            if is_mfcc(self.spec):  # a recording can be dropped here: its waveform is shown too
+                self.wave = style.plot_widget("waveform (as the front-end read it: 8 kHz, trimmed)", bottom="s",
+                                              min_height=80)
+                self.wave.getPlotItem().getAxis("bottom").enableAutoSIPrefix(False)
+                self.wave_curve = self.wave.plot(pen=pg.mkPen("#0072B2", width=1))
+                self.wave.setMinimumHeight(110)
+                self.lay.addWidget(self.wave, 2)
+            self.frames = style.plot_widget(self.seq["title"], left=self.seq["rows"], bottom=self.seq["steps"],
+                                            min_height=110)
             self.frames_img = pg.ImageItem(axisOrder="row-major")
             self.frames_img.setLookupTable(style.heat_lut("CET-D1"))
             self.frames.addItem(self.frames_img)
-            self.wave.setMinimumHeight(110)
-            self.lay.addWidget(self.wave, 2)
             self.lay.addWidget(self.frames, 3)
         elif kind == "vector":
             self.vector = style.plot_widget("values", bottom="feature", min_height=100)
@@ -108,24 +114,25 @@ class ModalityView_(QGroupBox):
             self.image.setPixmap(array_to_pixmap(v.image))
             self.image.setToolTip(f"{v.image.shape[1]}×{v.image.shape[0]} pixels, shown scaled up "
                                   f"(nearest neighbour: what the model sees)")
+        has_wave = v.waveform is not None and len(v.waveform) > 0
         if self.wave is not None:
-            has_wave = v.waveform is not None and len(v.waveform) > 0
             self.wave.setVisible(has_wave)
             if has_wave:
                 t = np.arange(len(v.waveform)) / max(1, v.sample_rate)
                 step = max(1, len(t) // 4000)
                 self.wave_curve.setData(t[::step], v.waveform[::step])
-            if v.frames is not None and len(v.frames):
-                f = np.asarray(v.frames, dtype=float).T  # (D, T): rows = coefficients
-                lim = float(np.percentile(np.abs(f), 99)) or 1.0
-                self.frames_img.setImage(f, levels=(-lim, lim))
-                self.frames_img.setRect(0, 0, f.shape[1], f.shape[0])
-                self.frames.setXRange(0, f.shape[1], padding=0)
-                self.frames.setYRange(0, f.shape[0], padding=0)
-                self.frames.setToolTip(f"{f.shape[1]} frames × {f.shape[0]} coefficients (standardised); "
-                                       f"blue low, red high" + ("" if has_wave else
-                                                                "\nDataset samples keep only the MFCC frames; "
-                                                                "drop a WAV to see its waveform too."))
+        if self.frames is not None and v.frames is not None and len(v.frames):
+            f = np.asarray(v.frames, dtype=float).T  # (D, T): rows = features
+            lim = float(np.percentile(np.abs(f), 99)) or 1.0
+            self.frames_img.setImage(f, levels=(-lim, lim))
+            self.frames_img.setRect(0, 0, f.shape[1], f.shape[0])
+            self.frames.setXRange(0, f.shape[1], padding=0)
+            self.frames.setYRange(0, f.shape[0], padding=0)
+            mfcc = self.wave is not None
+            self.frames.setToolTip(f"{f.shape[1]} {self.seq['steps']}s × {f.shape[0]} {self.seq['what']}"
+                                   + (" (standardised)" if mfcc else "") + "; blue low, red high"
+                                   + ("\nDataset samples keep only the MFCC frames; drop a WAV to see its "
+                                      "waveform too." if mfcc and not has_wave else ""))
         if self.vector is not None and v.vector is not None:
             self.vector_bars.setOpts(x=np.arange(len(v.vector)), height=v.vector)
         if self.text is not None:
@@ -260,7 +267,7 @@ class SamplePanel(QWidget):
         if self.info is None:
             return
         for m in self.info.modalities:
-            v = ModalityView_(m.name, m.kind)
+            v = ModalityView_(m.name, m.kind, spec=m)
             v.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
             self.views[m.name] = v
             self.views_lay.addWidget(v, 2 if m.kind == "sequence" else 1)
