@@ -14,12 +14,23 @@ Runs go one at a time (with step progress), in `--jobs N` local processes (`cli.
 `compare` uses), or on Ray with `--ray [ADDRESS]` (an optional extra: `pip install 'robult-studio[ray]'`; without
 an address a local Ray instance is started; with a cluster, DIR must be on storage every node shares, because
 each run's best checkpoint is read back to be evaluated under the masks).
+
+Train/test missingness mismatch (`--train-missing MECH:RATES`, the grammar of `--missing`): η_train becomes an
+axis. Every method is trained once per training setting (and seed), with that setting as `data.train_missing`,
+and each trained model is evaluated under every test mask, so each (label fraction, method) gets a matrix
+η_train × η_test (mean ± std over seeds); the diagonal (tested under the setting it was trained under) is
+marked. A training setting missing from the test grid is added to it, so the diagonal is always measured.
+Runs live in `lfF/train-SETTING/METHOD-seedS`; their records hold the configuration (train setting included),
+so `--resume` works on the axis too. `mcar:0` removes nothing: the training split keeps the data's own mask
+only (a dataset with missing entries of its own, such as Movies' `production`, still trains on those).
+Without the flag the sweep is the plain one (training as `data.train_missing` of the configuration says).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -243,6 +254,44 @@ def parse_fractions(text: str) -> list[float]:
     return out
 
 
+def parse_train_missing(items, base, modality_names: tuple[str, ...] | None = None) -> list[str]:
+    """`--train-missing MECH:RATES` (repeatable; the grammar of `--missing`): the training settings of a mismatch
+    sweep, as canonical labels. Each must be a setting `data.train_missing` accepts (one setting, not 'subsets';
+    with `modality_names`, only modalities the dataset has and one rate or one per modality); a configuration
+    that already sets `data.train_missing` is refused (the setting would be given twice). ConfigError names the
+    flag and the problem."""
+    from .missing import parse_missing_grid
+    items = [items] if isinstance(items, str) else [str(x) for x in (items or [])]
+    shown = " ".join(items)
+    specs = parse_missing_grid(items, where="--train-missing")
+    if not specs:
+        raise ConfigError("--train-missing: give at least one training setting, e.g. mcar:0,0.3,0.6")
+    if base.data.train_missing:
+        raise ConfigError(f"--train-missing {shown}: the configuration already sets data.train_missing="
+                          f"{base.data.train_missing}; give the training missingness in one place")
+    for spec in specs:
+        if spec.mechanism == "subsets":
+            raise ConfigError(f"--train-missing {shown}: 'subsets' is an evaluation over every modality subset, "
+                              f"not a training setting; name one subset (subset:A+B) or a rate (mcar:0.5)")
+        try:
+            base.replace(**{"data.train_missing": spec.label}).data.validate(modality_names)
+        except ConfigError as e:
+            why = str(e)
+            for prefix in (f"data.train_missing: {spec.label}: ", "data.train_missing: "):
+                if why.startswith(prefix):
+                    why = why[len(prefix):]
+                    break
+            which = "" if spec.label == shown else f"{spec.label}: "
+            raise ConfigError(f"--train-missing {shown}: {which}cannot be trained on: {why}") from None
+    return [s.label for s in specs]
+
+
+def train_folder(label: str) -> str:
+    """The folder of a training setting's runs: `train-` and the setting with every character a file name may
+    not hold replaced (mcar:0.5 → train-mcar_0.5)."""
+    return "train-" + re.sub(r"[^A-Za-z0-9._=+@-]", "_", label)
+
+
 def fraction_label(v: float) -> str:
     """A label fraction as folder names, report keys and CSV cells show it: `:g` (0.05, 0.2, 1) where that
     gives the value back, else the shortest text that does (0.5000001 is not 0.5), so distinct fractions never
@@ -253,19 +302,22 @@ def fraction_label(v: float) -> str:
 
 
 class Sweep:
-    """One sweep: its runs (method × label fraction × seed × grid setting, identical labeled indices per seed),
-    the test masks every run is evaluated under, the results recorded so far, and the report. The CLI
-    (`cmd_sweep`) and the app's background sweep both drive it: `pending()` lists the runs still to train,
-    `record(key, final)` evaluates a finished run under the masks (and writes its `sweep_run.json`, so a sweep
-    that was stopped can resume), `finish()` writes sweep.csv / sweep.json / sweep.png and returns the payload.
+    """One sweep: its runs (method × label fraction × seed × grid setting, identical labeled indices per seed,
+    and with `train_missing` × training setting), the test masks every run is evaluated under, the results
+    recorded so far, and the report. The CLI (`cmd_sweep`) and the app's background sweep both drive it:
+    `pending()` lists the runs still to train, `record(key, final)` evaluates a finished run under the masks (and
+    writes its `sweep_run.json`, so a sweep that was stopped can resume), `finish()` writes sweep.csv /
+    sweep.json / sweep.png and returns the payload.
 
-    A key is `(grid index, label-fraction index, seed, method)`.
+    A key is `(grid index, label-fraction index, seed, method)`, and `(…, training-setting index)` in a mismatch
+    sweep (`train_missing` given); `parts(key)` gives all five in either case.
     """
 
     def __init__(self, base, methods: list[str], fractions: list[float], out: str | Path, seeds: int = 3,
                  missing: list[str] | None = None, mask_seed: int = 0, grid: list[dict] | None = None,
                  metric: str | None = None, bundle=None, resume: bool = False,
-                 should_stop=None, on_resume_progress=None, trainer_extras: dict | None = None) -> None:
+                 should_stop=None, on_resume_progress=None, trainer_extras: dict | None = None,
+                 train_missing: list[str] | str | None = None) -> None:
         from .data import load_dataset
         from .metrics import primary_metric
         for m in methods:
@@ -283,26 +335,53 @@ class Sweep:
         for i, v in enumerate(fractions):
             if v in fractions[:i]:
                 raise ConfigError(f"--label-fractions: {fraction_label(v)} is given twice")
+        mismatch = bool(train_missing)
+        if mismatch:
+            if grid and len(grid) > 1:
+                raise ConfigError("--train-missing: cannot be combined with --grid (each training setting would "
+                                  "get its own chosen setting); sweep the grid without it first")
+            parse_train_missing(train_missing, base)  # the spec itself, before the data is loaded
         self.base, self.methods, self.fractions, self.seeds = base, list(methods), list(fractions), seeds
         self.trainer_extras = dict(trainer_extras or {})  # more Trainer arguments (the CLI's --tensorboard)
         self.grid = list(grid) if grid else [{}]
         self.bundle = bundle if bundle is not None else load_dataset(base.data)
         if "test" not in self.bundle.splits or len(self.bundle.splits["test"]) == 0:
             raise ConfigError(f"{self.bundle.info.name}: a sweep evaluates on the test split, and the dataset has none")
-        self.ev = MaskEvaluator(self.bundle, "test", missing or [DEFAULT_MISSING], mask_seed)
+        # the training settings (η_train) of a mismatch sweep; [] for a plain one
+        self.train: list[str] = (parse_train_missing(train_missing, base, tuple(self.bundle.info.modality_names))
+                                 if mismatch else [])
+        specs = list(missing or [DEFAULT_MISSING])
+        self.added_to_test = self._test_settings_for_diagonal(specs) if mismatch else []
+        self.ev = MaskEvaluator(self.bundle, "test", specs + self.added_to_test, mask_seed)
+        if self.added_to_test:
+            self.ev.labels = _ordered_settings(self.ev.labels)
         self.metric = metric or primary_metric(self.bundle.info.task)
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.ev.save(self.out / "masks.npz")
-        self.jobs = [(g, f, seed, m) for f in range(len(self.fractions)) for g in range(len(self.grid))
-                     for seed in range(seeds) for m in self.methods]
-        self.configs = {(g, f, seed, m): base.replace(**self.grid[g]).replace(
-            method=m, seed=seed, **{"data.seed": seed, "data.label_fraction": self.fractions[f]}).validate()
-            for g, f, seed, m in self.jobs}
-        self.run_dirs = {key: self.out / f"lf{fraction_label(self.fractions[key[1]])}" / (
-            f"{key[3]}-seed{key[2]}" + (f"-g{key[0]}" if len(self.grid) > 1 else "")) for key in self.jobs}
-        self.cells: dict[tuple[str, int, int], list[dict]] = {
-            (m, f, g): [] for m in self.methods for f in range(len(self.fractions)) for g in range(len(self.grid))}
+        n_train = len(self.train) or 1
+        if mismatch:
+            self.jobs = [(g, f, seed, m, t) for f in range(len(self.fractions)) for g in range(len(self.grid))
+                         for t in range(n_train) for seed in range(seeds) for m in self.methods]
+        else:
+            self.jobs = [(g, f, seed, m) for f in range(len(self.fractions)) for g in range(len(self.grid))
+                         for seed in range(seeds) for m in self.methods]
+        self.configs = {}
+        self.run_dirs = {}
+        for key in self.jobs:
+            g, f, seed, m, t = self.parts(key)
+            changes = {"data.seed": seed, "data.label_fraction": self.fractions[f]}
+            if mismatch:
+                changes["data.train_missing"] = self.train[t]
+            self.configs[key] = base.replace(**self.grid[g]).replace(method=m, seed=seed, **changes).validate()
+            folder = self.out / f"lf{fraction_label(self.fractions[f])}"
+            if mismatch:
+                folder = folder / self._train_folders()[t]
+            self.run_dirs[key] = folder / (f"{m}-seed{seed}" + (f"-g{g}" if len(self.grid) > 1 else ""))
+        # (method, label fraction, grid setting, training setting) -> the recorded runs, one per seed
+        self.cells: dict[tuple[str, int, int, int], list[dict]] = {
+            (m, f, g, t): [] for m in self.methods for f in range(len(self.fractions)) for g in range(len(self.grid))
+            for t in range(n_train)}
         self.done: set[tuple] = set()
         self.resumed: list[tuple] = []
         self.retrained: dict[tuple, str] = {}  # resume: runs whose record was refused, and why
@@ -314,6 +393,43 @@ class Sweep:
         self.t0 = time.perf_counter()  # after the resumed runs' re-evaluation: elapsed and ETA count training
 
     @property
+    def mismatch(self) -> bool:
+        """A train/test missingness mismatch sweep (η_train is an axis)."""
+        return bool(self.train)
+
+    @staticmethod
+    def parts(key: tuple) -> tuple[int, int, int, str, int]:
+        """(grid index, label-fraction index, seed, method, training-setting index) of a key (0 for the last in
+        a plain sweep)."""
+        return (*key, 0) if len(key) == 4 else tuple(key)
+
+    def _train_folders(self) -> list[str]:
+        names: list[str] = []
+        for t, lab in enumerate(self.train):  # two settings whose names clash get the index too
+            name = train_folder(lab)
+            names.append(name if name not in names else f"{name}-{t}")
+        return names
+
+    def _test_settings_for_diagonal(self, specs: list[str]) -> list[str]:
+        """The training settings the test grid lacks (added to it, so every row of the matrix has its diagonal
+        cell)."""
+        from .missing import expand, parse_missing_grid
+        have = {s.label for s in expand(parse_missing_grid(specs), tuple(self.bundle.info.modality_names))}
+        return [lab for lab in self.train if lab not in have]
+
+    def train_realised(self) -> dict[str, float]:
+        """Each training setting's realised missing fraction on the training split (mean over the seeds: the
+        mask is drawn with the data seed), the data's own absences included."""
+        from .missing import draw_mask, parse_missing, realised_missing
+        split = self.bundle.splits["train"]
+        out = {}
+        for lab in self.train:
+            spec = parse_missing(lab)[0]
+            out[lab] = sum(realised_missing(draw_mask(split, self.bundle.info, spec, seed))
+                           for seed in range(self.seeds)) / self.seeds
+        return out
+
+    @property
     def n_runs(self) -> int:
         return len(self.jobs)
 
@@ -322,19 +438,23 @@ class Sweep:
 
     def label_of(self, k: int, key: tuple) -> str:
         from .cli import setting_label
-        g, f, seed, m = key
+        g, f, seed, m, t = self.parts(key)
         where = f" [{setting_label(self.grid[g])}]" if len(self.grid) > 1 else ""
-        return f"[{k}/{self.n_runs}] {m} lf {fraction_label(self.fractions[f])} seed {seed}{where}: "
+        trained = f" train {self.train[t]}" if self.mismatch else ""
+        return f"[{k}/{self.n_runs}] {m} lf {fraction_label(self.fractions[f])}{trained} seed {seed}{where}: "
 
     def describe(self) -> str:
-        return (f"sweep: {len(self.methods)} method(s) × {len(self.fractions)} label fraction(s) × {self.seeds} "
-                f"seed(s)" + (f" × {len(self.grid)} settings" if len(self.grid) > 1 else "")
+        axis = f" × {len(self.train)} training setting(s) ({', '.join(self.train)})" if self.mismatch else ""
+        added = (f"; the test grid also gets {', '.join(self.added_to_test)} (training settings, for the "
+                 f"diagonal)" if self.added_to_test else "")
+        return (f"sweep: {len(self.methods)} method(s) × {len(self.fractions)} label fraction(s){axis} × "
+                f"{self.seeds} seed(s)" + (f" × {len(self.grid)} settings" if len(self.grid) > 1 else "")
                 + f" = {self.n_runs} trainings, each evaluated under {len(self.ev.labels)} mask setting(s) "
-                f"({', '.join(self.ev.labels)}; rates are fractions missing)")
+                f"({', '.join(self.ev.labels)}; rates are fractions missing){added}")
 
     def record(self, key: tuple, final) -> dict:
         """Evaluate a finished run under the masks and keep its cell; raises `SweepRunFailed` for a failed run."""
-        g, f, seed, m = key
+        g, f, seed, m, t = self.parts(key)
         label = self.label_of(len(self.done) + 1, key)
         if isinstance(final, Failed):
             raise SweepRunFailed(f"{label}failed: {final.message}")
@@ -343,6 +463,8 @@ class Sweep:
         run = {"seed": seed, "missing": self.ev.evaluate_checkpoint(final.checkpoint_path, self.configs[key]),
                "test_subsets": final.test_metrics, "val_score": final.best_score, "best_epoch": final.best_epoch,
                "elapsed_s": final.elapsed_s, "run_dir": str(self.run_dirs[key])}
+        if self.mismatch:
+            run["train_missing"] = self.train[t]
         self._keep(key, run)
         record = {"config": self.configs[key].to_dict(), "checkpoint": Path(final.checkpoint_path).name,
                   **{k: run[k] for k in ("seed", "test_subsets", "val_score", "best_epoch", "elapsed_s")}}
@@ -354,8 +476,8 @@ class Sweep:
         return run
 
     def _keep(self, key: tuple, run: dict) -> None:
-        g, f, seed, m = key
-        cell = self.cells[m, f, g]
+        g, f, seed, m, t = self.parts(key)
+        cell = self.cells[m, f, g, t]
         cell[:] = [r for r in cell if r["seed"] != seed] + [run]
         self.done.add(key)
 
@@ -383,10 +505,12 @@ class Sweep:
                     continue
                 # the checkpoint must hold this very run's configuration, and only the modules that
                 # configuration names may be imported (MaskEvaluator.evaluate_checkpoint)
-                run = {"seed": key[2], "missing": self.ev.evaluate_checkpoint(ckpt, self.configs[key]),
+                run = {"seed": self.parts(key)[2], "missing": self.ev.evaluate_checkpoint(ckpt, self.configs[key]),
                        "test_subsets": rec.get("test_subsets", {}), "val_score": float(rec["val_score"]),
                        "best_epoch": int(rec["best_epoch"]), "elapsed_s": float(rec.get("elapsed_s", 0.0)),
                        "run_dir": str(self.run_dirs[key]), "resumed": True}
+                if self.mismatch:
+                    run["train_missing"] = self.train[self.parts(key)[4]]
             except Exception as e:  # noqa: BLE001 - anything unreadable or refused is simply trained again
                 self.retrained[key] = f"{path}: {e}"
                 continue
@@ -436,7 +560,7 @@ class Sweep:
         """Each (method, label fraction): the grid setting with the best mean validation score (test takes no
         part)."""
         return {(m, f): max(range(len(self.grid)), key=lambda g: (
-            _mean_std([r["val_score"] for r in self.cells[m, f, g]])[0], -g))
+            _mean_std([r["val_score"] for r in self.cells[m, f, g, 0]])[0], -g))
             for m in self.methods for f in range(len(self.fractions))}
 
     def finish(self, print_tables: bool = True) -> dict:
@@ -449,11 +573,24 @@ class Sweep:
             runs.sort(key=lambda r: r["seed"])
         chosen = self.chosen()
         ev, metric = self.ev, self.metric
-        report = build_report(self.cells, chosen, self.methods, self.fractions, self.grid, ev, metric)
-        if print_tables:
+        # a mismatch sweep's `cells` / `runs` are those of its first training setting (what a reader of plain
+        # sweeps shows); its matrix is in `matrix` / `matrix_runs`
+        first = {(m, f, g): runs for (m, f, g, t), runs in self.cells.items() if t == 0}
+        report = build_report(first, chosen, self.methods, self.fractions, self.grid, ev, metric)
+        matrix = build_matrix(self.cells, self.methods, self.fractions, self.train, ev, metric) \
+            if self.mismatch else None
+        train_realised = self.train_realised() if self.mismatch else {}
+        if print_tables and matrix is not None:
+            print_matrix(matrix, self.methods, self.fractions, self.train, train_realised, ev, metric,
+                         self.bundle.info.name, self.seeds)
+        elif print_tables:
             print_report(report, self.methods, self.fractions, self.grid, ev, metric, self.bundle.info.name,
                          self.seeds, chosen)
-        write_csv(self.out / "sweep.csv", report, self.methods, self.fractions, ev, metric, self.seeds)
+        if matrix is not None:
+            write_matrix_csv(self.out / "sweep.csv", matrix, self.methods, self.fractions, self.train,
+                             train_realised, ev, metric, self.seeds)
+        else:
+            write_csv(self.out / "sweep.csv", report, self.methods, self.fractions, ev, metric, self.seeds)
         payload = {"dataset": self.bundle.info.name, "metric": metric, "methods": self.methods,
                    "label_fractions": self.fractions, "seeds": self.seeds, "missing": ev.labels,
                    "mask_seed": ev.mask_seed, "masks_file": "masks.npz", "realised_missing": ev.realised,
@@ -464,9 +601,21 @@ class Sweep:
                                       if len(self.grid) > 1 else {}),
                    "cells": report["cells"], "grid_cells": report["grid_cells"], "runs": report["runs"],
                    "elapsed_s": time.perf_counter() - self.t0, "resumed_runs": len(self.resumed)}
+        if matrix is not None:
+            from .missing import parse_missing
+            payload.update({
+                "train_missing": list(self.train),
+                "train_rates": {lab: parse_missing(lab)[0].rate for lab in self.train},
+                "train_realised_missing": train_realised, "test_added": list(self.added_to_test),
+                "cells_train_missing": self.train[0], "diagonal": matrix["diagonal"],
+                "matrix": matrix["cells"], "matrix_runs": matrix["runs"]})
         try:
-            plot_sweep(self.out / "sweep.png", report, self.methods, self.fractions, ev, metric,
-                       self.bundle.info.name, self.seeds)
+            if matrix is not None:
+                plot_matrix(self.out / "sweep.png", matrix, self.methods, self.fractions, self.train,
+                            train_realised, ev, metric, self.bundle.info.name, self.seeds)
+            else:
+                plot_sweep(self.out / "sweep.png", report, self.methods, self.fractions, ev, metric,
+                           self.bundle.info.name, self.seeds)
             payload["plot"] = "sweep.png"
         except ImportError:  # matplotlib is the optional `plot` extra; the tables do not need it
             payload["plot"] = ""
@@ -511,9 +660,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = config_from_args(args, methods[0])
     fractions = parse_fractions(args.label_fractions) if args.label_fractions else [base.data.label_fraction]
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}"
+    train_missing = getattr(args, "train_missing", None) or None
+    if train_missing:
+        parse_train_missing(train_missing, base)  # a bad spec is refused before the data is loaded
     sweep = Sweep(base, methods, fractions, out, seeds=args.seeds, missing=args.missing, mask_seed=args.mask_seed,
                   grid=parse_grid(args.grid, base), metric=args.metric, resume=getattr(args, "resume", False),
-                  trainer_extras=_trainer_extras(args))
+                  trainer_extras=_trainer_extras(args), train_missing=train_missing)
     if not args.quiet:
         print(sweep.describe(), file=sys.stderr, flush=True)
         if sweep.resumed:
@@ -551,23 +703,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summarise(runs_by_method: dict[str, list[dict]], ev: MaskEvaluator, metric: str) -> dict:
+    """Per mask setting: each method's mean, std and per-seed values, and the first method minus each other one
+    paired by seed."""
+    out = {}
+    for lab in ev.labels:
+        row = {}
+        for m, runs in runs_by_method.items():
+            vals = [r["missing"][lab].get(metric, float("nan")) for r in runs]
+            mean, sd = _mean_std(vals)
+            row[m] = {"mean": mean, "std": sd, "seeds": vals, "val_score": _mean_std(
+                [r["val_score"] for r in runs])[0]}
+        out[lab] = {"methods": row, "paired_vs_first": _paired(runs_by_method, list(runs_by_method), metric, lab)
+                    if len(runs_by_method) > 1 else {}}
+    return out
+
+
 def build_report(cells, chosen, methods, fractions, grid, ev: MaskEvaluator, metric: str) -> dict:
     """Per (label fraction, mask setting, method) at the chosen grid setting: mean, std, per-seed values, and the
     first method minus each other one paired by seed; plus every grid setting's cells."""
     from .cli import setting_label
 
     def summarise(runs_by_method: dict[str, list[dict]]) -> dict:
-        out = {}
-        for lab in ev.labels:
-            row = {}
-            for m, runs in runs_by_method.items():
-                vals = [r["missing"][lab].get(metric, float("nan")) for r in runs]
-                mean, sd = _mean_std(vals)
-                row[m] = {"mean": mean, "std": sd, "seeds": vals, "val_score": _mean_std(
-                    [r["val_score"] for r in runs])[0]}
-            out[lab] = {"methods": row, "paired_vs_first": _paired(runs_by_method, list(runs_by_method), metric, lab)
-                        if len(runs_by_method) > 1 else {}}
-        return out
+        return _summarise(runs_by_method, ev, metric)
 
     report = {"cells": {}, "grid_cells": [], "runs": {}}
     for f, lf in enumerate(fractions):
@@ -689,6 +847,153 @@ def plot_sweep(path: Path, report, methods, fractions, ev: MaskEvaluator, metric
     return path
 
 
+# --- the train/test mismatch matrix -------------------------------------------------------------------------
+
+MATRIX_CSV_HEADER = ["label_fraction", "train_missing", "train_rate", "train_realised_missing", "missing", "rate",
+                     "realised_missing", "method", "metric", "mean", "std", "diff_vs_first_mean",
+                     "diff_vs_first_std", "first_ahead_seeds", "diagonal"]
+
+
+def _ordered_settings(labels: list[str]) -> list[str]:
+    """Mask settings in the order of their rate where they are of one mechanism with distinct rates (the
+    training settings added to a test grid fall in place), else as given."""
+    from .missing import parse_missing
+    rates = [parse_missing(lab)[0].rate for lab in labels]
+    one_mech = len({lab.split(":", 1)[0] for lab in labels}) == 1
+    if one_mech and not any(math.isnan(r) for r in rates) and len(set(rates)) == len(rates):
+        return [lab for _r, lab in sorted(zip(rates, labels))]
+    return list(labels)
+
+
+def build_matrix(cells, methods, fractions, train: list[str], ev: MaskEvaluator, metric: str) -> dict:
+    """Per label fraction and training setting, the summary of every test setting (`_summarise`: each method's
+    mean, std, per-seed values, the first method minus each other one paired by seed), the runs, and the
+    diagonal (the cells tested under the setting they were trained under)."""
+    out: dict = {"cells": {}, "runs": {}, "diagonal": [[lab, lab] for lab in train if lab in ev.labels]}
+    for f, lf in enumerate(fractions):
+        key = fraction_label(lf)
+        out["cells"][key], out["runs"][key] = {}, {}
+        for t, lab in enumerate(train):
+            by_method = {m: cells[m, f, 0, t] for m in methods}
+            out["cells"][key][lab] = _summarise(by_method, ev, metric)
+            out["runs"][key][lab] = by_method
+    return out
+
+
+def print_matrix(matrix, methods, fractions, train: list[str], train_realised: dict, ev: MaskEvaluator, metric,
+                 dataset, seeds) -> None:
+    """One table per (label fraction, method): η_train rows × η_test columns, mean ± std over seeds, the diagonal
+    in [brackets]; then the first method minus each other one per cell, paired by seed."""
+    from .cli import format_table
+    rows = {f"train {lab} ({train_realised.get(lab, float('nan')):.0%})": lab for lab in train}
+
+    def table(text_of) -> str:  # every cell the same width, the diagonal's in [brackets]
+        texts = {(tr, te): text_of(tr, te) for tr in train for te in ev.labels}
+        width = max(len(t) for t in texts.values()) + 2
+        cols = {f"{te} ({ev.realised[te]:.0%})".rjust(width): te for te in ev.labels}
+        return format_table(list(rows), list(cols), lambda r, c: (
+            f"[{texts[rows[r], cols[c]]}]" if rows[r] == cols[c] else f"{texts[rows[r], cols[c]]} "),
+            first="η_train \\ η_test")
+    for lf in fractions:
+        key = fraction_label(lf)
+        cells = matrix["cells"][key]
+        for m in methods:
+            print(f"\n{dataset}, label fraction {key}, {m}: test {metric}, trained under η_train (rows) and tested "
+                  f"under η_test (columns), mean ± std over {seeds} seed(s); [brackets]: the diagonal, tested as "
+                  f"trained; realised fraction missing in parentheses")
+            print(table(lambda tr, te, m=m: "{mean:.4f} ± {std:.4f}".format(**cells[tr][te]["methods"][m])))
+        for other in methods[1:]:
+            print(f"\n{dataset}, label fraction {key}: {methods[0]} minus {other} per cell, paired by seed (mean ± "
+                  f"std, {methods[0]} ahead in k/n seeds; [brackets]: the diagonal)")
+            print(table(lambda tr, te, o=other: _diff_cell(cells[tr][te]["paired_vs_first"].get(o))))
+
+
+def write_matrix_csv(path: Path, matrix, methods, fractions, train: list[str], train_realised: dict,
+                     ev: MaskEvaluator, metric, seeds) -> None:
+    """sweep.csv of a mismatch sweep: the columns of the plain one plus the training setting (its rate and
+    realised fraction) and a diagonal flag; one row per (label fraction, η_train, η_test, method)."""
+    from .missing import parse_missing
+    with open(path, "w", newline="") as fh:
+        w = csv_writer(fh)
+        w.writerow(MATRIX_CSV_HEADER + [f"seed{s}" for s in range(seeds)])
+        rates = ev.rates()
+        for lf in fractions:
+            key = fraction_label(lf)
+            for tl in train:
+                t_rate = parse_missing(tl)[0].rate
+                for lab in ev.labels:
+                    cell = matrix["cells"][key][tl][lab]
+                    for m in methods:
+                        c = cell["methods"][m]
+                        d = cell["paired_vs_first"].get(m)
+                        w.writerow([key, tl, "" if math.isnan(t_rate) else f"{t_rate:g}",
+                                    f"{train_realised.get(tl, float('nan')):.6f}", lab,
+                                    "" if math.isnan(rates[lab]) else f"{rates[lab]:g}", f"{ev.realised[lab]:.6f}",
+                                    m, metric, f"{c['mean']:.6f}", f"{c['std']:.6f}",
+                                    f"{d['mean']:.6f}" if d else "", f"{d['std']:.6f}" if d else "",
+                                    f"{d['wins']}/{d['n']}" if d else "", "1" if tl == lab else "0"]
+                                   + [f"{v:.6f}" for v in c["seeds"]])
+
+
+def plot_matrix(path: Path, matrix, methods, fractions, train: list[str], train_realised: dict, ev: MaskEvaluator,
+                metric, dataset, seeds) -> Path:
+    """The matrices as heat maps: one panel per (label fraction, method), η_train rows × η_test columns, the
+    values written in the cells and the diagonal outlined; one colour scale for every panel (bright = better,
+    also for an error such as MAE)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from .metrics import HIGHER_IS_BETTER
+    import numpy as np
+    higher = HIGHER_IS_BETTER.get(metric, True)
+    grids = {(lf, m): np.array([[matrix["cells"][fraction_label(lf)][tl][te]["methods"][m]["mean"]
+                                 for te in ev.labels] for tl in train], dtype=float)
+             for lf in fractions for m in methods}
+    allv = np.concatenate([g.ravel() for g in grids.values()])
+    finite = allv[np.isfinite(allv)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1e-6
+    nr, nc = len(fractions), len(methods)
+    fig = Figure(figsize=(max(4.6 * nc, 5.5), 1.0 + (1.3 + 0.42 * len(train)) * nr), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nr, nc, squeeze=False)
+    image = None
+    for i, lf in enumerate(fractions):
+        for j, m in enumerate(methods):
+            ax = axes[i][j]
+            g = grids[lf, m]
+            image = ax.imshow(g, origin="lower", cmap="viridis" if higher else "viridis_r", vmin=lo, vmax=hi,
+                              aspect="auto")
+            for r in range(g.shape[0]):
+                for c in range(g.shape[1]):
+                    if np.isfinite(g[r, c]):
+                        frac = (g[r, c] - lo) / (hi - lo)
+                        dark = frac < 0.6 if higher else frac > 0.4
+                        ax.text(c, r, f"{g[r, c]:.3f}", ha="center", va="center", fontsize=7,
+                                color="white" if dark else "black")
+                    if train[r] == ev.labels[c]:
+                        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#D81B60", lw=2))
+            ax.set_xticks(range(len(ev.labels)))
+            ax.set_xticklabels([f"{lab}\n({ev.realised[lab]:.0%})" for lab in ev.labels], fontsize=7)
+            ax.set_yticks(range(len(train)))
+            ax.set_yticklabels([f"{lab} ({train_realised.get(lab, float('nan')):.0%})" if j == 0 else ""
+                                for lab in train], fontsize=7)
+            ax.set_title(f"{m}, label fraction {fraction_label(lf)}", fontsize=9)
+            if i == nr - 1:
+                ax.set_xlabel("η_test (realised fraction missing)", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("η_train (realised)", fontsize=8)
+    if image is not None:
+        bar = fig.colorbar(image, ax=[a for row in axes for a in row], shrink=0.9)
+        bar.set_label(f"test {metric}" + ("" if higher else " (lower is better)"), fontsize=8)
+    fig.suptitle(f"{dataset}: train/test missingness, {metric} (mean over {seeds} seed(s)); outlined: tested as "
+                 f"trained", fontsize=10)
+    fig.savefig(path, dpi=110)
+    return path
+
+
 # --- the command line ---------------------------------------------------------------------------------------
 
 
@@ -730,6 +1035,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     s.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
                    help="as in compare: train each combination (repeatable) and report each method at its best "
                         "validation setting per label fraction, every setting listed, e.g. --grid loss.tau=0.05,0.1")
+    s.add_argument("--train-missing", action="append", default=[], metavar="SPEC",
+                   help="train/test mismatch: train every method once per setting (as data.train_missing), e.g. "
+                        "mcar:0,0.3,0.6 (the grammar of --missing; rates are fractions missing; mcar:0 keeps the "
+                        "data's own mask only), and report each method's matrix η_train × η_test, the diagonal "
+                        "marked; the training settings join the test grid (repeatable)")
     s.add_argument("--jobs", type=int, default=1, help="trainings at once in separate processes (default 1)")
     s.add_argument("--resume", action="store_true",
                    help="keep the runs of --out that finished with the same configuration (their sweep_run.json) "

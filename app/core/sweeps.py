@@ -15,6 +15,13 @@ test split. The session keeps (migration m006_sweeps):
 engine's `sweep.csv`. Means and standard deviations (n − 1) are the engine's, so the app's numbers equal the
 CLI's for the same seeds. A `sweep.json` written by `robult sweep` is read into the same tables
 (`import_sweep_json`).
+
+A train/test missingness mismatch sweep (`robult sweep --train-missing`, or the dialog's train missingness)
+trains every method once per training setting η_train. Its training settings are kept in the sweep's `config`
+(`"mismatch"`: the settings, their rates and realised fractions on the training split), and each cell's mask
+setting is stored as `TRAIN<tab>TEST` (`mismatch_label`), so the schema stays that of m006. `SweepResult.matrix`
+gives η_train × η_test per method, `difference` method A − B per cell; the label fraction × η grids and the
+curves show the first training setting (the engine's `cells` do the same).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from robult_engine.sweep import fraction_label, mean_std
+from robult_engine.sweep import MATRIX_CSV_HEADER, fraction_label, mean_std
 
 from .sessions import SessionStore
 
@@ -35,6 +42,14 @@ SWEEP_RESUMABLE = (SWEEP_CANCELLED, SWEEP_FAILED, SWEEP_INTERRUPTED)
 
 CSV_HEADER = ["label_fraction", "missing", "rate", "realised_missing", "method", "metric", "mean", "std",
               "diff_vs_first_mean", "diff_vs_first_std", "first_ahead_seeds"]
+
+
+MISMATCH_SEP = "\t"  # no mask setting's label holds a tab
+
+
+def mismatch_label(train: str, test: str) -> str:
+    """The stored mask-setting text of a mismatch cell: trained under `train`, tested under `test`."""
+    return f"{train}{MISMATCH_SEP}{test}"
 
 
 class SweepFileError(ValueError):
@@ -72,22 +87,54 @@ class SweepResult:
     created: str = ""
     elapsed_s: float = 0.0
     error: str = ""
-    # (label fraction, mask setting, method) -> {seed: value}
+    # (label fraction, mask setting, method) -> {seed: value}; the setting is `mismatch_label(train, test)` in a
+    # mismatch sweep
     cells: dict[tuple[float, str, str], dict[int, float]] = field(default_factory=dict)
+    # a mismatch sweep's training settings (η_train, in order), their rates and realised fractions; [] otherwise
+    train_missing: list[str] = field(default_factory=list)
+    train_rates: dict[str, float] = field(default_factory=dict)
+    train_realised: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mismatch(self) -> bool:
+        return bool(self.train_missing)
 
     @property
     def higher_is_better(self) -> bool:
         from robult_engine.metrics import HIGHER_IS_BETTER
         return HIGHER_IS_BETTER.get(self.metric, True)
 
-    def values(self, lf: float, label: str, method: str) -> dict[int, float]:
+    def values(self, lf: float, label: str, method: str, train: str | None = None) -> dict[int, float]:
+        """{seed: value} under mask setting `label`; in a mismatch sweep, of the runs trained under `train`
+        (default: the first training setting)."""
+        if self.train_missing:
+            label = mismatch_label(train if train is not None else self.train_missing[0], label)
         return self.cells.get((_lf_key(lf), label, method), {})
 
-    def cell(self, lf: float, label: str, method: str) -> tuple[float, float, int]:
+    def cell(self, lf: float, label: str, method: str, train: str | None = None) -> tuple[float, float, int]:
         """(mean, std over seeds, number of seeds) — NaN where no run has finished."""
-        vals = self.values(lf, label, method)
+        vals = self.values(lf, label, method, train)
         m, s = mean_std([vals[k] for k in sorted(vals)])
         return m, s, len(vals)
+
+    def matrix(self, lf: float, method: str) -> tuple[list[list[float]], list[list[float]]]:
+        """A mismatch sweep's matrix of one method: mean and std over seeds, rows the training settings
+        (η_train), columns the test settings (η_test); NaN where no run has finished."""
+        means, stds = [], []
+        for tr in self.train_missing:
+            row = [self.cell(lf, te, method, tr) for te in self.missing]
+            means.append([c[0] for c in row])
+            stds.append([c[1] for c in row])
+        return means, stds
+
+    def difference(self, lf: float, a: str, b: str) -> list[list[float]]:
+        """Method `a` minus method `b` per cell of the matrix (difference of the means over seeds)."""
+        ma, mb = self.matrix(lf, a)[0], self.matrix(lf, b)[0]
+        return [[x - y for x, y in zip(ra, rb)] for ra, rb in zip(ma, mb)]
+
+    def diagonal(self) -> list[tuple[int, int]]:
+        """(row, column) of the matrix cells tested under the setting they were trained under."""
+        return [(i, self.missing.index(tr)) for i, tr in enumerate(self.train_missing) if tr in self.missing]
 
     def grid(self, method: str) -> tuple[list[list[float]], list[list[float]]]:
         """Mean and std of one method: rows are label fractions, columns mask settings."""
@@ -102,9 +149,9 @@ class SweepResult:
         row = [self.cell(lf, lab, method) for lab in self.missing]
         return [c[0] for c in row], [c[1] for c in row]
 
-    def paired(self, lf: float, label: str, method: str) -> dict | None:
+    def paired(self, lf: float, label: str, method: str, train: str | None = None) -> dict | None:
         """The first method minus `method`, paired by seed: mean, std, seeds where the first is ahead, n."""
-        ref, other = self.values(lf, label, self.methods[0]), self.values(lf, label, method)
+        ref, other = self.values(lf, label, self.methods[0], train), self.values(lf, label, method, train)
         diffs = [ref[s] - other[s] for s in sorted(ref) if s in other
                  and not (math.isnan(ref[s]) or math.isnan(other[s]))]
         if method == self.methods[0] or not diffs:
@@ -121,6 +168,8 @@ class SweepResult:
 
     def csv_rows(self) -> list[list]:
         """The rows of the engine's sweep.csv (same columns, a value per seed after them)."""
+        if self.train_missing:
+            return self._matrix_csv_rows()
         rows = []
         for lf in self.label_fractions:
             for lab in self.missing:
@@ -136,13 +185,36 @@ class SweepResult:
                                 + [f"{vals[s]:.6f}" if s in vals else "" for s in range(self.seeds)])
         return rows
 
+    def _matrix_csv_rows(self) -> list[list]:
+        rows = []
+        for lf in self.label_fractions:
+            for tr in self.train_missing:
+                t_rate = self.train_rates.get(tr, float("nan"))
+                for lab in self.missing:
+                    rate = self.rates.get(lab, float("nan"))
+                    for m in self.methods:
+                        mean, sd, _n = self.cell(lf, lab, m, tr)
+                        d = self.paired(lf, lab, m, tr)
+                        vals = self.values(lf, lab, m, tr)
+                        rows.append([fraction_label(lf), tr, "" if t_rate is None or math.isnan(t_rate)
+                                     else f"{t_rate:g}", f"{self.train_realised.get(tr, float('nan')):.6f}", lab,
+                                     "" if rate is None or math.isnan(rate) else f"{rate:g}",
+                                     f"{self.realised.get(lab, float('nan')):.6f}", m, self.metric, f"{mean:.6f}",
+                                     f"{sd:.6f}", f"{d['mean']:.6f}" if d else "", f"{d['std']:.6f}" if d else "",
+                                     f"{d['wins']}/{d['n']}" if d else "", "1" if tr == lab else "0"]
+                                    + [f"{vals[s]:.6f}" if s in vals else "" for s in range(self.seeds)])
+        return rows
+
     def csv_header(self) -> list[str]:
-        return CSV_HEADER + [f"seed{s}" for s in range(self.seeds)]
+        head = MATRIX_CSV_HEADER if self.train_missing else CSV_HEADER
+        return head + [f"seed{s}" for s in range(self.seeds)]
 
     def summary(self) -> str:
         lfs = ", ".join(fraction_label(v) for v in self.label_fractions)
-        return (f"{self.dataset}: {', '.join(self.methods)} × label fractions {lfs} × {len(self.missing)} mask "
-                f"settings ({', '.join(self.missing)}; rates are fractions missing) × {self.seeds} seed(s), "
+        trained = (f" × trained under {len(self.train_missing)} setting(s) ({', '.join(self.train_missing)}; "
+                   f"mcar:0 keeps the data's own missingness only)" if self.train_missing else "")
+        return (f"{self.dataset}: {', '.join(self.methods)} × label fractions {lfs}{trained} × {len(self.missing)} "
+                f"mask settings ({', '.join(self.missing)}; rates are fractions missing) × {self.seeds} seed(s), "
                 f"mask seed {self.mask_seed}; {self.runs_done}/{self.runs_total} runs")
 
 
@@ -156,7 +228,10 @@ class SweepStore:
     def create(self, *, name: str, dataset: str, metric: str, methods: list[str], label_fractions: list[float],
                missing: list[str], seeds: int, mask_seed: int, config: dict, out_dir: str, runs_total: int,
                rates: dict[str, float], realised: dict[str, float], source: str = "app",
-               status: str = SWEEP_RUNNING) -> int:
+               status: str = SWEEP_RUNNING, train_missing: list[str] | tuple[str, ...] = (),
+               train_rates: dict | None = None, train_realised: dict | None = None) -> int:
+        if train_missing:  # a mismatch sweep: its training settings ride in the config (schema of m006)
+            config = {**config, "mismatch": _mismatch_entry(train_missing, train_rates, train_realised)}
         with self.db.atomic():
             table = self.db["sweeps"]
             table.insert({
@@ -171,18 +246,31 @@ class SweepStore:
                 **(self.store.owner_fields() if status == SWEEP_RUNNING else {})})
             return int(table.last_pk)
 
+    def set_mismatch(self, sweep_id: int, train_missing, train_rates: dict | None = None,
+                     train_realised: dict | None = None) -> None:
+        """Store (or update) a mismatch sweep's training settings, their rates and realised fractions."""
+        row = self.db.execute("SELECT config FROM sweeps WHERE id = ?", [int(sweep_id)]).fetchone()
+        config = _loads_dict(row[0] if row else None)
+        config["mismatch"] = _mismatch_entry(train_missing, train_rates, train_realised)
+        with self.db.atomic():
+            self.db["sweeps"].update(int(sweep_id), {"config": json.dumps(config, sort_keys=True)})
+
     def add_run(self, sweep_id: int, label_fraction: float, method: str, seed: int,
                 missing_metrics: dict[str, dict[str, float]], metric: str, val_score: float = float("nan"),
-                best_epoch: int = -1) -> None:
-        """One finished run's metric under every mask setting (replacing what an earlier try stored)."""
-        rows = [{"sweep_id": int(sweep_id), "label_fraction": _lf_key(label_fraction), "missing": lab,
+                best_epoch: int = -1, train_missing: str = "") -> None:
+        """One finished run's metric under every mask setting (replacing what an earlier try stored); in a
+        mismatch sweep, `train_missing` is the setting the run was trained under."""
+        rows = [{"sweep_id": int(sweep_id), "label_fraction": _lf_key(label_fraction),
+                 "missing": mismatch_label(train_missing, lab) if train_missing else lab,
                  "method": method, "seed": int(seed), "value": _num(vals.get(metric)),
                  "val_score": _num(val_score), "best_epoch": int(best_epoch)}
                 for lab, vals in missing_metrics.items()]
         with self.db.atomic():
             self.db["sweep_cells"].upsert_all(rows, pk=("sweep_id", "label_fraction", "missing", "method", "seed"))
-            done = self.db.execute("SELECT count(*) FROM (SELECT DISTINCT label_fraction, method, seed FROM "
-                                   "sweep_cells WHERE sweep_id = ?)", [int(sweep_id)]).fetchone()[0]
+            done = self.db.execute(  # a run is (label fraction, method, seed[, training setting])
+                "SELECT count(*) FROM (SELECT DISTINCT label_fraction, method, seed, CASE WHEN instr(missing, "
+                "char(9)) > 0 THEN substr(missing, 1, instr(missing, char(9)) - 1) ELSE '' END FROM sweep_cells "
+                "WHERE sweep_id = ?)", [int(sweep_id)]).fetchone()[0]
             self.db["sweeps"].update(int(sweep_id), {"runs_done": int(done)})
 
     def set_status(self, sweep_id: int, status: str, *, error: str = "", elapsed_s: float | None = None) -> None:
@@ -248,6 +336,13 @@ class SweepStore:
             runs_total=int(r["runs_total"] or 0), runs_done=int(r["runs_done"] or 0), out_dir=r["out_dir"] or "",
             config=json.loads(r["config"] or "{}"), created=r["created"], elapsed_s=float(r["elapsed_s"] or 0.0),
             error=r["error_message"] or "")
+        mm = res.config.get("mismatch") if isinstance(res.config, dict) else None
+        if isinstance(mm, dict) and mm.get("train_missing"):
+            res.train_missing = [str(x) for x in mm["train_missing"]]
+            res.train_rates = {str(k): (float("nan") if v is None else float(v))
+                               for k, v in (mm.get("train_rates") or {}).items()}
+            res.train_realised = {str(k): float(v) for k, v in (mm.get("train_realised") or {}).items()
+                                  if v is not None}
         if with_cells:
             for c in self.db.execute("SELECT label_fraction, missing, method, seed, value FROM sweep_cells "
                                      "WHERE sweep_id = ?", [res.id]).fetchall():
@@ -258,7 +353,8 @@ class SweepStore:
     # --- a sweep written by `robult sweep` --------------------------------------------------------------
     def import_sweep_json(self, path: str | Path) -> int:
         """Store the sweep of a `sweep.json` (robult sweep --out DIR) in the session; returns its id. Each
-        method is taken at the grid setting the sweep chose (the file's `cells`/`runs`)."""
+        method is taken at the grid setting the sweep chose (the file's `cells`/`runs`); a mismatch sweep's
+        runs are those of every training setting (`train_missing`, `matrix_runs`)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -281,18 +377,23 @@ class SweepStore:
             labels = [str(x) for x in data["missing"]]
             seeds = int(data["seeds"])
             metric = str(data.get("metric") or "")
-            runs: list[tuple[float, str, int, dict, float, int]] = []
+            train = [str(x) for x in data.get("train_missing") or []]
+            runs: list[tuple[float, str, int, dict, float, int, str]] = []
             for lf in fractions:
-                by_method = data["runs"][fraction_label(lf)]
-                for m in methods:
-                    for run in by_method[m]:
-                        missing = run["missing"]
-                        absent = [lab for lab in labels if not isinstance(missing.get(lab), dict)]
-                        if absent:
-                            raise SweepFileError(f"{path}: the run {m} lf {lf:g} seed {run['seed']} has no "
-                                                 f"result under {', '.join(absent)}")
-                        runs.append((lf, m, int(run["seed"]), {lab: missing[lab] for lab in labels},
-                                     float(run.get("val_score", float("nan"))), int(run.get("best_epoch", -1))))
+                groups = ([(tr, data["matrix_runs"][fraction_label(lf)][tr]) for tr in train] if train
+                          else [("", data["runs"][fraction_label(lf)])])
+                for tr, by_method in groups:
+                    for m in methods:
+                        for run in by_method[m]:
+                            missing = run["missing"]
+                            absent = [lab for lab in labels if not isinstance(missing.get(lab), dict)]
+                            if absent:
+                                trained = f" trained under {tr}" if tr else ""
+                                raise SweepFileError(f"{path}: the run {m} lf {lf:g}{trained} seed {run['seed']} "
+                                                     f"has no result under {', '.join(absent)}")
+                            runs.append((lf, m, int(run["seed"]), {lab: missing[lab] for lab in labels},
+                                         float(run.get("val_score", float("nan"))), int(run.get("best_epoch", -1)),
+                                         tr))
         except SweepFileError:
             raise
         except (KeyError, TypeError, ValueError) as e:
@@ -306,11 +407,14 @@ class SweepStore:
         sid = self.create(name=f"{path.parent.name}/{path.name}", dataset=str(data["dataset"]),
                           metric=metric, methods=methods, label_fractions=fractions, missing=labels, seeds=seeds,
                           mask_seed=int(data.get("mask_seed", 0)), config=data.get("config") or {},
-                          out_dir=str(path.parent), runs_total=len(methods) * len(fractions) * seeds, rates=rates,
+                          out_dir=str(path.parent),
+                          runs_total=len(methods) * len(fractions) * seeds * max(1, len(train)), rates=rates,
                           realised={k: float(v) for k, v in (data.get("realised_missing") or {}).items()},
-                          source="cli", status=SWEEP_IMPORTED)
-        for lf, m, seed, missing, val, best in runs:
-            self.add_run(sid, lf, m, seed, missing, metric, val, best)
+                          source="cli", status=SWEEP_IMPORTED, train_missing=train,
+                          train_rates=data.get("train_rates") or {},
+                          train_realised=data.get("train_realised_missing") or {})
+        for lf, m, seed, missing, val, best, tr in runs:
+            self.add_run(sid, lf, m, seed, missing, metric, val, best, train_missing=tr)
         self.set_status(sid, SWEEP_IMPORTED, elapsed_s=float(data.get("elapsed_s") or 0.0))
         return sid
 
@@ -378,12 +482,35 @@ def check_sweep_fields(path: Path, data: dict) -> None:
     if elapsed is not None and not (is_num(elapsed) and 0.0 <= elapsed < float("inf")):
         raise bad("elapsed_s", "a number of seconds", elapsed)
     metric = data.get("metric")
-    runs = data["runs"] if isinstance(data["runs"], dict) else {}
-    for lf in fractions:
-        by_method = runs.get(fraction_label(lf))
+    train = data.get("train_missing")
+    groups: list[tuple[str, Any]] = []  # (where, {method: [runs]}) of every label fraction [and training setting]
+    if train is not None and train != []:
+        train = names("train_missing")
+        if any(MISMATCH_SEP in x for x in train):
+            raise bad("train_missing", "mask settings (no tabs)", train)
+        for key in ("train_rates", "train_realised_missing"):
+            table = data.get(key)
+            if table is not None and (not isinstance(table, dict) or not all(
+                    is_num(v) or (v is None and key == "train_rates") for v in table.values())):
+                raise bad(key, "an object of numbers by training setting", table)
+        matrix_runs = data.get("matrix_runs")
+        if not isinstance(matrix_runs, dict):
+            raise bad("matrix_runs", "the runs of every training setting (a sweep with train_missing has them)",
+                      matrix_runs)
+        for lf in fractions:
+            by_train = matrix_runs.get(fraction_label(lf))
+            for tr in train:
+                by_method = by_train.get(tr) if isinstance(by_train, dict) else None
+                if not isinstance(by_method, dict):
+                    raise bad(f"matrix_runs[{fraction_label(lf)}][{tr}]", "an object of runs by method", by_method)
+                groups.append((f"matrix_runs[{fraction_label(lf)}][{tr}]", by_method))
+    else:
+        runs = data["runs"] if isinstance(data["runs"], dict) else {}
+        groups = [(f"runs[{fraction_label(lf)}]", runs.get(fraction_label(lf))) for lf in fractions]
+    for prefix, by_method in groups:
         for m in methods:
             listed = by_method.get(m) if isinstance(by_method, dict) else None
-            where = f"runs[{fraction_label(lf)}][{m}]"
+            where = f"{prefix}[{m}]"
             for run in listed if isinstance(listed, list) else ():
                 if not isinstance(run, dict):
                     raise bad(where, "a list of run objects", run)
@@ -405,6 +532,22 @@ def check_sweep_fields(path: Path, data: dict) -> None:
                         raise bad(f"{where} seed {seed} {metric} under {lab}", "a number", vals[metric])
 
 
+def _mismatch_entry(train_missing, train_rates: dict | None, train_realised: dict | None) -> dict:
+    def finite(v):
+        return None if v is None or not math.isfinite(float(v)) else float(v)
+    return {"train_missing": [str(x) for x in train_missing],
+            "train_rates": {str(k): finite(v) for k, v in (train_rates or {}).items()},
+            "train_realised": {str(k): finite(v) for k, v in (train_realised or {}).items()}}
+
+
+def _loads_dict(text) -> dict:
+    try:
+        v = json.loads(text or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return v if isinstance(v, dict) else {}
+
+
 def _num(v) -> float | None:
     try:
         f = float(v)
@@ -419,7 +562,9 @@ def _num(v) -> float | None:
 @dataclass(frozen=True)
 class SweepRequest:
     """What the Sweeps dialog asks for. `missing` are spec texts (`mcar:0,0.25,0.5`), rates being fractions
-    missing; `base` is the run configuration every run starts from (dataset, schedule, model)."""
+    missing; `base` is the run configuration every run starts from (dataset, schedule, model). `train_missing`
+    (optional spec texts, e.g. `mcar:0,0.5`) makes it a train/test mismatch sweep: every method is trained once
+    per setting (as `data.train_missing`)."""
     base: Any  # RunConfig
     methods: tuple[str, ...]
     label_fractions: tuple[float, ...]
@@ -427,6 +572,20 @@ class SweepRequest:
     seeds: int = 2
     mask_seed: int = 0
     name: str = ""
+    train_missing: tuple[str, ...] = ()
+
+    def train_settings(self) -> list[str]:
+        """The training settings' labels ([] for a plain sweep); ConfigError naming the field for a setting the
+        training cannot take."""
+        if not self.train_missing:
+            return []
+        from robult_engine.config import ConfigError
+        from robult_engine.sweep import parse_train_missing
+        try:
+            return parse_train_missing(list(self.train_missing), self.base)
+        except ConfigError as e:
+            text, flag = str(e), "--train-missing"
+            raise ConfigError("Train missingness" + text[len(flag):] if text.startswith(flag) else text) from None
 
     def validate(self) -> "SweepRequest":
         """Raises ConfigError (a `MissingSpecError` for a bad mask spec) naming the field and the problem."""
@@ -452,6 +611,7 @@ class SweepRequest:
         if self.seeds < 1:
             raise ConfigError(f"Seeds: at least 1, got {self.seeds}")
         parse_missing_grid(list(self.missing), where="Missing rates")
+        self.train_settings()
         self.base.validate()
         from robult_engine.models.encoders import untrusted_modules
         modules = untrusted_modules(self.base.model.encoders)
@@ -463,7 +623,7 @@ class SweepRequest:
 
     @property
     def runs_total(self) -> int:
-        return len(self.methods) * len(self.label_fractions) * self.seeds
+        return len(self.methods) * len(self.label_fractions) * self.seeds * max(1, len(self.train_settings()))
 
 
 @dataclass(frozen=True)
@@ -475,6 +635,10 @@ class SweepPlanned:
     metric: str
     runs_total: int
     resumed: int
+    # a mismatch sweep: the training settings, their rates and realised fractions on the training split
+    train: tuple[str, ...] = ()
+    train_rates: dict = field(default_factory=dict)
+    train_realised: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -490,6 +654,7 @@ class SweepRunRecorded:
     best_epoch: int
     runs_done: int
     runs_total: int
+    train_missing: str = ""  # the setting the run was trained under (a mismatch sweep)
 
 
 @dataclass(frozen=True)
@@ -543,20 +708,24 @@ def run_sweep_work(work, request: SweepRequest, out_dir: str | Path, get_bundle,
                                 time.perf_counter() - t_resume, float("nan")))
     sweep = Sweep(request.base, list(request.methods), list(request.label_fractions), out_dir, seeds=request.seeds,
                   missing=list(request.missing), mask_seed=request.mask_seed, bundle=bundle, resume=resume,
-                  should_stop=lambda: work.cancelled, on_resume_progress=resume_progress)
+                  should_stop=lambda: work.cancelled, on_resume_progress=resume_progress,
+                  train_missing=list(request.train_missing) or None)
     work.check()
     ev = sweep.ev
+    from robult_engine.missing import parse_missing
     work.emit(SweepPlanned(tuple(ev.labels), ev.rates(), dict(ev.realised), sweep.metric, sweep.n_runs,
-                           len(sweep.resumed)))
+                           len(sweep.resumed), tuple(sweep.train),
+                           {lab: parse_missing(lab)[0].rate for lab in sweep.train},
+                           sweep.train_realised() if sweep.mismatch else {}))
 
     def recorded(key, run) -> SweepRunRecorded:
-        _g, f, seed, m = key
+        _g, f, seed, m, t = sweep.parts(key)
         return SweepRunRecorded(sweep.fractions[f], m, seed, run["missing"], run["val_score"], run["best_epoch"],
-                                len(sweep.done), sweep.n_runs)
+                                len(sweep.done), sweep.n_runs, sweep.train[t] if sweep.mismatch else "")
 
     for key in sweep.resumed:
-        g, f, seed, m = key
-        run = next(r for r in sweep.cells[m, f, g] if r["seed"] == seed)
+        g, f, seed, m, t = sweep.parts(key)
+        run = next(r for r in sweep.cells[m, f, g, t] if r["seed"] == seed)
         work.emit(recorded(key, run))
     t0 = time.perf_counter()
     n_new = len(sweep.pending())
@@ -569,8 +738,9 @@ def run_sweep_work(work, request: SweepRequest, out_dir: str | Path, get_bundle,
         return SweepProgress(len(sweep.done), sweep.n_runs, state["label"], step, steps, elapsed, eta)
 
     def callbacks_for(k, key):
-        _g, f, seed, m = key
-        state["label"] = f"{m} · label fraction {sweep.fractions[f]:g} · seed {seed}"
+        _g, f, seed, m, t = sweep.parts(key)
+        trained = f" · trained under {sweep.train[t]}" if sweep.mismatch else ""
+        state["label"] = f"{m} · label fraction {sweep.fractions[f]:g}{trained} · seed {seed}"
         work.emit(progress_of(0, 0))
 
         def on_event(ev_) -> None:

@@ -6,6 +6,11 @@
   session as it finishes, so closing the app keeps every finished run, and **Resume** continues from the run
   folder (robult_engine/sweep.py `--resume`).
 - **Open sweep file…** reads a `sweep.json` written by `robult sweep --out DIR`.
+- With a **train missingness** (optional, e.g. `mcar:0,0.5`) the sweep trains every method once per training
+  setting η_train and evaluates each model under every test setting η_test; its **Train × test** tab draws the
+  matrix η_train (rows) × η_test (columns) of one method, the diagonal (tested as trained) outlined, or method
+  A − B per cell on a diverging colour scale centred at 0 (red: A better, also for an error such as MAE), each
+  with a colour bar.
 - The selected sweep is drawn as one heat map per method (label fraction × missing rate, mean over seeds; or the
   first method minus each other one, paired by seed) and as curves (metric against the missing rate, one panel
   per label fraction, mean ± std over seeds). **Export…** writes both as PNG and SVG, and the cells as CSV
@@ -20,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
-                               QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
-                               QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget, QTreeWidget,
-                               QTreeWidgetItem, QVBoxLayout, QWidget)
+                               QGraphicsRectItem, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
+                               QMessageBox, QProgressBar, QPushButton, QSpinBox, QSplitter, QTabWidget,
+                               QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from robult_engine.config import ConfigError
 from robult_engine.data import BUILTIN
@@ -41,7 +46,7 @@ from app.core.sweeps import (SWEEP_CANCELLED, SWEEP_DONE, SWEEP_FAILED, SWEEP_RE
 from .explorer import style
 from .explorer.export import export_plot, safe_name, write_csv
 from .explorer.job_controls import export_to_chosen_folder
-from .explorer.robustness_panel import color_range
+from .explorer.robustness_panel import color_range, matrix_colormap
 
 MECHANISMS = {"mcar": "MCAR: each (sample, modality) entry missing with probability η",
               "mnar-value": "MNAR by value: the entries with the largest feature norm go missing first",
@@ -72,11 +77,27 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def sweep_summary(runs: int, methods: int, fractions: int, seeds: int, settings: int) -> str:
+def sweep_summary(runs: int, methods: int, fractions: int, seeds: int, settings: int, train_settings: int = 0
+                  ) -> str:
     """The New sweep dialog's one-line plan, with singular and plural right ("1 seed", not "1 seeds")."""
-    return (f"{_count(runs, 'training')} ({_count(methods, 'method')} × {_count(fractions, 'label fraction')} × "
-            f"{_count(seeds, 'seed')}), each evaluated under {_count(settings, 'mask setting')} drawn once on the "
-            f"test split.")
+    trained = f" × {_count(train_settings, 'training setting')}" if train_settings else ""
+    return (f"{_count(runs, 'training')} ({_count(methods, 'method')} × {_count(fractions, 'label fraction')}"
+            f"{trained} × {_count(seeds, 'seed')}), each evaluated under {_count(settings, 'mask setting')} drawn "
+            f"once on the test split.")
+
+
+DIAGONAL_COLOR = "#D81B60"
+
+
+def diverging_colormap(better_high: bool) -> "pg.ColorMap":
+    """Blue–white–red centred at 0 for a difference A − B, red where A is better: reversed where lower is better
+    (a negative MAE difference is A ahead). A new ColorMap each time: the cached one of `pg.colormap.get` is never
+    changed (see `matrix_colormap`)."""
+    stops, colors = pg.colormap.get("CET-D1").getStops()
+    cmap = pg.ColorMap(stops.copy(), colors.copy())
+    if not better_high:
+        cmap.reverse()
+    return cmap
 
 class SweepDialog(QDialog):
     """What to sweep. `request()` is the validated `SweepRequest` (None while the form has an error)."""
@@ -113,6 +134,13 @@ class SweepDialog(QDialog):
         self.rates.setToolTip("Rates η, comma-separated, each in [0, 1): the fraction of entries MISSING "
                               "(0.7 = 70 % missing). A sample never loses every modality: one comes back, and "
                               "the realised fraction is shown")
+        self.train_missing = QLineEdit()
+        self.train_missing.setPlaceholderText("optional, e.g. mcar:0,0.5")
+        self.train_missing.setToolTip("Train/test mismatch: train every method once per setting (as "
+                                      "data.train_missing; rates are fractions missing; mcar:0 keeps the data's "
+                                      "own missing entries only) and evaluate each model under every test setting; "
+                                      "the result is a matrix η_train × η_test per method. Empty: train as the "
+                                      "configuration says")
         self.seeds = QSpinBox()
         self.seeds.setRange(1, 20)
         self.seeds.setValue(2)
@@ -140,6 +168,7 @@ class SweepDialog(QDialog):
         mech.addWidget(QLabel("rates (fraction missing)"))
         mech.addWidget(self.rates, 1)
         form.addRow("Missing modalities", mech)
+        form.addRow("Train missingness", self.train_missing)
         form.addRow("Seeds", self.seeds)
         form.addRow("Mask seed", self.mask_seed)
         form.addRow("Epochs", self.epochs)
@@ -153,7 +182,7 @@ class SweepDialog(QDialog):
         lay.addWidget(self.summary)
         lay.addWidget(self.error)
         lay.addWidget(self.buttons)
-        for w in (self.fractions, self.rates, self.name):
+        for w in (self.fractions, self.rates, self.name, self.train_missing):
             w.textChanged.connect(self._revalidate)
         self.dataset.currentTextChanged.connect(self._revalidate)
         self.mechanism.currentTextChanged.connect(self._revalidate)
@@ -187,10 +216,14 @@ class SweepDialog(QDialog):
         base = base.replace(**{"train.epochs": int(self.epochs.value())})
         if not self.rates.text().strip():
             raise ConfigError("Missing rates: give at least one rate, e.g. 0,0.5")
+        train = self.train_missing.text().strip()
+        if train:  # the field gives the training missingness: it replaces the configuration's own
+            base = base.replace(**{"data.train_missing": ""})
         return SweepRequest(base=base, methods=self.checked_methods(),
                             label_fractions=parse_fraction_list(self.fractions.text(), "Label fractions"),
                             missing=(self.missing_spec(),), seeds=int(self.seeds.value()),
-                            mask_seed=int(self.mask_seed.value()), name=self.name.text().strip()).validate()
+                            mask_seed=int(self.mask_seed.value()), name=self.name.text().strip(),
+                            train_missing=(train,) if train else ()).validate()
 
     @Slot()
     def _revalidate(self, *_args) -> None:
@@ -203,13 +236,173 @@ class SweepDialog(QDialog):
         else:
             self.error.setText("")
             r = self._request
-            n_rates = len([x for x in self.rates.text().split(",") if x.strip()])
+            from robult_engine.missing import parse_missing_grid
+            test = [x.label for x in parse_missing_grid(list(r.missing))]
+            train = r.train_settings()
             self.summary.setText(sweep_summary(r.runs_total, len(r.methods), len(r.label_fractions), r.seeds,
-                                               n_rates))
+                                               len(test) + len([t for t in train if t not in test]), len(train)))
         self.buttons.button(QDialogButtonBox.StandardButton.Ok).setEnabled(self._request is not None)
 
     def request(self) -> SweepRequest | None:
         return self._request
+
+
+class MismatchMatrix(QWidget):
+    """A mismatch sweep's matrix: η_train (rows) × η_test (columns) of one method (mean over seeds; bright =
+    better, also for an error), or method A − B per cell (blue–white–red centred at 0, red where A is better);
+    the diagonal (tested as trained) outlined; a colour bar with the fixed scale and what it shows."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.result: SweepResult | None = None
+        self.fraction = QComboBox()
+        self.fraction.setToolTip("Label fraction of the matrix")
+        self.mode = QComboBox()
+        self.mode.addItems(["metric (mean over seeds)", "difference A − B (mean over seeds)"])
+        self.mode.setToolTip("One method's matrix, or one method minus another per cell")
+        self.method_a = QComboBox()
+        self.method_a.setToolTip("The method shown (A in the difference)")
+        self.method_b = QComboBox()
+        self.method_b.setToolTip("The method subtracted (B in the difference)")
+        self.minus = QLabel("minus")
+        self.plot = pg.GraphicsLayoutWidget()
+        self.plot.setBackground("w")
+        self.caption = QLabel("")
+        self.caption.setWordWrap(True)
+        row = QHBoxLayout()
+        for text, w in (("Label fraction", self.fraction), ("Show", self.mode), ("Method", self.method_a)):
+            row.addWidget(QLabel(text))
+            row.addWidget(w)
+        row.addWidget(self.minus)
+        row.addWidget(self.method_b)
+        row.addStretch(1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(row)
+        lay.addWidget(self.caption)
+        lay.addWidget(self.plot, 1)
+        # what is drawn (read by the export and the tests)
+        self.values = np.zeros((0, 0))
+        self.levels: tuple[float, float] = (0.0, 1.0)
+        self.colormap: pg.ColorMap | None = None
+        self.diagonal_cells: list[tuple[int, int]] = []
+        self.diagonal_items: list[QGraphicsRectItem] = []
+        self.image: pg.ImageItem | None = None
+        self.colorbar: pg.ColorBarItem | None = None
+        self.texts: list[list[pg.TextItem]] = []
+        for box in (self.fraction, self.mode, self.method_a, self.method_b):
+            box.currentIndexChanged.connect(self._draw)
+
+    @property
+    def difference_mode(self) -> bool:
+        r = self.result
+        return self.mode.currentIndex() == 1 and r is not None and len(r.methods) > 1
+
+    def set_result(self, result: SweepResult | None) -> None:
+        """Show a sweep (nothing for a plain one); the selections stay where they still apply."""
+        self.result = result
+        boxes = (self.fraction, self.method_a, self.method_b)
+        for b in boxes:
+            b.blockSignals(True)
+        try:
+            items = {self.fraction: [fraction_label(v) for v in result.label_fractions] if result else [],
+                     self.method_a: list(result.methods) if result else [],
+                     self.method_b: list(result.methods) if result else []}
+            for box, names in items.items():
+                if [box.itemText(i) for i in range(box.count())] != names:
+                    keep = box.currentText()
+                    box.clear()
+                    box.addItems(names)
+                    if keep in names:
+                        box.setCurrentText(keep)
+                    elif box is self.method_b and len(names) > 1:
+                        box.setCurrentIndex(1)
+        finally:
+            for b in boxes:
+                b.blockSignals(False)
+        self._draw()
+
+    @Slot()
+    def _draw(self, *_a) -> None:
+        self.plot.clear()
+        self.image = self.colorbar = None
+        self.diagonal_cells, self.diagonal_items, self.texts = [], [], []
+        self.values = np.zeros((0, 0))
+        self.caption.setText("")
+        r = self.result
+        diff = self.difference_mode
+        self.minus.setVisible(diff)
+        self.method_b.setVisible(diff)
+        if r is None or not r.mismatch or not r.methods or not r.missing:
+            return
+        lf = r.label_fractions[max(0, self.fraction.currentIndex())]
+        a = self.method_a.currentText() or r.methods[0]
+        b = self.method_b.currentText() or r.methods[-1]
+        higher = r.higher_is_better
+        if diff:
+            vals = np.array(r.difference(lf, a, b), dtype=float)
+            # one scale for every pair of methods at this label fraction, symmetric about 0: switching A or B
+            # keeps the colours comparable
+            every = np.array([r.difference(lf, x, y) for x in r.methods for y in r.methods if x != y], dtype=float)
+            finite = np.abs(every[np.isfinite(every)])
+            top = max(float(finite.max()) if finite.size else 0.05, 1e-3)
+            levels, cmap = (-top, top), diverging_colormap(higher)
+            label = f"{a} − {b}, test {r.metric} (red: {a} better)"
+            title = f"{a} − {b}, label fraction {fraction_label(lf)}"
+        else:
+            vals = np.array(r.matrix(lf, a)[0], dtype=float)
+            every = np.array([r.matrix(lf, m)[0] for m in r.methods], dtype=float)
+            levels, cmap = color_range(r.metric, every), matrix_colormap(higher)
+            label = f"test {r.metric}" + ("" if higher else " (lower is better: bright)")
+            title = f"{a}, label fraction {fraction_label(lf)}"
+        self.values, self.levels, self.colormap = vals, (float(levels[0]), float(levels[1])), cmap
+        p = self.plot.addPlot(row=0, col=0)
+        p.setTitle(title, size="9pt")
+        self.caption.setText(f"{title}: trained under η_train (rows), tested under η_test (columns), mean over "
+                             f"{r.seeds} seed(s); outlined: tested as trained (the diagonal).")
+        img = pg.ImageItem(axisOrder="row-major")
+        p.addItem(img)
+        img.setImage(vals, levels=self.levels, lut=cmap.getLookupTable(nPts=256))  # NaN: transparent
+        self.image = img
+        n_rows, n_cols = vals.shape
+        for i in range(n_rows):
+            row = []
+            for j in range(n_cols):
+                v = vals[i, j]
+                t = pg.TextItem("–" if not np.isfinite(v) else (f"{v:+.3f}" if diff else f"{v:.3f}"),
+                                anchor=(0.5, 0.5))
+                frac = (v - levels[0]) / ((levels[1] - levels[0]) or 1.0)
+                light = not diff and np.isfinite(v) and (frac < 0.6 if higher else frac > 0.4)
+                t.setColor("w" if light else "k")
+                t.setPos(j + 0.5, i + 0.5)
+                p.addItem(t, ignoreBounds=True)
+                row.append(t)
+            self.texts.append(row)
+        for i, j in r.diagonal():
+            rect = QGraphicsRectItem(QRectF(j, i, 1, 1))
+            rect.setPen(pg.mkPen(DIAGONAL_COLOR, width=3))
+            rect.setZValue(10)
+            p.addItem(rect)
+            self.diagonal_cells.append((i, j))
+            self.diagonal_items.append(rect)
+
+        def with_realised(lab: str, realised: dict) -> str:
+            v = realised.get(lab)
+            return f"{lab} ({v:.0%})" if v is not None and math.isfinite(v) else lab
+        p.getAxis("bottom").setTicks([[(j + 0.5, with_realised(lab, r.realised))
+                                       for j, lab in enumerate(r.missing)]])
+        p.getAxis("left").setTicks([[(i + 0.5, with_realised(lab, r.train_realised))
+                                     for i, lab in enumerate(r.train_missing)]])
+        p.setLabel("bottom", "η_test (fraction missing at test; realised)")
+        p.setLabel("left", "η_train (fraction missing in training; realised)")
+        p.setMouseEnabled(False, False)
+        p.hideButtons()
+        p.vb.disableAutoRange()
+        p.setRange(xRange=(0, n_cols), yRange=(0, n_rows), padding=0)
+        bar = pg.ColorBarItem(values=self.levels, colorMap=cmap, label=label, interactive=False,
+                              colorMapMenu=False, width=18)
+        self.plot.addItem(bar, row=0, col=1)
+        self.colorbar = bar
 
 
 class SweepPlots(QWidget):
@@ -238,6 +431,10 @@ class SweepPlots(QWidget):
         hl.addWidget(self.heat, 1)
         self.views.addTab(heat_box, "Heat maps")
         self.views.addTab(self.curves, "Curves")
+        self.matrix = MismatchMatrix()
+        self.matrix_tab = self.views.addTab(self.matrix, "Train × test")
+        self.views.setTabToolTip(self.matrix_tab, "A mismatch sweep: η_train × η_test per method, or A − B")
+        self.views.setTabVisible(self.matrix_tab, False)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.views)
@@ -250,9 +447,15 @@ class SweepPlots(QWidget):
     def set_result(self, result: SweepResult | None) -> None:
         """Show a sweep. The plots are built once per sweep layout (methods, label fractions, mask settings, mode)
         and only their data change as runs finish, so a finished run costs the GUI a few milliseconds."""
+        before = self.result.id if self.result is not None else None
         self.result = result
         self._draw_heat()
         self._draw_curves()
+        mismatch = result is not None and result.mismatch
+        self.views.setTabVisible(self.matrix_tab, mismatch)
+        self.matrix.set_result(result if mismatch else None)
+        if mismatch and result.id != before:  # a mismatch sweep opens on its matrix
+            self.views.setCurrentIndex(self.matrix_tab)
 
     def _x_ticks(self, r: SweepResult, sep: str = " ") -> list[tuple[float, str]]:
         xs, numeric = r.x_values()
@@ -326,7 +529,8 @@ class SweepPlots(QWidget):
         n_rows, n_cols = len(r.label_fractions), len(r.missing)
         for k, m in enumerate(methods):
             p = self.heat.addPlot(row=k // cols, col=k % cols)
-            p.setTitle(f"{r.methods[0]} − {m}" if diff else m, size="10pt")
+            trained = f" (trained under {r.train_missing[0]})" if r.mismatch else ""
+            p.setTitle((f"{r.methods[0]} − {m}" if diff else m) + trained, size="10pt")
             img = pg.ImageItem(axisOrder="row-major")
             p.addItem(img)
             texts = []
@@ -433,6 +637,8 @@ class SweepPlots(QWidget):
         name = safe_name(f"sweep-{r.id}-{Path(r.dataset).name or r.dataset}")
         files += export_plot(self.heat, folder, f"{name}-heatmaps")
         files += export_plot(self.curves, folder, f"{name}-curves")
+        if r.mismatch:
+            files += export_plot(self.matrix.plot, folder, f"{name}-train-test")
         files.append(write_csv(folder / f"{safe_name(name)}.csv", r.csv_header(), r.csv_rows()))
         return files
 
@@ -629,9 +835,11 @@ class SweepsPanel(QWidget):
                                  config={"request": {"methods": list(req.methods),
                                                      "label_fractions": list(req.label_fractions),
                                                      "missing": list(req.missing), "seeds": req.seeds,
-                                                     "mask_seed": req.mask_seed, "name": req.name},
+                                                     "mask_seed": req.mask_seed, "name": req.name,
+                                                     "train_missing": list(req.train_missing)},
                                          "base": req.base.to_dict()},
-                                 out_dir="", runs_total=req.runs_total, rates={}, realised={})
+                                 out_dir="", runs_total=req.runs_total, rates={}, realised={},
+                                 train_missing=req.train_settings())
         import datetime as _dt
         # a new folder per sweep: an id freed by a deleted sweep is given again, its folder stays on disk
         out = runs_root(self.store) / "sweeps" / f"sweep-{sid}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -695,12 +903,14 @@ class SweepsPanel(QWidget):
                     "missing": _dumps(list(p.labels)), "metric": p.metric, "runs_total": p.runs_total,
                     "rates": _dumps({k: (None if v is None or math.isnan(v) else v) for k, v in p.rates.items()}),
                     "realised": _dumps(p.realised)})
+            if p.train:
+                self.sweeps.set_mismatch(sid, list(p.train), p.train_rates, p.train_realised)
             if p.resumed:
                 self.sig_message.emit(f"Sweep #{sid}: {p.resumed} finished run(s) kept from its folder.", "info")
         elif isinstance(p, SweepRunRecorded):
             metric = self.sweeps.metric_of(sid)
             self.sweeps.add_run(sid, p.label_fraction, p.method, p.seed, p.missing, metric, p.val_score,
-                                p.best_epoch)
+                                p.best_epoch, train_missing=p.train_missing)
             res = self.sweeps.get(sid)
             self._update_row(res)
             if self.selected_id() == sid:  # only the data of the plots change (app/views/sweeps.py SweepPlots)
@@ -788,7 +998,7 @@ def request_of(res: SweepResult) -> SweepRequest:
     base = RunConfig.from_dict(res.config["base"])
     return SweepRequest(base=base, methods=tuple(r["methods"]), label_fractions=tuple(r["label_fractions"]),
                         missing=tuple(r["missing"]), seeds=int(r["seeds"]), mask_seed=int(r["mask_seed"]),
-                        name=r.get("name", "")).validate()
+                        name=r.get("name", ""), train_missing=tuple(r.get("train_missing") or ())).validate()
 
 
 def _dumps(v) -> str:
