@@ -24,7 +24,8 @@ Discretisation (the estimator needs discrete X): each modality's features become
 vectors as they are, images flattened, sequences pooled to the mean and standard deviation of their valid
 frames, text to a bag of its hashed ids folded into 256 buckets (normalised by length) — standardised per
 feature, reduced to at most 32 principal components, and clustered by k-means (Lloyd's algorithm from a
-k-means++ seeding, the best of 5 seeded restarts by inertia). A "modality" may also be a group
+k-means++ seeding, the best of 5 seeded restarts by inertia). Every pass reads the features in row chunks
+(`CHUNK_BYTES`), so memory stays near the dataset's own size (the note above `modality_features`). A "modality" may also be a group
 "a+b": the features of a and b side by side (so a 3-modality synergy becomes visible as the synergy of a
 with the group b+c). Only samples with both sides present are used. The number of clusters k, unless given,
 is floor(sqrt(N / (2·|Y|))) clipped to [2, 10]: at least two samples per cell of the (x1, x2, y) table on
@@ -192,51 +193,189 @@ def pid_bootstrap(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, n_boot: int = 2
 
 
 # --- discretisation ------------------------------------------------------------------------------------------
+#
+# Memory: the raw features are never copied whole. Every pass over a modality reads it in row chunks of about
+# CHUNK_BYTES as float64 (`chunk_rows` overrides the count), so the estimator's working memory is one chunk
+# plus what it keeps: a sequence's (N, 2D) mean/std vectors and a text's (N, 256) bag (both far smaller than
+# the (N, T, D) frames they summarise), the (≤ 32)-dimensional PCA projection, and a D × D scatter matrix
+# (or, when a side has more features than samples, the N × N Gram matrix, then smaller than the side itself).
+# Chunks only change the order of float64 sums: any chunk size gives the same result to rounding.
+
+CHUNK_BYTES = 16 * 1024 ** 2
 
 
-def modality_features(x, kind: str, lengths=None) -> np.ndarray:
-    """One float vector per sample (N, D) of a modality tensor, as the module docstring describes."""
-    x = np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+def _rows_per_chunk(row_bytes: int, chunk_rows: int | None) -> int:
+    if chunk_rows is not None:
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+        return int(chunk_rows)
+    return max(1, CHUNK_BYTES // max(1, int(row_bytes)))
+
+
+def _as_array(x) -> np.ndarray:
+    """A numpy view of a tensor or array (no copy)."""
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+
+
+def modality_features(x, kind: str, lengths=None, *, chunk_rows: int | None = None) -> np.ndarray:
+    """One float64 vector per sample (N, D) of a modality tensor, as the module docstring describes. Sequences
+    and texts are summarised chunk by chunk (`chunk_rows` samples at a time; default: about CHUNK_BYTES of
+    float64 frames)."""
+    x = _as_array(x)
     n = x.shape[0]
-    if kind == "vector":
-        return x.reshape(n, -1).astype(np.float64)
-    if kind == "image":
+    if kind in ("vector", "image"):
         return x.reshape(n, -1).astype(np.float64)
     if kind == "sequence":
-        t = x.shape[1]
-        ln = np.asarray(lengths) if lengths is not None else np.full(n, t)
-        valid = (np.arange(t)[None, :] < ln[:, None])[..., None]  # (N, T, 1)
-        cnt = np.maximum(valid.sum(1), 1)
-        mean = (x * valid).sum(1) / cnt
-        std = np.sqrt(np.maximum(((x - mean[:, None]) ** 2 * valid).sum(1) / cnt, 0))
-        return np.concatenate([mean, std], axis=1).astype(np.float64)
+        t, d = x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
+        ln = np.asarray(_as_array(lengths)) if lengths is not None else np.full(n, t)
+        out = np.empty((n, 2 * d))
+        step = _rows_per_chunk(t * d * 8, chunk_rows)
+        frames = np.arange(t)[None, :]
+        for a in range(0, n, step):
+            xc = np.array(x[a:a + step], dtype=np.float64).reshape(-1, t, d)  # a copy: changed in place below
+            valid = (frames < ln[a:a + step, None])[..., None]  # (c, T, 1)
+            cnt = np.maximum(valid.sum(1), 1)
+            mean = np.where(valid, xc, 0.0).sum(1) / cnt
+            xc -= mean[:, None]
+            np.square(xc, out=xc)
+            out[a:a + step, :d] = mean
+            out[a:a + step, d:] = np.sqrt(np.maximum(np.where(valid, xc, 0.0).sum(1) / cnt, 0))
+        return out
     if kind == "text":
-        ids = x.astype(np.int64)
         bag = np.zeros((n, TEXT_BUCKETS))
-        rows = np.repeat(np.arange(n), ids.shape[1])
-        flat = ids.reshape(-1)
-        keep = flat > 0  # 0 is padding
-        np.add.at(bag, (rows[keep], flat[keep] % TEXT_BUCKETS), 1)
-        return bag / np.maximum(bag.sum(1, keepdims=True), 1)
+        step = _rows_per_chunk(x.shape[1] * 8 if x.ndim > 1 else 8, chunk_rows)
+        for a in range(0, n, step):
+            ids = np.asarray(x[a:a + step], dtype=np.int64)
+            rows = np.repeat(np.arange(len(ids)), ids.shape[1])
+            flat = ids.reshape(-1)
+            keep = flat > 0  # 0 is padding
+            part = bag[a:a + step]
+            np.add.at(part, (rows[keep], flat[keep] % TEXT_BUCKETS), 1)
+            part /= np.maximum(part.sum(1, keepdims=True), 1)
+        return bag
     raise ValueError(f"unknown modality kind {kind!r}")
 
 
-def kmeans_labels(features: np.ndarray, k: int, seed: int = 0, n_init: int = N_INIT, max_iter: int = 100) -> np.ndarray:
-    """Cluster labels (N,) of standardised, PCA-reduced features: the best (lowest inertia) of n_init runs of
-    Lloyd's algorithm from a k-means++ seeding (Arthur & Vassilvitskii 2007), each run until no assignment
-    changes. Written with torch (distances by one matrix product) rather than scipy.cluster.vq.kmeans2, whose
-    fixed iteration count and non-BLAS distance loop made it 20 times slower here."""
-    import torch
-    x = np.asarray(features, dtype=np.float64)
-    sd = x.std(0)
+class _Rows:
+    """A matrix (N, D) held as row blocks (one per split, in order) and read by rows or columns, as float64,
+    without a copy of the whole."""
+
+    def __init__(self, blocks: list[np.ndarray]) -> None:
+        self.blocks = [b.reshape(len(b), -1) for b in blocks]
+        self.starts = np.cumsum([0] + [len(b) for b in self.blocks])
+        self.dim = self.blocks[0].shape[1] if self.blocks else 0
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def take(self, rows: np.ndarray, cols: slice = slice(None)) -> np.ndarray:
+        """float64 (len(rows), ·) of the sorted global `rows` (and the columns `cols`)."""
+        parts = []
+        for b, lo, hi in zip(self.blocks, self.starts[:-1], self.starts[1:]):
+            a, z = np.searchsorted(rows, [lo, hi])
+            if z > a:
+                parts.append(np.asarray(b[:, cols][rows[a:z] - lo], dtype=np.float64))
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=np.float64)
+
+
+def _row_chunks(sides: list[_Rows], rows: np.ndarray, step: int):
+    """float64 chunks (≤ step rows) of the selected rows, the matrices of `sides` side by side."""
+    for a in range(0, len(rows), step):
+        take = rows[a:a + step]
+        parts = [s.take(take) for s in sides]
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def _column_blocks(sides: list[_Rows], rows: np.ndarray, step: int):
+    """(first column, float64 block (n, ≤ step columns)) of the selected rows, the matrices side by side."""
+    offset = 0
+    for s in sides:
+        for a in range(0, s.dim, step):
+            yield offset + a, s.take(rows, slice(a, min(s.dim, a + step)))
+        offset += s.dim
+
+
+def reduced_features(sides, rows: np.ndarray | None = None, *, chunk_rows: int | None = None) -> np.ndarray | None:
+    """The features of `sides` (one or more (N, D) arrays or tensors side by side; a tensor of more dimensions is
+    flattened per sample) at `rows`, standardised per feature (population sd) and reduced to at most
+    MAX_PCA_DIMS principal components: float64 (n, ≤ 32), or None when every feature is constant. Streamed in
+    row chunks (see the memory note above); the components' signs are arbitrary, as an SVD's are."""
+    mats = [s if isinstance(s, _Rows) else _Rows([_as_array(s)]) for s in (sides if isinstance(sides, (list, tuple))
+                                                                             else [sides])]
+    n_all = len(mats[0])
+    rows = np.arange(n_all) if rows is None else np.asarray(rows, dtype=np.int64)
+    n, d = len(rows), sum(m.dim for m in mats)
+    if n == 0 or d == 0:
+        return None
+    step = _rows_per_chunk(d * 8, chunk_rows)
+    total = np.zeros(d)
+    for c in _row_chunks(mats, rows, step):
+        total += c.sum(0)
+    mean = total / n
+    scatter = d > MAX_PCA_DIMS and d <= n  # the D × D scatter matrix (else the variances, or the Gram matrix)
+    cov = np.zeros((d, d)) if scatter else None
+    sq = np.zeros(d)
+    for c in _row_chunks(mats, rows, step):
+        c -= mean
+        if scatter:
+            cov += c.T @ c
+        else:
+            sq += np.einsum("ij,ij->j", c, c)
+    sd = np.sqrt((np.diag(cov) if scatter else sq) / n)
     keep = sd > 1e-12
     if not keep.any():
+        return None
+    kept = int(keep.sum())
+    if kept <= MAX_PCA_DIMS:  # no reduction: the standardised features
+        out = np.empty((n, kept))
+        for a, c in zip(range(0, n, step), _row_chunks(mats, rows, step)):
+            out[a:a + len(c)] = (c[:, keep] - mean[keep]) / sd[keep]
+        return out
+    mk, sk = mean[keep], sd[keep]
+    if scatter:  # principal axes: the top eigenvectors of the standardised scatter matrix
+        s = cov[np.ix_(keep, keep)] / np.outer(sk, sk)
+        del cov
+        w, v = np.linalg.eigh(s)
+        top = v[:, np.argsort(w)[::-1][:MAX_PCA_DIMS]]
+        out = np.empty((n, top.shape[1]))
+        for a, c in zip(range(0, n, step), _row_chunks(mats, rows, step)):
+            out[a:a + len(c)] = ((c[:, keep] - mk) / sk) @ top
+        return out
+    # more features than samples: the Gram matrix of the standardised rows (n × n, smaller than the side); its
+    # top eigenvectors scaled by the singular values are the samples' principal coordinates
+    gram = np.zeros((n, n))
+    col_step = _rows_per_chunk(n * 8, chunk_rows)
+    for first, block in _column_blocks(mats, rows, col_step):
+        cols = np.arange(first, first + block.shape[1])
+        k = keep[cols]
+        if k.any():
+            z = (block[:, k] - mean[cols][k]) / sd[cols][k]
+            gram += z @ z.T
+    w, u = np.linalg.eigh(gram)
+    order = np.argsort(w)[::-1][:min(MAX_PCA_DIMS, kept)]
+    return u[:, order] * np.sqrt(np.maximum(w[order], 0))
+
+
+def kmeans_labels(features, k: int, seed: int = 0, n_init: int = N_INIT, max_iter: int = 100, *,
+                  chunk_rows: int | None = None) -> np.ndarray:
+    """Cluster labels (N,) of standardised, PCA-reduced features (`reduced_features`): the best (lowest inertia)
+    of n_init runs of Lloyd's algorithm from a k-means++ seeding (Arthur & Vassilvitskii 2007), each run until
+    no assignment changes."""
+    x = _as_array(features)
+    reduced = reduced_features([x.reshape(len(x), -1)], chunk_rows=chunk_rows)
+    if reduced is None:
         return np.zeros(len(x), dtype=np.int64)
-    x = (x[:, keep] - x[:, keep].mean(0)) / sd[keep]
-    if x.shape[1] > MAX_PCA_DIMS:
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        x = x @ vt[:MAX_PCA_DIMS].T
-    xt = torch.from_numpy(x)  # (N, D) float64
+    return kmeans_reduced(reduced, k, seed, n_init, max_iter)
+
+
+def kmeans_reduced(x: np.ndarray, k: int, seed: int = 0, n_init: int = N_INIT, max_iter: int = 100) -> np.ndarray:
+    """k-means (as `kmeans_labels` describes) of features already reduced, float64 (N, ≤ 32). Written with torch
+    (distances by one matrix product) rather than scipy.cluster.vq.kmeans2, whose fixed iteration count and
+    non-BLAS distance loop made it 20 times slower here."""
+    import torch
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))  # (N, D) float64
     n = len(xt)
     k = max(1, min(k, n))
     g = torch.Generator().manual_seed(seed)
@@ -310,9 +449,11 @@ def all_pairs(names: tuple[str, ...]) -> list[tuple[str, str]]:
 def dataset_pid(bundle, pairs: list[tuple[str, str]] | None = None, *,
                 splits: tuple[str, ...] = ("train", "val", "test"),
                 clusters: int | None = None, label: int | None = None, seed: int = 0, n_boot: int = 0,
-                should_stop=None, progress=None) -> list[PairPID]:
+                should_stop=None, progress=None, chunk_rows: int | None = None) -> list[PairPID]:
     """The PID of each pair (default: every pair of modalities) over the samples of `splits` (concatenated)
-    where both sides are present. A side "a+b" is the group of modalities a and b."""
+    where both sides are present. A side "a+b" is the group of modalities a and b. The features are read in
+    chunks of `chunk_rows` samples (default: about CHUNK_BYTES of float64 each; see the memory note above the
+    discretisation); the chunk size changes nothing but rounding."""
     info = bundle.info
     names = info.modality_names
     pairs = list(pairs) if pairs else all_pairs(names)
@@ -320,13 +461,18 @@ def dataset_pid(bundle, pairs: list[tuple[str, str]] | None = None, *,
     target = np.concatenate([np.asarray(s.target.numpy()) for s in use])
     y_all = discrete_target(target, info.task, label)
     mask = np.concatenate([s.mask.numpy() for s in use])
-    feats: dict[str, np.ndarray] = {}
+    feats: dict[str, _Rows] = {}
 
-    def features(name: str) -> np.ndarray:
+    def features(name: str) -> _Rows:
+        """Vectors and images as they are stored (views, no copy); sequences and texts summarised once."""
         if name not in feats:
             spec = info.spec(name)
-            parts = [modality_features(s.inputs[name], spec.kind, s.lengths.get(name)) for s in use]
-            feats[name] = np.concatenate(parts)
+            if spec.kind in ("vector", "image"):
+                blocks = [_as_array(s.inputs[name]) for s in use]
+            else:
+                blocks = [modality_features(s.inputs[name], spec.kind, s.lengths.get(name), chunk_rows=chunk_rows)
+                          for s in use]
+            feats[name] = _Rows(blocks)
         return feats[name]
 
     def side(group: str):
@@ -335,21 +481,27 @@ def dataset_pid(bundle, pairs: list[tuple[str, str]] | None = None, *,
             if m not in names:
                 raise ValueError(f"unknown modality {m!r}; the dataset has {', '.join(names)}")
         cols = [names.index(m) for m in members]
-        x = np.concatenate([features(m) for m in members], axis=1)
         note = " + ".join(f"{m}: {_FEATURE_NOTE[info.spec(m).kind]}" for m in members)
-        return x, mask[:, cols].all(1), note
+        return [features(m) for m in members], mask[:, cols].all(1), note
+
+    def labels_of(mats: list[_Rows], rows: np.ndarray, k: int) -> np.ndarray:
+        reduced = reduced_features(mats, rows, chunk_rows=chunk_rows)
+        if reduced is None:
+            return np.zeros(len(rows), dtype=np.int64)
+        return kmeans_reduced(reduced, k, seed)
 
     out = []
     for i, (g1, g2) in enumerate(pairs):
         check_stop(should_stop)
-        x1, ok1, note1 = side(g1)
-        x2, ok2, note2 = side(g2)
-        rows = ok1 & ok2
+        m1, ok1, note1 = side(g1)
+        m2, ok2, note2 = side(g2)
+        rows = np.nonzero(ok1 & ok2)[0]
         y = y_all[rows]
         n_classes = len(np.unique(y))
-        k = clusters or default_clusters(int(rows.sum()), n_classes)
-        l1 = kmeans_labels(x1[rows], k, seed)
-        l2 = kmeans_labels(x2[rows], k, seed)
+        k = clusters or default_clusters(len(rows), n_classes)
+        l1 = labels_of(m1, rows, k)
+        check_stop(should_stop)
+        l2 = labels_of(m2, rows, k)
         check_stop(should_stop)
         res = pid_from_labels(l1, l2, y)
         sd = pid_bootstrap(l1, l2, y, n_boot, seed, should_stop) if n_boot > 1 else {}
@@ -359,6 +511,6 @@ def dataset_pid(bundle, pairs: list[tuple[str, str]] | None = None, *,
     return out
 
 
-__all__ = ["PIDResult", "PairPID", "all_pairs", "dataset_pid", "default_clusters", "discrete_target",
-           "joint_counts", "kmeans_labels", "min_joint_information", "modality_features", "pid_bootstrap",
-           "pid_from_joint", "pid_from_labels"]
+__all__ = ["CHUNK_BYTES", "PIDResult", "PairPID", "all_pairs", "dataset_pid", "default_clusters", "discrete_target",
+           "joint_counts", "kmeans_labels", "kmeans_reduced", "min_joint_information", "modality_features",
+           "pid_bootstrap", "pid_from_joint", "pid_from_labels", "reduced_features"]

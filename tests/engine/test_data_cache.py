@@ -1,6 +1,7 @@
 """robult_engine.data.cache.DatasetCache: one load per content key, modality selections per request, LRU."""
 from __future__ import annotations
 
+import gc
 import threading
 
 from robult_engine.config import DataConfig
@@ -34,6 +35,8 @@ def test_one_load_per_key_and_a_selection_per_request(monkeypatch):
     cache.get(DataConfig(dataset="pid-synth", synth_n_train=100, seed=1))  # another content: another load
     cache.get(DataConfig(dataset="pid-synth", synth_n_train=120))
     assert len(loads) == 3
+    del got[:], sub  # nothing holds the first load any more (a held one would be found again, not reloaded)
+    gc.collect()
     cache.get(cfg)  # evicted (max_items=2, least recently used)
     assert len(loads) == 4
 

@@ -8,10 +8,17 @@ Computed in the background (progress, Cancel); the PID is cached per dataset (in
 dataset fingerprint, `explain.PID_CACHE`), so a second model on the same data only encodes the split. Pairs are
 rows of stacked horizontal bars, so the 15 pairs of M = 6 stay legible (each named, R U1 U2 S in order).
 
+The target is the one `robult pid` takes: single-label classes; a regression score cut into quantile bins
+(`robult_engine.explain.pid.REGRESSION_BINS`); for multi-label data, one label present or absent — the Label
+box (shown only then, the dataset's class names in its order) chooses it, like `robult pid --label NAME`, and
+the cache keeps one PID per label. A new model or dataset clears what was shown: nothing stands for the new
+data until it is computed. `compute_dataset_pid` is the tab's job, Qt-free.
+
 Run alone: `python -m app.views.explorer.pid_panel` shows it on a synthetic result (M = 6).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,7 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from app.background.runner import WorkRunner
+from robult_engine.explain.pid import REGRESSION_BINS, all_pairs, dataset_pid
 
 from . import style
 from .explain import PID_CACHE, ExplainResult, PIDCache, compute_explain
@@ -30,6 +38,75 @@ PARTS = ("R", "U1", "U2", "S")
 PART_COLOURS = {"R": style.Z_COLOUR, "U1": style.U_COLOUR, "U2": "#F5C77E", "S": "#CC79A7"}
 PART_NAMES = {"R": "R redundant", "U1": "U1 unique to the first", "U2": "U2 unique to the second",
               "S": "S synergy"}
+NOT_COMPUTED = "not computed yet"
+
+
+def target_note(info, label: int | None = None) -> str:
+    """What Y is in the PID of a dataset (`info`: DatasetInfo), as `robult pid` takes it."""
+    if info.task == "regression":
+        return f"the score cut into {REGRESSION_BINS} quantile bins"
+    if info.task == "multi-label":
+        if label is None:
+            return "one label, to choose"
+        return f"the label {info.class_names[label]} (present / absent)"
+    return f"the {len(info.class_names)} classes"
+
+
+class _LabelPIDCache:
+    """A view of a PIDCache whose keys also name the multi-label target's label."""
+
+    def __init__(self, cache: PIDCache, label: int) -> None:
+        self.cache, self.label = cache, label
+
+    def key(self, bundle, pairs, clusters=None) -> tuple:
+        return (*self.cache.key(bundle, pairs, clusters), ("label", self.label))
+
+    def get(self, key: tuple):
+        return self.cache.get(key)
+
+    def put(self, key: tuple, value) -> None:
+        self.cache.put(key, value)
+
+
+def compute_dataset_pid(loaded, bundle, split: str = "test", cache: PIDCache | None = None, *,
+                        label: int | None = None, progress=None, check=None) -> ExplainResult:
+    """The tab's job (Qt-free, a background worker's): `explain.compute_explain` — the dataset's PID of every
+    modality pair and the model's Z/U split and |φ| on `split` — with the target `robult pid` uses. Multi-label
+    data needs `label` (an index into the class names): the PID is of that label present or absent, cached per
+    label; a regression score is binned by the engine (`discrete_target`)."""
+    if bundle.info.task != "multi-label":
+        return compute_explain(loaded, bundle, split, cache, progress=progress, check=check)
+    names = bundle.info.class_names
+    if label is None or not 0 <= int(label) < len(names):
+        raise ValueError(f"{bundle.info.name} is multi-label: choose the label whose PID to estimate "
+                         f"({', '.join(names[:5])}{', …' if len(names) > 5 else ''})")
+    label = int(label)
+    view = _LabelPIDCache(PID_CACHE if cache is None else cache, label)
+    pairs = all_pairs(bundle.info.modality_names)
+    key = view.key(bundle, pairs)
+    t0 = time.perf_counter()
+    fresh = view.get(key) is None
+    if fresh:
+        total = len(pairs) + 1
+
+        def on_pair(done, n):
+            if progress is not None:
+                progress(done, total, f"PID {done}/{n} pairs ({names[label]})")
+
+        def should_stop() -> bool:
+            if check is not None:
+                check()
+            return False
+
+        if progress is not None:
+            progress(0, total, f"PID of the first pair ({names[label]})")
+        view.put(key, dataset_pid(bundle, pairs, label=label, should_stop=should_stop, progress=on_pair))
+    t_pid = time.perf_counter() - t0
+    result = compute_explain(loaded, bundle, split, view, progress=progress, check=check)
+    result.pid_cached = not fresh
+    result.pid_seconds = t_pid
+    result.seconds += t_pid
+    return result
 
 
 class DatasetPIDPanel(QWidget):
@@ -43,11 +120,17 @@ class DatasetPIDPanel(QWidget):
         self.loaded = None
         self.bundle = None
         self.result: ExplainResult | None = None
-        self.compute_fn = compute_explain  # the job's function (tests replace it to see errors shown)
+        self.result_target = ""  # what Y was in the result shown
+        self.compute_fn = compute_dataset_pid  # the job's function (tests replace it to see errors shown)
+        self._generation = 0  # bumped with every new model / dataset / label: older jobs' results are dropped
 
         self.split = QComboBox()
         self.split.addItems(["test", "val"])
         self.split.setToolTip("The split the model's ‖Z‖ / ‖U‖ and |φ| are averaged over (the PID uses every split)")
+        self.label_box = QComboBox()
+        self.label_box.setToolTip("Multi-label data has no single target: the PID is of this label, present or "
+                                  "absent (as robult pid --label NAME); each label's PID is cached")
+        self.label_caption = QLabel("Label")
         self.jobs = JobControls(self, self.runner, "Dataset PID",
                                 compute_tip="Estimate the dataset's PID per modality pair (cached per dataset) and "
                                             "the model's Z/U split and Shapley summary, in the background")
@@ -56,8 +139,11 @@ class DatasetPIDPanel(QWidget):
         self.export_btn = QPushButton("Export…")
         self.export_btn.setEnabled(False)
         bar = QHBoxLayout()
-        for w in (QLabel("Split"), self.split, self.compute_btn, self.cancel_btn, self.progress):
+        for w in (QLabel("Split"), self.split, self.label_caption, self.label_box, self.compute_btn, self.cancel_btn,
+                  self.progress):
             bar.addWidget(w)
+        self.label_caption.setVisible(False)
+        self.label_box.setVisible(False)
         bar.addStretch(1)
         bar.addWidget(self.export_btn)
         self.info = QLabel("")
@@ -106,26 +192,74 @@ class DatasetPIDPanel(QWidget):
         self.compute_btn.clicked.connect(self.compute)
         self.cancel_btn.clicked.connect(self.cancel)
         self.export_btn.clicked.connect(self._on_export_clicked)
+        self.label_box.currentIndexChanged.connect(self._on_label_box_current_index_changed)
         self.compute_btn.setEnabled(False)
         self.info.setText("Load a model: the dataset's PID is shown beside the model's Z/U split.")
 
     # --- inputs ---------------------------------------------------------------------------------------
     def set_context(self, loaded, bundle) -> None:
-        """The current model and its dataset (from the explorer's context)."""
+        """The current model and its dataset (from the explorer's context). What was shown belongs to the
+        previous model or dataset: it is cleared, and a job still running for them is cancelled."""
+        if loaded is self.loaded and bundle is self.bundle:
+            return
+        multi = bundle is not None and bundle.info.task == "multi-label"
+        old_labels = tuple(self.label_box.itemText(i) for i in range(self.label_box.count()))
+        new_labels = tuple(bundle.info.class_names) if multi else ()
+        self.loaded, self.bundle = loaded, bundle  # before the label box changes (its slot reads them)
+        if new_labels != old_labels:
+            self.label_box.blockSignals(True)
+            self.label_box.clear()
+            self.label_box.addItems(list(new_labels))
+            self.label_box.setCurrentIndex(0 if new_labels else -1)
+            self.label_box.blockSignals(False)
+        self.label_caption.setVisible(multi)
+        self.label_box.setVisible(multi)
+        self._clear("new model")
+
+    def label(self) -> int | None:
+        """The chosen label's index (multi-label data), else None."""
+        if self.bundle is None or self.bundle.info.task != "multi-label" or self.label_box.currentIndex() < 0:
+            return None
+        return self.label_box.currentIndex()
+
+    def set_label(self, name: str) -> None:
+        """Choose the multi-label target's label by name."""
+        i = self.label_box.findText(name)
+        if i < 0:
+            raise ValueError(f"no label {name!r}")
+        self.label_box.setCurrentIndex(i)
+
+    @Slot(int)
+    def _on_label_box_current_index_changed(self, _index: int) -> None:
+        self._clear("another label")
+
+    def _clear(self, why: str) -> None:
+        """Forget the result shown and any job running: nothing is computed yet for what is chosen now."""
+        self._generation += 1
+        self.result_target = ""
         if self.jobs.busy:
             self.jobs.cancel()
             self.jobs.finish()
-            self.progress.setFormat("cancelled (new model)")
-        self.loaded, self.bundle = loaded, bundle
         self.show_result(None)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat(NOT_COMPUTED)
+        bundle = self.bundle
         if bundle is None:
-            self.info.setText("The model's dataset could not be loaded: no PID.")
+            self.info.setText("The model's dataset could not be loaded: no PID." if self.loaded is not None else
+                              "Load a model: the dataset's PID is shown beside the model's Z/U split.")
             self.compute_btn.setEnabled(False)
             return
-        self.compute_btn.setEnabled(True)
-        pairs = len(bundle.info.modality_names) * (len(bundle.info.modality_names) - 1) // 2
-        self.info.setText(f"{bundle.info.name}: {pairs} modality pair{'s' if pairs != 1 else ''}. Compute estimates "
-                          "the PID (seconds to minutes; cached for this dataset) and the model's Z/U split.")
+        info = bundle.info
+        pairs = len(info.modality_names) * (len(info.modality_names) - 1) // 2
+        self.compute_btn.setEnabled(self._can_compute())
+        if not pairs:
+            self.info.setText(f"<b>{info.name}</b>: one modality only, no pair to decompose.")
+            return
+        self.info.setText(f"<b>{info.name}</b>: {pairs} modality pair{'s' if pairs != 1 else ''}; target: "
+                          f"{target_note(info, self.label())}. Nothing is computed yet for this "
+                          f"{'label' if why == 'another label' else 'dataset and model'}: Compute estimates the "
+                          "PID (seconds to minutes; cached for this dataset) and the model's Z/U split.")
 
     # --- computing ------------------------------------------------------------------------------------
     def _show_error(self, text: str) -> None:
@@ -135,7 +269,7 @@ class DatasetPIDPanel(QWidget):
         self.sig_message.emit(text, level)
 
     def _can_compute(self) -> bool:
-        return self.bundle is not None
+        return self.bundle is not None and len(self.bundle.info.modality_names) >= 2
 
     @property
     def _job(self):
@@ -144,13 +278,17 @@ class DatasetPIDPanel(QWidget):
 
     @Slot()
     def compute(self) -> None:
-        if self.loaded is None or self.bundle is None or self.jobs.busy:
+        if self.loaded is None or not self._can_compute() or self.jobs.busy:
             return
         loaded, bundle, split, cache, fn = self.loaded, self.bundle, self.split.currentText(), self.cache, \
             self.compute_fn
+        label = self.label()
+        extra = {"label": label} if bundle.info.task == "multi-label" else {}
+        generation, target = self._generation, target_note(bundle.info, label)
 
         def work(job):
-            return fn(loaded, bundle, split, cache, progress=job.progress, check=job.check)
+            return generation, target, fn(loaded, bundle, split, cache, progress=job.progress, check=job.check,
+                                          **extra)
 
         m = len(bundle.info.modality_names)
         self.jobs.start(work, m * (m - 1) // 2 + 1, self._on_done)
@@ -159,8 +297,12 @@ class DatasetPIDPanel(QWidget):
     def cancel(self) -> None:
         self.jobs.cancel()
 
-    def _on_done(self, result: ExplainResult) -> None:
+    def _on_done(self, value) -> None:
+        generation, target, result = value
+        if generation != self._generation:  # computed for a model, dataset or label no longer chosen
+            return
         self.progress.setFormat(f"done in {result.seconds:.1f} s" + (" (PID cached)" if result.pid_cached else ""))
+        self.result_target = target
         self.show_result(result)
         self.sig_result_ready.emit(result)
 
@@ -168,11 +310,17 @@ class DatasetPIDPanel(QWidget):
     def show_result(self, result: ExplainResult | None) -> None:
         self.result = result
         self.export_btn.setEnabled(result is not None)
-        if result is None:
+        if result is None:  # empty plots, no axis labels left over from another dataset
             for b in self.pid_bars.values():
                 b.setOpts(x0=[], y=[], width=[])
             for b in (self.bars_z, self.bars_u, self.bars_phi):
                 b.setOpts(x=[], height=[])
+            style.set_ticks(self.pid_plot, "left", [])
+            self.pid_plot.setMinimumHeight(220)
+            for w in (self.zu_plot, self.phi_plot):
+                style.set_ticks(w, "bottom", [])
+            for w in (self.pid_plot, self.zu_plot, self.phi_plot):
+                w.getPlotItem().enableAutoRange()
             return
         labels = [f"{a} × {b}" for a, b in (p.pair for p in result.pid)]
         y = np.arange(len(labels), dtype=float)
@@ -200,8 +348,10 @@ class DatasetPIDPanel(QWidget):
         z, u = float(np.sum(result.z_norm)), float(np.sum(result.u_norm))
         self.info.setText(
             f"<b>{result.dataset}</b> ({len(result.pid)} pair{'s' if len(result.pid) != 1 else ''}"
-            f"{', PID from the cache' if result.pid_cached else ''}): over the pairs, R {tot['R'] / s:.0%}, "
-            f"U {(tot['U1'] + tot['U2']) / s:.0%}, S {tot['S'] / s:.0%} of the information. The model on the "
+            f"{', PID from the cache' if result.pid_cached else ''}"
+            f"{'; target: ' + self.result_target if self.result_target else ''}): over the pairs, "
+            f"R {tot['R'] / s:.0%}, U {(tot['U1'] + tot['U2']) / s:.0%}, S {tot['S'] / s:.0%} of the information. "
+            f"The model on the "
             f"{result.split} split: ‖Z‖ is {z / max(z + u, 1e-12):.0%} of ‖Z‖ + ‖U‖. "
             f"<span style='color:#606060'>Synergy at or below the bias bound "
             f"({max(p.result.bias_bound for p in result.pid):.3f} bits) is not distinguishable from zero.</span>")
@@ -212,11 +362,12 @@ class DatasetPIDPanel(QWidget):
         if r is None:
             return {}
         pid = [[a, b, *(p.result.components()[k] for k in PARTS), p.result.mi_joint, p.result.bias_bound, p.result.n,
-                p.clusters[0], p.features[0], p.features[1]] for p, (a, b) in ((p, p.pair) for p in r.pid)]
+                p.clusters[0], p.features[0], p.features[1], self.result_target]
+               for p, (a, b) in ((p, p.pair) for p in r.pid)]
         model = [[n, z, u, (r.attribution.mean_abs["all"][i] if r.attribution else "")]
                  for i, (n, z, u) in enumerate(zip(r.modality_names, r.z_norm, r.u_norm))]
         return {"dataset_pid": (["modality_1", "modality_2", *PARTS, "I_joint", "bias_bound", "n", "clusters",
-                                 "features_1", "features_2"], pid),
+                                 "features_1", "features_2", "target"], pid),
                 "model_split": (["modality", "mean_z_norm", "mean_u_norm", "mean_abs_phi"], model)}
 
     def export(self, folder) -> list[Path]:
