@@ -15,6 +15,8 @@ from .methods import METHOD_NAMES
 
 METHODS = METHOD_NAMES  # the table of method specs lives in robult_engine/methods.py
 REC_ROUTES = ("projector", "branch", "full")
+# how the vector and sequence encoders normalise their inputs (docs/method.md, "Input normalisation")
+INPUT_NORMS = ("feature", "layer", "none")
 KERNELS = ("rbf", "laplacian", "inverse-l2")
 # how FixMatch and co-training keep their pseudo-labels from collapsing onto few classes (docs/method.md,
 # "Semi-supervised baselines")
@@ -200,6 +202,12 @@ class ModelConfig:
     # (B, d_h). Modalities not named keep the built-in encoder of their kind. Stored by name in checkpoints;
     # a checkpoint naming code outside robult_engine imports it only when trusted (docs/custom-encoders.md).
     encoders: tuple[str, ...] = ()
+    # Input normalisation of the vector and sequence encoders (docs/method.md, "Input normalisation"): "feature"
+    # standardises each input feature with its mean and std on the training split's present samples (fitted
+    # before the first epoch, stored in checkpoints); "layer" is a per-sample LayerNorm over the input features
+    # (right for high-dimensional embeddings, destructive for a few tabular features; configs written before
+    # this field get it); "none" feeds the inputs as they are.
+    input_norm: str = "feature"
 
     def validate(self) -> None:
         _check_types(self, "model")
@@ -213,6 +221,8 @@ class ModelConfig:
                f"model.sequence_encoder: 'conv' or 'gru', got {self.sequence_encoder!r}")
         _check(self.text_buckets >= 16, "model.text_buckets: must be >= 16")
         parse_encoder_entries(self.encoders)  # syntax only: nothing is imported here
+        _check(self.input_norm in INPUT_NORMS,
+               f"model.input_norm: one of {', '.join(INPUT_NORMS)}, got {self.input_norm!r}")
 
 
 @dataclass(frozen=True)
@@ -386,6 +396,8 @@ class RunConfig:
         for key, value in d.items():
             if key == "loss" and isinstance(value, Mapping):
                 value = _legacy_loss(value)
+            if key == "model" and isinstance(value, Mapping):
+                value = _legacy_model(value)
             if key in sub:
                 kwargs[key] = _sub_from_dict(sub[key], value, key)
             elif key in ("method", "seed"):
@@ -452,6 +464,20 @@ def _legacy_loss(value: Mapping[str, Any]) -> Mapping[str, Any]:
     # writes always holds rec_warmup; a hand-written partial one lacks some of the older fields)
     if _LEGACY_LOSS_FIELDS | {"rec_route", "lambda_diff"} <= set(value) and "rec_warmup" not in value:
         return {**value, "rec_warmup": 0.0}
+    return value
+
+
+# every field a model section held before `input_norm` existed (written whole by `to_json`; `encoders` came later)
+_LEGACY_MODEL_FIELDS = frozenset({"d_h", "d_z", "d_u", "d_hidden", "dropout", "classifier", "fusion",
+                                  "sequence_encoder", "text_buckets"})
+
+
+def _legacy_model(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A model section written whole by a version before `input_norm` existed (every older field, no input_norm)
+    was trained with a per-sample LayerNorm over the inputs: keep it so, so that its checkpoints load and predict
+    as before and its resumes continue the same model. A hand-written partial section gets the current default."""
+    if _LEGACY_MODEL_FIELDS <= set(value) and "input_norm" not in value:
+        return {**value, "input_norm": "layer"}
     return value
 
 

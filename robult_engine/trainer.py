@@ -251,6 +251,11 @@ class Trainer:
         seed_everything(cfg.seed)
         self.model = build_model(cfg.model, info, rec_route=cfg.loss.rec_route,
                                  trust_code=self.trust_code, method=cfg.method).to(self.device)
+        if ckpt is None:
+            # model.input_norm "feature": each input feature's mean and std on the training split's present
+            # samples, fitted once before the first epoch (a resume restores them with the weights); every process
+            # of a data-parallel run fits the same numbers from the same split
+            self.model.fit_input_norm(self.train_split)
         n_protos = 2 if self.task == "regression" else info.num_outputs
         self.memory = PrototypeMemory(n_protos, cfg.model.d_z, cfg.loss.prototype_momentum).to(self.device)
         self.net = (DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,

@@ -2,6 +2,15 @@
 
 No batch norm anywhere, so results do not depend on how a batch is split across processes.
 
+Input normalisation (`model.input_norm`, docs/method.md "Input normalisation"): the vector and sequence encoders
+start with one of
+- "feature": `FeatureStandardise`, (x − mean) / std per input feature, with mean and std fitted once on the
+  training split's present samples (`fit_input_norm`, called by the Trainer before the first epoch) and held as
+  buffers, so checkpoints carry them;
+- "layer": a per-sample LayerNorm over the input features (configs written before `model.input_norm` existed);
+- "none": the inputs as they are.
+Images (bytes or [0, 1] pixels, GroupNorm after each convolution) and text (token ids) have no input norm.
+
 Your own encoder (docs/custom-encoders.md): `model.encoders` names a factory per modality as
 "modality=package.module:function". `build_encoder(..., factory=...)` imports it only when `trust_code`
 trusts its module, calls `function(shape=..., d_h=..., dropout=...)` and checks on every forward pass that the
@@ -24,7 +33,7 @@ from typing import Callable, Iterable, Union
 import torch
 from torch import nn
 
-from ..config import ConfigError, parse_encoder_entries
+from ..config import INPUT_NORMS, ConfigError, parse_encoder_entries
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequential:
@@ -33,10 +42,42 @@ def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequen
                          nn.Linear(d_hidden, d_out))
 
 
-class VectorEncoder(nn.Module):
-    def __init__(self, d_in: int, d_h: int, dropout: float) -> None:
+class FeatureStandardise(nn.Module):
+    """x ↦ (x − mean) / std over the last axis (the input features), with one mean and std per feature fitted on
+    the training data (`fit_input_norm`) and kept as buffers (saved and loaded with the weights). Unfitted it is
+    the identity (mean 0, std 1). No learned parameters and no batch statistics: a sample's output depends on
+    that sample alone."""
+
+    def __init__(self, d_in: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(d_in), mlp(d_in, d_h, d_h, dropout))
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("std", torch.ones(d_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)  # (..., D) -> (..., D)
+
+    def extra_repr(self) -> str:
+        return str(self.mean.numel())
+
+
+def input_norm_layer(d_in: int, input_norm: str) -> nn.Module:
+    """The first layer of a vector or sequence encoder for `model.input_norm` (module docstring)."""
+    if input_norm == "feature":
+        return FeatureStandardise(d_in)
+    if input_norm == "layer":
+        return nn.LayerNorm(d_in)
+    if input_norm == "none":
+        return nn.Identity()
+    raise ConfigError(f"model.input_norm: one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
+
+
+class VectorEncoder(nn.Module):
+    """Input norm (`model.input_norm`) and a two-layer MLP. `input_norm` defaults to "layer", the layout this
+    encoder always had, so that factories written before `model.input_norm` existed build what they built."""
+
+    def __init__(self, d_in: int, d_h: int, dropout: float, input_norm: str = "layer") -> None:
+        super().__init__()
+        self.net = nn.Sequential(input_norm_layer(d_in, input_norm), mlp(d_in, d_h, d_h, dropout))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x)  # (B, D) -> (B, d_h)
@@ -70,11 +111,11 @@ def _masked_pool(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class ConvSequenceEncoder(nn.Module):
-    """1-D convolutions over time, masked mean+max pooling over the valid frames."""
+    """Input norm per frame, 1-D convolutions over time, masked mean+max pooling over the valid frames."""
 
-    def __init__(self, d_in: int, d_h: int, dropout: float) -> None:
+    def __init__(self, d_in: int, d_h: int, dropout: float, input_norm: str = "layer") -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(d_in)
+        self.norm = input_norm_layer(d_in, input_norm)
         self.conv = nn.Sequential(
             nn.Conv1d(d_in, d_h, 5, padding=2), nn.GELU(),
             nn.Conv1d(d_h, d_h, 5, padding=2), nn.GELU(),
@@ -90,11 +131,11 @@ class ConvSequenceEncoder(nn.Module):
 
 
 class GRUSequenceEncoder(nn.Module):
-    """Bidirectional GRU over packed sequences; masked mean+max pooling of its outputs."""
+    """Input norm per frame, a bidirectional GRU over packed sequences; masked mean+max pooling of its outputs."""
 
-    def __init__(self, d_in: int, d_h: int, dropout: float) -> None:
+    def __init__(self, d_in: int, d_h: int, dropout: float, input_norm: str = "layer") -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(d_in)
+        self.norm = input_norm_layer(d_in, input_norm)
         self.gru = nn.GRU(d_in, d_h // 2, batch_first=True, bidirectional=True)
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(4 * (d_h // 2), d_h))  # mean+max of both directions
 
@@ -124,20 +165,22 @@ class TextEncoder(nn.Module):
 # --- factories -------------------------------------------------------------------------------------------
 # The built-in encoders as factories, so `model.encoders` can also pick one per modality (e.g. a GRU for one
 # sequence modality and convolutions for another) without trusting any code.
-def vector(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
-    return VectorEncoder(shape[-1], d_h, dropout)
+# `input_norm` is the run's `model.input_norm` when `build_encoder` calls them; called as factories of your own
+# code (without it) they keep the layout they always had ("layer").
+def vector(shape: tuple[int, ...], d_h: int, dropout: float, input_norm: str = "layer") -> nn.Module:
+    return VectorEncoder(shape[-1], d_h, dropout, input_norm)
 
 
-def image(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
-    return ImageEncoder(shape[0], d_h, dropout)
+def image(shape: tuple[int, ...], d_h: int, dropout: float, input_norm: str = "layer") -> nn.Module:
+    return ImageEncoder(shape[0], d_h, dropout)  # no input norm (module docstring)
 
 
-def conv_sequence(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
-    return ConvSequenceEncoder(shape[-1], d_h, dropout)
+def conv_sequence(shape: tuple[int, ...], d_h: int, dropout: float, input_norm: str = "layer") -> nn.Module:
+    return ConvSequenceEncoder(shape[-1], d_h, dropout, input_norm)
 
 
-def gru_sequence(shape: tuple[int, ...], d_h: int, dropout: float) -> nn.Module:
-    return GRUSequenceEncoder(shape[-1], d_h, dropout)
+def gru_sequence(shape: tuple[int, ...], d_h: int, dropout: float, input_norm: str = "layer") -> nn.Module:
+    return GRUSequenceEncoder(shape[-1], d_h, dropout, input_norm)
 
 
 BUILTIN_FACTORIES: dict[str, Callable[..., nn.Module]] = {
@@ -226,10 +269,13 @@ def _output_check(ref: str, modality: str, d_h: int):
 
 def build_encoder(kind: str, shape: tuple[int, ...], *, d_h: int, dropout: float, sequence_encoder: str,
                   text_buckets: int, factory: str | None = None, trust_code: Trust = False,
-                  modality: str = "") -> nn.Module:
+                  modality: str = "", input_norm: str = "feature") -> nn.Module:
     """The encoder of one modality: the built-in one of its kind, or the module `factory` (a
     "package.module:function" name, imported only when `trust_code` trusts its module or it is built in)
-    makes."""
+    makes. `input_norm` (`model.input_norm`) reaches the built-in encoders and built-in factories; a factory of
+    your own is called without it."""
+    if input_norm not in INPUT_NORMS:
+        raise ConfigError(f"model.input_norm: one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
     if factory is not None:
         made_for = BUILTIN_KINDS.get(factory)
         if made_for is not None and made_for != kind:
@@ -239,8 +285,9 @@ def build_encoder(kind: str, shape: tuple[int, ...], *, d_h: int, dropout: float
             raise ConfigError(f"model.encoders: modality {modality!r} is a {kind} modality (shape {tuple(shape)}), "
                               f"and {factory} builds an encoder for {made_for} modalities; {hint}")
         fn = load_factory(factory, trust_code=trust_code)
+        extra = {"input_norm": input_norm} if factory in BUILTIN_FACTORIES else {}
         try:
-            module = fn(shape=tuple(shape), d_h=d_h, dropout=dropout)
+            module = fn(shape=tuple(shape), d_h=d_h, dropout=dropout, **extra)
         except Exception as e:  # noqa: BLE001 - the user's factory failed: say which one and how it was called
             raise ConfigError(f"model.encoders: {factory}(shape={tuple(shape)}, d_h={d_h}, dropout={dropout}) for "
                               f"modality {modality!r} failed ({type(e).__name__}: {e})") from e
@@ -250,12 +297,96 @@ def build_encoder(kind: str, shape: tuple[int, ...], *, d_h: int, dropout: float
         module.register_forward_hook(_output_check(factory, modality, d_h))
         return module
     if kind == "vector":
-        return VectorEncoder(shape[-1], d_h, dropout)
+        return VectorEncoder(shape[-1], d_h, dropout, input_norm)
     if kind == "image":
         return ImageEncoder(shape[0], d_h, dropout)
     if kind == "sequence":
         cls = ConvSequenceEncoder if sequence_encoder == "conv" else GRUSequenceEncoder
-        return cls(shape[-1], d_h, dropout)
+        return cls(shape[-1], d_h, dropout, input_norm)
     if kind == "text":
         return TextEncoder(text_buckets, d_h, dropout)
     raise ValueError(f"unknown modality kind {kind!r}")
+
+
+# --- fitting the feature-wise input norm ---------------------------------------------------------------
+# A feature whose std on the training data is at most this fraction of (1 + |mean|) is constant up to rounding:
+# it is only centred (std 1), so that a value it never took in training cannot blow up to ±1e6 (the choice of
+# scikit-learn's StandardScaler for zero-variance features).
+CONSTANT_FEATURE = 1e-6
+# Elements (samples × frames × features) converted to float64 at once while fitting: bounds the extra memory of
+# a fit to about 32 MB, whatever the size of the training split.
+FIT_CHUNK_ELEMENTS = 2 ** 22
+
+
+def feature_moments(x: torch.Tensor, present: torch.Tensor, lengths: torch.Tensor | None = None,
+                    chunk_elements: int = FIT_CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean and (population) variance of every feature over the samples where the modality is present, streamed
+    over chunks of samples with float64 accumulators (chunks merged by Chan's pairwise update, so a feature with
+    a large mean and a small spread keeps its variance).
+
+    x: (N, D) vector or (N, T, D) sequence (only the first `lengths[n]` frames of a sequence count); present:
+    (N,) bool. Returns (mean (D,) float64, var (D,) float64, count of values per feature); with no present
+    value, mean 0 and var 1."""
+    d = x.shape[-1]
+    n_frames = x.shape[1] if x.dim() == 3 else 1
+    step = max(1, chunk_elements // max(1, n_frames * d))
+    count, mean, m2 = 0, torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
+    for start in range(0, x.shape[0], step):
+        keep = present[start:start + step].to(torch.bool).cpu()
+        if not bool(keep.any()):
+            continue
+        rows = x[start:start + step][keep].detach().cpu()
+        if x.dim() == 3:
+            t = torch.arange(x.shape[1])
+            lens = (lengths[start:start + step][keep].cpu() if lengths is not None
+                    else torch.full((rows.shape[0],), x.shape[1]))
+            rows = rows[t[None, :] < lens[:, None]]  # (valid frames, D)
+        rows = rows.reshape(-1, d).to(torch.float64)
+        n_b = rows.shape[0]
+        if n_b == 0:
+            continue
+        mean_b = rows.mean(0)
+        m2_b = ((rows - mean_b) ** 2).sum(0)
+        total = count + n_b
+        delta = mean_b - mean
+        mean = mean + delta * (n_b / total)
+        m2 = m2 + m2_b + delta ** 2 * (count * n_b / total)
+        count = total
+    if count == 0:
+        return mean, torch.ones(d, dtype=torch.float64), 0
+    return mean, m2 / count, count
+
+
+def standardiser_stats(mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, std) a `FeatureStandardise` holds, float32: std = √var, and 1 for a constant feature
+    (`CONSTANT_FEATURE`)."""
+    std = var.clamp(min=0).sqrt()
+    std = torch.where(std > CONSTANT_FEATURE * (1 + mean.abs()), std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
+def fit_input_norm(encoders: nn.ModuleDict, modalities: Iterable[tuple[str, str]], inputs: dict[str, torch.Tensor],
+                   present: torch.Tensor, lengths: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
+    """Fit every `FeatureStandardise` inside the encoders of the vector and sequence modalities to the given
+    samples (the training split: its inputs, its presence mask (N, M) in the order of `modalities` — pairs of
+    (name, kind) — and its sequence lengths). Missing samples (mask 0, zero-filled) never enter the statistics.
+    Returns the number of values each fitted modality's statistics came from (empty when there is nothing to
+    fit, e.g. with `model.input_norm` "layer" or "none")."""
+    lengths = lengths or {}
+    fitted: dict[str, int] = {}
+    for i, (name, kind) in enumerate(modalities):
+        if kind not in ("vector", "sequence") or name not in encoders:
+            continue
+        x = inputs[name]
+        norms = [m for m in encoders[name].modules()
+                 if isinstance(m, FeatureStandardise) and m.mean.numel() == x.shape[-1]]
+        if not norms:
+            continue
+        mean, var, count = feature_moments(x, present[:, i], lengths.get(name) if kind == "sequence" else None)
+        mean, std = standardiser_stats(mean, var)
+        with torch.no_grad():
+            for m in norms:
+                m.mean.copy_(mean.to(m.mean.device))
+                m.std.copy_(std.to(m.std.device))
+        fitted[name] = count
+    return fitted

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, parse_encoder_entries
-from .encoders import Trust, build_encoder, mlp, require_trust
+from .encoders import Trust, build_encoder, fit_input_norm, mlp, require_trust
 
 
 @dataclass
@@ -163,7 +163,7 @@ class RobultModel(nn.Module):
                  d_z: int = 64, d_u: int = 32, d_hidden: int = 128, dropout: float = 0.1, classifier: str = "mlp",
                  fusion: str = "mlp", sequence_encoder: str = "conv", text_buckets: int = 2 ** 15,
                  rec_route: str = "full", encoder_factories: dict[str, str] | None = None,
-                 trust_code: Trust = False, subset_head: str = "mean") -> None:
+                 trust_code: Trust = False, subset_head: str = "mean", input_norm: str = "feature") -> None:
         super().__init__()
         if rec_route not in REC_ROUTES:
             raise ValueError(f"rec_route: one of {', '.join(REC_ROUTES)}, got {rec_route!r}")
@@ -181,7 +181,7 @@ class RobultModel(nn.Module):
         self.encoders = nn.ModuleDict({
             name: build_encoder(kind, tuple(shape), d_h=d_h, dropout=dropout, sequence_encoder=sequence_encoder,
                                 text_buckets=text_buckets, factory=factories.get(name), trust_code=trust_code,
-                                modality=name)
+                                modality=name, input_norm=input_norm)
             for name, kind, shape in modalities
         })
         self.fusion = (MLPFusion if fusion == "mlp" else GatedFusion)(m, d_h, d_hidden, dropout)  # f_0
@@ -197,6 +197,13 @@ class RobultModel(nn.Module):
             self.substitution = SharedSubstitutionHead(m, d_z, d_u, d_hidden, num_outputs, dropout)
         elif subset_head == "imagination":
             self.imagination = ImaginationNet(m, d_h, d_hidden, dropout=dropout)
+
+    def fit_input_norm(self, split) -> dict[str, int]:
+        """Fit the feature-wise input norm of the vector and sequence encoders (`model.input_norm` "feature") to
+        `split`, a SplitData of the training data: per feature, over the samples where the modality is present
+        (docs/method.md, "Input normalisation"). Returns the number of values per fitted modality."""
+        return fit_input_norm(self.encoders, zip(self.modality_names, self.modality_kinds), split.inputs,
+                              split.mask, split.lengths)
 
     # --- pieces ---------------------------------------------------------------------------------------------
     def encode(self, inputs: dict[str, torch.Tensor], lengths: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -338,4 +345,4 @@ def build_model(model_cfg, info, rec_route: str = "full", *, trust_code: Trust =
                        d_hidden=model_cfg.d_hidden, dropout=model_cfg.dropout, classifier=model_cfg.classifier,
                        fusion=model_cfg.fusion, sequence_encoder=model_cfg.sequence_encoder,
                        text_buckets=model_cfg.text_buckets, rec_route=rec_route, encoder_factories=factories,
-                       trust_code=trust_code, subset_head=subset_head)
+                       trust_code=trust_code, subset_head=subset_head, input_norm=model_cfg.input_norm)
