@@ -4,7 +4,8 @@
 
 --db (or $ROBULT_STUDIO_DB) picks the session database (default: the user data directory, via platformdirs);
 --settings an INI file for QSettings (default: the platform's native settings). `torch.set_num_threads` is
-set once here, never inside the engine (it is process-wide).
+set once here, never inside the engine (it is process-wide). Once shown, the window brings back the working
+context the last one left in the database (model, dataset, sample, toggles, tab: `MainWindow.restore_context`).
 """
 from __future__ import annotations
 

@@ -18,6 +18,12 @@ The API other parts of the app rely on (the explorer plugs in through `app.views
     window.get_bundle(data_cfg)             the DatasetBundle for a DataConfig, loaded once and cached
                                             (thread-safe; blocks while loading, so call it off the GUI thread
                                             for datasets that are not cached yet)
+
+The working context (the current model and its run, the dataset, the explorer's sample and toggles, the tab) is
+written to the store's ui_state whenever it changes (debounced; queued while the file is locked) and brought
+back once the window is first shown (`restore_context`): the model loads off the GUI thread as Sessions ›
+Reopen does, and a checkpoint that is gone or cannot be read is said in the status bar and the window starts
+clean.
 """
 from __future__ import annotations
 
@@ -25,21 +31,23 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import (QApplication, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget, QToolBar,
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QDialog, QDialogButtonBox, QFileDialog, QLabel,
+                               QMainWindow, QMessageBox, QTableWidget, QTableWidgetItem, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
 from robult_engine.config import ConfigError, DataConfig, RunConfig
 from robult_engine.data.base import DatasetBundle
 from robult_engine.data.cache import DatasetCache
-from robult_engine.paths import asset_path
+from robult_engine.paths import asset_path, source_checkout
 
 from .background.runner import WorkRunner
 from .background.training import TrainingController
 from .core.run_session import RunSession
 from .core.sessions import SessionStore, runs_root
-from .core.state import RESUMABLE, RUNNING, STOPPING, LoadedModel, SessionState, TrainingBuffers
+from .core.state import (CONTEXT_KEY, RESUMABLE, RUNNING, STOPPING, LoadedModel, SessionState, TrainingBuffers,
+                         WorkingContext, same_inputs)
 from .core.work import Failure
 from .views.sessions import SessionsPanel
 from .views.training import TrainingPanel
@@ -47,6 +55,22 @@ from .views.training import TrainingPanel
 ICON_PATH = asset_path("icons/robult-studio.svg")
 FALLBACK_DATASET = "pid-synth"
 STORE_TICK_MS = 500  # how often writes that wait for the session database are retried (the store backs off)
+CONTEXT_SAVE_MS = 800  # the working context is written this long after its last change
+# View menu keys of the tabs that have no action of their own elsewhere (Ctrl+1 … Ctrl+6 are taken)
+TAB_KEYS = {"Calibration": "Ctrl+7", "Dataset PID": "Ctrl+8", "Slices": "Ctrl+9"}
+# shortcuts that live in a panel (QShortcut) rather than on a menu action, for Help › Keyboard shortcuts
+PANEL_SHORTCUTS = (("Alt+1 … Alt+M", "Explorer: switch modality 1 … M on or off"),
+                   ("Alt+0", "Explorer: switch every modality on"),
+                   ("Alt+Left, PgUp", "Explorer: previous sample"),
+                   ("Alt+Right, PgDown", "Explorer: next sample"),
+                   ("Ctrl+B", "Sessions: pin the selected run as the baseline"))
+
+
+def documentation_path() -> Path | None:
+    """docs/app.md of the source checkout the app runs from (None for an installation without the docs)."""
+    root = source_checkout()
+    path = root / "docs" / "app.md" if root is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 def _load_model(path: str, run_id: int | None, trust_code: tuple[str, ...] = ()) -> LoadedModel:
@@ -90,6 +114,14 @@ class MainWindow(QMainWindow):
         self.error_dialog: QMessageBox | None = None
         self._closing = False
         self._model_work = None  # the checkpoint being loaded (cancelled when another load starts)
+        self._context_restored = False  # restore_context ran (the context is saved only from then on)
+        self._restoring: WorkingContext | None = None  # the context whose model is being loaded back
+        self._restore_note = ""  # why the last context could not be brought back
+        self._last_context: dict | None = None  # the context last written
+        self.tab_actions: dict[QWidget, QAction] = {}  # View menu: the action that shows each tab
+        self._own_tab_actions: dict[QWidget, QAction] = {}  # those made here (tabs without an action elsewhere)
+        self.shortcuts_dialog: QDialog | None = None
+        self._followed: tuple[str, int] | None = None  # the live run's checkpoint loaded for the explorer
         self.state.update(dataset=default_dataset)
         self.setWindowTitle("Robult Studio")
         if ICON_PATH.exists():
@@ -106,6 +138,8 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self._install_explorer()
         self._install_sweeps()
+        self._create_tab_actions()
+        self._connect_context()
 
     # --- construction -----------------------------------------------------------------------------------
     def _create_actions(self) -> None:
@@ -147,6 +181,14 @@ class MainWindow(QMainWindow):
         self.act_sweeps_tab = QAction("Sweeps", self)
         self.act_sweeps_tab.setShortcut(QKeySequence("Ctrl+6"))
         self.act_sweeps_tab.triggered.connect(self._on_act_sweeps_tab_triggered)
+        self.act_docs = QAction("&Documentation", self)
+        self.act_docs.setShortcut(QKeySequence("F1"))
+        self.act_docs.setToolTip("Open the app's guide, docs/app.md (F1)")
+        self.act_docs.triggered.connect(self._on_act_docs_triggered)
+        self.act_shortcuts = QAction("&Keyboard shortcuts", self)
+        self.act_shortcuts.setShortcut(QKeySequence("Ctrl+/"))
+        self.act_shortcuts.setToolTip("List every keyboard shortcut (Ctrl+/)")
+        self.act_shortcuts.triggered.connect(self._on_act_shortcuts_triggered)
         self.act_about = QAction("&About Robult Studio", self)
         self.act_about.setMenuRole(QAction.MenuRole.AboutRole)
         self.act_about.triggered.connect(self._on_act_about_triggered)
@@ -167,11 +209,14 @@ class MainWindow(QMainWindow):
         m_train.addAction(self.act_new)
         m_train.addAction(self.act_stop)
         m_train.addAction(self.act_resume)
-        m_view = mb.addMenu("&View")
+        m_view = self.m_view = mb.addMenu("&View")  # one entry per tab, filled once every tab exists
         m_view.addAction(self.act_training_tab)
         m_view.addAction(self.act_sessions)
         m_view.addAction(self.act_sweeps_tab)
-        m_help = mb.addMenu("&Help")
+        m_help = self.m_help = mb.addMenu("&Help")
+        m_help.addAction(self.act_docs)
+        m_help.addAction(self.act_shortcuts)
+        m_help.addSeparator()
         m_help.addAction(self.act_about)
         m_help.addAction(self.act_about_qt)
 
@@ -328,6 +373,8 @@ class MainWindow(QMainWindow):
 
     def add_tab(self, title: str, widget: QWidget) -> None:
         self.tabs.addTab(widget, title)
+        if self.tab_actions:  # a tab added once the window is built gets its View entry too
+            self._create_tab_actions()
 
     def get_bundle(self, data_cfg: DataConfig) -> DatasetBundle:
         """The dataset a DataConfig names, loaded once and cached (thread-safe)."""
@@ -369,8 +416,43 @@ class MainWindow(QMainWindow):
         if "best_checkpoint" in changed and st.best_checkpoint and not self._closing:
             path, run_id, _serial = st.best_checkpoint
             self.open_checkpoint(path, run_id=run_id)
+        elif "first_checkpoint" in changed:
+            self._follow_training()
+        if "dataset" in changed:
+            self._on_context_changed()
         if changed & {"activity", "run_status", "run_id"}:
             self._update_actions()
+
+    def follows_training(self) -> bool:
+        """The explorer shows the run being trained ("Follow training" is ticked)."""
+        panel = self._explorer_panel()
+        return panel is not None and bool(getattr(panel, "follows_training", False))
+
+    def _explorer_on_screen(self) -> bool:
+        suite = getattr(self, "explorer", None)
+        current = self.tabs.currentWidget()
+        return suite is not None and current is not None and any(
+            getattr(suite, name, None) is current
+            for name in ("explorer", "robustness", "latent_view", "calibration", "pid", "slices"))
+
+    def _follow_training(self, *_args) -> None:
+        """While a run trains, the explorer follows it ("Follow training") and one of its tabs is on screen: if
+        the current model cannot stand for the live one (there is none, or it takes other data or has another
+        architecture), the run's best checkpoint is loaded as soon as it exists; the explorer then inspects the
+        live model. Nothing is loaded while nobody looks (the training keeps the CPU)."""
+        st, job = self.state, getattr(self.controller, "job", None)
+        if self._closing or not st.first_checkpoint or not self.controller.is_running or job is None:
+            return
+        path, run_id, serial = st.first_checkpoint
+        if job.run_id != run_id or not self.follows_training() or not self._explorer_on_screen():
+            return
+        lm = self.current_model
+        if lm is not None and (lm.run_id == run_id or same_inputs(job.config, lm.config)):
+            return
+        if self._followed == (path, serial):
+            return  # asked for already (a load that failed is not asked for again)
+        self._followed = (path, serial)
+        self.open_checkpoint(path, run_id=run_id)
 
     def _update_actions(self) -> None:
         running = self.controller.is_running
@@ -384,10 +466,19 @@ class MainWindow(QMainWindow):
     # --- the default dataset ------------------------------------------------------------------------------
     def _load_default_dataset(self) -> None:
         name = self.state.dataset
-        self.dataset_label.setText(f"Dataset: {name} (reading…)")
+        if self.current_model is None and self.state.run_id is None:
+            self.dataset_label.setText(f"Dataset: {name} (reading…)")
         datasets, cfg = self.datasets, DataConfig(dataset=name)
-        self.work.start(lambda _w: datasets.get(cfg).info, on_result=self._on_default_dataset_loaded,
-                        on_error=self._on_default_dataset_failed)
+
+        def loaded(info) -> None:
+            if name == self.state.dataset:  # not a default dataset replaced meanwhile (a restored context's)
+                self._on_default_dataset_loaded(info)
+
+        def failed(failure: Failure) -> None:
+            if name == self.state.dataset:
+                self._on_default_dataset_failed(failure)
+
+        self.work.start(lambda _w: datasets.get(cfg).info, on_result=loaded, on_error=failed)
 
     def show_dataset(self, name: str, info=None) -> None:
         """The status bar's dataset: the one the current run or model works on (its modalities and task once
@@ -399,11 +490,13 @@ class MainWindow(QMainWindow):
         self.dataset_label.setToolTip(f"The dataset of the current run or model: {name}")
 
     def _on_default_dataset_loaded(self, info) -> None:
-        if self.state.run_id is None and self.current_model is None:  # no run or model says otherwise
-            self.show_dataset(info.name, info)
-        if self.state.run_id is None:  # nothing else to say yet
-            self.training_panel.set_status("info", f"Ready to train on {info.name} (Ctrl+N) or to open a saved "
-                                                   f"model (Ctrl+O).")
+        if self._restoring is not None or self.current_model is not None or self.state.run_id is not None:
+            return  # a run, a model, or the last session's model coming back says what the window works on
+        self.show_dataset(info.name, info)
+        note = f"{self._restore_note} " if self._restore_note else ""
+        self.training_panel.set_status("warning" if note else "info",
+                                       f"{note}Ready to train on {info.name} (Ctrl+N) or to open a saved model "
+                                       f"(Ctrl+O).")
 
     def _on_default_dataset_failed(self, failure: Failure) -> None:
         name = self.state.dataset
@@ -416,6 +509,267 @@ class MainWindow(QMainWindow):
         else:
             self.dataset_label.setText(f"Dataset: {name} (unavailable)")
             self.add_notice("error", f"No dataset could be prepared: {failure.message}")
+
+    # --- tabs and help ------------------------------------------------------------------------------------
+    def tab_title(self, index: int) -> str:
+        """A tab's title without the "training" mark ("Training ●" is "Training")."""
+        return self.tabs.tabText(index).replace("●", "").replace("&", "").strip()
+
+    def _create_tab_actions(self) -> None:
+        """View: one entry per tab, in tab order, each with its shortcut (the explorer's own actions are reused,
+        so a key is bound once)."""
+        suite = getattr(self, "explorer", None)
+        known = {self.training_panel: self.act_training_tab, self.sessions_panel: self.act_sessions}
+        if self.sweeps_panel is not None:
+            known[self.sweeps_panel] = self.act_sweeps_tab
+        for widget, name in (("explorer", "act_explorer"), ("robustness", "act_robustness"),
+                             ("latent_view", "act_latent")):
+            w, a = getattr(suite, widget, None), getattr(suite, name, None)
+            if isinstance(w, QWidget) and isinstance(a, QAction):
+                known[w] = a
+        taken = {a.shortcut().toString() for a in self.findChildren(QAction) if not a.shortcut().isEmpty()}
+        self.tab_actions = {}
+        self.m_view.clear()
+        for i in range(self.tabs.count()):
+            w, title = self.tabs.widget(i), self.tab_title(i)
+            act = known.get(w) or self._own_tab_actions.get(w)
+            if act is None:
+                act = self._own_tab_actions[w] = QAction(title, self)
+                key = TAB_KEYS.get(title, "")
+                if key and key not in taken:
+                    act.setShortcut(QKeySequence(key))
+                    taken.add(key)
+                    tip = self.tabs.tabToolTip(i)
+                    if key not in tip:
+                        self.tabs.setTabToolTip(i, f"{tip} ({key})" if tip else key)
+                keys = act.shortcut().toString()
+                act.setToolTip(f"Show the {title} tab" + (f" ({keys})" if keys else ""))
+                act.triggered.connect(self._on_tab_action_triggered)
+            self.tab_actions[w] = act
+            self.m_view.addAction(act)
+
+    @Slot()
+    def _on_tab_action_triggered(self) -> None:
+        act = self.sender()
+        page = next((w for w, a in self._own_tab_actions.items() if a is act), None)
+        if page is not None and self.tabs.indexOf(page) >= 0:
+            self.tabs.setCurrentWidget(page)
+
+    def shortcut_rows(self) -> list[tuple[str, str]]:
+        """(keys, what they do) of every shortcut of the window: its actions (menus) and the panels' own keys."""
+        rows, seen = [], set()
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            if menu is None:
+                continue
+            where = menu_action.text().replace("&", "")
+            for a in menu.actions():
+                keys = ", ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts()
+                                 if not k.isEmpty())
+                if keys and id(a) not in seen:
+                    seen.add(id(a))
+                    rows.append((keys, f"{where} › {a.text().replace('&', '').rstrip('…').strip()}"))
+        return rows + list(PANEL_SHORTCUTS)
+
+    def show_shortcuts(self) -> QDialog:
+        """Help › Keyboard shortcuts: a table of every shortcut (window-modal, not blocking)."""
+        rows = self.shortcut_rows()
+        dlg = QDialog(self)
+        dlg.setWindowTitle("Keyboard shortcuts")
+        table = QTableWidget(len(rows), 2, dlg)
+        table.setObjectName("shortcutsTable")
+        table.setHorizontalHeaderLabels(["Keys", "Does"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        for r, (keys, what) in enumerate(rows):
+            table.setItem(r, 0, QTableWidgetItem(keys))
+            table.setItem(r, 1, QTableWidgetItem(what))
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dlg)
+        buttons.rejected.connect(dlg.reject)
+        lay = QVBoxLayout(dlg)
+        lay.addWidget(table)
+        lay.addWidget(buttons)
+        dlg.resize(560, 520)
+        dlg.setWindowModality(Qt.WindowModality.WindowModal)
+        self.shortcuts_dialog = dlg
+        dlg.open()
+        return dlg
+
+    def open_documentation(self) -> bool:
+        """Help › Documentation: docs/app.md in the desktop's viewer for Markdown files."""
+        path = documentation_path()
+        if path is None:
+            self.statusBar().showMessage("The documentation is not installed with this copy of Robult Studio: it is "
+                                         "docs/app.md in the project's source.", 10000)
+            return False
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.statusBar().showMessage(f"No program could open {path}.", 10000)
+            return False
+        self.statusBar().showMessage(f"Opened {path}", 5000)
+        return True
+
+    @Slot()
+    def _on_act_docs_triggered(self) -> None:
+        self.open_documentation()
+
+    @Slot()
+    def _on_act_shortcuts_triggered(self) -> None:
+        self.show_shortcuts()
+
+    # --- the working context (what a restart brings back) --------------------------------------------------
+    def _connect_context(self) -> None:
+        self._context_timer = QTimer(self)
+        self._context_timer.setSingleShot(True)
+        self._context_timer.setInterval(CONTEXT_SAVE_MS)
+        self._context_timer.timeout.connect(self.save_context)
+        self.tabs.currentChanged.connect(self._on_context_changed)
+        self.tabs.currentChanged.connect(self._follow_training)
+        panel = self._explorer_panel()
+        if panel is not None and hasattr(panel, "sig_inspection_shown"):
+            panel.sig_inspection_shown.connect(self._on_context_changed)  # a sample or a toggle changed
+        box = getattr(panel, "live_box", None)
+        if box is not None:
+            box.toggled.connect(self._follow_training)
+
+    def _explorer_panel(self):
+        panel = getattr(getattr(self, "explorer", None), "explorer", None)
+        return panel if isinstance(panel, QWidget) else None
+
+    @Slot(int)
+    def _on_context_changed(self, _value: int = 0) -> None:
+        if self._context_restored and not self._closing:
+            self._context_timer.start()
+
+    def working_context(self) -> WorkingContext:
+        """What the window works on now."""
+        lm, panel = self.current_model, self._explorer_panel()
+        inspection = panel.inspection_context(lm.checkpoint_path) if panel is not None and lm is not None else None
+        return WorkingContext(checkpoint=str(lm.checkpoint_path) if lm is not None else "",
+                              run_id=lm.run_id if lm is not None else None,
+                              dataset=lm.config.data.dataset if lm is not None else self.state.dataset,
+                              tab=self.tab_title(self.tabs.currentIndex()), inspection=inspection)
+
+    @Slot()
+    def save_context(self) -> bool:
+        """Write the working context to the store's ui_state (queued when the file is locked). Nothing is written
+        before the last context was restored, nor while its model is still loading back."""
+        self._context_timer.stop()
+        if not self._context_restored or self._restoring is not None:
+            return False
+        d = self.working_context().to_dict()
+        if d == self._last_context:
+            return False
+        try:
+            self.store.set_ui(CONTEXT_KEY, d)
+        except Exception as e:  # noqa: BLE001 - the window goes on; the context is tried again at the next change
+            self.statusBar().showMessage(f"The working context could not be saved in {self.store.location}: {e}",
+                                         8000)
+            return False
+        self._last_context = d
+        return True
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._context_restored:
+            QTimer.singleShot(0, self, self.restore_context)  # once the window is on screen
+
+    @Slot()
+    def restore_context(self) -> bool:
+        """Bring back the context the last window left in the store (once): the tab, the dataset, and the last
+        model with its sample and toggles — loaded off the GUI thread. Returns True when a model is being loaded.
+        A checkpoint or run that is gone is said in the status bar, and the window starts clean."""
+        if self._context_restored or self._closing:
+            return False
+        self._context_restored = True
+        try:
+            ctx = WorkingContext.from_dict(self.store.get_ui(CONTEXT_KEY))
+        except Exception as e:  # noqa: BLE001 - a damaged or locked file: start clean, and say so
+            self._restore_failed(None, f"the session database could not be read ({e})")
+            return False
+        if ctx is None:
+            return False
+        self._last_context = ctx.to_dict()
+        self._select_tab(ctx.tab)
+        if not ctx.checkpoint:
+            self._restore_dataset(ctx.dataset)
+            return False
+        if self.current_model is not None or self.controller.is_running or self._model_work is not None:
+            return False  # something newer is already on screen
+        name = Path(ctx.checkpoint).name
+        if ctx.run_id is not None:
+            try:
+                row = self.store.get_run(ctx.run_id)
+            except Exception as e:  # noqa: BLE001
+                row, why = None, f"run #{ctx.run_id} could not be read ({e})"
+            else:
+                why = f"run #{ctx.run_id} is no longer in the session database"
+            if row is None:
+                self._restore_failed(ctx, why)
+                return False
+        if not Path(ctx.checkpoint).is_file():
+            self._restore_failed(ctx, f"its checkpoint {ctx.checkpoint} is missing")
+            return False
+        self._restoring = ctx
+        panel = self._explorer_panel()
+        if panel is not None and ctx.inspection:
+            panel.expect_inspection(ctx.checkpoint, ctx.inspection)
+        what = f"run #{ctx.run_id}" if ctx.run_id is not None else name
+        self.show_dataset(ctx.dataset)
+        self.training_panel.set_status("info", f"Restoring the last session: loading the model of {what} ({name})…")
+        self.open_checkpoint(ctx.checkpoint, run_id=ctx.run_id, restoring=True)
+        return True
+
+    def _select_tab(self, title: str) -> None:
+        for i in range(self.tabs.count()):
+            if title and self.tab_title(i) == title:
+                self.tabs.setCurrentIndex(i)
+                return
+
+    def _restore_dataset(self, name: str) -> None:
+        """The dataset of the last context becomes the window's default (a built-in one; a file may be gone)."""
+        from robult_engine.data import BUILTIN
+        if name and name in BUILTIN and name != self.state.dataset:
+            self.state.update(dataset=name, dataset_note="")
+            self._load_default_dataset()
+
+    def _restored(self, loaded: LoadedModel) -> None:
+        """The last context's model is current again: its run's curves are shown, as Reopen does."""
+        self._restoring = None
+        what = Path(loaded.checkpoint_path).name
+        if loaded.run_id is not None and self.state.run_id is None and not self.controller.is_running:
+            row = self.run.show_stored(loaded.run_id)
+            if row is not None:
+                what = f"run #{loaded.run_id} ({row.status})"
+                self._update_actions()
+        text = f"Restored the last session: {loaded.config.method} on {loaded.info.name}, {what}."
+        if self.state.run_id is None or self.state.run_id == loaded.run_id:
+            self.training_panel.set_status("info", text)
+        self.statusBar().showMessage(text, 8000)
+        self._on_context_changed()
+
+    def _restore_failed(self, ctx: WorkingContext | None, why: str) -> None:
+        """The last context's model could not come back: say so, and start clean."""
+        self._restoring = None
+        panel = self._explorer_panel()
+        if panel is not None:
+            panel.expect_inspection(None, None)
+        what = f" (run #{ctx.run_id})" if ctx is not None and ctx.run_id is not None else ""
+        self._restore_note = f"The last session's model{what} could not be restored: {why}. Starting clean."
+        self.statusBar().showMessage(self._restore_note, 20000)
+        if self.state.run_id is None:
+            self.training_panel.set_status("warning", self._restore_note)
+        if ctx is not None:
+            self._restore_dataset(ctx.dataset)
+
+    def _abandon_restore(self) -> None:
+        """Another model was asked for while the last context's was loading: that one wins, quietly."""
+        if self._restoring is not None:
+            self._restoring = None
+            panel = self._explorer_panel()
+            if panel is not None:
+                panel.expect_inspection(None, None)
 
     # --- training (the RunSession decides; the window shows the tab) ----------------------------------------
     def initial_config(self) -> RunConfig:
@@ -462,6 +816,7 @@ class MainWindow(QMainWindow):
             return None
         run_id = self.run.start_queue(queue, new_comparison_id())
         if run_id is not None:
+            self.datasets.set_shown(queue[0][0].data)
             self.show_dataset(queue[0][0].data.dataset)
             self.settings.setValue("wizard/last_config", queue[0][0].to_json())
             self.tabs.setCurrentWidget(self.training_panel)
@@ -474,6 +829,7 @@ class MainWindow(QMainWindow):
             return None
         run_id = self.run.start(cfg, name)
         if run_id is not None:
+            self.datasets.set_shown(cfg.data)
             self.show_dataset(cfg.data.dataset)
             self.settings.setValue("wizard/last_config", cfg.to_json())
             self.tabs.setCurrentWidget(self.training_panel)
@@ -519,39 +875,57 @@ class MainWindow(QMainWindow):
 
     # --- models ---------------------------------------------------------------------------------------------
     def open_checkpoint(self, path: str, run_id: int | None = None, reopened: bool = False,
-                        trust_code: tuple[str, ...] = ()):
+                        trust_code: tuple[str, ...] = (), restoring: bool = False):
         """Load a checkpoint in the background; it becomes the current model (sig_model_loaded). A newer load
-        cancels this one. Returns the Work handle."""
+        cancels this one. `restoring`: the model of the last working context (a failure is said in the status
+        bar, without a dialog, and the window starts clean). Returns the Work handle."""
         if self._model_work is not None:
             self._model_work.cancel()
+        if not restoring:
+            self._abandon_restore()
         if run_id is None:
-            run_id = self.store.find_run_by_checkpoint(path)
+            try:
+                run_id = self.store.find_run_by_checkpoint(path)
+            except sqlite3.Error:  # the model still opens; it is only not tied to its run
+                run_id = None
         self.statusBar().showMessage(f"Loading {Path(path).name}…")
+        work = None
 
         def loaded(lm: LoadedModel) -> None:
+            if self._model_work is work:
+                self._model_work = None
             if not self._closing:
                 self.set_current_model(lm)
+                if restoring and self._restoring is not None:
+                    self._restored(lm)
                 if reopened and run_id is not None:
                     self.sig_session_reopened.emit(run_id)
 
         def failed(failure: Failure) -> None:
+            if self._model_work is work:
+                self._model_work = None
             if not self._closing:
-                self._on_model_failed(failure, path, run_id, reopened)
+                self._on_model_failed(failure, path, run_id, reopened, restoring and self._restoring is not None)
 
-        self._model_work = self.work.start(lambda _w: _load_model(path, run_id, trust_code), on_result=loaded,
-                                           on_error=failed)
-        return self._model_work
+        work = self._model_work = self.work.start(lambda _w: _load_model(path, run_id, trust_code),
+                                                  on_result=loaded, on_error=failed)
+        return work
 
-    def _on_model_failed(self, failure: Failure, path: str, run_id: int | None, reopened: bool) -> None:
+    def _on_model_failed(self, failure: Failure, path: str, run_id: int | None, reopened: bool,
+                         restoring: bool = False) -> None:
         modules = self._untrusted_modules(failure.exception)
         if modules is not None:
             if self.confirm_code(Path(path).name, modules):
                 # exactly these modules: a file that names any other one is refused again
-                self.open_checkpoint(path, run_id=run_id, reopened=reopened, trust_code=tuple(modules))
+                self.open_checkpoint(path, run_id=run_id, reopened=reopened, trust_code=tuple(modules),
+                                     restoring=restoring)
                 return
             text = "Not opened: it names code that was not trusted (" + ", ".join(modules) + ")."
         else:
             text = failure.message
+        if restoring:
+            self._restore_failed(self._restoring, f"{Path(path).name} could not be opened ({text})")
+            return
         self.statusBar().showMessage("The model could not be opened", 8000)
         self.training_panel.set_status("error", f"Could not open the model: {text}")
         self._show_error_dialog("Could not open the model", text)
@@ -576,6 +950,7 @@ class MainWindow(QMainWindow):
 
     def set_current_model(self, loaded: LoadedModel) -> None:
         self.current_model = loaded
+        self.datasets.set_shown(loaded.config.data)  # kept; datasets no longer shown are trimmed to the budget
         self.controller.set_model(loaded.model)
         self.state.update(current_model=loaded)
         origin = f"run #{loaded.run_id}" if loaded.run_id is not None else Path(loaded.checkpoint_path).name
@@ -584,6 +959,7 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(loaded.checkpoint_path)
         self.statusBar().showMessage(f"Current model: {loaded.config.method} on {loaded.info.name} ({origin})", 6000)
         self.sig_model_loaded.emit(loaded)
+        self._on_context_changed()
 
     def open_model_dialog(self) -> None:
         start = str(self.settings.value("paths/last_model_dir", "") or runs_root(self.store))
@@ -698,6 +1074,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Stopping the run…")
             self.run.closing(self.controller.shutdown())
         self._save_settings()
+        self.save_context()  # written now (or queued: the store writes what waits when it closes)
         if self.sweeps_panel is not None:
             if self.sweeps_panel.busy:
                 self.statusBar().showMessage("Stopping the sweep…")

@@ -12,6 +12,8 @@ to the observable `SessionState`; the window and the panels subscribe to the sta
     state.buffers_version                              the curve buffers were replaced (panels reset)
     state.runs_version                                 session rows changed (the Sessions table refreshes)
     state.best_checkpoint                              (path, run id, serial) of a best checkpoint to load
+    state.first_checkpoint                             (path, run id, serial) of the training run's best
+                                                       checkpoint, once per start or resume, as soon as it exists
 
 Rows are written as the events arrive, so killing the app mid-training loses at most the epoch in progress.
 A write that meets another program's lock on the database is queued by the store and retried (`tick_store`,
@@ -79,6 +81,7 @@ class RunSession:
         self._queue_total = 0
         self._where = ""  # " Comparison …: run k of n." while a comparison runs
         self._unsaved_note: tuple[str, str, str] | None = None  # (kind, message, message with the note) shown
+        self._checkpoint_announced = False  # state.first_checkpoint was set for the job that runs
         # asked before a run whose config names encoder code outside Robult Studio is started or resumed:
         # (what, modules) -> True when the user trusts those modules. The window shows a dialog; without one,
         # nothing is trusted.
@@ -253,6 +256,10 @@ class RunSession:
             self._epoch_steps.append(ev)  # written with the epoch's row when it ends
         elif isinstance(ev, EpochEnded):
             self.buffers.add_epoch_event(ev, metric_name(ev.val_metrics))
+            if ev.checkpoint_path and not self._checkpoint_announced:
+                self._checkpoint_announced = True
+                serial = self.state.first_checkpoint[2] + 1 if self.state.first_checkpoint else 1
+                self.state.update(first_checkpoint=(ev.checkpoint_path, self._run_id(), serial))
             steps = [s for s in self._epoch_steps if s.epoch == ev.epoch]
             self._epoch_steps = []
             if not self.store.add_epoch(self._run_id(), ev, steps):  # queued behind a lock: kept, retried
@@ -260,6 +267,7 @@ class RunSession:
                           f"(kept and retried).")
             self._rows_changed()
         elif isinstance(ev, Started):
+            self.buffers.begin_live(ev.steps_per_epoch, ev.total_steps)  # the ETA counts from here
             self.store.update_run(self._run_id(), labeled_indices=list(ev.labeled_indices))
 
     def on_finished(self, ev: Finished) -> None:
@@ -386,6 +394,7 @@ class RunSession:
     def _launch(self, job: TrainingJob) -> None:
         self.job = job
         self._epoch_steps = []
+        self._checkpoint_announced = False
         self.launcher.start(job)
         self.state.update(activity=PREPARING)  # after start: listeners see the launcher running
         self._rows_changed()

@@ -4,6 +4,8 @@
   checkpoint of a finished run). `MainWindow.sig_model_loaded` carries one.
 - `SessionState`: the run status, the current run and model, the dataset and user-facing notes. Panels
   subscribe to it; it is changed on the GUI thread only.
+- `WorkingContext`: what a restart brings back (the last model, its dataset, the explorer's sample and toggles,
+  the tab), kept in the session database's ui_state under `CONTEXT_KEY`.
 - `TrainingBuffers`: the live curves of a run, filled as events arrive (GUI thread) and read by the training
   panel's redraw timer. Plain Python lists and dicts; no Qt, no tensors.
 
@@ -12,6 +14,7 @@ This module imports neither Qt nor torch at import time, so it can be tested and
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -45,13 +48,57 @@ class LoadedModel:
 
 Listener = Callable[[set[str]], None]
 
+def same_inputs(a: Any, b: Any) -> bool:
+    """Two run configs whose models take the same samples and have the same architecture (data and model
+    sections equal): a model of one can stand for the other in the explorer."""
+    da, db = getattr(a, "data", None), getattr(b, "data", None)
+    ma, mb = getattr(a, "model", None), getattr(b, "model", None)
+    return da is not None and ma is not None and da == db and ma == mb
+
+
+CONTEXT_KEY = "window/context"  # ui_state: the working context of the last window (WorkingContext.to_dict())
+CONTEXT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorkingContext:
+    """What the window was working on, so that a restart brings it back: the current model (its checkpoint, and
+    the run it belongs to), the dataset, the explorer's sample and toggles, and the tab on screen."""
+    checkpoint: str = ""  # the current model's checkpoint file ("" when no model was current)
+    run_id: int | None = None  # the session run of that checkpoint (None for a file opened from elsewhere)
+    dataset: str = ""  # the current model's dataset, else the window's default dataset
+    tab: str = ""  # the title of the tab on screen
+    inspection: dict | None = None  # the explorer's {"sample": {...}, "enabled": {modality: on}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": CONTEXT_VERSION, "checkpoint": self.checkpoint, "run_id": self.run_id,
+                "dataset": self.dataset, "tab": self.tab, "inspection": self.inspection}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "WorkingContext | None":
+        """The context of a stored dict; None for anything else. Never raises: a damaged or foreign value
+        gives None (or drops the fields that do not fit), and the window starts clean."""
+        if not isinstance(d, dict):
+            return None
+
+        def text(key: str) -> str:
+            v = d.get(key)
+            return v if isinstance(v, str) else ""
+
+        run_id = d.get("run_id")
+        if not isinstance(run_id, int) or isinstance(run_id, bool):
+            run_id = None
+        insp = d.get("inspection")
+        return cls(checkpoint=text("checkpoint"), run_id=run_id, dataset=text("dataset"), tab=text("tab"),
+                   inspection=insp if isinstance(insp, dict) else None)
+
 
 class SessionState:
     """Observable, Qt-free state of the window. `update(**changes)` notifies listeners with the changed keys."""
 
     FIELDS = ("activity", "run_id", "run_name", "run_status", "current_model", "dataset", "dataset_note",
               "message", "message_kind", "status_tip", "buffers_version", "runs_version", "best_checkpoint",
-              "comparison_done")
+              "first_checkpoint", "comparison_done")
 
     def __init__(self) -> None:
         self.activity: str = IDLE
@@ -67,6 +114,9 @@ class SessionState:
         self.buffers_version: int = 0  # grows when the curve buffers are replaced (the panel resets)
         self.runs_version: int = 0  # grows when session rows change (the Sessions table refreshes)
         self.best_checkpoint: tuple[str, int | None, int] | None = None  # (path, run id, serial) to load
+        # (path, run id, serial): the training run's best checkpoint, announced once per start or resume as soon
+        # as it exists (the explorer, following the training, loads it so it is not empty during a first run)
+        self.first_checkpoint: tuple[str, int | None, int] | None = None
         self.comparison_done: str = ""  # the id of the last comparison whose queue ran out
         self._listeners: list[Listener] = []
 
@@ -136,8 +186,16 @@ class TrainingBuffers:
     total_steps: int = 0
     epochs_planned: int = 0
     elapsed_s: float = 0.0
-    first_step_elapsed: float | None = None
-    first_step_global: int = 0
+    # the ETA: measured on this process's training only (a resumed run's earlier epochs took place elsewhere, in
+    # another process, and its trainer's clock restarts at 0). `begin_live` starts the measure (the run's Started
+    # event); steps and epochs that arrive afterwards count, replayed ones never do.
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
+    live_since: float | None = None  # clock() when the training in this process started
+    live_steps_per_epoch: int = 0
+    live_steps: int = 0  # steps / epochs trained in this process …
+    live_steps_s: float = 0.0
+    live_epochs: int = 0
+    live_epochs_s: float = 0.0  # … and the clock time from live_since to the last one's end
     outcome: str = ""  # how the run ended, shown in the progress bar ("" while it runs)
     outcome_complete: bool = False  # the bar shows 100 % (finished, early stopping) rather than where it stopped
     version_steps: int = 0
@@ -145,7 +203,7 @@ class TrainingBuffers:
     _ema_state: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def clear(self) -> None:
-        fresh = TrainingBuffers(smoothing=self.smoothing)
+        fresh = TrainingBuffers(smoothing=self.smoothing, clock=self.clock)
         self.__dict__.update(fresh.__dict__)
         self.version_steps = fresh.version_steps + 1
         self.version_epochs = fresh.version_epochs + 1
@@ -171,13 +229,25 @@ class TrainingBuffers:
                 self.step_losses[k].append(float("nan"))
                 self.step_smoothed[k].append(self.step_smoothed[k][-1] if self.step_smoothed[k] else float("nan"))
         self.global_step, self.total_steps, self.elapsed_s = ev.global_step, ev.total_steps, ev.elapsed_s
-        if self.first_step_elapsed is None:
-            self.first_step_elapsed, self.first_step_global = ev.elapsed_s, ev.global_step
+        if self.live_since is not None:
+            self.live_steps += 1
+            self.live_steps_s = self.clock() - self.live_since
         self.version_steps += 1
 
     def set_plan(self, epochs: int) -> None:
         self.epochs_planned = int(epochs)
         self.outcome, self.outcome_complete = "", False
+        self.live_since = None  # a (re)started run: measured again from its Started event
+
+    def begin_live(self, steps_per_epoch: int, total_steps: int = 0) -> None:
+        """The run starts training in this process now (its Started event, a new run or a resumed one): the ETA
+        counts the steps and epochs from here on."""
+        self.live_since = self.clock()
+        self.live_steps_per_epoch = max(1, int(steps_per_epoch))
+        if total_steps > 0:
+            self.total_steps = int(total_steps)
+        self.live_steps = self.live_epochs = 0
+        self.live_steps_s = self.live_epochs_s = 0.0
 
     def set_outcome(self, text: str, complete: bool) -> None:
         self.outcome, self.outcome_complete = text, complete
@@ -223,6 +293,9 @@ class TrainingBuffers:
 
     def add_epoch_event(self, ev: "EpochEnded", metric_name: str) -> None:
         self.epochs_planned = ev.epochs
+        if self.live_since is not None:
+            self.live_epochs += 1
+            self.live_epochs_s = self.clock() - self.live_since
         self.add_epoch(ev.epoch, ev.train_losses, ev.val_metrics, ev.val_score, ev.z_norm, ev.u_norm,
                        ev.pu_weight_hist, ev.pu_weight_edges, ev.is_best, metric_name,
                        getattr(ev, "kappa_precision", None), getattr(ev, "kappa_auc", None))
@@ -270,14 +343,23 @@ class TrainingBuffers:
         return self.global_step / self.total_steps if self.total_steps else 0.0
 
     def eta_s(self) -> float | None:
-        """Seconds left, from the step rate since the first step this session saw (set-up time excluded)."""
-        if self.first_step_elapsed is None or self.total_steps <= 0:
+        """Seconds left: the time per epoch trained in this process (since the run started or resumed here) ×
+        the epochs left; before this process has finished an epoch, its time per step × the steps left. None
+        until the run has trained in this process."""
+        if self.live_since is None:
             return None
-        done = self.global_step - self.first_step_global
-        if done <= 0:
+        spe = self.live_steps_per_epoch or 1
+        if self.total_steps > 0:
+            steps_left = max(0, self.total_steps - self.global_step)
+        elif self.epochs_planned > 0:
+            steps_left = max(0, self.epochs_planned * spe - self.global_step)
+        else:
             return None
-        rate = (self.elapsed_s - self.first_step_elapsed) / done
-        return max(0.0, rate * (self.total_steps - self.global_step))
+        if self.live_epochs > 0:
+            return max(0.0, self.live_epochs_s / self.live_epochs * steps_left / spe)
+        if self.live_steps > 0:
+            return max(0.0, self.live_steps_s / self.live_steps * steps_left)
+        return None
 
 
 def format_duration(seconds: float | None) -> str:

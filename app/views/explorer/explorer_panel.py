@@ -7,7 +7,8 @@
 Every change of the sample or the toggles bumps the state's generation and sends one request off the GUI
 thread; a result whose generation is not the newest is dropped, so rapid toggling always ends on the last
 state. The inspection shown is remembered in the session (`store.save_inspection`, debounced) and restored
-when the session's model is loaded again.
+when the session's model is loaded again. The window keeps the sample and toggles in its working context too
+(`inspection_context`), and gives them back at start-up (`expect_inspection`) before the model is loaded.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class ExplorerPanel(QWidget):
         self._asked_at: dict[int, float] = {}
         self._pending_restore: dict | None = None
         self._reopen_run: int | None = None
+        self._expected: tuple[str, dict] | None = None  # (checkpoint path, inspection) to restore when it loads
         self._last_saved: dict | None = None
         self._shut = False
         self._create_widgets()
@@ -149,7 +151,10 @@ class ExplorerPanel(QWidget):
         self.state.set_modalities(tuple(loaded.info.modality_names))
         run_id = getattr(loaded, "run_id", None)
         self._pending_restore = None
-        if run_id is not None and self.store is not None:
+        expected, self._expected = self._expected, None
+        if expected is not None and expected[0] == str(getattr(loaded, "checkpoint_path", "") or ""):
+            self._pending_restore = expected[1]
+        elif run_id is not None and self.store is not None:
             try:
                 self._pending_restore = self.store.latest_inspection(run_id)
             except Exception as e:  # noqa: BLE001 - a damaged row must not block the model
@@ -170,6 +175,27 @@ class ExplorerPanel(QWidget):
                 self._pending_restore = self.store.latest_inspection(run_id)
             if self.context is not None:
                 self._restore_or_default()
+
+    def expect_inspection(self, checkpoint_path: str | None, inspection: dict | None) -> None:
+        """When the model of `checkpoint_path` is loaded next, show `inspection` (a sample and its toggles, as
+        `inspection_context` gives them) rather than its run's last saved one. None forgets it."""
+        self._expected = (str(checkpoint_path), dict(inspection)) if checkpoint_path and inspection else None
+
+    def inspection_context(self, checkpoint_path: str | None = None) -> dict | None:
+        """The sample and toggles asked for on the current model ({"sample": …, "enabled": {modality: on}}), if
+        that model is the one of `checkpoint_path` (any, when None); None when there is no sample."""
+        lm = self.loaded_model
+        if lm is None or self.state.sample is None:
+            return None
+        if checkpoint_path is not None and str(getattr(lm, "checkpoint_path", "") or "") != str(checkpoint_path):
+            return None
+        d = self.state.to_dict()
+        return {"sample": d["sample"], "enabled": d["enabled"]}
+
+    @property
+    def follows_training(self) -> bool:
+        """"Follow training" is ticked: the explorer shows the run being trained."""
+        return bool(self.service.follow_live)
 
     @property
     def context(self) -> ModelContext | None:

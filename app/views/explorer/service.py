@@ -31,6 +31,7 @@ from robult_engine.inspect import (Inspection, ReferenceEncoding, SampleInspecto
                                    reference_indices, weights_version)
 
 from app.background.runner import WorkRunner
+from app.core.state import same_inputs
 from app.core.work import Failure, describe_error
 
 from .sources import LoadedSample, load_sample
@@ -247,9 +248,7 @@ class ExplorerService(QObject):
         if not self.follow_live or c is None or ctx is None or not getattr(c, "is_running", False):
             return False
         job = getattr(c, "job", None)
-        cfg = getattr(job, "config", None)
-        mine = getattr(ctx.loaded, "config", None)
-        return cfg is not None and mine is not None and cfg.data == mine.data and cfg.model == mine.model
+        return same_inputs(getattr(job, "config", None), getattr(ctx.loaded, "config", None))
 
     def _current(self, generation: int) -> bool:
         return self.state.generation == generation
