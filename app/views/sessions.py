@@ -38,6 +38,22 @@ BETTER_COLOR, WORSE_COLOR = "#1e6b2f", "#a4161a"  # a run ahead of / behind the 
 BASELINE_BACKGROUND = "#fff3c4"
 
 
+def subset_rows(keys) -> list[str]:
+    """Modality subsets in the order the engine evaluates them (`robult_engine.evaluation.modality_subsets`):
+    by size, then by the modalities' order in the dataset, read off the all-modality subset's name ("pix+fou+…";
+    the database gives the keys back sorted by name). Names the order does not know go last."""
+    from robult_engine.evaluation import modality_subsets
+    keys = list(dict.fromkeys(keys))
+    full = max(keys, key=lambda k: k.count("+"), default="")
+    names = [m for m in full.split("+") if m]
+    for k in sorted(keys, key=lambda k: k.count("+")):  # a modality missing from the longest name: after it
+        names += [m for m in k.split("+") if m and m not in names]
+    have = set(keys)
+    ordered = [name for name, _ in modality_subsets(names) if name in have] if len(names) <= 12 else []
+    rest = sorted((k for k in keys if k not in set(ordered)), key=lambda k: (k.count("+"), k))
+    return ordered + rest
+
+
 def difference_color(d: BaselineDifference) -> QColor | None:
     """Green where the run is ahead of the baseline, red where it is behind (lower is better for MAE)."""
     better = d.run_better
@@ -604,7 +620,7 @@ class SessionsPanel(QWidget):
             for k in table:
                 if k not in subsets:
                     subsets.append(k)
-        subsets.sort(key=lambda k: (k.count("+"), k))  # single modalities first, as `robult eval` lists them
+        subsets = subset_rows(subsets)  # single modalities first, in the dataset's order, as `robult eval` lists them
         rows = subsets + ["mean"]
         self.subsets.setRowCount(len(rows))
         self.subsets.setColumnCount(len(cols))
@@ -666,7 +682,7 @@ class SessionsPanel(QWidget):
         for _, tables in cols:
             for t in tables.values():
                 subsets += [k for k in t if k not in subsets]
-        subsets.sort(key=lambda k: (k.count("+"), k))
+        subsets = subset_rows(subsets)
         rows = subsets + ["mean"]
         self.subsets.setRowCount(len(rows))
         self.subsets.setColumnCount(1 + len(cols))

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, QTimer, Slot
-from PySide6.QtGui import QAction
-from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QSizePolicy, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtGui import QAction, QColor, QIcon, QPixmap
+from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QProgressBar, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
-from .plot_util import no_si_prefix
+from .plot_util import clear_message, fit_title, no_si_prefix, show_message
 from ..core.state import TrainingBuffers, format_duration
 
 REDRAW_HZ = 20  # progress bar, labels, and epoch plots when an epoch ended
@@ -30,6 +30,12 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 LOSS_COLORS = {"total": "#222222", "sup": "#1f77b4", "pu": "#d62728", "rec": "#2ca02c", "st": "#9467bd",
                "unsup": "#ff7f0e"}
 LOSS_NAMES = {"total": "total L", "sup": "L_sup", "pu": "L_PU", "rec": "L_rec", "st": "L_st", "unsup": "L_u"}
+# the validation legend names at most this many curves: the full set, the mean, and the best and worst subsets
+# at the last epoch (M = 6 has 63 subsets); every subset is in the list beside the plot
+VAL_LEGEND_CAP = 8
+VAL_LEGEND_EXTREMES = 3  # best and worst subsets named in a capped legend
+NO_RUN = "no run yet"
+NO_SOFT_PU = "no soft-PU in this method: κ is recorded by the Robult methods with the soft-PU loss"
 STATUS_STYLES = {
     "info": ("#eef3fb", "#2b5797"),
     "ok": ("#eaf6ec", "#1e6b2f"),
@@ -139,7 +145,7 @@ class TrainingPanel(QWidget):
 
     def _plot(self, title: str, xlabel: str, ylabel: str) -> pg.PlotWidget:
         w = pg.PlotWidget()
-        w.setTitle(title, size="10pt")
+        fit_title(w, title, size="10pt")
         w.setLabel("bottom", xlabel)
         w.setLabel("left", ylabel)
         w.showGrid(x=True, y=True, alpha=0.25)
@@ -159,6 +165,41 @@ class TrainingPanel(QWidget):
         plot.addLegend(offset=offset, labelTextSize="8pt", colCount=columns, brush=pg.mkBrush(255, 255, 255, 210),
                        pen=pg.mkPen("#bbb"))
 
+    def _create_val_box(self) -> None:
+        """The validation plot with, beside it, the list of every subset (shown on demand: at M = 6 a legend of
+        63 entries would hide the plot) and, under it, what the capped legend names."""
+        self.val_list = QListWidget()
+        self.val_list.setToolTip("Every modality subset: its validation metric at the last epoch. Select one to "
+                                 "draw its curve thicker.")
+        self.val_list.setMaximumWidth(210)
+        self.val_list.setVisible(False)
+        self.val_list.currentItemChanged.connect(self._on_val_list_current_changed)
+        self.val_legend_note = QLabel("")
+        self.val_legend_note.setStyleSheet("color:#606060")
+        self.val_legend_note.setWordWrap(True)
+        self.val_list_btn = QToolButton()
+        self.val_list_btn.setCheckable(True)
+        self.val_list_btn.setText("All subsets ▸")
+        self.val_list_btn.setToolTip("List every modality subset beside the plot")
+        self.val_list_btn.toggled.connect(self._on_val_list_btn_toggled)
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(self.val_legend_note, 1)
+        bar.addWidget(self.val_list_btn)
+        self.val_legend_bar = QWidget()
+        self.val_legend_bar.setLayout(bar)
+        self.val_legend_bar.setVisible(False)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.plot_val, 1)
+        row.addWidget(self.val_list)
+        self.val_box = QWidget()
+        col = QVBoxLayout(self.val_box)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.setSpacing(2)
+        col.addLayout(row, 1)
+        col.addWidget(self.val_legend_bar)
+
     def _create_plots(self) -> None:
         self.plot_losses = self._plot("Training losses (per step, smoothed)", "epoch", "loss")
         self._legend(self.plot_losses, (-10, 10))
@@ -166,7 +207,7 @@ class TrainingPanel(QWidget):
         self.plot_val = self._plot("Validation metric per modality subset", "epoch", "metric")
         self._legend(self.plot_val, (-10, -10), columns=2)
         self.plot_norms = self._plot("Latent norms per modality: ‖Z‖ solid, ‖U‖ dashed", "epoch", "mean norm")
-        self._legend(self.plot_norms, (-10, -10), columns=2)
+        self._legend(self.plot_norms, (-10, -10), columns=3)
         self.plot_kappa = self._plot("Soft-PU weight κ of unlabeled pairs (histogram per epoch) and its quality",
                                      "epoch", "κ")
         self.plot_kappa.showGrid(x=False, y=False)
@@ -178,9 +219,6 @@ class TrainingPanel(QWidget):
                                          label="share of pairs", colorMapMenu=False)
         self.kappa_bar.setImageItem(self.kappa_image, insert_in=self.plot_kappa.getPlotItem())
         self.plot_kappa.setYRange(0, 1, padding=0)
-        self.kappa_text = pg.TextItem("no κ yet (Robult methods with soft-PU only)", color="#777", anchor=(0.5, 0.5))
-        self.plot_kappa.addItem(self.kappa_text)
-        self.kappa_text.setPos(0.5, 0.5)
         self.plot_kappa.setXRange(0, 1)
         # how good κ was (against the unlabeled samples' true labels, where the data carry them): lines over the
         # histogram, same 0..1 axis
@@ -197,8 +235,16 @@ class TrainingPanel(QWidget):
         self.score_curve: pg.PlotDataItem | None = None
         self.best_marker = pg.ScatterPlotItem(size=11, symbol="star", brush=pg.mkBrush("#f5b800"),
                                               pen=pg.mkPen("#7a5c00"))
+        self.best_marker.setZValue(50)  # over every curve
         self.plot_val.addItem(self.best_marker)
+        self.val_legend_keys: tuple[str, ...] = ()  # the curves the validation legend names now
+        self._val_legend_entries: tuple[str, ...] = ()
+        self._val_legend_corner = (1, 1)
+        self._val_pens: dict[str, object] = {}
+        self.plot_val.getViewBox().sigRangeChanged.connect(self._place_val_legend)
+        self.plot_val.getViewBox().sigResized.connect(self._place_val_legend)
         self.norm_curves: dict[str, pg.PlotDataItem] = {}
+        self._create_val_box()
 
     def _create_layout(self) -> None:
         top = QHBoxLayout()
@@ -210,7 +256,7 @@ class TrainingPanel(QWidget):
         grid = QGridLayout()
         grid.setSpacing(6)
         grid.addWidget(self.plot_losses, 0, 0)
-        grid.addWidget(self.plot_val, 0, 1)
+        grid.addWidget(self.val_box, 0, 1)
         grid.addWidget(self.plot_norms, 1, 0)
         grid.addWidget(self.plot_kappa, 1, 1)
         lay = QVBoxLayout(self)
@@ -241,8 +287,14 @@ class TrainingPanel(QWidget):
             self.plot_val.removeItem(self.score_curve)
             self.score_curve = None
         self.best_marker.setData([], [])
+        self.val_legend_keys = ()
+        self._val_legend_entries = ()
+        self._val_pens.clear()
+        self.val_list.clear()
+        self.val_legend_bar.setVisible(False)
+        self.val_list.setVisible(False)
+        self.val_list_btn.setChecked(False)
         self.kappa_image.clear()
-        self.kappa_text.setVisible(True)
         self.kappa_precision_curve.setData([], [])
         self.kappa_auc_curve.setData([], [])
         self.kappa_legend.setVisible(False)
@@ -349,8 +401,22 @@ class TrainingPanel(QWidget):
     def _on_loss_view_range_changed_manually(self) -> None:
         self._loss_view_user = True
 
+    def _empty_text(self, what: str) -> str:
+        """Why a plot of the run has no data yet ("" when the run has some)."""
+        b = self.buffers
+        if not b.step_x and not b.epoch_x:
+            return NO_RUN
+        if not b.epoch_x:
+            return f"no {what} yet: it appears when the first epoch ends"
+        return ""
+
     def _draw_steps(self) -> None:
         b = self.buffers
+        if not b.step_x:
+            show_message(self.plot_losses, NO_RUN if not b.epoch_x else "no per-step losses: a stored run keeps "
+                                                                        "its epochs only")
+            return
+        clear_message(self.plot_losses)
         lo, hi = math.inf, -math.inf
         for k, series in b.step_smoothed.items():
             item = self.loss_curves.get(k)
@@ -400,9 +466,14 @@ class TrainingPanel(QWidget):
     def _draw_val(self) -> None:
         b = self.buffers
         x = np.asarray(b.epoch_x, dtype=float)
+        empty = self._empty_text("validation metric")
+        if empty or not b.val_metric:
+            show_message(self.plot_val, empty or "no validation metric recorded")
+            return
+        clear_message(self.plot_val)
         self._hold_epoch_axis(self.plot_val)
         if b.metric_name:
-            self.plot_val.setTitle(f"Validation {b.metric_name} per modality subset (★ best)", size="10pt")
+            fit_title(self.plot_val, f"Validation {b.metric_name} per modality subset (★ best)", size="10pt")
             self.plot_val.setLabel("left", b.metric_name)
         for i, subset in enumerate(b.subset_order()):  # colour by the subset's place, not by arrival order
             series = b.val_metric[subset]
@@ -410,22 +481,155 @@ class TrainingPanel(QWidget):
             if item is None:
                 n_mod = subset.count("+") + 1
                 color = PALETTE[i % len(PALETTE)]
-                item = self.plot_val.plot([], [], pen=pg.mkPen(color, width=1.0 + 0.6 * n_mod), symbol="o",
-                                          symbolSize=4, symbolBrush=color, symbolPen=None, name=subset)
+                pen = pg.mkPen(color, width=1.0 + 0.6 * n_mod)
+                item = self.plot_val.plot([], [], pen=pen, symbol="o", symbolSize=4, symbolBrush=color,
+                                          symbolPen=None)
                 self.val_curves[subset] = item
+                self._val_pens[subset] = pen
             item.setData(x, np.asarray(series, dtype=float), connect="finite")
         if b.val_score:
             if self.score_curve is None:
                 self.score_curve = self.plot_val.plot([], [], pen=pg.mkPen("#000", width=2.5,
-                                                                           style=Qt.PenStyle.DashLine),
-                                                      name="val score (mean)")
+                                                                           style=Qt.PenStyle.DashLine))
             self.score_curve.setData(x, np.asarray(b.val_score, dtype=float), connect="finite")
             if b.best_epoch >= 0 and math.isfinite(b.best_score):
                 self.best_marker.setData([b.best_epoch + 1.0], [b.best_score])
+        self._update_val_legend()
+
+    # --- the validation legend --------------------------------------------------------------------------
+    def val_last_values(self) -> dict[str, float]:
+        """Each subset's validation metric at the last epoch where it has a finite value (NaN without one)."""
+        out = {}
+        for subset in self.buffers.subset_order():
+            vals = [v for v in self.buffers.val_metric[subset] if v is not None and math.isfinite(v)]
+            out[subset] = float(vals[-1]) if vals else float("nan")
+        return out
+
+    def val_legend_choice(self) -> tuple[str, ...]:
+        """The subsets the legend names: all of them when they fit VAL_LEGEND_CAP (with the mean), else the full
+        set and the best and worst VAL_LEGEND_EXTREMES subsets at the last epoch."""
+        order = self.buffers.subset_order()
+        if len(order) + 1 <= VAL_LEGEND_CAP:
+            return tuple(order)
+        from robult_engine.metrics import HIGHER_IS_BETTER
+        full = max(order, key=lambda k: k.count("+"))
+        last = self.val_last_values()
+        ranked = [k for k in sorted(order, key=lambda k: last[k], reverse=HIGHER_IS_BETTER.get(
+            self.buffers.metric_name, True)) if k != full and math.isfinite(last[k])]
+        k = VAL_LEGEND_EXTREMES
+        best, worst = ranked[:k], [s for s in reversed(ranked[-k:]) if s not in ranked[:k]]
+        return (full, *best, *worst)
+
+    def _update_val_legend(self) -> None:
+        legend = self.plot_val.getPlotItem().legend
+        keys = tuple(k for k in self.val_legend_choice() if k in self.val_curves)
+        capped = len(keys) < len(self.val_curves)
+        last = self.val_last_values()
+        # a capped legend says each named subset's last value (the best and worst change over the epochs)
+        labels = tuple(k if not capped or i == 0 else f"{k} ({last[k]:.3f})" for i, k in enumerate(keys))
+        entries = labels + (("val score (mean)",) if self.score_curve is not None else ())
+        if legend is not None and entries != self._val_legend_entries:
+            legend.clear()
+            for k, label in zip(keys, labels):
+                legend.addItem(self.val_curves[k], label)
+            if self.score_curve is not None:
+                legend.addItem(self.score_curve, "val score (mean)")
+        self._val_legend_entries = entries
+        self.val_legend_keys = keys
+        n = len(self.val_curves)
+        self.val_legend_bar.setVisible(capped)
+        if capped:
+            k = VAL_LEGEND_EXTREMES
+            self.val_legend_note.setText(f"Legend: all modalities, the mean, the {k} best and {k} worst of the {n} "
+                                         f"subsets at the last epoch.")
+            self.val_list_btn.setText(f"All {n} subsets ▾" if self.val_list_btn.isChecked() else
+                                      f"All {n} subsets ▸")
+        self._fill_val_list()
+        self._place_val_legend()
+
+    def _fill_val_list(self) -> None:
+        if not self.val_list.isVisible() and not self.val_list_btn.isChecked():
+            return
+        last = self.val_last_values()
+        current = self.val_list.currentItem()
+        keep = current.data(Qt.ItemDataRole.UserRole) if current is not None else None
+        self.val_list.blockSignals(True)
+        self.val_list.clear()
+        for subset, v in last.items():
+            pen = self._val_pens.get(subset)
+            item = QListWidgetItem(f"{subset}  {v:.3f}" if math.isfinite(v) else f"{subset}  –")
+            item.setData(Qt.ItemDataRole.UserRole, subset)
+            if pen is not None:
+                pm = QPixmap(12, 12)
+                pm.fill(QColor(pen.color()))
+                item.setIcon(QIcon(pm))
+            self.val_list.addItem(item)
+            if subset == keep:
+                self.val_list.setCurrentItem(item)
+        self.val_list.blockSignals(False)
+
+    @Slot(bool)
+    def _on_val_list_btn_toggled(self, on: bool) -> None:
+        self.val_list.setVisible(on)
+        n = len(self.val_curves)
+        self.val_list_btn.setText(f"All {n} subsets ▾" if on else f"All {n} subsets ▸")
+        if on:
+            self._fill_val_list()
+
+    @Slot(object, object)
+    def _on_val_list_current_changed(self, current, previous) -> None:
+        for item, wide in ((previous, False), (current, True)):
+            if item is None:
+                continue
+            subset = item.data(Qt.ItemDataRole.UserRole)
+            curve, pen = self.val_curves.get(subset), self._val_pens.get(subset)
+            if curve is None or pen is None:
+                continue
+            curve.setPen(pg.mkPen(pen.color(), width=pen.widthF() + 2.5) if wide else pen)
+            curve.setZValue(20 if wide else 0)
+
+    def best_marker_point(self) -> tuple[float, float] | None:
+        """The ★ (best epoch, best score) in view coordinates, None when not drawn."""
+        x, y = self.best_marker.getData()
+        if x is None or not len(x):
+            return None
+        return float(x[0]), float(y[0])
+
+    @Slot()
+    def _place_val_legend(self, *_args) -> None:
+        """Keep the ★ in view: the legend goes to the first corner of the plot (bottom right, top right, top left,
+        bottom left) where it does not cover the best epoch's marker."""
+        legend = self.plot_val.getPlotItem().legend
+        if legend is None:
+            return
+        vb = self.plot_val.getViewBox()
+        area = vb.sceneBoundingRect()
+        size = legend.boundingRect()
+        star = self.best_marker_point()
+        star_at = vb.mapViewToScene(pg.Point(*star)) if star is not None else None
+        pad = 10.0
+        corner = (1, 1)
+        for cx, cy in ((1, 1), (1, 0), (0, 0), (0, 1)):
+            left = area.left() + pad if cx == 0 else area.right() - pad - size.width()
+            top = area.top() + pad if cy == 0 else area.bottom() - pad - size.height()
+            if star_at is None or not QRectF(left, top, size.width(), size.height()).adjusted(
+                    -8, -8, 8, 8).contains(star_at):
+                corner = (cx, cy)
+                break
+        if corner == self._val_legend_corner:
+            return
+        self._val_legend_corner = corner
+        cx, cy = corner
+        legend.anchor(itemPos=(cx, cy), parentPos=(cx, cy), offset=(-pad if cx else pad, -pad if cy else pad))
 
     def _draw_norms(self) -> None:
         b = self.buffers
         x = np.asarray(b.epoch_x, dtype=float)
+        empty = self._empty_text("latent norms")
+        if empty or not (b.z_norm or b.u_norm):
+            show_message(self.plot_norms, empty or "no latent norms recorded")
+            return
+        clear_message(self.plot_norms)
         self._hold_epoch_axis(self.plot_norms)
         for i, mod in enumerate(b.modality_order()):  # colour by modality index: stable across a resume
             color = PALETTE[i % len(PALETTE)]
@@ -435,19 +639,27 @@ class TrainingPanel(QWidget):
                 key = f"{kind}:{mod}"
                 item = self.norm_curves.get(key)
                 if item is None:
+                    # one legend entry per modality (its colour); the title says solid ‖Z‖, dashed ‖U‖
+                    named = kind == "Z" or mod not in b.z_norm
                     item = self.plot_norms.plot([], [], pen=pg.mkPen(color, width=2, style=style), symbol="o",
                                                 symbolSize=4, symbolBrush=color, symbolPen=None,
-                                                name=f"‖{kind}‖ {mod}")
+                                                name=mod if named else None)
                     self.norm_curves[key] = item
                 item.setData(x, np.asarray(series[mod], dtype=float), connect="finite")
 
     def _draw_kappa(self) -> None:
         b = self.buffers
-        self._draw_kappa_quality()
         if not b.kappa_hists:
+            # nothing of an earlier run stays behind: no image, no epoch axis, no colour scale, no quality lines
             self.kappa_image.clear()
-            self.kappa_text.setVisible(True)
+            self.kappa_bar.setLevels((0.0, 1.0))
+            self._epoch_axis_hi.pop(id(self.plot_kappa), None)
+            self.plot_kappa.getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+            self._draw_kappa_quality()
+            show_message(self.plot_kappa, self._empty_text("κ") or NO_SOFT_PU, hide=(self.kappa_bar,))
             return
+        clear_message(self.plot_kappa)
+        self._draw_kappa_quality()
         img = np.asarray(b.kappa_hists, dtype=float).T  # (bins, epochs): rows are κ bins
         n_bins, n_ep = img.shape
         edges = b.kappa_edges or tuple(i / n_bins for i in range(n_bins + 1))
@@ -456,7 +668,7 @@ class TrainingPanel(QWidget):
         self.kappa_image.setImage(img, autoLevels=False, levels=(0.0, top))
         self.kappa_bar.setLevels((0.0, top))
         self.kappa_image.setRect(QRectF(x0, edges[0], float(n_ep), edges[-1] - edges[0]))
-        self.kappa_text.setVisible(False)
+        self.plot_kappa.setYRange(0, 1, padding=0)
         self._hold_epoch_axis(self.plot_kappa, x0=min(x0, 0.0))
 
     def _draw_kappa_quality(self) -> None:

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QEvent, QPoint, QPointF, QRect, Qt, Signal, Slot
+from PySide6.QtGui import QPainter, QPen
 from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QPushButton, QScrollArea, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+                               QPushButton, QScrollArea, QSizePolicy, QSplitter, QTabWidget, QToolTip, QVBoxLayout,
+                               QWidget)
 
 from robult_engine.metrics import HIGHER_IS_BETTER
 
 from app.background.runner import WorkRunner
 
+from ..plot_util import clear_message, show_message
 from . import style
 from .export import export_plot, safe_name, write_csv, write_json
 from .job_controls import JobControls
@@ -51,6 +54,89 @@ def matrix_colormap(better_high: bool) -> "pg.ColorMap":
     if not better_high:
         cmap.reverse()
     return cmap
+
+def run_tags(runs) -> list[str]:
+    """Short, unique column tags of the runs: "#id" (the session's run number) or, without ids, "R1", "R2", …"""
+    ids = [r.run_id for r in runs]
+    if all(i is not None for i in ids) and len(set(ids)) == len(ids):
+        return [f"#{i}" for i in ids]
+    return [f"R{j + 1}" for j in range(len(runs))]
+
+
+def run_names(runs) -> list[str]:
+    """A run's full label after its tag (the label "#3 robult" of run 3 is "robult" after the tag "#3")."""
+    out = []
+    for tag, r in zip(run_tags(runs), runs):
+        label = r.label
+        out.append(label[len(tag):].strip() if label.startswith(tag + " ") else label)
+    return out
+
+
+class RunHeader(QWidget):
+    """The column header of the heat map, outside its scroll area (so it stays in view over 63 subset rows):
+    each run's tag and name over its own column, elided to the column's width, the full label in a tooltip."""
+
+    def __init__(self, plot: pg.PlotWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plot = plot
+        self.labels: list[str] = []  # full labels, one per column
+        self.tags: list[str] = []
+        self.names: list[str] = []
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setFixedHeight(self.fontMetrics().height() + 8)
+        self.setMouseTracking(True)
+        vb = plot.getPlotItem().getViewBox()
+        vb.sigResized.connect(self.update)
+        vb.sigRangeChanged.connect(self.update)
+
+    def set_runs(self, runs) -> None:
+        self.labels = [r.label for r in runs]
+        self.tags = run_tags(runs)
+        self.names = run_names(runs)
+        self.update()
+
+    def columns(self) -> list[QRect]:
+        """Each run's column, in this widget's coordinates (where the heat map draws it)."""
+        vb = self.plot.getPlotItem().getViewBox()
+        view = self.plot.viewport()
+        out = []
+        for j in range(len(self.labels)):
+            a = self.plot.mapFromScene(vb.mapViewToScene(QPointF(j, 0)))
+            b = self.plot.mapFromScene(vb.mapViewToScene(QPointF(j + 1, 0)))
+            left = self.mapFromGlobal(view.mapToGlobal(QPoint(min(a.x(), b.x()), 0))).x()
+            right = self.mapFromGlobal(view.mapToGlobal(QPoint(max(a.x(), b.x()), 0))).x()
+            out.append(QRect(left, 0, max(1, right - left), self.height()))
+        return out
+
+    def shown_texts(self) -> list[str]:
+        """What each column shows: "tag name", elided to the column's width."""
+        fm = self.fontMetrics()
+        return [fm.elidedText(f"{tag} {name}".strip(), Qt.TextElideMode.ElideRight, max(8, r.width() - 6))
+                for tag, name, r in zip(self.tags, self.names, self.columns())]
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if not self.labels:
+            return
+        painter = QPainter(self)
+        text_pen, rule_pen = QPen(pg.mkColor("#202020")), QPen(pg.mkColor("#B0B0B0"))
+        for r, text in zip(self.columns(), self.shown_texts()):
+            painter.setPen(text_pen)
+            painter.drawText(r.adjusted(3, 0, -3, 0), Qt.AlignmentFlag.AlignCenter, text)
+            painter.setPen(rule_pen)
+            painter.drawLine(r.bottomLeft() + QPoint(2, 0), r.bottomRight() - QPoint(2, 0))
+        painter.end()
+
+    def event(self, ev) -> bool:
+        if ev.type() == QEvent.Type.ToolTip:
+            for r, label in zip(self.columns(), self.labels):
+                if r.contains(ev.pos()):
+                    QToolTip.showText(ev.globalPos(), label, self)
+                    return True
+            QToolTip.hideText()
+            ev.ignore()
+            return True
+        return super().event(ev)
+
 
 class RobustnessPanel(QWidget):
     sig_open_sample = Signal(str, int, tuple)  # split, index, subset mask
@@ -95,6 +181,7 @@ class RobustnessPanel(QWidget):
                                       tooltip="Rows: modality subsets the model is given at test time. Columns: "
                                               "runs of this session on the same dataset. Click a cell to see "
                                               "which samples change their prediction under that subset.")
+        self._plot_tip = self.plot.toolTip()
         self.img = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.img)
         self.color_bar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"), interactive=False,
@@ -109,6 +196,11 @@ class RobustnessPanel(QWidget):
         self.sel_box.hide()
         self.plot.addItem(self.sel_box)
         self.plot.scene().sigMouseClicked.connect(self._on_scene_clicked)
+        self.plot.scene().sigMouseMoved.connect(self._on_scene_mouse_moved)
+        self.run_header = RunHeader(self.plot)  # the runs' names over their columns, never scrolled away
+        self.runs_legend = QLabel("")  # every run's full label, tag first
+        self.runs_legend.setWordWrap(True)
+        self.runs_legend.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.flips_title = QLabel("<b>Flipped samples</b><br><span style='color:#606060'>click a cell</span>")
         self.flips_title.setWordWrap(True)
@@ -128,7 +220,15 @@ class RobustnessPanel(QWidget):
         self.plot_scroll.setWidgetResizable(True)
         self.plot_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.plot_scroll.setWidget(self.plot)
-        split.addWidget(self.plot_scroll)
+        self.plot_scroll.verticalScrollBar().valueChanged.connect(self.run_header.update)
+        matrix_box = QWidget()
+        mb = QVBoxLayout(matrix_box)
+        mb.setContentsMargins(0, 0, 0, 0)
+        mb.setSpacing(2)
+        mb.addWidget(self.runs_legend)
+        mb.addWidget(self.run_header)
+        mb.addWidget(self.plot_scroll, 1)
+        split.addWidget(matrix_box)
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
@@ -154,6 +254,7 @@ class RobustnessPanel(QWidget):
         self.flips.itemActivated.connect(self._on_flip_clicked)
         self.report_btn.clicked.connect(self._on_report_clicked)
         self._set_info("Load a model to compare the session's runs on every modality subset.")
+        self._draw()
 
     # --- inputs ---------------------------------------------------------------------------------------
     def set_runs(self, runs: list[RunRef], data_cfg) -> None:
@@ -171,6 +272,8 @@ class RobustnessPanel(QWidget):
                        + ", ".join(r.label for r in self.runs) if n else
                        f"No run with a checkpoint on {data_cfg.dataset} yet.")
         self.compute_btn.setEnabled(n > 0)
+        if self.result is None:
+            self._draw()  # the empty plot's message follows the runs
 
     def _set_info(self, text: str) -> None:
         self.info.setText(text)
@@ -252,7 +355,27 @@ class RobustnessPanel(QWidget):
         self.cell_texts = []
         if r is None or not r.runs or not self.current_metric:
             self.img.clear()
+            self.run_header.set_runs([])
+            self.run_header.setVisible(False)
+            self.runs_legend.setText("")
+            self.runs_legend.setVisible(False)
+            self.plot.getPlotItem().setTitle("Metric per modality subset and run", color="#202020", size="10pt")
+            self.plot.setMinimumHeight(260)
+            if r is not None:
+                text = "no run to compare"
+            elif self.runs:
+                text = "no robustness matrix yet: Compute evaluates every run on every modality subset"
+            else:
+                text = "no run yet"
+            show_message(self.plot, text, hide=(self.color_bar,))
             return
+        clear_message(self.plot)
+        tags, names = run_tags(r.runs), run_names(r.runs)
+        self.run_header.set_runs(r.runs)
+        self.run_header.setVisible(True)
+        self.runs_legend.setText("Columns: " + " · ".join(f"<b>{html.escape(t)}</b> {html.escape(n)}"
+                                                          for t, n in zip(tags, names)))
+        self.runs_legend.setVisible(True)
         metric = self.current_metric
         mat = r.matrix(metric)  # (S, R)
         lo, hi = color_range(metric, mat)
@@ -281,7 +404,8 @@ class RobustnessPanel(QWidget):
                 self.cell_texts.append(t)
         style.set_ticks(self.plot, "left", [name for name, _ in r.subsets], positions=np.arange(s) + 0.5,
                         max_labels=s)  # every subset named, also the 63 of M = 6 (the rows scroll)
-        style.set_ticks(self.plot, "bottom", [run.label for run in r.runs], positions=np.arange(n) + 0.5)
+        # short tags under the columns (they never overlap); the full names are in the header above the rows
+        style.set_ticks(self.plot, "bottom", tags, positions=np.arange(n) + 0.5)
         self.plot.setXRange(0, n, padding=0)
         self.plot.setYRange(0, s, padding=0)
         self.plot.getPlotItem().setTitle(f"{metric} on the {r.split} split ({'higher' if better_high else 'lower'} "
@@ -299,6 +423,24 @@ class RobustnessPanel(QWidget):
         row, col = int(np.floor(p.y())), int(np.floor(p.x()))
         if 0 <= row < len(self.result.subsets) and 0 <= col < len(self.result.runs):
             self.select_cell(row, col)
+
+    @Slot(object)
+    def _on_scene_mouse_moved(self, pos) -> None:
+        """The cell under the mouse named in a tooltip: its run, its subset and its value."""
+        r = self.result
+        if r is None or not r.runs or not self.current_metric:
+            return
+        vb = self.plot.getPlotItem().getViewBox()
+        if not vb.sceneBoundingRect().contains(pos):
+            return
+        p = vb.mapSceneToView(pos)
+        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
+        if 0 <= row < len(r.subsets) and 0 <= col < len(r.runs):
+            v = r.matrix(self.current_metric)[row, col]
+            self.plot.setToolTip(f"{r.runs[col].label}\n{r.subsets[row][0]}: {self.current_metric} "
+                                 f"{style.fmt(v, 4)}\n\nClick to see which samples change their prediction.")
+        else:
+            self.plot.setToolTip(self._plot_tip)
 
     def select_cell(self, row: int, col: int) -> np.ndarray:
         """Show the samples that flip for subset `row` under run `col`; returns their indices."""

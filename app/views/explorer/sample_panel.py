@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSignalBlocker, Qt, Signal, Slot
-from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtCore import QRect, QSignalBlocker, QSize, Qt, Signal, Slot
+from PySide6.QtGui import QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
                                QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
@@ -25,38 +25,110 @@ from .sources import AUDIO_EXT, IMAGE_EXT, LoadedSample, ModalityView, assign_pa
 from .task_language import is_mfcc, sequence_labels
 from app.core.explorer_state import SampleRef
 
-IMAGE_PIXELS = 168  # on-screen size of a modality image
+IMAGE_PIXELS = 168  # preferred on-screen size of a modality image (it scales to fit its panel)
+IMAGE_MIN_PIXELS = 96  # the smallest an image view may be squeezed to (a 16 × 15 image still at 6 × its size)
+# the width a modality's view would like (the panel's size hint: a splitter gives the sample room by it)
+PREFERRED_WIDTH = {"image": 170, "sequence": 260, "vector": 120, "text": 220}
 
 
-def array_to_pixmap(img: np.ndarray, size: int = IMAGE_PIXELS) -> QPixmap:
-    """(H, W) or (H, W, 3|4) floats in [0, 1] → a pixmap scaled up with nearest-neighbour (crisp pixels)."""
+def array_to_qimage(img: np.ndarray) -> QImage:
+    """(H, W) or (H, W, 1|3|4) floats in [0, 1] → a QImage of the same pixels (grey or colour)."""
     a = np.clip(np.nan_to_num(np.asarray(img, dtype=np.float64)), 0.0, 1.0)
     a8 = np.ascontiguousarray((a * 255).round().astype(np.uint8))
+    if a8.ndim == 3 and a8.shape[2] == 1:
+        a8 = np.ascontiguousarray(a8[:, :, 0])
     if a8.ndim == 2:
         h, w = a8.shape
         q = QImage(a8.data, w, h, w, QImage.Format.Format_Grayscale8)
     else:
         h, w, c = a8.shape
-        if c == 1:
-            a8 = np.ascontiguousarray(a8[:, :, 0])
-            q = QImage(a8.data, w, h, w, QImage.Format.Format_Grayscale8)
-        elif c == 3:
+        if c == 3:
             q = QImage(a8.data, w, h, 3 * w, QImage.Format.Format_RGB888)
         else:
             q = QImage(a8.data, w, h, 4 * w, QImage.Format.Format_RGBA8888)
-    q = q.copy()  # own the pixels (a8 goes away)
-    scale = max(1, size // max(h, w))
-    return QPixmap.fromImage(q.scaled(w * scale, h * scale, Qt.AspectRatioMode.KeepAspectRatio,
-                                      Qt.TransformationMode.FastTransformation))
+    return q.copy()  # own the pixels (a8 goes away)
+
+
+def fit_scale(w: int, h: int, avail_w: int, avail_h: int) -> float:
+    """How much to scale a w × h image to fit avail_w × avail_h, aspect kept: a whole factor when it can be
+    enlarged (every pixel the same square of screen pixels, the grid stays visible), else the fraction that
+    shrinks it to fit."""
+    if w <= 0 or h <= 0 or avail_w <= 0 or avail_h <= 0:
+        return 1.0
+    s = min(avail_w / w, avail_h / h)
+    return float(int(s)) if s >= 1.0 else s
+
+
+def array_to_pixmap(img: np.ndarray, size: int = IMAGE_PIXELS) -> QPixmap:
+    """(H, W) or (H, W, 3|4) floats in [0, 1] → a pixmap that fits size × size, nearest-neighbour (crisp
+    pixels)."""
+    q = array_to_qimage(img)
+    s = fit_scale(q.width(), q.height(), size, size)
+    return QPixmap.fromImage(q.scaled(max(1, round(q.width() * s)), max(1, round(q.height() * s)),
+                                      Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.FastTransformation))
+
+
+class PixelImage(QWidget):
+    """An image drawn as large as its widget allows, aspect ratio kept, nearest-neighbour and by a whole factor
+    where it is enlarged (what the model sees, pixel by pixel); it follows the widget's size."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.qimage: QImage | None = None
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(IMAGE_MIN_PIXELS, IMAGE_MIN_PIXELS)
+
+    def set_image(self, img: np.ndarray | None) -> None:
+        self.qimage = None if img is None else array_to_qimage(img)
+        self.update()
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(IMAGE_PIXELS, IMAGE_PIXELS)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(IMAGE_MIN_PIXELS, IMAGE_MIN_PIXELS)
+
+    def scale(self) -> float:
+        """The factor the image is drawn at now (a whole number when enlarged)."""
+        if self.qimage is None:
+            return 1.0
+        return fit_scale(self.qimage.width(), self.qimage.height(), self.width(), self.height())
+
+    def target_rect(self) -> QRect:
+        """Where the image is drawn, in the widget: centred, aspect kept."""
+        if self.qimage is None:
+            return QRect()
+        s = self.scale()
+        w = max(1, round(self.qimage.width() * s))
+        h = max(1, round(self.qimage.height() * s))
+        return QRect((self.width() - w) // 2, (self.height() - h) // 2, w, h)
+
+    def pixmap(self) -> QPixmap:
+        """The image as it is drawn now."""
+        if self.qimage is None:
+            return QPixmap()
+        r = self.target_rect()
+        return QPixmap.fromImage(self.qimage.scaled(r.width(), r.height(), Qt.AspectRatioMode.IgnoreAspectRatio,
+                                                    Qt.TransformationMode.FastTransformation))
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if self.qimage is None:
+            return
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        painter.drawImage(self.target_rect(), self.qimage)
+        painter.end()
 
 
 class ModalityView_(QGroupBox):
     """One modality of the sample."""
 
     def __init__(self, name: str, kind: str, parent: QWidget | None = None, *, spec=None) -> None:
-        super().__init__(f"{name}  ({kind})", parent)
+        super().__init__(name, parent)  # the kind in the tooltip: six modalities side by side stay narrow
         self.name, self.kind = name, kind
         self.spec = spec if spec is not None else ModalitySpec(name, kind, (1, 1) if kind == "sequence" else (1,))
+        self.setToolTip(f"{name}: {kind}" + (f", shape {' × '.join(str(d) for d in self.spec.shape)}"
+                                             if spec is not None else ""))
         self.seq = sequence_labels(self.spec) if kind == "sequence" else {}
         self.lay = QVBoxLayout(self)
         self.lay.setContentsMargins(6, 4, 6, 4)
@@ -67,9 +139,7 @@ class ModalityView_(QGroupBox):
         self.lay.addWidget(self.note)
         self.image = self.wave = self.frames = self.vector = self.text = None
         if kind == "image":
-            self.image = QLabel()
-            self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            self.image.setMinimumSize(IMAGE_PIXELS // 2, IMAGE_PIXELS // 2)
+            self.image = PixelImage()
             self.lay.addWidget(self.image, 1)
         elif kind == "sequence":
             if is_mfcc(self.spec):  # a recording can be dropped here: its waveform is shown too
@@ -86,7 +156,9 @@ class ModalityView_(QGroupBox):
             self.frames.addItem(self.frames_img)
             self.lay.addWidget(self.frames, 3)
         elif kind == "vector":
-            self.vector = style.plot_widget("values", bottom="feature", min_height=100)
+            # no title (the group box names the modality): six of these side by side are narrow
+            self.vector = style.plot_widget(bottom="feature", min_height=100,
+                                            tooltip=f"The {self.spec.feature_dim} feature values of {name}")
             self.vector_bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush="#0072B2", pen=None)
             self.vector.addItem(self.vector_bars)
             self.lay.addWidget(self.vector)
@@ -111,8 +183,8 @@ class ModalityView_(QGroupBox):
                 self.text.setPlainText("")
             return
         if self.image is not None and v.image is not None:
-            self.image.setPixmap(array_to_pixmap(v.image))
-            self.image.setToolTip(f"{v.image.shape[1]}×{v.image.shape[0]} pixels, shown scaled up "
+            self.image.set_image(v.image)
+            self.image.setToolTip(f"{v.image.shape[1]}×{v.image.shape[0]} pixels, scaled to fit the panel "
                                   f"(nearest neighbour: what the model sees)")
         has_wave = v.waveform is not None and len(v.waveform) > 0
         if self.wave is not None:
@@ -134,7 +206,11 @@ class ModalityView_(QGroupBox):
                                    + ("\nDataset samples keep only the MFCC frames; drop a WAV to see its "
                                       "waveform too." if mfcc and not has_wave else ""))
         if self.vector is not None and v.vector is not None:
-            self.vector_bars.setOpts(x=np.arange(len(v.vector)), height=v.vector)
+            n = len(v.vector)
+            self.vector_bars.setOpts(x=np.arange(n), height=v.vector)
+            # the first and the last feature only: narrow plots crowd pyqtgraph's automatic ticks
+            style.set_ticks(self.vector, "bottom", ["1", str(n)] if n > 1 else ["1"],
+                            positions=[0, n - 1] if n > 1 else [0])
         if self.text is not None:
             self.text.setPlainText(v.text)
 
@@ -171,12 +247,19 @@ class SamplePanel(QWidget):
         self.random_btn.setToolTip("A random sample of the split (and class filter)")
         self.open_btn = QPushButton("Open files…")
         self.open_btn.setToolTip("Your own image / recording / text file; you can also drop files onto this panel")
-        browse = QHBoxLayout()
-        for w in (QLabel("Split"), self.split, QLabel("Class"), self.klass, self.prev_btn, self.index, self.count,
-                  self.next_btn, self.random_btn):
-            browse.addWidget(w)
-        browse.addStretch(1)
-        browse.addWidget(self.open_btn)
+        # two rows, so the panel stays narrow enough for six modalities beside the other panels at 1280 px
+        browse = QVBoxLayout()
+        browse.setSpacing(2)
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for w in (QLabel("Split"), self.split, QLabel("Class"), self.klass):
+            row1.addWidget(w)
+        row1.addStretch(1)
+        row1.addWidget(self.open_btn)
+        for w in (self.prev_btn, self.index, self.count, self.next_btn, self.random_btn):
+            row2.addWidget(w)
+        row2.addStretch(1)
+        browse.addLayout(row1)
+        browse.addLayout(row2)
 
         self.text_box = QWidget()
         tl = QHBoxLayout(self.text_box)
@@ -270,7 +353,7 @@ class SamplePanel(QWidget):
             v = ModalityView_(m.name, m.kind, spec=m)
             v.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
             self.views[m.name] = v
-            self.views_lay.addWidget(v, 2 if m.kind == "sequence" else 1)
+            self.views_lay.addWidget(v, 2 if m.kind in ("sequence", "image") else 1)
 
     def _set_browse_enabled(self, on: bool) -> None:
         for w in (self.split, self.index, self.prev_btn, self.next_btn, self.random_btn):
@@ -436,6 +519,14 @@ class SamplePanel(QWidget):
         for v in s.views:
             if v.name in self.views:
                 self.views[v.name].show_view(v)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        """Room for every modality side by side (six of mfeat's are narrow plots and one image)."""
+        hint = super().sizeHint()
+        if self.info is None:
+            return hint
+        want = sum(PREFERRED_WIDTH.get(m.kind, 150) for m in self.info.modalities) + 6 * len(self.info.modalities)
+        return QSize(max(hint.width(), want), hint.height())
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)

@@ -13,11 +13,17 @@ import html
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHeaderView, QLabel, QTableWidget,
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHeaderView, QLabel, QSizePolicy, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..plot_util import clear_message, fit_title, message_item, plot_message, show_message
 from . import style
 from .export import export_plot, write_csv
+
+NO_SOFT_PU = "no soft-PU in this method"
+NO_SAMPLE = "no sample yet"
+# the plots' smallest heights: the panel shares the explorer's lower half at 1280 × 800 with six modalities
+MIN_WEIGHTS_H, MIN_MATRIX_H = 90, 100
 
 
 def display_order(pu) -> np.ndarray:
@@ -35,13 +41,17 @@ class SoftPUPanel(QWidget):
         self.kappa_history: tuple | None = None
         self.header = style.title_label()
         self.header.setToolTip(style.TIP_PSEUDO + "\n\n" + style.TIP_KAPPA)
+        self.header.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.has_weights = False  # the plots show a sample's soft-PU weights (not a message)
 
-        self.weights = style.plot_widget("Weights the sample gives (↑) and receives (↓), reference batch",
-                                         left="w", bottom="reference samples, grouped by ỹ", min_height=150,
+        self.weights = style.plot_widget("", left="w", bottom="reference samples, grouped by ỹ",
+                                         min_height=MIN_WEIGHTS_H,
                                          tooltip="↑ w[sample, k]: how much reference sample k counts as a positive "
                                                  "of this sample as an anchor.\n↓ w[k, sample]: how much this sample "
                                                  "counts as a positive of anchor k (its κ when it is unlabeled).\n"
                                                  "Dark bars: labeled reference samples.")
+        fit_title(self.weights, "Weights the sample gives (↑) and receives (↓), reference batch", color="#202020",
+                  size="10pt")
         self.weights.getPlotItem().getAxis("bottom").setTicks([[], []])
         self.bars_gives = pg.BarGraphItem(x=[], height=[], width=0.8, brushes=[], pen=None)
         self.bars_recv = pg.BarGraphItem(x=[], height=[], width=0.8, brushes=[], pen=None)
@@ -64,10 +74,12 @@ class SoftPUPanel(QWidget):
         tl.addWidget(QLabel("<b>Top positives</b>"))
         tl.addWidget(self.top)
 
-        self.matrix = style.plot_widget("Weight matrix of the batch (rows: anchors, last = this sample)",
-                                        min_height=180, tooltip="w[j, k] for every anchor j (row) and candidate k "
-                                                                "(column) of the reference batch plus this sample "
-                                                                "(last row and column, marked). 1 on the diagonal.")
+        self.matrix = style.plot_widget(min_height=MIN_MATRIX_H,
+                                        tooltip="w[j, k] for every anchor j (row) and candidate k (column) of the "
+                                                "reference batch plus this sample (last row and column, marked). 1 on "
+                                                "the diagonal.")
+        fit_title(self.matrix, "Weight matrix of the batch (rows: anchors, last = this sample)", color="#202020",
+                  size="10pt")
         self.matrix_img = pg.ImageItem(axisOrder="row-major")
         self.matrix_img.setLookupTable(style.heat_lut("viridis"))
         self.matrix.addItem(self.matrix_img)
@@ -80,37 +92,55 @@ class SoftPUPanel(QWidget):
         for ln in self.sample_lines:
             self.matrix.addItem(ln)
 
-        self.hist = style.plot_widget("κ of unlabeled samples over training", left="κ", bottom="epoch",
-                                      min_height=180, tooltip=style.TIP_KAPPA + "\n\nEach column is one epoch's "
-                                      "histogram of κ over the unlabeled training samples (brighter = more).")
+        self.hist = style.plot_widget(left="κ", bottom="epoch", min_height=MIN_MATRIX_H,
+                                      tooltip=style.TIP_KAPPA + "\n\nEach column is one epoch's histogram of κ over "
+                                              "the unlabeled training samples (brighter = more).")
+        fit_title(self.hist, "κ of unlabeled samples over training", color="#202020", size="10pt")
         self.hist_img = pg.ImageItem(axisOrder="row-major")
         self.hist_img.setLookupTable(style.heat_lut("inferno"))
         self.hist.addItem(self.hist_img)
-        self.hist_note = pg.TextItem("", color="#606060", anchor=(0.5, 0.5))
-        self.hist.addItem(self.hist_note)
+        show_message(self.hist, "κ histogram unavailable")
+        self.hist_note = message_item(self.hist)  # the histogram's message, word-wrapped in the plot
 
-        lay = QGridLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.header, 0, 0, 1, 2)
-        lay.addWidget(self.weights, 1, 0)
-        lay.addWidget(top_box, 1, 1)
-        lay.addWidget(self.matrix, 2, 0)
-        lay.addWidget(self.hist, 2, 1)
+        self.top.setMinimumHeight(MIN_WEIGHTS_H - 20)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.header)  # word-wrapped: the whole message, however narrow the panel
+        lay = QGridLayout()
+        lay.addWidget(self.weights, 0, 0)
+        lay.addWidget(top_box, 0, 1)
+        lay.addWidget(self.matrix, 1, 0)
+        lay.addWidget(self.hist, 1, 1)
         lay.setColumnStretch(0, 3)
         lay.setColumnStretch(1, 2)
-        lay.setRowStretch(1, 2)
-        lay.setRowStretch(2, 3)
+        lay.setRowStretch(0, 2)
+        lay.setRowStretch(1, 3)
+        outer.addLayout(lay, 1)
         self.clear("Soft-PU weights appear when a model and a sample are loaded.")
         self.set_kappa_history(None, note="no run selected")
 
     # --- sample -----------------------------------------------------------------------------------------
-    def clear(self, message: str = "") -> None:
+    def clear(self, message: str = "", short: str = NO_SAMPLE) -> None:
+        """No weights on screen: the header says `message` (in full, wrapped), the plots `short`."""
         self.softpu = None
-        self.header.setText(f"<span style='color:#606060'>{message}</span>")
+        self._note = ""
+        self.header.setText(f"<span style='color:#606060'>{html.escape(message)}</span>")
+        self._clear_plots(short)
+
+    def _clear_plots(self, short: str) -> None:
+        self.has_weights = False
         self.bars_gives.setOpts(x=[], height=[], brushes=[])
         self.bars_recv.setOpts(x=[], height=[], brushes=[])
         self.top.setRowCount(0)
         self.matrix_img.clear()
+        for ln in self.sample_lines:
+            ln.setVisible(False)
+        for w in (self.weights, self.matrix):
+            show_message(w, short)
+
+    def plot_messages(self) -> dict[str, str]:
+        """What each plot says for want of data ("" where it shows data)."""
+        return {name: plot_message(w) for name, w in self.plots().items()}
 
     def show_softpu(self, pu, note: str = "") -> None:
         if pu is None:
@@ -119,6 +149,13 @@ class SoftPUPanel(QWidget):
         if pu is self.softpu and note == self._note:
             return  # a toggle: soft-PU does not depend on the subset, nothing to redraw
         self.softpu, self._note = pu, note
+        if not pu.prototypes_seen:  # the method keeps no labeled prototypes: it has no κ and no weights
+            extra = f"<br><span style='color:#606060'>{html.escape(note)}</span>" if note else ""
+            self.header.setText("<b>No soft-PU in this run's method</b>: it keeps no labeled class prototypes, so "
+                                "it computes neither the pseudo-label weight κ nor the positive weights of its "
+                                "samples (the Robult methods with the soft-PU loss do)." + extra)
+            self._clear_plots(NO_SOFT_PU)
+            return
         conf = style.fmt(pu.confidence, 2)
         name = html.escape(pu.pseudo_label_name)  # "< 0" (a regression sign bin) is not a tag
         if pu.labeled:
@@ -136,6 +173,11 @@ class SoftPUPanel(QWidget):
         extra = f"<br><span style='color:#606060'>{note}</span>" if note else ""
         self.header.setText(" · ".join(parts) + warn + extra)
 
+        for w in (self.weights, self.matrix):
+            clear_message(w)
+        self.has_weights = True
+        for ln in self.sample_lines:
+            ln.setVisible(True)
         order = display_order(pu)
         n = len(order)
         x = np.arange(n, dtype=float)
@@ -169,16 +211,15 @@ class SoftPUPanel(QWidget):
         if not hists:
             self.kappa_history = None
             self.hist_img.clear()
-            self.hist_note.setText(f"κ histogram unavailable:\n{note}" if note else "κ histogram unavailable")
-            self.hist_note.setPos(0.5, 0.5)
-            self.hist.setXRange(0, 1, padding=0)
+            self.hist.setXRange(0, 1, padding=0)  # no axes of an earlier run stay behind
             self.hist.setYRange(0, 1, padding=0)
+            show_message(self.hist, f"κ histogram unavailable:\n{note}" if note else "κ histogram unavailable")
             return
         h = np.array(hists, dtype=float)  # (E, bins)
         edges = list(edges) if edges else list(np.linspace(0, 1, h.shape[1] + 1))
         epochs = list(epochs) if epochs else list(range(1, len(h) + 1))
         self.kappa_history = (h, edges, epochs)
-        self.hist_note.setText("")
+        clear_message(self.hist)
         img = h.T  # (bins, E): rows = κ bins (y), columns = epochs (x)
         self.hist_img.setImage(img, levels=(0.0, max(1e-9, float(img.max()))))
         self.hist_img.setRect(epochs[0] - 0.5, edges[0], len(epochs), edges[-1] - edges[0])
@@ -195,7 +236,7 @@ class SoftPUPanel(QWidget):
         for name, w in self.plots().items():
             out += export_plot(w, folder, name)
         pu = self.softpu
-        if pu is not None:
+        if pu is not None and self.has_weights:
             n = len(pu.ref_indices)
             out.append(write_csv(Path(folder) / "softpu_reference.csv",
                                  ["ref_row", "train_index", "labeled", "pseudo_or_label", "kappa", "weight_given",
