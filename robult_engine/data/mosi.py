@@ -14,6 +14,11 @@ non-zero frames (moved to the front, the padding convention of the encoders). ``
 which MOSI/MOSEI audio features contain, are replaced by 0; NaN is refused. The task is regression of the
 sentiment score in [−3, 3]. Splits ``valid``/``val``/``dev`` all map to ``val``.
 
+Memory: the features are converted in place (float32 arrays of the pickle become the tensors without a copy;
+other dtypes are converted one array at a time, the pickle's array dropped as soon as it is converted), and
+every pass over them (NaN / inf, the span of non-zero frames) works on a few MB at a time, so loading
+holds about one copy of the features: the pickle's own arrays.
+
 The pickle is read by `SafeUnpickler`, which only resolves numpy's array/dtype/scalar reconstructors and
 plain builtin containers: a pickle that names any other callable (``os.system`` …) is refused with a
 DataError before anything is called.
@@ -99,19 +104,64 @@ def _as_array(value: Any, what: str, path: Path) -> np.ndarray:
         raise DataError(f"{path}: {what} is not an array ({e})") from None
 
 
-def _leading_span_to_front(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Move each sample's span of non-zero frames to the front. x (N, T, D) → (x', lengths (N,))."""
-    nonzero = np.abs(x).sum(axis=2) > 0  # (N, T)
-    out = np.zeros_like(x)
-    lengths = np.ones(len(x), dtype=np.int64)
-    for i in range(len(x)):
-        idx = np.nonzero(nonzero[i])[0]
-        if len(idx) == 0:
+CHUNK_BYTES = 8 << 20  # the largest temporary of a pass over the features
+
+
+def _chunks(n: int, row_bytes: int):
+    step = max(1, CHUNK_BYTES // max(1, row_bytes))
+    for lo in range(0, n, step):
+        yield lo, min(n, lo + step)
+
+
+def _leading_span_to_front(x: np.ndarray, nonzero: np.ndarray) -> np.ndarray:
+    """Move each sample's span of non-zero frames to the front, in place, zeroing the frames after it.
+
+    x: float32 (N, T, D), written; nonzero: bool (N, T), whether a frame holds a non-zero value. Returns the
+    lengths int64 (N,) (1 for a sample with no non-zero frame, which becomes all zeros)."""
+    n, t = nonzero.shape
+    any_frame = nonzero.any(axis=1)
+    first = nonzero.argmax(axis=1)
+    last = t - 1 - nonzero[:, ::-1].argmax(axis=1)
+    lengths = np.where(any_frame, last - first + 1, 1).astype(np.int64)
+    # the frames after the span are rewritten as +0.0 even where they already are zero frames (-0.0 would
+    # otherwise survive), so the result is the same array, bit for bit, as copying the span into zeros
+    for i in np.nonzero(~any_frame | (first > 0) | (last < t - 1))[0]:
+        if not any_frame[i]:
+            x[i] = 0.0
             continue
-        span = x[i, idx[0]:idx[-1] + 1]
-        out[i, :len(span)] = span
-        lengths[i] = len(span)
-    return out, lengths
+        length = int(lengths[i])
+        if first[i] > 0:
+            x[i, :length] = x[i, first[i]:last[i] + 1]  # numpy buffers overlapping copies
+        x[i, length:] = 0.0
+    return lengths
+
+
+def _features(split: dict, key: str, name: str, path: Path, n: int) -> np.ndarray:
+    """One modality of one split as float32 C-ordered (N, T, D), NaN refused and ±inf zeroed in place.
+
+    The pickle's array is used as it is when it already is writable float32 (no copy); otherwise it is
+    converted and the split's reference to it dropped, so its memory is freed before the next array."""
+    x = _as_array(split[key], f"{name}/{key}", path)
+    if x.ndim == 2:  # utterance-level vectors (N, D): a sequence of one frame
+        x = x[:, None, :]
+    if x.ndim != 3 or x.shape[0] != n:
+        raise DataError(f"{path}: {name}/{key} has shape {x.shape}; expected (N={n}, T, D)")
+    if x.dtype != np.float32 or not x.flags.c_contiguous or not x.flags.writeable or not x.flags.aligned:
+        try:
+            x = np.array(x, dtype=np.float32, order="C")
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{path}: {name}/{key} is not numeric ({e})") from None
+    split[key] = None  # the converted array is the only reference kept
+    row_bytes = x[0].nbytes if n else 1
+    for lo, hi in _chunks(n, row_bytes):
+        nan = np.isnan(x[lo:hi])
+        if nan.any():
+            i = lo + int(np.nonzero(nan.reshape(hi - lo, -1).any(axis=1))[0][0])
+            raise DataError(f"{path}: {name}/{key} holds NaN (first in sample {i}); clean the features first")
+    for lo, hi in _chunks(n, row_bytes):
+        chunk = x[lo:hi]
+        chunk[np.isinf(chunk)] = 0.0  # MOSI/MOSEI audio (COVAREP) holds -inf: the published loaders zero it too
+    return x
 
 
 def _split_arrays(split: Any, name: str, path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray],
@@ -140,19 +190,7 @@ def _split_arrays(split: Any, name: str, path: Path) -> tuple[dict[str, np.ndarr
         raise DataError(f"{path}: {name} labels hold NaN or infinite values")
     inputs, lengths = {}, {}
     for key in present:
-        x = _as_array(split[key], f"{name}/{key}", path)
-        if x.ndim == 2:  # utterance-level vectors (N, D): a sequence of one frame
-            x = x[:, None, :]
-        if x.ndim != 3 or x.shape[0] != n:
-            raise DataError(f"{path}: {name}/{key} has shape {x.shape}; expected (N={n}, T, D)")
-        try:
-            x = x.astype(np.float32)
-        except (ValueError, TypeError) as e:
-            raise DataError(f"{path}: {name}/{key} is not numeric ({e})") from None
-        if np.isnan(x).any():
-            i = int(np.nonzero(np.isnan(x).reshape(n, -1).any(axis=1))[0][0])
-            raise DataError(f"{path}: {name}/{key} holds NaN (first in sample {i}); clean the features first")
-        x[np.isinf(x)] = 0.0  # MOSI/MOSEI audio (COVAREP) holds -inf: the published loaders zero it too
+        x = _features(split, key, name, path, n)
         len_key = f"{key}_lengths"
         if len_key in split:
             lens = _as_array(split[len_key], f"{name}/{len_key}", path).reshape(-1).astype(np.int64)
@@ -160,7 +198,10 @@ def _split_arrays(split: Any, name: str, path: Path) -> tuple[dict[str, np.ndarr
                 raise DataError(f"{path}: {name}/{len_key} must hold {n} lengths in 0..{x.shape[1]}")
             lens = np.maximum(lens, 1)
         else:
-            x, lens = _leading_span_to_front(x)
+            nonzero = np.zeros(x.shape[:2], dtype=bool)  # (N, T)
+            for lo, hi in _chunks(n, x[0].nbytes):
+                nonzero[lo:hi] = (x[lo:hi] != 0).any(axis=2)
+            lens = _leading_span_to_front(x, nonzero)
         inputs[key], lengths[key] = x, lens
     return inputs, lengths, target, _ids(split.get("id"), n, name)
 
@@ -192,6 +233,7 @@ def load_mosi(path: Path) -> DatasetBundle:
         raise DataError(f"{path}: missing split(s) {', '.join(missing)}; the pickle holds "
                         f"{', '.join(map(str, data)) or 'nothing'} (expected 'train', 'valid' and 'test')")
     raw = {s: _split_arrays(data[k], k, path) for s, k in found.items()}
+    del data  # what is left of the pickle (ids, texts) is not kept
     names = [k for k in MODALITY_KEYS if all(k in raw[s][0] for s in raw)]
     if not names:
         raise DataError(f"{path}: no modality is present in every split")
@@ -206,10 +248,10 @@ def load_mosi(path: Path) -> DatasetBundle:
     for s, (inputs, lengths, target, ids) in raw.items():
         tensors = {}
         for spec in specs:
-            x = inputs[spec.name]
-            if x.shape[1] < spec.shape[0]:
+            x = inputs.pop(spec.name)
+            if x.shape[1] < spec.shape[0]:  # a split of shorter sequences: padded (a new array, the old freed)
                 x = np.pad(x, ((0, 0), (0, spec.shape[0] - x.shape[1]), (0, 0)))
-            tensors[spec.name] = torch.from_numpy(np.ascontiguousarray(x))  # (N, T, D)
+            tensors[spec.name] = torch.from_numpy(x)  # (N, T, D) float32, C-ordered: no copy
         n = len(target)
         splits[s] = SplitData(inputs=tensors, lengths={k: torch.from_numpy(lengths[k]) for k in names},
                               mask=torch.ones(n, len(specs), dtype=torch.bool), target=torch.from_numpy(target),

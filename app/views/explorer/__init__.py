@@ -7,9 +7,11 @@
     Latent space  LatentViewPanel: PCA of Z and U, click a point to open its sample
     Calibration   CalibrationPanel: reliability diagrams and ECE / Brier / NLL per subset, mean |φ| per run
     Dataset PID   DatasetPIDPanel: R / U1 / U2 / S per modality pair beside the model's ‖Z‖ / ‖U‖ and |φ|
+    Slices        SlicesView (app/views/slices_view.py): where the model fails, slices of the test split
 
 Modules: `sources` (loading samples, Qt-free), `service` (engine bridge, caches, requests off the GUI thread
-through the work contract of app/core/work.py), `robustness` (Qt-free evaluation of every run), `export`
+through the work contract of app/core/work.py), `robustness` (Qt-free evaluation of every run),
+`task_language` (Qt-free: flips per task, label order, palette, modality titles, φ units), `export`
 (PNG/SVG/CSV/report), one module per panel (each runnable alone: `python -m
 app.views.explorer.predictions_panel`), `demo` (synthetic data for that). Its state is Qt-free:
 app/core/explorer_state.py. The engine side is `robult_engine.inspect`.
@@ -45,6 +47,8 @@ class ExplorerSuite(QObject):
         self.latent_view = LatentViewPanel()
         self.calibration = CalibrationPanel(bundle_getter=getter)
         self.pid = DatasetPIDPanel()
+        from app.views.slices_view import SlicesView
+        self.slices = SlicesView(bundle_getter=getter)
         self._closed = False
         self._close_seen = False
         self._create_tabs()
@@ -67,7 +71,11 @@ class ExplorerSuite(QObject):
         w.add_tab("Latent space", self.latent_view)
         w.add_tab("Calibration", self.calibration)
         w.add_tab("Dataset PID", self.pid)
+        w.add_tab("Slices", self.slices)
         tabs = w.tabs
+        tabs.setTabToolTip(tabs.indexOf(self.slices), "Where the model fails: the groups of test samples (modality "
+                                                      "present / masked / absent, class, confidence, …) with the "
+                                                      "highest error")
         tabs.setTabToolTip(tabs.indexOf(self.calibration), "Reliability diagrams per modality subset, ECE / Brier / "
                                                            "NLL, and the attribution summary of every run")
         tabs.setTabToolTip(tabs.indexOf(self.pid), "The dataset's redundancy / uniqueness / synergy per modality pair "
@@ -132,6 +140,8 @@ class ExplorerSuite(QObject):
         self.curves.sig_message.connect(self._on_message)
         self.robustness.sig_result_ready.connect(self.curves.set_cached)
         self.latent_view.sig_open_sample.connect(self._on_latent_open_sample)
+        self.slices.sig_open_sample.connect(self._on_robustness_open_sample)
+        self.slices.sig_message.connect(self._on_message)
         ctl = getattr(w, "controller", None)
         if ctl is not None and hasattr(ctl, "sig_stopped"):
             ctl.sig_stopped.connect(self._on_runs_changed)  # a run ended (finished, cancelled or failed)
@@ -157,6 +167,7 @@ class ExplorerSuite(QObject):
         self.robustness.set_runs(runs, loaded.config.data)
         self.curves.set_runs(runs, loaded.config.data)
         self.calibration.set_runs(runs, loaded.config.data)
+        self.slices.set_runs(runs)
 
     @Slot()
     def _on_runs_changed(self) -> None:
@@ -170,6 +181,7 @@ class ExplorerSuite(QObject):
     def _on_explorer_context_ready(self, ctx) -> None:
         self.latent_view.set_context(ctx.loaded, ctx.bundle)
         self.pid.set_context(ctx.loaded, ctx.bundle)
+        self.slices.set_context(ctx.loaded, ctx.bundle, ctx.memory_state)
 
     @Slot(str, int, tuple)
     def _on_robustness_open_sample(self, split: str, index: int, subset: tuple) -> None:
@@ -230,6 +242,7 @@ class ExplorerSuite(QObject):
         self.latent_view.shutdown()
         self.calibration.shutdown()
         self.pid.shutdown()
+        self.slices.shutdown()
 
 
 def install(main_window) -> ExplorerSuite:
