@@ -1,6 +1,8 @@
 """Robult engine: the method, baselines and ablations, datasets, training, evaluation (PyTorch only, no Qt)."""
 from __future__ import annotations
 
+from .paths import source_checkout
+
 
 def _version() -> str:
     """The installed distribution's version (pyproject.toml is its single source); in a source checkout that
@@ -10,7 +12,6 @@ def _version() -> str:
         return metadata.version("robult-studio")
     except metadata.PackageNotFoundError:
         pass
-    from .paths import source_checkout
     root = source_checkout()
     if root is not None and (root / "pyproject.toml").is_file():
         import tomllib

@@ -29,8 +29,11 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, _check_types
 from .data.base import DatasetInfo
+from .errors import CheckpointError, UntrustedCodeError  # defined in errors.py, importable from here too
+from .models.encoders import not_trusted, untrusted_modules as modules_of
+from .models.robult import build_model
 
 FORMAT = "robult-checkpoint"
 # 1: the first format; 2: adds `digest`, required from version 2 on. Both are read; version 2 is written.
@@ -48,30 +51,6 @@ OPTIONAL = ("memory", "epoch", "metrics", "training_state", "digest")
 MAX_RATIO = 100
 RATIO_FLOOR = 64 * 2 ** 20
 MAX_UNPACKED_BYTES = 16 * 2 ** 30
-
-
-class CheckpointError(ValueError):
-    """The file is not a usable Robult checkpoint; the message names the file and the reason."""
-
-
-class UntrustedCodeError(CheckpointError):
-    """The checkpoint's config names encoder code outside robult_engine (`model.encoders`), and the caller did
-    not trust it: nothing was imported. `.modules` lists the module names (for a dialog that names them),
-    `.source` is the checkpoint file (or the config field) that names them."""
-
-    def __init__(self, source: str, modules: list[str] | tuple[str, ...]) -> None:
-        self.source = str(source)
-        self.modules = list(modules)
-        names = ", ".join(self.modules)
-        super().__init__(
-            f"{self.source}: uses encoder code from outside Robult Studio (model.encoders) that was not trusted: "
-            f"module{'s' if len(self.modules) > 1 else ''} {names}. Loading it would import and run that code, "
-            f"so nothing was imported. If you trust {names}, name {'them' if len(self.modules) > 1 else 'it'}: "
-            f"--trust-code {','.join(self.modules)} (robult eval, robult train --resume) or "
-            f"model_from_checkpoint(ckpt, trust_code={set(self.modules)!r}).")
-
-    def __reduce__(self):  # picklable across processes despite the custom __init__
-        return (type(self), (self.source, self.modules))
 
 
 @dataclass
@@ -265,7 +244,6 @@ def _check_config(config: RunConfig) -> None:
     """What loading needs of a stored config: every field of its type (a hand-edited "d_h": "16" is refused) and
     a valid model section, which the model is rebuilt from. The value ranges of the other sections are checked
     where they are used (training validates the whole config), so a model stays loadable for evaluation."""
-    from .config import _check_types
     _check_types(config, "")
     for section in ("data", "model", "loss", "train"):
         _check_types(getattr(config, section), section)
@@ -275,7 +253,6 @@ def _check_config(config: RunConfig) -> None:
 def untrusted_modules(ckpt: Checkpoint) -> list[str]:
     """The modules outside robult_engine that rebuilding this checkpoint's model would import (its
     `model.encoders` factories), sorted; [] for a model of built-in encoders only. Imports nothing."""
-    from .models.encoders import untrusted_modules as modules_of
     try:
         return modules_of(ckpt.config.model.encoders)
     except ConfigError as e:
@@ -286,7 +263,6 @@ def require_trust(ckpt: Checkpoint, trust_code) -> None:
     """Raise `UntrustedCodeError` naming the modules that `trust_code` does not trust (see
     robult_engine/models/encoders.py: a collection of module names, or False) when the checkpoint names
     outside code; do nothing otherwise. Imports nothing."""
-    from .models.encoders import not_trusted
     refused = not_trusted(untrusted_modules(ckpt), trust_code)
     if refused:
         raise UntrustedCodeError(ckpt.path, refused)
@@ -298,7 +274,6 @@ def model_from_checkpoint(ckpt: Checkpoint, trust_code=False):
     A checkpoint whose `model.encoders` names code outside robult_engine raises `UntrustedCodeError` (with
     `.modules`) before anything is imported, unless `trust_code` names every one of those modules (a
     collection of module names): opening a file never runs code the user did not name."""
-    from .models.robult import build_model
     require_trust(ckpt, trust_code)
     try:
         model = build_model(ckpt.config.model, ckpt.info, rec_route=ckpt.config.loss.rec_route,

@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .errors import ConfigError  # defined in errors.py, importable from here as always
 from .methods import METHOD_NAMES
+from .missing_spec import parse_missing
 
 METHODS = METHOD_NAMES  # the table of method specs lives in robult_engine/methods.py
 REC_ROUTES = ("projector", "branch", "full")
@@ -30,10 +32,6 @@ MAX_SEED = 2 ** 32 - 1
 MAX_BATCH_SIZE = 65_536
 # The largest PID-Synth training split (`data.synth_n_train`), generated in memory.
 MAX_SYNTH_N_TRAIN = 1_000_000
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field and the reason."""
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -119,7 +117,6 @@ class DataConfig:
         _check(0.0 <= self.train_modality_dropout < 1.0,
                f"data.train_modality_dropout: must be in [0, 1), got {self.train_modality_dropout}")
         if self.train_missing:
-            from .missing import parse_missing
             specs = parse_missing(self.train_missing, where="data.train_missing:")
             _check(len(specs) == 1 and specs[0].mechanism not in ("subsets",),
                    f"data.train_missing: {self.train_missing}: give one setting (not a grid, not 'subsets')")

@@ -49,6 +49,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import __version__
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .cli_common import parse_trust
+from .config import parse_encoder_entries
+from .evaluation import modality_subsets
+
 EXPORT_EXTRA = "pip install 'robult-studio[export]'"  # the extra of pyproject.toml that brings onnx and onnxruntime
 OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20  # what the TorchScript-based exporter writes
@@ -528,7 +534,6 @@ def export_onnx(model: nn.Module, info, path: str | os.PathLike, *, check: bool 
             for k, v in {**meta, **extra}.items():
                 entry = proto.metadata_props.add()
                 entry.key, entry.value = str(k), str(v)
-            from . import __version__
             proto.producer_name, proto.producer_version = "robult-studio", __version__
             proto.doc_string = (f"Robult Studio model ({info.name}, {info.task}): an input per modality and a "
                                 f"presence mask (B, M); outputs logits and prediction ({PREDICTIONS[info.task]}) "
@@ -633,7 +638,6 @@ def _data_length(info, modality: str) -> int:
 
 def _subset_rows(m: int) -> list[torch.Tensor]:
     """Every non-empty subset as a (M,) bool mask: singles first, the full set last (evaluation's order)."""
-    from .evaluation import modality_subsets
     return [torch.tensor(mask, dtype=torch.bool) for _, mask in modality_subsets([str(i) for i in range(m)])]
 
 
@@ -686,8 +690,6 @@ def export_checkpoint(checkpoint: str | os.PathLike, path: str | os.PathLike, *,
                       **kwargs) -> ExportReport:
     """Load a checkpoint (refusing anything that is not one, and encoder code outside robult_engine that
     `trust_code` does not name) and `export_onnx` its model. Keyword arguments go to `export_onnx`."""
-    from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .config import parse_encoder_entries
     require_onnx(runtime=kwargs.get("check", True))  # say what to install before anything is loaded
     ckpt = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ckpt, trust_code=trust_code)
@@ -723,7 +725,6 @@ def add_parser(sub, add_trust_arg) -> None:
 
 def cmd_export(args) -> int:
     import sys
-    from .cli import parse_trust
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     trust = parse_trust(args.trust_code)

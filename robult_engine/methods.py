@@ -19,7 +19,7 @@ _LOSS_COTRAIN = ("loss.cotrain_threshold", "loss.cotrain_lambda_u", "loss.pseudo
 # Search spaces of `robult tune` (robult_engine/tune.py), as data: entries (config_field, kind, low, high, log)
 # with kind "float" or "int" (sampled in [low, high], on a log scale when log is True) or "categorical"
 # ((config_field, "categorical", (choice, ...), None, False)). Every method's space is COMMON_SPACE plus its own
-# loss weights and thresholds; `check_search_space` validates one.
+# loss weights and thresholds; `tune.check_search_space` validates one against the configuration.
 SEARCH_KINDS = ("float", "int", "categorical")
 COMMON_SPACE = (("train.lr", "float", 1e-4, 3e-3, True),
                 ("train.weight_decay", "float", 1e-6, 1e-2, True),
@@ -135,73 +135,4 @@ def method_spec(name: str) -> MethodSpec:
         raise ValueError(f"unknown method {name!r}; one of {', '.join(METHOD_NAMES)}") from None
 
 
-# fields a search space may not name: the data, the labels and the seeds are the same for every method
-_FIXED_FIELDS = ("method", "seed", "data.")
-
-
-def check_search_space(method: str, space=None, base=None) -> tuple:
-    """A method's search space (default: its MethodSpec.search_space), checked: every entry is
-    (config_field, kind, low, high, log) naming a config field outside data/seeds, with sane bounds that the
-    config accepts (checked on `base`, default the default config). Returns the space as a tuple of tuples;
-    anything wrong is a ConfigError naming the method and the entry."""
-    import math
-
-    from .config import ConfigError, RunConfig
-    spec = METHOD_SPECS.get(method)
-    if space is None:
-        space = spec.search_space if spec is not None else ()
-    base = (base or RunConfig()).replace(method=method) if method in METHOD_SPECS else (base or RunConfig())
-
-    def bad(what: str) -> ConfigError:
-        return ConfigError(f"method {method}: search space: {what}")
-
-    if not isinstance(space, (tuple, list)) or not space:
-        raise bad("empty; give the method a search_space in robult_engine/methods.py (e.g. COMMON_SPACE)")
-    out, seen = [], set()
-    for entry in space:
-        if not isinstance(entry, (tuple, list)) or len(entry) != 5:
-            raise bad(f"{entry!r}: expected (config_field, kind, low, high, log)")
-        name, kind, low, high, log = entry
-        if not isinstance(name, str) or name in seen:
-            raise bad(f"{name!r}: give each config field once, by name")
-        seen.add(name)
-        if name in _FIXED_FIELDS or name.startswith(_FIXED_FIELDS[2]):
-            raise bad(f"{name}: the method, the data, the labels and the seeds are the same for every method; "
-                      f"they are not searched")
-        section, _, field = name.rpartition(".")
-        try:
-            current = getattr(getattr(base, section), field) if section else getattr(base, field)
-            base.replace(**{name: current})
-        except (AttributeError, ConfigError):
-            raise bad(f"{name}: unknown config field") from None
-        if kind not in SEARCH_KINDS:
-            raise bad(f"{name}: kind {kind!r} is not one of {', '.join(SEARCH_KINDS)}")
-        if kind == "categorical":
-            ok = (isinstance(low, (tuple, list)) and len(low) >= 1 and high is None and log is False
-                  and all(isinstance(c, (str, int, float, bool)) or c is None for c in low)
-                  and len({repr(c) for c in low}) == len(low))
-            if not ok:
-                raise bad(f"{name}: a categorical entry is ({name!r}, 'categorical', (choice, ...), None, False) "
-                          f"with distinct plain values")
-            values = tuple(low)
-        else:
-            num = (int,) if kind == "int" else (int, float)
-            if not all(isinstance(v, num) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
-                raise bad(f"{name}: low and high must be finite {'integers' if kind == 'int' else 'numbers'}, "
-                          f"got {low!r}, {high!r}")
-            if not low < high:
-                raise bad(f"{name}: low must be below high, got {low!r}, {high!r}")
-            if not isinstance(log, bool) or (log and low <= 0):
-                raise bad(f"{name}: log must be True or False, and a log scale needs low > 0 (got {low!r})")
-            values = (low, high)
-        for v in values:
-            try:
-                base.replace(**{name: v}).validate()
-            except ConfigError as e:
-                raise bad(f"{name}: the config refuses {v!r} ({e})") from None
-        out.append((name, kind, tuple(low) if kind == "categorical" else low, high, log))
-    return tuple(out)
-
-
-__all__ = ["COMMON_SPACE", "METHOD_NAMES", "METHOD_SPECS", "MethodSpec", "SEARCH_KINDS", "check_search_space",
-           "method_spec"]
+__all__ = ["COMMON_SPACE", "METHOD_NAMES", "METHOD_SPECS", "MethodSpec", "SEARCH_KINDS", "method_spec"]

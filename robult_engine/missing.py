@@ -12,7 +12,8 @@ has, one of them, chosen uniformly at random, is restored. So the realised missi
 when η is high (with 2 modalities at most 1/2 of the entries can be missing); `realised_missing` reports it
 and every table prints it beside η. A modality the data itself lacks stays absent.
 
-Spec syntax (`parse_missing`); a comma separates the settings of a grid, a slash the rates of one setting:
+Spec syntax (`parse_missing`, defined in missing_spec.py and re-exported here); a comma separates the settings
+of a grid, a slash the rates of one setting:
 
 - ``mcar:0.5``: each entry missing independently with probability 0.5 (missing completely at random);
   ``mcar:0,0.25,0.5,0.75``: a grid of four settings; ``mcar:0.2/0.7``: one rate per modality, in the dataset's
@@ -35,147 +36,24 @@ over η a paired comparison rather than independent noise at each point.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import ConfigError
+from .config import MAX_SEED
+from .data.base import DataError, SplitData
+from .errors import MissingSpecError
+from .evaluation import modality_subsets, subset_logits
+from .metrics import compute_metrics
+# the text form of the settings (the configuration validates data.train_missing with it), re-exported here
+from .missing_spec import MECHANISMS, MissingSpec, parse_missing, parse_missing_grid
 
-MECHANISMS = ("mcar", "mnar-class", "mnar-value", "exclusive", "subsets", "subset")
 MASK_FILE_VERSION = 1
-
-
-class MissingSpecError(ConfigError):
-    """A bad missing-modality spec or mask file; the message names the spec (or file) and the problem."""
-
-
-@dataclass(frozen=True)
-class MissingSpec:
-    """One setting of a missing-modality mechanism (see the module docstring for the syntax)."""
-    mechanism: str
-    # mcar / mnar-value: one rate, or one per modality; mnar-class: (η_hi,) or (η_hi, η_lo). Fractions MISSING.
-    rates: tuple[float, ...] = ()
-    # mcar / mnar-value with named rates: the modality of each rate; subset: the modalities kept
-    modalities: tuple[str, ...] = ()
-    # mnar-class: the classes that go missing at η_hi (indices or names, as written); empty: the default set
-    classes: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        """The canonical spec text; `parse_missing(spec.label) == [spec]`."""
-        if self.mechanism in ("exclusive", "subsets"):
-            return self.mechanism
-        if self.mechanism == "subset":
-            return "subset:" + "+".join(self.modalities)
-        if self.modalities:
-            body = "/".join(f"{n}={_fmt(r)}" for n, r in zip(self.modalities, self.rates))
-        else:
-            body = "/".join(_fmt(r) for r in self.rates)
-        cls = "@" + "+".join(self.classes) if self.classes else ""
-        return f"{self.mechanism}:{body}{cls}"
-
-    @property
-    def rate(self) -> float:
-        """The nominal rate η of a one-rate setting (mcar, mnar-value), η_hi for mnar-class, NaN otherwise
-        (per-modality rates, exclusive, subsets): the x axis of a curve."""
-        if self.mechanism in ("mcar", "mnar-value") and len(self.rates) == 1 and not self.modalities:
-            return self.rates[0]
-        if self.mechanism == "mnar-class" and self.rates:
-            return self.rates[0]
-        return float("nan")
-
-
-def _fmt(x: float) -> str:
-    """A rate as spec labels show it: `:g` (0.25) where that gives the rate back, else the shortest text that
-    does (0.9999999 is not 1, which is no rate at all)."""
-    short = f"{x:g}"
-    return short if float(short) == x else repr(float(x))
-
-
-def _rate(text: str, spec: str, where: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise MissingSpecError(f"{where} {spec}: {text.strip()!r} is not a rate (a number in [0, 1), the "
-                               f"fraction of entries missing)") from None
-    if not (0.0 <= v < 1.0) or math.isnan(v):
-        raise MissingSpecError(f"{where} {spec}: a rate must be in [0, 1) (the fraction of entries missing), "
-                               f"got {text.strip()}")
-    return v
-
-
-def parse_missing(text: str, where: str = "--missing") -> list[MissingSpec]:
-    """One spec text → its settings (one, or several for a grid like ``mcar:0,0.25,0.5``). `subsets` stays one
-    spec here (it needs the modality names; `expand` turns it into the 2^M − 1 subsets)."""
-    spec = str(text).strip()
-    mech, colon, rest = spec.partition(":")
-    mech = mech.strip().lower()
-    rest = rest.strip()
-    if mech not in MECHANISMS:
-        raise MissingSpecError(f"{where} {spec}: unknown mechanism {mech!r}; one of {', '.join(MECHANISMS)} "
-                               f"(e.g. mcar:0.5, the fraction of entries missing)")
-    if mech in ("exclusive", "subsets"):
-        if rest:
-            raise MissingSpecError(f"{where} {spec}: {mech} takes no parameters")
-        return [MissingSpec(mech)]
-    if not rest:
-        hint = "subset:audio+image" if mech == "subset" else f"{mech}:0.5 (the fraction of entries missing)"
-        raise MissingSpecError(f"{where} {spec}: {mech} needs parameters, e.g. {hint}")
-    if mech == "subset":
-        names = tuple(n.strip() for n in rest.split("+"))
-        if not all(names) or len(set(names)) != len(names):
-            raise MissingSpecError(f"{where} {spec}: name each kept modality once, joined by '+'")
-        return [MissingSpec("subset", modalities=names)]
-    classes: tuple[str, ...] = ()
-    if "@" in rest:
-        if mech != "mnar-class":
-            raise MissingSpecError(f"{where} {spec}: only mnar-class takes '@CLASSES'")
-        rest, _, cls = rest.partition("@")
-        classes = tuple(c.strip() for c in cls.split("+"))
-        if not all(classes) or len(set(classes)) != len(classes):
-            raise MissingSpecError(f"{where} {spec}: name each class once after '@', joined by '+' (e.g. @3+5)")
-    out = []
-    for item in rest.split(","):
-        parts = [p.strip() for p in item.split("/")]
-        if not all(parts):
-            raise MissingSpecError(f"{where} {spec}: an empty rate in {item.strip()!r}")
-        names, rates = [], []
-        for p in parts:
-            if "=" in p:
-                n, v = p.split("=", 1)
-                names.append(n.strip())
-            else:
-                v = p
-            rates.append(_rate(v, spec, where))
-        if names and len(names) != len(parts):
-            raise MissingSpecError(f"{where} {spec}: name every rate of a setting or none ({item.strip()!r})")
-        if len(set(names)) != len(names):
-            raise MissingSpecError(f"{where} {spec}: a modality is named twice in {item.strip()!r}")
-        if mech == "mnar-class" and (names or len(rates) > 2):
-            raise MissingSpecError(f"{where} {spec}: mnar-class takes HI or HI/LO (the rate for the chosen classes "
-                                   f"and for the others), got {item.strip()!r}")
-        out.append(MissingSpec(mech, tuple(rates), tuple(names), classes))
-    return out
-
-
-def parse_missing_grid(items: list[str] | tuple[str, ...] | str, where: str = "--missing") -> list[MissingSpec]:
-    """Several spec texts (a repeated option) → all their settings in order, without repeats."""
-    if isinstance(items, str):
-        items = [items]
-    out: list[MissingSpec] = []
-    for item in items:
-        for s in parse_missing(item, where):
-            if s not in out:
-                out.append(s)
-    return out
 
 
 def expand(specs: list[MissingSpec], names: tuple[str, ...]) -> list[MissingSpec]:
     """`subsets` → one `subset:` setting per non-empty subset of `names` (singles first, all last)."""
-    from .evaluation import modality_subsets
     out: list[MissingSpec] = []
     for s in specs:
         group = ([MissingSpec("subset", modalities=tuple(n for n, keep in zip(names, sm) if keep))
@@ -292,7 +170,6 @@ def draw_mask(split, info, spec: MissingSpec, seed: int) -> torch.Tensor:
     n, m = data_mask.shape
     if m != len(names):
         raise MissingSpecError(f"{spec.label}: the split's mask has {m} columns, the dataset {len(names)} modalities")
-    from .config import MAX_SEED
     try:
         seed_ok = not isinstance(seed, bool) and int(seed) == seed and 0 <= int(seed) <= MAX_SEED
     except (TypeError, ValueError, OverflowError):
@@ -354,7 +231,6 @@ def apply_mask(split, mask: torch.Tensor):
     """A copy of `split` whose presence mask is `mask` (which must lie within the data's mask). Removed entries
     are zeroed (sequences and texts get length 1), as the data interface stores a missing modality, so an
     entry removed here is indistinguishable from one the data never had."""
-    from .data.base import SplitData
     mask = mask.bool()
     if mask.shape != split.mask.shape:
         raise MissingSpecError(f"mask of shape {tuple(mask.shape)} for a split of shape {tuple(split.mask.shape)}")
@@ -379,7 +255,6 @@ def apply_mask(split, mask: torch.Tensor):
 
 def concat_splits(a, b):
     """The samples of `a` followed by those of `b` (same modalities), e.g. the train split and a pool."""
-    from .data.base import DataError, SplitData
     if list(a.inputs) != list(b.inputs) or a.mask.shape[1] != b.mask.shape[1]:
         raise DataError(f"cannot join splits with modalities {list(a.inputs)} and {list(b.inputs)}")
     texts = {k: list(a.texts.get(k, [""] * len(a))) + list(b.texts.get(k, [""] * len(b)))
@@ -477,7 +352,6 @@ def load_masks(path: str | Path, *, n: int | None = None, modality_names: tuple[
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
         raise MissingSpecError(f"{path}: unreadable mask-file header: 'n' must be a number of samples, got {rows!r}")
     seed = meta.get("mask_seed", 0)
-    from .config import MAX_SEED
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
         raise MissingSpecError(f"{path}: unreadable mask-file header: 'mask_seed' must be an integer in "
                                f"0..{MAX_SEED}, got {seed if isinstance(seed, (int, float)) else repr(seed)[:40]}")
@@ -508,8 +382,6 @@ def metrics_under_masks(enc, masks: dict[str, torch.Tensor], task: str) -> dict[
     """{spec label: metrics} of an encoded split (`evaluation.encode_split`, one pass) under each mask: the mask
     is combined with the data's mask and the prediction is the mean of the present modalities' logits, as with
     the explorer's toggles. Samples left with no modality are not scored."""
-    from .evaluation import subset_logits
-    from .metrics import compute_metrics
     out = {}
     for label, mask in masks.items():
         if tuple(mask.shape) != tuple(enc.mask.shape):

@@ -10,7 +10,7 @@ modalities' logits (the path of the explorer's toggles). So the grid costs train
 
 Outputs in `--out DIR`: `sweep.csv`, `sweep.json`, `sweep.png` (metric vs missing rate, one line per method,
 one panel per label fraction; drawn with matplotlib's Agg backend, no Qt), `masks.npz` and one folder per run.
-Runs go one at a time (with step progress), in `--jobs N` local processes (`cli._compare_parallel`, the worker
+Runs go one at a time (with step progress), in `--jobs N` local processes (`workers.run_parallel`, the worker
 `compare` uses), or on Ray with `--ray [ADDRESS]` (an optional extra: `pip install 'robult-studio[ray]'`; without
 an address a local Ray instance is started; with a cluster, DIR must be on storage every node shares, because
 each run's best checkpoint is read back to be evaluated under the masks).
@@ -35,9 +35,15 @@ import sys
 import time
 from pathlib import Path
 
-from .config import METHODS, ConfigError
+from .cli_common import (ProgressPrinter, add_run_args, config_from_args, parse_grid, parse_methods, set_threads,
+                         setting_label)
+from .config import METHODS, ConfigError, RunConfig
 from .csvsafe import csv_writer
+from .errors import MissingSpecError
 from .events import Failed
+from .missing_spec import parse_missing, parse_missing_grid
+from .stats import format_table, mean_std
+from .workers import RunsTerminated, report_stopped, run_parallel
 
 DEFAULT_MISSING = "mcar:0,0.25,0.5,0.75"
 
@@ -50,7 +56,7 @@ class MaskEvaluator:
 
     def __init__(self, bundle, split: str, specs: list[str] | None = None, mask_seed: int = 0,
                  mask_file: str | None = None, batch_size: int = 512) -> None:
-        from .missing import draw_masks, load_masks, parse_missing_grid, realised_missing
+        from .missing import draw_masks, load_masks, realised_missing
         if split not in bundle.splits:
             raise ConfigError(f"--split {split}: the dataset has {', '.join(bundle.splits)}")
         self.bundle, self.split_name, self.split = bundle, split, bundle.splits[split]
@@ -61,12 +67,10 @@ class MaskEvaluator:
             self.masks, meta = load_masks(mask_file, n=len(self.split), modality_names=bundle.info.modality_names)
             self.mask_seed = meta.get("mask_seed", mask_seed)
             if meta.get("fingerprint") and meta["fingerprint"] != bundle.fingerprint():
-                from .missing import MissingSpecError
                 raise MissingSpecError(f"{mask_file}: the masks were drawn on other data (fingerprint "
                                        f"{meta['fingerprint']}, this data {bundle.fingerprint()}); evaluate on the "
                                        f"data they were drawn on")
             if meta.get("split") and meta["split"] != split:
-                from .missing import MissingSpecError
                 raise MissingSpecError(f"{mask_file}: masks of the {meta['split']} split, not of --split {split}")
         else:
             self.masks = draw_masks(self.split, bundle.info, parse_missing_grid(specs or []), mask_seed)
@@ -75,7 +79,6 @@ class MaskEvaluator:
 
     def rates(self) -> dict[str, float]:
         """The nominal rate η of each setting (NaN where a setting has none: exclusive, subsets, per-modality)."""
-        from .missing import parse_missing
         return {k: parse_missing(k)[0].rate for k in self.labels}
 
     def evaluate_model(self, model, device: str = "cpu") -> dict[str, dict[str, float]]:
@@ -110,7 +113,6 @@ class MaskEvaluator:
 
 def eval_missing(args: argparse.Namespace, model, bundle, checkpoint: str) -> int:
     """`robult eval CKPT --missing SPEC [--mask-seed S] [--masks FILE] [--out DIR] [--json FILE]`."""
-    from .cli import format_table
     ev = MaskEvaluator(bundle, args.split, args.missing, args.mask_seed, args.masks)
     table = ev.evaluate_model(model)
     cols = sorted({k for r in table.values() for k in r})
@@ -144,8 +146,7 @@ def compare_missing_report(ev: MaskEvaluator, results: dict[str, list[dict]], me
                            seeds: int) -> dict:
     """`robult compare --missing`: print setting × method (mean ± std over seeds) and the first method minus each
     other one per setting, paired by seed; return the JSON section."""
-    from .cli import format_table
-    summary = {k: {m: _mean_std([r["missing"][k].get(metric, float("nan")) for r in results[m]]) for m in methods}
+    summary = {k: {m: mean_std([r["missing"][k].get(metric, float("nan")) for r in results[m]]) for m in methods}
                for k in ev.labels}
     print(f"\nunder missing modalities ({ev.split_name} split, same masks for every method, mask seed "
           f"{ev.mask_seed}; rates are fractions missing), {metric} (mean ± std over {seeds} seeds)")
@@ -168,13 +169,7 @@ def compare_missing_report(ev: MaskEvaluator, results: dict[str, list[dict]], me
 # --- statistics ---------------------------------------------------------------------------------------------
 
 
-def mean_std(vals: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n − 1; 0 for one value) of the non-NaN values; NaN for none."""
-    from .cli import _mean_std as ms
-    return ms(vals)
-
-
-_mean_std = mean_std
+# `mean_std` (robult_engine/stats.py) stays importable from here: the app reads sweeps with it
 
 
 def _paired(results: dict[str, list[dict]], methods: list[str], metric: str, label: str) -> dict[str, dict]:
@@ -188,7 +183,7 @@ def _paired(results: dict[str, list[dict]], methods: list[str], metric: str, lab
                  if r["seed"] in ref]
         diffs = [d for d in diffs if not math.isnan(d)]
         if diffs:
-            mean, sd = _mean_std(diffs)
+            mean, sd = mean_std(diffs)
             out[m] = {"mean": mean, "std": sd, "wins": sum((d > 0) if higher else (d < 0) for d in diffs),
                       "n": len(diffs)}
     return out
@@ -212,13 +207,13 @@ def compare_masks(args: argparse.Namespace, bundle, out: Path) -> MaskEvaluator 
 
 
 def ray_kwargs(args: argparse.Namespace) -> dict:
-    """Extra arguments of `cli._compare_parallel` for `--ray [ADDRESS]` ({} without it)."""
+    """Extra arguments of `workers.run_parallel` for `--ray [ADDRESS]` ({} without it)."""
     address = getattr(args, "ray", None)
     return {} if address is None else {"pool_factory": ray_pool_factory(address)}
 
 
 def ray_pool_factory(address: str | None):
-    """A `multiprocessing.Pool`-compatible factory backed by Ray (each run a Ray task), for `_compare_parallel`."""
+    """A `multiprocessing.Pool`-compatible factory backed by Ray (each run a Ray task), for `run_parallel`."""
     try:
         from ray.util.multiprocessing import Pool as RayPool
     except ImportError:
@@ -260,7 +255,6 @@ def parse_train_missing(items, base, modality_names: tuple[str, ...] | None = No
     with `modality_names`, only modalities the dataset has and one rate or one per modality); a configuration
     that already sets `data.train_missing` is refused (the setting would be given twice). ConfigError names the
     flag and the problem."""
-    from .missing import parse_missing_grid
     items = [items] if isinstance(items, str) else [str(x) for x in (items or [])]
     shown = " ".join(items)
     specs = parse_missing_grid(items, where="--train-missing")
@@ -413,14 +407,14 @@ class Sweep:
     def _test_settings_for_diagonal(self, specs: list[str]) -> list[str]:
         """The training settings the test grid lacks (added to it, so every row of the matrix has its diagonal
         cell)."""
-        from .missing import expand, parse_missing_grid
+        from .missing import expand
         have = {s.label for s in expand(parse_missing_grid(specs), tuple(self.bundle.info.modality_names))}
         return [lab for lab in self.train if lab not in have]
 
     def train_realised(self) -> dict[str, float]:
         """Each training setting's realised missing fraction on the training split (mean over the seeds: the
         mask is drawn with the data seed), the data's own absences included."""
-        from .missing import draw_mask, parse_missing, realised_missing
+        from .missing import draw_mask, realised_missing
         split = self.bundle.splits["train"]
         out = {}
         for lab in self.train:
@@ -437,7 +431,6 @@ class Sweep:
         return [key for key in self.jobs if key not in self.done]
 
     def label_of(self, k: int, key: tuple) -> str:
-        from .cli import setting_label
         g, f, seed, m, t = self.parts(key)
         where = f" [{setting_label(self.grid[g])}]" if len(self.grid) > 1 else ""
         trained = f" train {self.train[t]}" if self.mismatch else ""
@@ -485,7 +478,6 @@ class Sweep:
         """Take every run whose folder holds a `sweep_run.json` of the same configuration (its checkpoint is
         evaluated again under this sweep's masks); a folder of another configuration, or a record or checkpoint
         that cannot be read, is trained again."""
-        from .config import RunConfig
         for k, key in enumerate(self.jobs):
             if should_stop is not None and should_stop():
                 self.stopped = True
@@ -560,7 +552,7 @@ class Sweep:
         """Each (method, label fraction): the grid setting with the best mean validation score (test takes no
         part)."""
         return {(m, f): max(range(len(self.grid)), key=lambda g: (
-            _mean_std([r["val_score"] for r in self.cells[m, f, g, 0]])[0], -g))
+            mean_std([r["val_score"] for r in self.cells[m, f, g, 0]])[0], -g))
             for m in self.methods for f in range(len(self.fractions))}
 
     def finish(self, print_tables: bool = True) -> dict:
@@ -602,7 +594,6 @@ class Sweep:
                    "cells": report["cells"], "grid_cells": report["grid_cells"], "runs": report["runs"],
                    "elapsed_s": time.perf_counter() - self.t0, "resumed_runs": len(self.resumed)}
         if matrix is not None:
-            from .missing import parse_missing
             payload.update({
                 "train_missing": list(self.train),
                 "train_rates": {lab: parse_missing(lab)[0].rate for lab in self.train},
@@ -651,9 +642,7 @@ class SweepRunFailed(Exception):
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .cli import (ProgressPrinter, RunsTerminated, _compare_parallel, _set_threads, config_from_args, parse_grid,
-                      parse_methods, report_stopped)
-    _set_threads(args.threads)
+    set_threads(args.threads)
     methods = parse_methods(args.methods)
     if args.jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {args.jobs}")
@@ -690,7 +679,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             sweep.run_serial(callbacks_for=lambda k, key: [ProgressPrinter(sweep.label_of(k, key), args.quiet)],
                              on_run=on_run)
         elif pending:
-            _compare_parallel(pending, sweep.configs, base, sweep.run_dirs, args, record, **ray_kwargs(args))
+            run_parallel(pending, sweep.configs, base, sweep.run_dirs, args, record, **ray_kwargs(args))
     except SweepRunFailed as e:
         print(str(e), file=sys.stderr)
         return 1
@@ -711,8 +700,8 @@ def _summarise(runs_by_method: dict[str, list[dict]], ev: MaskEvaluator, metric:
         row = {}
         for m, runs in runs_by_method.items():
             vals = [r["missing"][lab].get(metric, float("nan")) for r in runs]
-            mean, sd = _mean_std(vals)
-            row[m] = {"mean": mean, "std": sd, "seeds": vals, "val_score": _mean_std(
+            mean, sd = mean_std(vals)
+            row[m] = {"mean": mean, "std": sd, "seeds": vals, "val_score": mean_std(
                 [r["val_score"] for r in runs])[0]}
         out[lab] = {"methods": row, "paired_vs_first": _paired(runs_by_method, list(runs_by_method), metric, lab)
                     if len(runs_by_method) > 1 else {}}
@@ -722,7 +711,6 @@ def _summarise(runs_by_method: dict[str, list[dict]], ev: MaskEvaluator, metric:
 def build_report(cells, chosen, methods, fractions, grid, ev: MaskEvaluator, metric: str) -> dict:
     """Per (label fraction, mask setting, method) at the chosen grid setting: mean, std, per-seed values, and the
     first method minus each other one paired by seed; plus every grid setting's cells."""
-    from .cli import setting_label
 
     def summarise(runs_by_method: dict[str, list[dict]]) -> dict:
         return _summarise(runs_by_method, ev, metric)
@@ -742,7 +730,6 @@ def build_report(cells, chosen, methods, fractions, grid, ev: MaskEvaluator, met
 
 
 def print_report(report, methods, fractions, grid, ev: MaskEvaluator, metric, dataset, seeds, chosen) -> None:
-    from .cli import format_table, setting_label
     ref = methods[0]
     for f, lf in enumerate(fractions):
         key = fraction_label(lf)
@@ -857,7 +844,6 @@ MATRIX_CSV_HEADER = ["label_fraction", "train_missing", "train_rate", "train_rea
 def _ordered_settings(labels: list[str]) -> list[str]:
     """Mask settings in the order of their rate where they are of one mechanism with distinct rates (the
     training settings added to a test grid fall in place), else as given."""
-    from .missing import parse_missing
     rates = [parse_missing(lab)[0].rate for lab in labels]
     one_mech = len({lab.split(":", 1)[0] for lab in labels}) == 1
     if one_mech and not any(math.isnan(r) for r in rates) and len(set(rates)) == len(rates):
@@ -884,7 +870,6 @@ def print_matrix(matrix, methods, fractions, train: list[str], train_realised: d
                  dataset, seeds) -> None:
     """One table per (label fraction, method): η_train rows × η_test columns, mean ± std over seeds, the diagonal
     in [brackets]; then the first method minus each other one per cell, paired by seed."""
-    from .cli import format_table
     rows = {f"train {lab} ({train_realised.get(lab, float('nan')):.0%})": lab for lab in train}
 
     def table(text_of) -> str:  # every cell the same width, the diagonal's in [brackets]
@@ -912,7 +897,6 @@ def write_matrix_csv(path: Path, matrix, methods, fractions, train: list[str], t
                      ev: MaskEvaluator, metric, seeds) -> None:
     """sweep.csv of a mismatch sweep: the columns of the plain one plus the training setting (its rate and
     realised fraction) and a diagonal flag; one row per (label fraction, η_train, η_test, method)."""
-    from .missing import parse_missing
     with open(path, "w", newline="") as fh:
         w = csv_writer(fh)
         w.writerow(MATRIX_CSV_HEADER + [f"seed{s}" for s in range(seeds)])
@@ -1021,7 +1005,6 @@ def add_ray_arg(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """Register `robult sweep` on the CLI's subparsers."""
-    from .cli import _add_run_args
     s = sub.add_parser("sweep", help="label fraction × missing rate: every method on the same labels and masks",
                        description="Trains once per (method, label fraction, seed) on identical labeled indices "
                                    "and evaluates each model under every mask of the --missing grid (rates are "
@@ -1046,6 +1029,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "and train only the rest, e.g. after an interruption")
     add_ray_arg(s)
     add_missing_args(s)
-    _add_run_args(s)
+    add_run_args(s)
     s.set_defaults(func=cmd_sweep)
     return s

@@ -24,18 +24,22 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from . import distributed as D
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig
+from .data import load_dataset
 from .data.base import Batch, DataError, DatasetBundle, check_finite, make_batch
 from .evaluation import autocast_ctx, encode_split, metrics_from_encoded, selection_score
 from .events import EpochEnded, Event, Failed, Finished, Started, StepEnded
 from .losses import (PrototypeMemory, adaptive_thresholds, align_distribution, class_fair_thresholds,
-                     contrastive_classes, difference_loss, feature_std, labeled_prior, leave_one_out_probs,
-                     modality_dropout_mask, perturb_modality, pseudo_classes, pseudo_label_loss, pu_contrastive_loss,
-                     reconstruction_loss, select_pseudo_labels, soft_kappa, soft_pu_weights, supcon_weights,
+                     contrastive_classes, difference_loss, domain_classification_loss, feature_std,
+                     imagination_loss, labeled_prior, leave_one_out_probs, modality_dropout_mask, perturb_modality,
+                     pseudo_classes, pseudo_label_loss, pu_contrastive_loss, reconstruction_loss,
+                     select_pseudo_labels, shared_alignment_loss, soft_kappa, soft_pu_weights, supcon_weights,
                      supervised_loss, update_running_mean)
 from .diagnostics import kappa_auc, kappa_pair_precision
 from .methods import method_spec
 from .models.robult import ModelOutput, RobultModel, build_model, combine_logits
-from .missing import soft_pu_points
+from .missing import apply_mask, concat_splits, draw_mask, parse_missing, soft_pu_points
+from .runlock import RunFolderBusy, RunLock
+from .runlog import RUNLOG_FILE, RunLog
 from .semisup import SemiSupervisedSampler, labeled_indices
 
 HIST_EDGES = tuple(i / 20 for i in range(21))
@@ -209,7 +213,6 @@ class Trainer:
             raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the "
                               f"{self.dist.world} processes")
         if self.bundle is None:
-            from .data import load_dataset
             self.bundle = load_dataset(cfg.data)
         elif cfg.data.modalities:
             self.bundle = self.bundle.select_modalities(tuple(cfg.data.modalities))
@@ -274,7 +277,6 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         if self.out_dir is not None and self.dist.is_main and self.runlog is None:
-            from .runlog import RUNLOG_FILE, RunLog
             history = self.resume_from.parent / RUNLOG_FILE if self.resume_from is not None else None
             self.runlog = RunLog(self.out_dir, start_epoch=self.start_epoch, tensorboard=self.tensorboard,
                                  history_from=history, method=cfg.method, seed=cfg.seed)
@@ -288,11 +290,9 @@ class Trainer:
         cfg = self.cfg.data
         train = bundle.splits["train"]
         if cfg.train_missing:
-            from .missing import apply_mask, draw_mask, parse_missing
             spec = parse_missing(cfg.train_missing, where="data.train_missing:")[0]
             train = apply_mask(train, draw_mask(train, bundle.info, spec, cfg.seed))
         if cfg.train_pool:
-            from .missing import concat_splits
             pool = bundle.splits.get("pool")
             if pool is None or len(pool) == 0:
                 raise ConfigError(f"data.train_pool: {bundle.info.name} has no pool split of incomplete samples "
@@ -654,7 +654,6 @@ class Trainer:
         dropout (`loss.moddrop_p`: the papers train with missing modalities) on the labeled samples, plus its
         own terms on every sample, labeled or not: ShaSpec's domain classification and shared-feature alignment,
         MMIN's forward and backward (cycle) imagination of the dropped modalities."""
-        from .losses import domain_classification_loss, imagination_loss, shared_alignment_loss
         cfg, di, mask = self.cfg, self.dist, batch.mask
         drop = self._drop_mask_local(mask)  # (B, M) within the data's mask, never emptying a row
         out = self.net(batch.inputs, batch.lengths, drop, with_peer_terms=True)
@@ -691,7 +690,6 @@ class Trainer:
         """Train; returns (and emits) a Finished or a Failed event. With an out_dir the run folder is locked for
         the whole run (robult_engine/runlock.py): a folder another process is writing to is refused with a
         Failed of kind "config" before anything is written, and the lock is released however the run ends."""
-        from .runlock import RunFolderBusy
         try:
             lock = self._lock_run_folder()
         except RunFolderBusy as e:
@@ -715,7 +713,6 @@ class Trainer:
             return None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0:
             return None
-        from .runlock import RunLock
         return RunLock(self.out_dir).acquire()
 
     def _run(self) -> Finished | Failed:

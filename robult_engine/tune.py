@@ -37,8 +37,16 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, RunConfig
+from .cli_common import config_from_args, parse_methods, set_threads
+from .compare import cmd_compare, read_tune_choice  # read_tune_choice: importable from here as before
+from .config import MAX_SEED, ConfigError, RunConfig
+from .csvsafe import csv_writer
 from .events import EpochEnded, Failed
+from .methods import METHOD_SPECS, SEARCH_KINDS
+from .runlock import RunLock
+from .stats import format_table
+from .sweep import fraction_label
+from .workers import RunsTerminated, raise_terminated, report_stopped, sigterm_raises, worker_pool
 
 STUDY_DB = "study.db"  # the default storage, in --out
 FINAL_DIR = "final"  # the final compare's runs, compare.json and compare.csv, in --out
@@ -70,6 +78,74 @@ def import_optuna():
     return optuna
 
 
+# --- search spaces ------------------------------------------------------------------------------------------
+
+
+# fields a search space may not name: the data, the labels and the seeds are the same for every method
+_FIXED_FIELDS = ("method", "seed", "data.")
+
+
+def check_search_space(method: str, space=None, base=None) -> tuple:
+    """A method's search space (default: its MethodSpec.search_space), checked: every entry is
+    (config_field, kind, low, high, log) naming a config field outside data/seeds, with sane bounds that the
+    config accepts (checked on `base`, default the default config). Returns the space as a tuple of tuples;
+    anything wrong is a ConfigError naming the method and the entry."""
+    spec = METHOD_SPECS.get(method)
+    if space is None:
+        space = spec.search_space if spec is not None else ()
+    base = (base or RunConfig()).replace(method=method) if method in METHOD_SPECS else (base or RunConfig())
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"method {method}: search space: {what}")
+
+    if not isinstance(space, (tuple, list)) or not space:
+        raise bad("empty; give the method a search_space in robult_engine/methods.py (e.g. COMMON_SPACE)")
+    out, seen = [], set()
+    for entry in space:
+        if not isinstance(entry, (tuple, list)) or len(entry) != 5:
+            raise bad(f"{entry!r}: expected (config_field, kind, low, high, log)")
+        name, kind, low, high, log = entry
+        if not isinstance(name, str) or name in seen:
+            raise bad(f"{name!r}: give each config field once, by name")
+        seen.add(name)
+        if name in _FIXED_FIELDS or name.startswith(_FIXED_FIELDS[2]):
+            raise bad(f"{name}: the method, the data, the labels and the seeds are the same for every method; "
+                      f"they are not searched")
+        section, _, field = name.rpartition(".")
+        try:
+            current = getattr(getattr(base, section), field) if section else getattr(base, field)
+            base.replace(**{name: current})
+        except (AttributeError, ConfigError):
+            raise bad(f"{name}: unknown config field") from None
+        if kind not in SEARCH_KINDS:
+            raise bad(f"{name}: kind {kind!r} is not one of {', '.join(SEARCH_KINDS)}")
+        if kind == "categorical":
+            ok = (isinstance(low, (tuple, list)) and len(low) >= 1 and high is None and log is False
+                  and all(isinstance(c, (str, int, float, bool)) or c is None for c in low)
+                  and len({repr(c) for c in low}) == len(low))
+            if not ok:
+                raise bad(f"{name}: a categorical entry is ({name!r}, 'categorical', (choice, ...), None, False) "
+                          f"with distinct plain values")
+            values = tuple(low)
+        else:
+            num = (int,) if kind == "int" else (int, float)
+            if not all(isinstance(v, num) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
+                raise bad(f"{name}: low and high must be finite {'integers' if kind == 'int' else 'numbers'}, "
+                          f"got {low!r}, {high!r}")
+            if not low < high:
+                raise bad(f"{name}: low must be below high, got {low!r}, {high!r}")
+            if not isinstance(log, bool) or (log and low <= 0):
+                raise bad(f"{name}: log must be True or False, and a log scale needs low > 0 (got {low!r})")
+            values = (low, high)
+        for v in values:
+            try:
+                base.replace(**{name: v}).validate()
+            except ConfigError as e:
+                raise bad(f"{name}: the config refuses {v!r} ({e})") from None
+        out.append((name, kind, tuple(low) if kind == "categorical" else low, high, log))
+    return tuple(out)
+
+
 # --- names, storage -----------------------------------------------------------------------------------------
 
 
@@ -77,7 +153,6 @@ def config_hash(base: RunConfig, method: str, space: tuple, tune_seeds: tuple[in
     """8 hex digits of the config a study tunes: the base config without the searched fields, the run seed, the
     device and the fields only other methods use (their MethodSpec.options: a default changed for FixMatch does not
     restart Robult's study), plus the search space and the tuning seeds."""
-    from .methods import METHOD_SPECS
     d = base.replace(method=method, seed=0).to_dict()
     d["train"].pop("device", None)
     own = set(METHOD_SPECS[method].options) if method in METHOD_SPECS else set()
@@ -94,7 +169,6 @@ def study_name(base: RunConfig, method: str, space: tuple, tune_seeds: tuple[int
     """`<dataset>-lf<fraction>-<method>-<hash>`, e.g. mfeat-lf0.05-robult-1a2b3c4d (a dataset path gives its last
     component)."""
     from .data import BUILTIN
-    from .sweep import fraction_label
     ds = base.data.dataset
     short = ds if ds in BUILTIN else (Path(ds.rstrip("/\\")).name or ds)
     short = re.sub(r"[^A-Za-z0-9._-]+", "_", short)[:40]
@@ -228,6 +302,50 @@ def default_trial(cfg: RunConfig, space: tuple) -> dict:
     return params
 
 
+def default_first_sampler(base, defaults: dict):
+    """`base` (TPE), except that a study's first live trial (no other trial complete or running) takes the
+    method's default values (`default_trial`). Decided when the trial starts rather than queued as a waiting
+    trial: workers in several processes could otherwise both claim the one waiting trial."""
+    optuna = import_optuna()
+    from optuna.trial import TrialState
+
+    class DefaultFirst(optuna.samplers.BaseSampler):
+        def __init__(self) -> None:
+            self._first: set[int] = set()
+
+        def _is_first(self, study, trial) -> bool:
+            if trial._trial_id in self._first:
+                return True
+            others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                              TrialState.PRUNED))
+            if any(t._trial_id != trial._trial_id for t in others):
+                return False
+            self._first.add(trial._trial_id)
+            return True
+
+        def infer_relative_search_space(self, study, trial):
+            return base.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return {} if self._is_first(study, trial) else base.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, name, distribution):
+            if name in defaults and self._is_first(study, trial):
+                return defaults[name]
+            return base.sample_independent(study, trial, name, distribution)
+
+        def before_trial(self, study, trial):
+            base.before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            base.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            base.reseed_rng()
+
+    return DefaultFirst()
+
+
 def without_test(bundle):
     """The dataset of the trials: the same data with no test split (selection sees train and val only)."""
     from .data.base import DatasetBundle
@@ -348,8 +466,10 @@ def optimize_study(job: StudyJob, bundle) -> None:
     from optuna.trial import TrialState
     storage = open_storage(job.storage_url, job.shared)
     n_existing = len(storage.get_all_trials(storage.get_study_id_from_name(job.study), deepcopy=False))
+    defaults = default_trial(RunConfig.from_json(job.base_json).replace(method=job.method), job.space)
+    sampler = default_first_sampler(optuna.samplers.TPESampler(seed=_sampler_seed(job, n_existing)), defaults)
     study = optuna.load_study(study_name=job.study, storage=storage, pruner=make_pruner(job.pruner),
-                              sampler=optuna.samplers.TPESampler(seed=_sampler_seed(job, n_existing)))
+                              sampler=sampler)
     objective = Objective(job, study, storage, bundle)
     callbacks = [MaxTrialsCallback(job.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED)),
                  _progress_callback(job)]
@@ -392,7 +512,6 @@ def _tune_worker(job: StudyJob) -> int:
 
     import torch
 
-    from .cli import RunsTerminated, _raise_terminated
     from .data.cache import DatasetCache
     global _WORKER_DATA
     if job.threads > 0:
@@ -400,7 +519,7 @@ def _tune_worker(job: StudyJob) -> int:
     if _WORKER_DATA is None:
         _WORKER_DATA = DatasetCache(max_items=2)
     bundle = without_test(_WORKER_DATA.get(RunConfig.from_json(job.base_json).data))
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         optimize_study(job, bundle)
     except (KeyboardInterrupt, RunsTerminated):
@@ -416,7 +535,6 @@ def trial_runner(n_jobs: int, bundle):
     split), or in `n_jobs` spawned processes kept for every study of the command (each `optuna.load_study` on the
     same storage). While it is open SIGTERM raises RunsTerminated here; the running trials are marked failed and
     the workers terminated."""
-    from .cli import sigterm_raises, worker_pool
     with sigterm_raises():
         if n_jobs <= 1:
             yield lambda job: optimize_study(job, bundle)
@@ -434,7 +552,6 @@ def trial_runner(n_jobs: int, bundle):
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """`--tune-seeds 0,1`: distinct seeds (integers >= 0)."""
-    from .config import MAX_SEED
     out: list[int] = []
     for item in str(text).split(","):
         try:
@@ -468,7 +585,6 @@ def _study_summary(study, n_trials: int, space: tuple) -> dict:
 
 
 def _print_studies(studies: dict[str, dict], methods: list[str], n_trials: int, metric_desc: str) -> None:
-    from .cli import format_table
     fields = []
     for m in methods:
         for name, *_ in studies[m]["space"]:
@@ -492,10 +608,7 @@ def _print_studies(studies: dict[str, dict], methods: list[str], n_trials: int, 
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from .cli import RunsTerminated, _set_threads, config_from_args, parse_methods, report_stopped
-    from .methods import check_search_space
-    from .runlock import RunLock
-    _set_threads(args.threads)
+    set_threads(args.threads)
     methods = parse_methods(args.methods)
     if args.trials < 1:
         raise ConfigError(f"--trials: must be at least 1, got {args.trials}")
@@ -548,10 +661,6 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
             for t in stale:
                 storage.set_trial_state_values(trial_id(storage, name, t.number), state=optuna.trial.TrialState.FAIL)
             stale_n[m] = len(stale)
-        if not study.get_trials(deepcopy=False):  # a new study: its first trial is the method's default config
-            first = default_trial(base.replace(method=m), spaces[m])
-            if first:
-                study.enqueue_trial(first)
         study.set_user_attr("method", m)
         study.set_user_attr("config", json.loads(base.replace(method=m).to_json()))
         study.set_user_attr("space", [list(e) for e in spaces[m]])
@@ -591,7 +700,6 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
     # the final comparison: each method's chosen config over --seeds, tested once (robult compare's machinery)
     final = None
     if not args.search_only:
-        from .cli import cmd_compare
         cargs = argparse.Namespace(**vars(args))
         cargs.methods = ",".join(methods)
         cargs.out = str(out / FINAL_DIR)
@@ -619,7 +727,6 @@ def _tune(args, methods, base, spaces, tune_seeds, out: Path, url: str, shared: 
 
 
 def _write_csv(path: Path, payload: dict, methods: list[str]) -> None:
-    from .csvsafe import csv_writer
     metric, final = payload["metric"], payload["final"]
     seeds = payload["seeds"] if final else 0
     fields = []
@@ -640,28 +747,6 @@ def _write_csv(path: Path, payload: dict, methods: list[str]) -> None:
                        + ["" if s["best_params"].get(k) is None else s["best_params"][k] for k in fields]
                        + ([f"{mean['mean']:.6f}", f"{mean['std']:.6f}"] if final else ["", ""])
                        + [f"{r['test']['mean'].get(metric, float('nan')):.6f}" for r in runs])
-
-
-def read_tune_choice(path: str | Path) -> tuple[list[str], RunConfig, dict[str, dict]]:
-    """`robult compare --from-tune OUT`: the methods, base config and chosen settings that OUT/tune.json holds."""
-    p = Path(path)
-    p = p / "tune.json" if p.is_dir() else p
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-        methods, chosen = list(data["methods"]), dict(data["chosen"])
-        base = RunConfig.from_dict(data["config"])
-    except OSError as e:
-        raise ConfigError(f"--from-tune {path}: cannot read {p} ({e.strerror or e}); run robult tune first") from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"--from-tune {path}: {p} is not a tune.json of robult tune ({e})") from None
-    for m in methods:
-        if not isinstance(chosen.get(m), dict):
-            raise ConfigError(f"--from-tune {path}: {p} holds no chosen settings for {m}")
-        try:
-            base.replace(**chosen[m]).replace(method=m).validate()
-        except ConfigError as e:
-            raise ConfigError(f"--from-tune {path}: the chosen settings of {m}: {e}") from None
-    return methods, base, chosen
 
 
 def add_parser(sub, add_run_args) -> argparse.ArgumentParser:
@@ -702,4 +787,5 @@ def add_parser(sub, add_run_args) -> argparse.ArgumentParser:
     return t
 
 
-__all__ = ["StudyJob", "add_parser", "cmd_tune", "config_hash", "read_tune_choice", "study_name"]
+__all__ = ["StudyJob", "add_parser", "check_search_space", "cmd_tune", "config_hash", "read_tune_choice",
+           "study_name"]

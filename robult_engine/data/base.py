@@ -31,15 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import DataError  # the engine's error types live in robult_engine/errors.py
+
 MODALITY_KINDS = ("vector", "image", "sequence", "text")
 TASKS = ("single-label", "multi-label", "regression")
 # the number of axes of one sample of each kind (see the table above), and the largest size of one axis
 MODALITY_RANKS = {"vector": 1, "image": 3, "sequence": 2, "text": 1}
 MAX_AXIS = 2 ** 31 - 1
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file (and row) and what was expected."""
 
 
 @dataclass(frozen=True)

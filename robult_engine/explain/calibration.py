@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..evaluation import EncodedSplit, modality_subsets, subset_logits
+from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..evaluation import EncodedSplit, encode_split, modality_subsets, subset_logits
 
 N_BINS = 15
 T_MIN, T_MAX = 0.05, 20.0
@@ -321,8 +322,6 @@ def checkpoint_calibration_summary(checkpoint_path: str | os.PathLike, bundle, s
     """`summary_columns` of a checkpoint on one split of `bundle` (no temperature): the hook `compare` uses.
     An empty dict for regression. `trust_code` as in `model_from_checkpoint` (compare passes the modules the
     run's own config names: the user's config, whose encoder code the user chose)."""
-    from ..checkpoint import load_checkpoint, model_from_checkpoint
-    from ..evaluation import encode_split
     if bundle.info.task == "regression":
         return {}
     ckpt = load_checkpoint(checkpoint_path)

@@ -1,7 +1,7 @@
 """The command-line side of `explain`: `robult eval CKPT --calibration --attribution` and `robult pid`.
 
 `robult_engine.cli` only registers these (`add_eval_options`, `eval_explanations`, `add_pid_command`), so the
-explanation code stays in this package.
+explanation code stays in this package; what the commands share comes from cli_common.py and stats.py.
 """
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ import json
 import math
 import sys
 from pathlib import Path
+
+from ..cli_common import config_from_args, set_threads
+from ..stats import format_table
 
 
 def add_eval_options(e: argparse.ArgumentParser) -> None:
@@ -56,7 +59,6 @@ def eval_explanations(args: argparse.Namespace, ckpt, model, bundle, split_name:
 
 
 def _calibration(ckpt, model, bundle, enc, split_name: str) -> dict:
-    from ..cli import format_table
     from ..evaluation import encode_split
     from .calibration import (CalibrationError, NotApplicable, calibration_path, calibration_table, fit_calibration,
                               load_calibration, save_calibration)
@@ -113,7 +115,6 @@ def _calibration(ckpt, model, bundle, enc, split_name: str) -> dict:
 
 
 def _attribution(args, bundle, enc, split_name: str, info) -> dict:
-    from ..cli import format_table
     from .attribution import attribution_summary, train_prior
     explain = _explain_target(args.explain, info)
     prior = train_prior(bundle.splits["train"].target, info.task, info.num_outputs)
@@ -154,10 +155,9 @@ def add_pid_command(sub, add_run_args) -> None:
 
 
 def cmd_pid(args: argparse.Namespace) -> int:
-    from ..cli import _set_threads, config_from_args, format_table
     from ..data import load_dataset
     from .pid import dataset_pid
-    _set_threads(args.threads)
+    set_threads(args.threads)
     cfg = config_from_args(argparse.Namespace(**{**vars(args), "modalities": None}))
     bundle = load_dataset(cfg.data)
     info = bundle.info

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..config import INPUT_NORMS, ConfigError, parse_encoder_entries
+from ..errors import UntrustedCodeError
 
 
 def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequential:
@@ -224,7 +225,6 @@ def require_trust(entries: Iterable[str], trust_code: Trust, source: str = "mode
     code outside robult_engine that `trust_code` does not trust. Imports nothing."""
     refused = not_trusted(untrusted_modules(entries), trust_code)
     if refused:
-        from ..checkpoint import UntrustedCodeError
         raise UntrustedCodeError(source, refused)
 
 

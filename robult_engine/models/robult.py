@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, parse_encoder_entries
+from ..methods import method_spec
 from .encoders import Trust, build_encoder, fit_input_norm, mlp, require_trust
 
 
@@ -323,7 +324,6 @@ def build_model(model_cfg, info, rec_route: str = "full", *, trust_code: Trust =
     run's `loss.rec_route` (it decides the reconstruction target the diagnostics report); `method` the run's
     method, whose MethodSpec.subset_head decides how subsets are predicted (and whether the peers' modules
     exist). None: the mean of per-modality logits."""
-    from ..methods import method_spec
     try:
         subset_head = method_spec(method).subset_head if method is not None else "mean"
     except ValueError as e:

@@ -23,7 +23,8 @@ from robult_engine import trainer as trainer_mod  # noqa: E402
 from robult_engine import tune as tune_mod  # noqa: E402
 from robult_engine.cli import main as cli_main  # noqa: E402
 from robult_engine.config import ConfigError, RunConfig  # noqa: E402
-from robult_engine.methods import COMMON_SPACE, METHOD_NAMES, check_search_space, method_spec  # noqa: E402
+from robult_engine.methods import COMMON_SPACE, METHOD_NAMES, method_spec  # noqa: E402
+from robult_engine.tune import check_search_space  # noqa: E402
 
 TINY = ["--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16", "--set", "model.d_z=8",
         "--set", "model.d_u=8", "--set", "model.d_hidden=16", "--batch-size", "16", "--threads", "1",
