@@ -64,7 +64,7 @@ def avd_run(tmp_path_factory) -> Path:
 
 
 def loaded(path, run_id=None):
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.standalone import loaded_from_checkpoint
     return loaded_from_checkpoint(str(path), run_id)
 
 
@@ -197,6 +197,23 @@ def test_keyboard_shortcuts_toggle_and_browse(qtbot, explorer):
     assert "shared projector g_0" in explorer.latents.norms.toolTip()
     assert "modality projector g_i" in explorer.latents.norms.toolTip()
     assert "RBF kernel of the distance to the labeled class prototype" in explorer.softpu.header.toolTip()
+
+
+def test_find_goes_to_the_next_sample_whose_id_matches(qtbot, explorer):
+    sp = explorer.sample_panel
+    test = explorer.context.bundle.splits["test"]
+    target = 7
+    wanted = str(test.ids[target])
+    found = sp.matches(wanted.upper())  # ignoring case
+    assert target in found.tolist() and all(wanted.casefold() in str(test.ids[i]).casefold() for i in found)
+    sp.find.setText(wanted)
+    sp.find_next()
+    wait_shown(qtbot, explorer)
+    assert explorer.sample.ref.split == "test" and explorer.sample.ref.index == int(found[0])
+    assert sp.find_info.text() == f"1 of {len(found)}"
+    sp.find.setText("no sample has this id")
+    sp.find_next()
+    assert sp.find_info.text() == "no match" and explorer.sample.ref.index == int(found[0])
 
 
 def test_browsing_split_class_filter_random(qtbot, explorer):
@@ -380,13 +397,13 @@ def test_a_file_type_the_model_does_not_take_is_refused(qtbot, explorer, tmp_pat
 
 
 def _run_refs(pid_runs):
-    from app.views.explorer.robustness import RunRef
+    from app.core.analysis.robustness import RunRef
     return [RunRef(i + 1, f"#{i + 1} {m}", m, str(p)) for i, (m, p) in enumerate(pid_runs.items())]
 
 
 @pytest.fixture
 def robustness(qtbot, pid_runs):
-    from app.views.explorer.robustness_panel import RobustnessPanel
+    from app.views.analysis.robustness_panel import RobustnessPanel
     panel = RobustnessPanel()
     qtbot.addWidget(panel)
     panel.resize(1000, 600)
@@ -428,7 +445,7 @@ def test_robustness_matrix_equals_evaluate_subsets(robustness, pid_runs):
 
 
 def test_robustness_colour_ranges():
-    from app.views.explorer.robustness_panel import color_range
+    from app.views.analysis.robustness_panel import color_range
     mat = np.array([[0.986], [1.0]])
     assert color_range("accuracy", mat) == (0.0, 1.0)  # 0.986 and 1.000 look nearly alike, as they are
     assert color_range("pearson_r", mat) == (-1.0, 1.0)
@@ -472,7 +489,7 @@ def pg_point(x, y):
 
 
 def test_robustness_can_be_cancelled(qtbot, pid_runs):
-    from app.views.explorer.robustness_panel import RobustnessPanel
+    from app.views.analysis.robustness_panel import RobustnessPanel
     panel = RobustnessPanel()
     qtbot.addWidget(panel)
     refs = _run_refs(pid_runs) * 30  # long enough to be cancelled on the way
@@ -487,7 +504,7 @@ def test_robustness_can_be_cancelled(qtbot, pid_runs):
 
 
 def test_robustness_skips_runs_on_other_data(qtbot, pid_runs, tmp_path):
-    from app.views.explorer.robustness import RunRef, compute_robustness
+    from app.core.analysis.robustness import RunRef, compute_robustness
     from robult_engine.data import load_dataset
     other = _train(tiny_cfg("robult", **{"data.seed": 5}), tmp_path / "other")
     bad = tmp_path / "bad.pt"
@@ -508,7 +525,7 @@ def test_robustness_skips_runs_on_other_data(qtbot, pid_runs, tmp_path):
 def test_latent_view_colours_and_click_opens_the_sample(qtbot, explorer):
     from PySide6.QtCore import QPoint, Qt
 
-    from app.views.explorer.latent_view import LatentViewPanel
+    from app.views.analysis.latent_view import LatentViewPanel
     from robult_engine.evaluation import encode_split
     from robult_engine.inspect import latent_points
     lv = LatentViewPanel()
@@ -763,7 +780,7 @@ def test_a_lower_is_better_matrix_leaves_the_shared_colour_map_alone():
     other viridis in the app) was drawn bright-is-worse."""
     import pyqtgraph as pg
 
-    from app.views.explorer.robustness_panel import matrix_colormap
+    from app.views.analysis.robustness_panel import matrix_colormap
     before = pg.colormap.get("viridis").getLookupTable(0.0, 1.0, 4).copy()
     low = matrix_colormap(better_high=False).getLookupTable(0.0, 1.0, 4)
     high = matrix_colormap(better_high=True).getLookupTable(0.0, 1.0, 4)

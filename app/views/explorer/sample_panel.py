@@ -15,14 +15,15 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRect, QSignalBlocker, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QImage, QPainter, QPixmap
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit,
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                               QPlainTextEdit,
                                QPushButton, QSizePolicy, QSpinBox, QVBoxLayout, QWidget)
 
 from robult_engine.data.base import DataError, ModalitySpec
 
-from . import style
-from .sources import AUDIO_EXT, IMAGE_EXT, LoadedSample, ModalityView, assign_paths
-from .task_language import is_mfcc, sequence_labels
+from app.views.common import style
+from app.core.analysis.sources import AUDIO_EXT, IMAGE_EXT, LoadedSample, ModalityView, assign_paths
+from app.core.analysis.task_language import is_mfcc, sequence_labels
 from app.core.explorer_state import SampleRef
 
 IMAGE_PIXELS = 168  # preferred on-screen size of a modality image (it scales to fit its panel)
@@ -245,6 +246,15 @@ class SamplePanel(QWidget):
         self.next_btn.setToolTip("Next sample (Alt+Right or PgDn)")
         self.random_btn = QPushButton("Random")
         self.random_btn.setToolTip("A random sample of the split (and class filter)")
+        self.find = QLineEdit()
+        self.find.setObjectName("sample_find")
+        self.find.setPlaceholderText("Find id or text…")
+        self.find.setToolTip("Go to the next sample of the split whose id or text (e.g. a film's title) contains "
+                             "this, ignoring case (Enter again: the one after)")
+        self.find.setClearButtonEnabled(True)
+        self.find.setMaximumWidth(200)
+        self.find_info = QLabel("")
+        self.find_info.setObjectName("sample_find_info")
         self.open_btn = QPushButton("Open files…")
         self.open_btn.setToolTip("Your own image / recording / text file; you can also drop files onto this panel")
         # two rows, so the panel stays narrow enough for six modalities beside the other panels at 1280 px
@@ -254,6 +264,8 @@ class SamplePanel(QWidget):
         for w in (QLabel("Split"), self.split, QLabel("Class"), self.klass):
             row1.addWidget(w)
         row1.addStretch(1)
+        row1.addWidget(self.find)
+        row1.addWidget(self.find_info)
         row1.addWidget(self.open_btn)
         for w in (self.prev_btn, self.index, self.count, self.next_btn, self.random_btn):
             row2.addWidget(w)
@@ -298,6 +310,7 @@ class SamplePanel(QWidget):
         self.prev_btn.clicked.connect(self.previous)
         self.next_btn.clicked.connect(self.next)
         self.random_btn.clicked.connect(self.random)
+        self.find.returnPressed.connect(self.find_next)
         self.open_btn.clicked.connect(self._on_open_clicked)
         self.text_btn.clicked.connect(self._on_text_clicked)
         self._set_browse_enabled(False)
@@ -356,7 +369,7 @@ class SamplePanel(QWidget):
             self.views_lay.addWidget(v, 2 if m.kind in ("sequence", "image") else 1)
 
     def _set_browse_enabled(self, on: bool) -> None:
-        for w in (self.split, self.index, self.prev_btn, self.next_btn, self.random_btn):
+        for w in (self.split, self.index, self.prev_btn, self.next_btn, self.random_btn, self.find):
             w.setEnabled(on)
         self.klass.setEnabled(on and self.info is not None and self.info.task == "single-label")
 
@@ -397,6 +410,38 @@ class SamplePanel(QWidget):
         else:
             earlier = self._candidates[self._candidates < cur]
             target = int(earlier[-1]) if len(earlier) else int(self._candidates[-1])
+        self._request(self.current_split, target)
+
+    def matches(self, query: str) -> np.ndarray:
+        """Indices of the current split (within the class filter) whose id or any text contains `query`,
+        ignoring case."""
+        q = query.strip().casefold()
+        if not q or self.bundle is None or not self.current_split:
+            return np.zeros(0, dtype=int)
+        data = self.bundle.splits[self.current_split]
+        ids = list(getattr(data, "ids", None) or [])
+        texts = [list(t) for t in (getattr(data, "texts", None) or {}).values()]
+        hit = np.zeros(len(data), dtype=bool)
+        for i in range(len(data)):
+            if (i < len(ids) and q in str(ids[i]).casefold()) or any(
+                    i < len(t) and q in str(t[i]).casefold() for t in texts):
+                hit[i] = True
+        keep = np.zeros(len(data), dtype=bool)
+        keep[self._candidates] = True
+        return np.flatnonzero(hit & keep)
+
+    @Slot()
+    def find_next(self) -> None:
+        """Open the next match of the find field after the current sample (wrapping around)."""
+        found = self.matches(self.find.text())
+        if not len(found):
+            self.find_info.setText("no match" if self.find.text().strip() else "")
+            return
+        cur = self.index.value()
+        on_split = self.loaded is not None and self.loaded.ref.is_dataset and self.loaded.ref.split == self.current_split
+        later = found[found > cur] if on_split else found
+        target = int(later[0]) if len(later) else int(found[0])
+        self.find_info.setText(f"{int(np.searchsorted(found, target)) + 1} of {len(found)}")
         self._request(self.current_split, target)
 
     @Slot()
@@ -537,8 +582,8 @@ class SamplePanel(QWidget):
 def main() -> int:
     from robult_engine.data.base import DatasetInfo, ModalitySpec, SplitData
 
-    from .demo import run_panel_demo
-    from .sources import LoadedSample, ModalityView
+    from app.views.common.demo import run_panel_demo
+    from app.core.analysis.sources import LoadedSample, ModalityView
 
     info = DatasetInfo("av-digits-like", (ModalitySpec("image", "image", (1, 8, 8)),
                                           ModalitySpec("audio", "sequence", (92, 13))), "single-label",
