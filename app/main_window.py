@@ -5,13 +5,17 @@ panels show is the Qt-free `SessionState` (the window subscribes and renders; no
 the GUI thread goes through the contract of app/core/work.py (`self.work`, `self.controller`), datasets come
 from one `DatasetCache` (robult_engine/data/cache.py).
 
-The API other parts of the app rely on (the explorer plugs in through `app.views.explorer.install(window)`):
+It builds every tab itself: Training, Sessions, the Explorer (app/views/explorer), the analysis tabs
+(`self.analysis`, app/views/analysis/tabs.py) and Sweeps; `closeEvent` shuts every one of them down.
+
+The API other parts of the app rely on:
 
     window.store            SessionStore (runs, epochs, inspections, ui_state)
     window.controller       TrainingController (also the channel for inference on the live model)
     window.work             WorkRunner for the window's own background work
     window.tabs             QTabWidget; window.add_tab(title, widget)
-    window.current_model    app.core.state.LoadedModel | None
+    window.current_model    app.core.state.LoadedModel | None: the one current model of the app (read-only;
+                            `set_current_model` changes it and emits sig_model_loaded)
     window.sig_model_loaded(LoadedModel)    whenever a model becomes current (opened file, reopened session,
                                             training finished or stopped with a best checkpoint)
     window.sig_session_reopened(int)        a run of the session database was reopened (after its model loaded)
@@ -34,7 +38,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QIcon, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QApplication, QDialog, QDialogButtonBox, QFileDialog, QLabel,
-                               QMainWindow, QMessageBox, QTableWidget, QTableWidgetItem, QTabWidget, QToolBar,
+                               QMainWindow, QMenu, QMessageBox, QTableWidget, QTableWidgetItem, QTabWidget, QToolBar,
                                QVBoxLayout, QWidget)
 
 from robult_engine.config import ConfigError, DataConfig, RunConfig
@@ -49,6 +53,10 @@ from .core.sessions import SessionStore, runs_root
 from .core.state import (CONTEXT_KEY, RESUMABLE, RUNNING, STOPPING, LoadedModel, SessionState, TrainingBuffers,
                          WorkingContext, same_inputs)
 from .core.work import Failure
+from .core.analysis.robustness import runs_from_store
+from .core.explorer_state import SampleRef
+from .views.analysis.tabs import AnalysisTabs
+from .views.explorer.explorer_panel import ExplorerPanel
 from .views.sessions import SessionsPanel
 from .views.training import TrainingPanel
 
@@ -103,7 +111,7 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.state = SessionState()
         self.buffers = TrainingBuffers()
-        self.current_model: LoadedModel | None = None
+        self._current_model: LoadedModel | None = None
         self.datasets = DatasetCache()
         self.work = WorkRunner(self)
         self.controller = TrainingController(self.get_bundle, parent=self)
@@ -136,7 +144,7 @@ class MainWindow(QMainWindow):
         self._mark_interrupted_runs()
         self._load_default_dataset()
         self._update_actions()
-        self._install_explorer()
+        self._create_analysis_tabs()
         self._install_sweeps()
         self._create_tab_actions()
         self._connect_context()
@@ -345,16 +353,82 @@ class MainWindow(QMainWindow):
                                             f"marked crashed. Resume from the Sessions tab."))
         self._render_notices()
 
-    def _install_explorer(self) -> None:
-        try:
-            from app.views import explorer
-        except ModuleNotFoundError as e:
-            if e.name not in ("app.views.explorer",):
-                raise
+    def _create_analysis_tabs(self) -> None:
+        """The Explorer tab and the analysis tabs, the Explorer menu, and the wiring between them."""
+        self.explorer = ExplorerPanel(store=self.store, controller=self.controller, bundle_getter=self.get_bundle)
+        self.analysis = AnalysisTabs(self.get_bundle, parent=self)
+        self.tabs.addTab(self.explorer, "Explorer")
+        self.tabs.setTabToolTip(self.tabs.indexOf(self.explorer), "One sample, modality toggles, predictions, "
+                                                                  "latents, soft-PU weights (Ctrl+3)")
+        for title, widget, tip in self.analysis.tabs():
+            self.tabs.addTab(widget, title)
+            self.tabs.setTabToolTip(self.tabs.indexOf(widget), tip)
+        self.act_explorer = QAction("Explorer", self)
+        self.act_explorer.setShortcut(QKeySequence("Ctrl+3"))
+        self.act_explorer.triggered.connect(self._on_act_explorer_triggered)
+        self.act_robustness = QAction("Robustness", self)
+        self.act_robustness.setShortcut(QKeySequence("Ctrl+4"))
+        self.act_robustness.triggered.connect(self._on_act_robustness_triggered)
+        self.act_latent = QAction("Latent space", self)
+        self.act_latent.setShortcut(QKeySequence("Ctrl+5"))
+        self.act_latent.triggered.connect(self._on_act_latent_triggered)
+        self.act_report = QAction("Export robustness &report…", self)
+        self.act_report.setToolTip("Tables (CSV), plots (PNG + SVG) and run configs (JSON) of the robustness "
+                                   "matrix, in one folder")
+        self.act_report.triggered.connect(self.analysis.robustness._on_report_clicked)
+        self.act_export = QAction("&Export explorer plots and tables…", self)
+        self.act_export.triggered.connect(self.explorer._on_export_clicked)
+        m = self.m_explorer = QMenu("E&xplorer", self.menuBar())
+        for a in (self.act_explorer, self.act_robustness, self.act_latent):
+            m.addAction(a)
+        m.addSeparator()
+        m.addAction(self.act_export)
+        m.addAction(self.act_report)
+        self.menuBar().insertMenu(self.m_help.menuAction(), m)
+        self.sig_model_loaded.connect(self._on_model_loaded)
+        self.sig_session_reopened.connect(self.explorer.session_reopened)
+        self.explorer.sig_context_ready.connect(self.analysis.set_context)
+        self.explorer.sig_message.connect(self._on_panel_message)
+        self.analysis.sig_message.connect(self._on_panel_message)
+        self.analysis.sig_open_sample.connect(self._on_open_sample)
+        self.controller.sig_stopped.connect(self._refresh_runs)  # a run ended (finished, cancelled or failed)
+
+    @Slot(object)
+    def _on_model_loaded(self, loaded: LoadedModel) -> None:
+        self.explorer.set_model(loaded)
+        self.analysis.set_model(loaded)
+        self._refresh_runs()
+
+    @Slot()
+    def _refresh_runs(self, *_args) -> None:
+        """The session's runs on the current model's dataset, for the analysis tabs."""
+        loaded = self.current_model
+        if loaded is None:
             return
-        install = getattr(explorer, "install", None)
-        if install is not None:
-            install(self)
+        runs = runs_from_store(self.store, loaded.config.data.dataset, loaded)
+        self.analysis.set_runs(runs, loaded.config.data)
+
+    @Slot(str, int, tuple)
+    def _on_open_sample(self, split: str, index: int, subset: tuple) -> None:
+        self.explorer.open_sample(SampleRef.dataset(split, index), tuple(subset) or None)
+        self.tabs.setCurrentWidget(self.explorer)
+
+    @Slot(str, str)
+    def _on_panel_message(self, text: str, kind: str) -> None:
+        if text:
+            self.statusBar().showMessage(text, 8000 if kind != "error" else 15000)
+
+    @Slot()
+    def _on_act_explorer_triggered(self) -> None:
+        self.tabs.setCurrentWidget(self.explorer)
+
+    @Slot()
+    def _on_act_robustness_triggered(self) -> None:
+        self.tabs.setCurrentWidget(self.analysis.robustness)
+
+    @Slot()
+    def _on_act_latent_triggered(self) -> None:
+        self.tabs.setCurrentWidget(self.analysis.latent_view)
 
     # --- shared API ---------------------------------------------------------------------------------------
     def _install_sweeps(self) -> None:
@@ -429,11 +503,8 @@ class MainWindow(QMainWindow):
         return panel is not None and bool(getattr(panel, "follows_training", False))
 
     def _explorer_on_screen(self) -> bool:
-        suite = getattr(self, "explorer", None)
         current = self.tabs.currentWidget()
-        return suite is not None and current is not None and any(
-            getattr(suite, name, None) is current
-            for name in ("explorer", "robustness", "latent_view", "calibration", "pid", "slices"))
+        return current is not None and (current is self.explorer or current in self.analysis.widgets())
 
     def _follow_training(self, *_args) -> None:
         """While a run trains, the explorer follows it ("Follow training") and one of its tabs is on screen: if
@@ -518,15 +589,11 @@ class MainWindow(QMainWindow):
     def _create_tab_actions(self) -> None:
         """View: one entry per tab, in tab order, each with its shortcut (the explorer's own actions are reused,
         so a key is bound once)."""
-        suite = getattr(self, "explorer", None)
-        known = {self.training_panel: self.act_training_tab, self.sessions_panel: self.act_sessions}
+        known = {self.training_panel: self.act_training_tab, self.sessions_panel: self.act_sessions,
+                 self.explorer: self.act_explorer, self.analysis.robustness: self.act_robustness,
+                 self.analysis.latent_view: self.act_latent}
         if self.sweeps_panel is not None:
             known[self.sweeps_panel] = self.act_sweeps_tab
-        for widget, name in (("explorer", "act_explorer"), ("robustness", "act_robustness"),
-                             ("latent_view", "act_latent")):
-            w, a = getattr(suite, widget, None), getattr(suite, name, None)
-            if isinstance(w, QWidget) and isinstance(a, QAction):
-                known[w] = a
         taken = {a.shortcut().toString() for a in self.findChildren(QAction) if not a.shortcut().isEmpty()}
         self.tab_actions = {}
         self.m_view.clear()
@@ -634,8 +701,7 @@ class MainWindow(QMainWindow):
             box.toggled.connect(self._follow_training)
 
     def _explorer_panel(self):
-        panel = getattr(getattr(self, "explorer", None), "explorer", None)
-        return panel if isinstance(panel, QWidget) else None
+        return getattr(self, "explorer", None)
 
     @Slot(int)
     def _on_context_changed(self, _value: int = 0) -> None:
@@ -948,11 +1014,16 @@ class MainWindow(QMainWindow):
             return [str(m) for m in getattr(e, "modules", ())] or ["(unnamed)"]
         return None
 
+    @property
+    def current_model(self) -> LoadedModel | None:
+        """The current model of the app (opened, reopened or just trained); None before the first one."""
+        return self._current_model
+
     def set_current_model(self, loaded: LoadedModel) -> None:
-        self.current_model = loaded
+        """Make `loaded` the current model: the one place it changes; every tab follows sig_model_loaded."""
+        self._current_model = loaded
         self.datasets.set_shown(loaded.config.data)  # kept; datasets no longer shown are trimmed to the budget
         self.controller.set_model(loaded.model)
-        self.state.update(current_model=loaded)
         origin = f"run #{loaded.run_id}" if loaded.run_id is not None else Path(loaded.checkpoint_path).name
         self.model_label.setText(f"Model: {loaded.config.method} on {loaded.info.name} ({origin})")
         self.show_dataset(loaded.config.data.dataset, loaded.info)
@@ -1079,6 +1150,8 @@ class MainWindow(QMainWindow):
             if self.sweeps_panel.busy:
                 self.statusBar().showMessage("Stopping the sweep…")
             self.sweeps_panel.shutdown()  # its finished runs are in the database; the sweep can be resumed
+        self.explorer.shutdown()  # saves the inspection, stops its jobs (bounded waits)
+        self.analysis.shutdown()
         self.work.shutdown()
         self.work.wait(10_000)
         super().closeEvent(event)

@@ -159,8 +159,8 @@ def measure(mosei: Path, other: Path, cache_bytes: int | None, threads: int) -> 
     try:
         from app.views.explorer.pid_panel import compute_dataset_pid as job
     except ImportError:  # the tab's job before it took a label
-        from app.views.explorer.explain import compute_explain as job
-    from app.views.explorer.explain import PIDCache
+        from app.core.analysis.explain import compute_explain as job
+    from app.core.analysis.explain import PIDCache
     import scipy.optimize  # noqa: F401 - imported by the PID's first call; counted in the baseline
     gc.collect()
     baseline = rss()

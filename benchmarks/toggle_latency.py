@@ -48,7 +48,7 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
     from PySide6.QtTest import QTest
 
     from app.views.explorer.explorer_panel import ExplorerPanel
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.standalone import loaded_from_checkpoint
     from robult_engine.inspect import SampleInspector
 
     app = QApplication.instance() or QApplication([])
@@ -119,7 +119,7 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
 
 
 def bench_robustness(root: Path, n_runs: int = 6) -> dict:
-    from app.views.explorer.robustness import RunRef, compute_robustness
+    from app.core.analysis.robustness import RunRef, compute_robustness
     from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
     from robult_engine.config import RunConfig
     from robult_engine.data import load_dataset

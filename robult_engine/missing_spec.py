@@ -11,7 +11,51 @@ from dataclasses import dataclass
 
 from .errors import MissingSpecError
 
-MECHANISMS = ("mcar", "mnar-class", "mnar-value", "exclusive", "subsets", "subset")
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    """What one missing-modality mechanism is, for the parser and for every list of mechanisms shown to a user."""
+    name: str
+    summary: str  # one line on what it removes
+    rated: bool  # takes rates (``name:η``)
+    curve: bool  # one nominal rate η per setting: a metric-against-η curve can be drawn over it
+    per_sample: bool  # a mask can be drawn for one sample and applied to it
+    needs_split: bool  # the mask of a sample depends on the whole split (feature strengths, labels)
+
+
+_REGISTRY = (
+    Mechanism("mcar", "MCAR: every entry missing independently with probability η", True, True, True, False),
+    Mechanism("mnar-class", "MNAR by class: entries of the chosen classes (default: the first half) missing with "
+              "probability η, the others with the second rate (default 0)", True, True, True, True),
+    Mechanism("mnar-value", "MNAR by value: for each modality, the fraction η of samples with the weakest signal "
+              "(lowest feature RMS; for text, fewest tokens) lose it", True, True, True, True),
+    Mechanism("exclusive", "exactly one modality per sample, chosen uniformly among those it has", False, False,
+              True, False),
+    Mechanism("subsets", "every non-empty modality subset, one setting each", False, False, False, False),
+    Mechanism("subset", "one modality subset kept (subset:a+b)", False, False, False, False),
+)
+
+MECHANISMS = tuple(m.name for m in _REGISTRY)
+
+
+def describe_mechanisms(*, curve: bool | None = None, per_sample: bool | None = None) -> tuple[Mechanism, ...]:
+    """The registered mechanisms, in registry order; `curve` / `per_sample` keep those with that property."""
+    return tuple(m for m in _REGISTRY
+                 if (curve is None or m.curve == curve) and (per_sample is None or m.per_sample == per_sample))
+
+
+def mechanism_names(*, curve: bool | None = None, per_sample: bool | None = None) -> tuple[str, ...]:
+    """The names of `describe_mechanisms(...)`."""
+    return tuple(m.name for m in describe_mechanisms(curve=curve, per_sample=per_sample))
+
+
+def mechanism(name: str) -> Mechanism:
+    """The registered mechanism called `name` (KeyError if there is none)."""
+    for m in _REGISTRY:
+        if m.name == name:
+            return m
+    raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -135,4 +179,5 @@ def parse_missing_grid(items: list[str] | tuple[str, ...] | str, where: str = "-
     return out
 
 
-__all__ = ["MECHANISMS", "MissingSpec", "MissingSpecError", "parse_missing", "parse_missing_grid"]
+__all__ = ["MECHANISMS", "Mechanism", "MissingSpec", "MissingSpecError", "describe_mechanisms", "mechanism", "mechanism_names", "parse_missing",
+           "parse_missing_grid"]

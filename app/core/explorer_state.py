@@ -78,7 +78,7 @@ class ExplorerState:
     sample: SampleRef | None = None
     enabled: tuple[bool, ...] = ()
     present: tuple[bool, ...] | None = None  # of the sample on screen; None until one is shown
-    context: Any = None  # app.views.explorer.service.ModelContext of the current model, None while preparing
+    context: Any = None  # app.core.analysis.context.ModelContext of the current model, None while preparing
     generation: int = 0
     _listeners: list[Listener] = field(default_factory=list, repr=False)
 

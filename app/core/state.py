@@ -37,7 +37,8 @@ IDLE, PREPARING, TRAINING, STOPPING = "idle", "preparing", "training", "stopping
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """The current model of the app: emitted by `MainWindow.sig_model_loaded`, kept in `current_model`."""
+    """The current model of the app: owned by `MainWindow.current_model` (changed only by `set_current_model`, which
+    emits `MainWindow.sig_model_loaded`)."""
     model: "RobultModel"  # eval mode, on the CPU; never trained further by the app
     config: "RunConfig"
     info: "DatasetInfo"
@@ -96,7 +97,7 @@ class WorkingContext:
 class SessionState:
     """Observable, Qt-free state of the window. `update(**changes)` notifies listeners with the changed keys."""
 
-    FIELDS = ("activity", "run_id", "run_name", "run_status", "current_model", "dataset", "dataset_note",
+    FIELDS = ("activity", "run_id", "run_name", "run_status", "dataset", "dataset_note",
               "message", "message_kind", "status_tip", "buffers_version", "runs_version", "best_checkpoint",
               "first_checkpoint", "comparison_done")
 
@@ -105,7 +106,6 @@ class SessionState:
         self.run_id: int | None = None  # the run the training panel shows
         self.run_name: str = ""
         self.run_status: str = ""  # one of RUN_STATUSES, "" when no run is shown
-        self.current_model: LoadedModel | None = None
         self.dataset: str = ""  # the default dataset of the window (after any fall-back)
         self.dataset_note: str = ""  # e.g. why the default dataset fell back to pid-synth
         self.message: str = ""  # the status/error panel's text

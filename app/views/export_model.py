@@ -22,7 +22,7 @@ _last_dir: list[str] = []  # the last export's folder, when the explorer's expor
 def _export_folders() -> list[str]:
     """The list that remembers the last export folder of the app (shared with the explorer's exports)."""
     try:
-        from app.views.explorer.job_controls import _last_export_dir
+        from app.views.common.job_controls import _last_export_dir
     except ImportError:  # the app without the explorer
         return _last_dir
     return _last_export_dir

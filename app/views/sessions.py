@@ -25,7 +25,7 @@ from PySide6.QtGui import QColor, QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMenu, QMessageBox, QPushButton,
                                QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from .plot_util import no_si_prefix
+from app.views.common.plot_util import no_si_prefix
 from ..core.comparison import (BaselineDifference, RunResult, baseline_differences, by_seed, config_diff,
                                curve_difference, group_key, paired_vs_baseline, seed_group)
 from ..core.sessions import RunRow, SessionStore, SessionStoreError

@@ -19,7 +19,7 @@ from PySide6.QtGui import QAction, QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QFrame, QGraphicsItem, QGridLayout, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QProgressBar, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
-from .plot_util import clear_message, fit_title, no_si_prefix, show_message
+from app.views.common.plot_util import clear_message, fit_title, no_si_prefix, show_message
 from ..core.state import TrainingBuffers, format_duration
 
 REDRAW_HZ = 20  # progress bar, labels, and epoch plots when an epoch ended

@@ -1,4 +1,4 @@
-"""The app's CSV exports (every panel writes through `app.views.explorer.export.write_csv`): text cells a
+"""The app's CSV exports (every panel writes through `app.core.analysis.tables.write_csv`): text cells a
 spreadsheet would run as formulas get a leading ', numbers stay numbers."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import csv
 import numpy as np
 
 from app.core.sweeps import SweepResult
-from app.views.explorer.export import write_csv
+from app.core.analysis.tables import write_csv
 
 LINK = '=HYPERLINK("http://x")'
 
@@ -47,8 +47,8 @@ def test_exported_files_get_the_mode_of_any_new_file_and_dialogs_start_outside_t
 
     from PySide6.QtWidgets import QFileDialog, QWidget
 
-    from app.views.explorer import job_controls
-    from app.views.explorer.export import write_csv
+    from app.views.common import job_controls
+    from app.core.analysis.tables import write_csv
     old = os.umask(0o022)
     try:
         path = write_csv(tmp_path / "t.csv", ["a"], [["x"]])

@@ -42,17 +42,17 @@ def explain_runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def loaded(path):
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.standalone import loaded_from_checkpoint
     return loaded_from_checkpoint(str(path))
 
 
 def bundle():
-    from app.views.explorer.service import default_bundle_getter
+    from app.core.analysis.context import default_bundle_getter
     return default_bundle_getter(tiny_cfg().data)
 
 
 def refs(runs):
-    from app.views.explorer.robustness import RunRef
+    from app.core.analysis.robustness import RunRef
     return [RunRef(i + 1, f"#{i + 1} {m}", m, str(p)) for i, (m, p) in enumerate(runs.items())]
 
 
@@ -145,7 +145,7 @@ def test_the_explorer_export_includes_phi(qtbot, explorer, tmp_path):
 
 @pytest.fixture
 def calibration(qtbot, explain_runs):
-    from app.views.explorer.calibration_panel import CalibrationPanel
+    from app.views.analysis.calibration_panel import CalibrationPanel
     panel = CalibrationPanel()
     qtbot.addWidget(panel)
     panel.resize(1200, 760)
@@ -207,7 +207,7 @@ def test_reliability_diagrams_and_table_equal_the_engine_for_the_run(qtbot, cali
 
 
 def test_the_calibration_study_can_be_cancelled(qtbot, explain_runs):
-    from app.views.explorer.calibration_panel import CalibrationPanel
+    from app.views.analysis.calibration_panel import CalibrationPanel
     panel = CalibrationPanel()
     qtbot.addWidget(panel)
     panel.set_runs(refs(explain_runs) * 30, tiny_cfg().data)
@@ -220,7 +220,7 @@ def test_the_calibration_study_can_be_cancelled(qtbot, explain_runs):
 
 
 def test_another_dataset_cancels_a_running_study(qtbot, explain_runs):
-    from app.views.explorer.calibration_panel import CalibrationPanel
+    from app.views.analysis.calibration_panel import CalibrationPanel
     panel = CalibrationPanel()
     qtbot.addWidget(panel)
     panel.set_runs(refs(explain_runs) * 30, tiny_cfg().data)
@@ -244,7 +244,7 @@ def test_another_dataset_cancels_a_running_study(qtbot, explain_runs):
 
 @pytest.fixture
 def pid_panel(qtbot):
-    from app.views.explorer.explain import PIDCache
+    from app.core.analysis.explain import PIDCache
     from app.views.explorer.pid_panel import DatasetPIDPanel
     panel = DatasetPIDPanel(cache=PIDCache())
     qtbot.addWidget(panel)
@@ -287,7 +287,7 @@ def test_the_pid_job_completes_equals_the_engine_and_is_cached(qtbot, pid_panel,
 
 
 def test_the_pid_job_can_be_cancelled(qtbot, pid_panel, explain_runs):
-    from app.views.explorer.explain import compute_explain
+    from app.core.analysis.explain import compute_explain
     from robult_engine.explain.pid import all_pairs
     p, b = pid_panel, bundle()
     p.set_context(loaded(explain_runs["robult"]), b)
@@ -329,14 +329,15 @@ def test_the_window_has_the_calibration_and_pid_tabs(make_window):
     w = make_window(show=False)
     titles = [w.tabs.tabText(i) for i in range(w.tabs.count())]
     assert {"Calibration", "Dataset PID"} <= set(titles)
-    assert w.explorer.calibration.bundle_getter is not None
+    assert w.analysis.calibration.bundle_getter is not None
 
 
-@pytest.mark.parametrize("module", ["attribution_panel", "calibration_panel", "pid_panel"])
+@pytest.mark.parametrize("module", ["app.views.explorer.attribution_panel", "app.views.analysis.calibration_panel",
+                                    "app.views.explorer.pid_panel"])
 def test_each_new_panel_module_runs_alone(module, tmp_path):
-    shot = tmp_path / f"{module}.png"
+    shot = tmp_path / f"{module.rsplit('.', 1)[1]}.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "ROBULT_DEMO_SCREENSHOT": str(shot)}
-    r = subprocess.run([sys.executable, "-m", f"app.views.explorer.{module}"], cwd=REPO, env=env,
+    r = subprocess.run([sys.executable, "-m", module], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     from PIL import Image

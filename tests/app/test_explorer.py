@@ -650,35 +650,34 @@ def _window_with_run(make_window, store, pid_runs, tmp_path, method="robult"):
 def test_install_adds_tabs_menu_and_follows_the_current_model(qtbot, make_window, store, pid_runs, tmp_path):
     run_id, ck = _window_with_run(make_window, store, pid_runs, tmp_path)
     w = make_window(store=store)
-    suite = w.explorer
     titles = [w.tabs.tabText(i) for i in range(w.tabs.count())]
     assert {"Explorer", "Robustness", "Latent space"} <= set(titles)
     menus = [a.text() for a in w.menuBar().actions()]
     assert "E&xplorer" in menus and menus.index("E&xplorer") < menus.index("&Help")
     w.open_checkpoint(str(ck), run_id=run_id)
-    wait_shown(qtbot, suite.explorer)
-    assert suite.explorer.loaded_model.run_id == run_id
-    assert [r.run_id for r in suite.robustness.runs] == [run_id]
-    qtbot.waitUntil(lambda: suite.latent_view.points is not None, timeout=WAIT)
-    suite.act_robustness.trigger()
-    assert w.tabs.currentWidget() is suite.robustness
-    with qtbot.waitSignal(suite.robustness.sig_result_ready, timeout=60_000):
-        suite.robustness.compute()
-    r = suite.robustness.result
+    wait_shown(qtbot, w.explorer)
+    assert w.explorer.loaded_model.run_id == run_id
+    assert [r.run_id for r in w.analysis.robustness.runs] == [run_id]
+    qtbot.waitUntil(lambda: w.analysis.latent_view.points is not None, timeout=WAIT)
+    w.act_robustness.trigger()
+    assert w.tabs.currentWidget() is w.analysis.robustness
+    with qtbot.waitSignal(w.analysis.robustness.sig_result_ready, timeout=60_000):
+        w.analysis.robustness.compute()
+    r = w.analysis.robustness.result
     row = max(range(len(r.subsets) - 1), key=lambda i: len(r.flips(r.runs[0].label, r.subsets[i][1])))
-    flips = suite.robustness.select_cell(row, 0)
+    flips = w.analysis.robustness.select_cell(row, 0)
     if len(flips):
-        with qtbot.waitSignal(suite.explorer.sig_inspection_shown, timeout=WAIT):
-            suite.robustness._on_flip_clicked(suite.robustness.flips.item(0))
-        assert w.tabs.currentWidget() is suite.explorer
-        wait_shown(qtbot, suite.explorer)
-        assert suite.explorer.sample.ref.index == int(flips[0])
+        with qtbot.waitSignal(w.explorer.sig_inspection_shown, timeout=WAIT):
+            w.analysis.robustness._on_flip_clicked(w.analysis.robustness.flips.item(0))
+        assert w.tabs.currentWidget() is w.explorer
+        wait_shown(qtbot, w.explorer)
+        assert w.explorer.sample.ref.index == int(flips[0])
 
 
 def test_a_reopened_session_restores_the_explorer(qtbot, make_window, store, pid_runs, tmp_path):
     run_id, ck = _window_with_run(make_window, store, pid_runs, tmp_path)
     w = make_window(store=store)
-    ex = w.explorer.explorer
+    ex = w.explorer
     w.reopen_session(run_id)
     wait_shown(qtbot, ex)
     ex.sample_panel.split.setCurrentText("val")
@@ -697,7 +696,7 @@ def test_a_reopened_session_restores_the_explorer(qtbot, make_window, store, pid
     w.close()
     # a new window on the same database: reopening the session brings the explorer back as it was
     w2 = make_window(store=store)
-    ex2 = w2.explorer.explorer
+    ex2 = w2.explorer
     w2.reopen_session(run_id)
     qtbot.waitUntil(lambda: ex2.sample is not None and ex2.sample.ref.split == "val", timeout=WAIT)
     wait_shown(qtbot, ex2)
@@ -714,7 +713,7 @@ def test_a_restored_inspection_whose_files_are_gone_falls_back_to_the_dataset(qt
     store.save_inspection(run_id, {"version": 1, "sample": {"kind": "files", "files": {"m0": str(gone)}, "texts": {}},
                                    "enabled": {"m0": True, "m1": False, "m2": True}, "prediction": None})
     w = make_window(store=store)
-    ex = w.explorer.explorer
+    ex = w.explorer
     w.reopen_session(run_id)
     qtbot.waitUntil(lambda: ex.sample is not None, timeout=WAIT)
     wait_shown(qtbot, ex)
@@ -726,7 +725,7 @@ def test_inspecting_the_model_that_is_training_runs_on_the_training_thread(qtbot
                                                                           tmp_path):
     run_id, ck = _window_with_run(make_window, store, pid_runs, tmp_path)
     w = make_window(store=store)
-    ex = w.explorer.explorer
+    ex = w.explorer
     w.open_checkpoint(str(ck), run_id=run_id)
     wait_shown(qtbot, ex)
     assert ex.live_tag.text() == ""
@@ -762,12 +761,13 @@ def test_inspecting_the_model_that_is_training_runs_on_the_training_thread(qtbot
 # ----------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["predictions_panel", "latents_panel", "softpu_panel", "sample_panel",
-                                    "toggles", "robustness_panel", "latent_view"])
+@pytest.mark.parametrize("module", [*(f"app.views.explorer.{m}" for m in ("predictions_panel", "latents_panel",
+                                                                          "softpu_panel", "sample_panel", "toggles")),
+                                    "app.views.analysis.robustness_panel", "app.views.analysis.latent_view"])
 def test_each_panel_module_runs_alone(module, tmp_path):
-    shot = tmp_path / f"{module}.png"
+    shot = tmp_path / f"{module.rsplit('.', 1)[1]}.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "ROBULT_DEMO_SCREENSHOT": str(shot)}
-    r = subprocess.run([sys.executable, "-m", f"app.views.explorer.{module}"], cwd=REPO, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", module], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     from PIL import Image

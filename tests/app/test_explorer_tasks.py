@@ -65,7 +65,7 @@ def _engine(model, data, mask, task):
 
 
 def test_explorer_shows_multi_label_and_regression_outputs_for_every_subset(qtbot, task_run):
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.standalone import loaded_from_checkpoint
     task, ckpt = task_run
     panel = show_explorer(qtbot, loaded_from_checkpoint(str(ckpt)))
     try:
@@ -130,8 +130,8 @@ def test_explorer_shows_multi_label_and_regression_outputs_for_every_subset(qtbo
 
 def test_typed_text_alone_gives_a_prediction(qtbot, task_run):
     """A text the user types is hashed like the training texts; with the vector missing, only text counts."""
-    from app.views.explorer.sources import load_file_sample
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.sources import load_file_sample
+    from app.core.analysis.standalone import loaded_from_checkpoint
     from app.core.explorer_state import SampleRef
     from robult_engine.inspect import inspect_sample
     task, ckpt = task_run
@@ -150,7 +150,7 @@ def test_typed_text_alone_gives_a_prediction(qtbot, task_run):
 
 
 def test_robustness_matrix_on_these_tasks_matches_robult_eval(task_run):
-    from app.views.explorer.robustness import RunRef, compute_robustness
+    from app.core.analysis.robustness import RunRef, compute_robustness
     from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
     from robult_engine.data import load_dataset
     from robult_engine.evaluation import evaluate_subsets
@@ -176,7 +176,7 @@ def test_robustness_matrix_on_these_tasks_matches_robult_eval(task_run):
 def test_a_dataset_image_stored_as_bytes_is_shown_in_0_1(tmp_path):
     from PIL import Image
 
-    from app.views.explorer.sources import load_dataset_sample
+    from app.core.analysis.sources import load_dataset_sample
     from robult_engine.data.manifest import load_manifest
     root = tmp_path / "imgs"
     root.mkdir()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -43,27 +42,13 @@ def test_the_shared_window_api(qtbot, make_window):
     assert "pid-synth" in w.dataset_label.text()
 
 
-def test_the_explorer_is_installed_when_present(qtbot, make_window, monkeypatch):
-    import app.views as app
-    calls = []
-    fake = types.ModuleType("app.views.explorer")
-    fake.install = calls.append
-    monkeypatch.setitem(sys.modules, "app.views.explorer", fake)
-    monkeypatch.setattr(app, "explorer", fake, raising=False)
-    w = make_window(show=False)
-    assert calls == [w]
-
-
-def test_a_missing_explorer_is_fine(qtbot, make_window, monkeypatch):
-    import app.views as app
-    monkeypatch.setitem(sys.modules, "app.views.explorer", None)  # importing it raises ModuleNotFoundError
-    monkeypatch.delattr(app, "explorer", raising=False)
+def test_the_window_builds_the_explorer_and_every_analysis_tab(qtbot, make_window):
     w = make_window(show=False)
     titles = [w.tabs.tabText(i) for i in range(w.tabs.count())]
-    # no explorer tab; the Sweeps tab needs the explorer's plotting helpers, so it is there only when they were
-    # imported before (in this test process: by other tests)
-    assert titles[:2] == ["Training", "Sessions"] and set(titles[2:]) <= {"Sweeps"}
-    assert w.act_sweeps_tab.isEnabled() == ("Sweeps" in titles)
+    assert titles == ["Training", "Sessions", "Explorer", "Robustness", "Latent space", "Calibration", "Dataset PID",
+                      "Slices", "Sweeps"]
+    assert w.tabs.widget(2) is w.explorer and w.tabs.widget(3) is w.analysis.robustness
+    assert w.analysis.curves is w.analysis.robustness.views.widget(1)
 
 
 def test_open_model_with_ctrl_o(qtbot, make_window, dialogs, trained_checkpoint):
@@ -201,8 +186,12 @@ def test_about_names_the_version_and_the_licences_and_about_qt_is_there(qtbot, m
 
 
 def test_the_core_imports_no_qt():
-    code = ("import sys, app.core.state, app.core.explorer_state, app.core.sessions, app.core.run_session, "
-            "app.core.work; bad=[m for m in sys.modules if m.split('.')[0] in ('PySide6','shiboken6','pyqtgraph')]; "
+    """Every module of app/core, app/core/analysis included, imports without Qt or pyqtgraph."""
+    code = ("import sys, pkgutil, importlib, app.core; "
+            "names=[m.name for m in pkgutil.walk_packages(app.core.__path__, 'app.core.')]; "
+            "assert 'app.core.analysis.robustness' in names, names; "
+            "[importlib.import_module(n) for n in names]; "
+            "bad=[m for m in sys.modules if m.split('.')[0] in ('PySide6','shiboken6','pyqtgraph')]; "
             "assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr

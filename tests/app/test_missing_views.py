@@ -36,7 +36,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def loaded(path, run_id=None):
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.standalone import loaded_from_checkpoint
     return loaded_from_checkpoint(str(path), run_id)
 
 
@@ -191,13 +191,13 @@ def test_sessions_table_names_the_training_mechanism(store):
 
 
 def _refs(runs):
-    from app.views.explorer.robustness import RunRef
+    from app.core.analysis.robustness import RunRef
     return [RunRef(i + 1, f"#{i + 1} {m}", m, str(p)) for i, (m, p) in enumerate(runs.items())]
 
 
 @pytest.fixture
 def curves(qtbot, runs):
-    from app.views.explorer.missing_curves import MissingCurvesPanel
+    from app.views.analysis.missing_curves import MissingCurvesPanel
     panel = MissingCurvesPanel()
     qtbot.addWidget(panel)
     panel.resize(1200, 600)
@@ -297,7 +297,7 @@ def test_flips_at_a_rate_open_in_the_explorer_with_their_mask(qtbot, curves, run
 
 
 def test_curves_can_be_cancelled(qtbot, runs):
-    from app.views.explorer.missing_curves import MissingCurvesPanel
+    from app.views.analysis.missing_curves import MissingCurvesPanel
     panel = MissingCurvesPanel()
     qtbot.addWidget(panel)
     panel.set_runs(_refs(runs) * 30, tiny_cfg().data)
@@ -321,14 +321,14 @@ def test_bad_rates_are_refused_with_a_clear_message(curves):
             assert "[0, 1)" in text and "fraction of entries missing" in text, text
 
 
-@pytest.mark.parametrize("module", ["missing_curves", "mechanism_control"])
+@pytest.mark.parametrize("module", ["app.views.analysis.missing_curves", "app.views.explorer.mechanism_control"])
 def test_the_new_panels_run_alone(module, tmp_path):
     import os
     import subprocess
     import sys
-    shot = tmp_path / f"{module}.png"
+    shot = tmp_path / f"{module.rsplit('.', 1)[1]}.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "ROBULT_DEMO_SCREENSHOT": str(shot)}
-    r = subprocess.run([sys.executable, "-m", f"app.views.explorer.{module}"], cwd=Path(__file__).resolve().parents[2],
+    r = subprocess.run([sys.executable, "-m", module], cwd=Path(__file__).resolve().parents[2],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     from PIL import Image
@@ -338,6 +338,6 @@ def test_the_new_panels_run_alone(module, tmp_path):
 
 def test_the_robustness_tab_holds_the_curves_beside_the_matrix(qtbot, make_window):
     w = make_window()
-    rob = w.explorer.robustness
-    assert w.explorer.curves is rob.views.widget(1) and rob.views.tabText(1) == "Missing-rate curves"
+    rob = w.analysis.robustness
+    assert w.analysis.curves is rob.views.widget(1) and rob.views.tabText(1) == "Missing-rate curves"
     assert rob.views.tabText(0) == "Subset × run"

@@ -52,7 +52,7 @@ def loaded_for(bundle):
 
 @pytest.fixture
 def panel(qtbot):
-    from app.views.explorer.explain import PIDCache
+    from app.core.analysis.explain import PIDCache
     from app.views.explorer.pid_panel import DatasetPIDPanel
     p = DatasetPIDPanel(cache=PIDCache())
     qtbot.addWidget(p)
@@ -171,7 +171,7 @@ def test_a_regression_target_is_binned_like_robult_pid_and_the_tab_says_so(qtbot
 
 
 def test_the_job_without_a_label_on_multi_label_data_says_what_to_do():
-    from app.views.explorer.explain import PIDCache
+    from app.core.analysis.explain import PIDCache
     from app.views.explorer.pid_panel import compute_dataset_pid
     b = small_bundle("multi-label", "genres")
     with pytest.raises(ValueError, match="multi-label: choose the label") as e:

@@ -54,7 +54,7 @@ def test_the_working_context_survives_closing_and_reopening_the_window(qtbot, ma
     w = make_window()
     with qtbot.waitSignal(w.sig_model_loaded, timeout=WAIT):
         assert w.reopen_session(rid)
-    panel = w.explorer.explorer
+    panel = w.explorer
     qtbot.waitUntil(lambda: _shown(panel), timeout=WAIT)
     names = panel.state.modality_names
     assert len(names) >= 2
@@ -62,8 +62,8 @@ def test_the_working_context_survives_closing_and_reopening_the_window(qtbot, ma
     from app.core.explorer_state import SampleRef
     panel.open_sample(SampleRef.dataset("test", 3), enabled)
     qtbot.waitUntil(lambda: _shown(panel) and panel.sample.ref.index == 3, timeout=WAIT)
-    w.tab_actions[w.explorer.calibration].trigger()  # View › Calibration
-    assert w.tabs.currentWidget() is w.explorer.calibration
+    w.tab_actions[w.analysis.calibration].trigger()  # View › Calibration
+    assert w.tabs.currentWidget() is w.analysis.calibration
     qtbot.waitUntil(lambda: (store.get_ui(CONTEXT_KEY) or {}).get("tab") == "Calibration", timeout=10_000)  # debounced
     w.close()
     ctx = WorkingContext.from_dict(store.get_ui(CONTEXT_KEY))
@@ -75,11 +75,11 @@ def test_the_working_context_survives_closing_and_reopening_the_window(qtbot, ma
     qtbot.waitUntil(lambda: w2.current_model is not None, timeout=WAIT)
     lm = w2.current_model
     assert lm.checkpoint_path == str(trained_checkpoint) and lm.run_id == rid
-    p2 = w2.explorer.explorer
+    p2 = w2.explorer
     qtbot.waitUntil(lambda: _shown(p2), timeout=WAIT)
     assert p2.sample.ref == SampleRef.dataset("test", 3)
     assert p2.state.enabled == enabled
-    assert w2.tabs.currentWidget() is w2.explorer.calibration
+    assert w2.tabs.currentWidget() is w2.analysis.calibration
     assert f"#{rid}" in w2.training_panel.title.text()  # the run's curves, as Reopen shows them
     assert w2.buffers.epoch_x == [1.0, 2.0]
     w2.work.wait(WAIT)  # the default dataset's load has answered too
@@ -188,7 +188,7 @@ def test_the_eta_after_resume_counts_only_the_epochs_trained_since_resume(tmp_pa
 # --- following a first training run --------------------------------------------------------------------------
 def test_following_training_loads_the_first_best_checkpoint_while_the_run_trains(qtbot, make_window, tiny):
     w = make_window()
-    panel = w.explorer.explorer
+    panel = w.explorer
     assert panel.live_box.isChecked() and w.current_model is None
     seen = []
     w.sig_model_loaded.connect(lambda lm: seen.append((lm, w.controller.is_running)))

@@ -44,7 +44,7 @@ def _mfeat_like_panel(qtbot, size):
     from robult_engine.data.base import DatasetInfo, ModalitySpec, SplitData
     from app.core.explorer_state import SampleRef
     from app.views.explorer.sample_panel import SamplePanel
-    from app.views.explorer.sources import LoadedSample, ModalityView
+    from app.core.analysis.sources import LoadedSample, ModalityView
     dims = {"fou": 76, "fac": 216, "kar": 64, "zer": 47, "mor": 6}
     info = DatasetInfo("mfeat-like", (ModalitySpec("pix", "image", (1, 16, 15)),
                                       *(ModalitySpec(m, "vector", (d,)) for m, d in dims.items())),
@@ -103,7 +103,7 @@ def test_an_image_scales_to_fit_its_panel_keeping_its_aspect(qtbot):
 
 def _robustness_result(n_runs=6):
     from robult_engine.evaluation import EncodedSplit, modality_subsets
-    from app.views.explorer.robustness import RobustnessResult, RunRef
+    from app.core.analysis.robustness import RobustnessResult, RunRef
     methods = ["robult", "robult-no-rec", "robult-supcon", "supervised", "moddrop", "self-training"][:n_runs]
     runs = [RunRef(i, f"#{i} {m} · mfeat seed 0", m, "") for i, m in enumerate(methods, 1)]
     subsets = modality_subsets(MFEAT)
@@ -117,7 +117,7 @@ def _robustness_result(n_runs=6):
 
 def test_six_runs_are_named_over_their_columns_without_scrolling(qtbot):
     from PySide6.QtCore import QPoint, QPointF
-    from app.views.explorer.robustness_panel import RobustnessPanel
+    from app.views.analysis.robustness_panel import RobustnessPanel
     panel = RobustnessPanel()
     qtbot.addWidget(panel)
     panel.resize(1254, 680)
@@ -158,7 +158,7 @@ def test_six_runs_are_named_over_their_columns_without_scrolling(qtbot):
 
 
 def _message_unclipped(plot, text_part: str):
-    from app.views.plot_util import message_item, plot_message
+    from app.views.common.plot_util import message_item, plot_message
     assert text_part in plot_message(plot)
     item = message_item(plot)
     assert item.isVisible()
@@ -203,7 +203,7 @@ def test_the_kappa_plot_is_cleared_for_a_method_without_soft_pu(qtbot):
 
 
 def test_the_soft_pu_panel_is_cleared_for_a_method_without_soft_pu(qtbot):
-    from app.views.explorer.demo import synthetic_inspection
+    from app.views.common.demo import synthetic_inspection
     from app.views.explorer.softpu_panel import NO_SOFT_PU, SoftPUPanel
     panel = SoftPUPanel()
     qtbot.addWidget(panel)
@@ -305,7 +305,7 @@ def test_the_per_subset_table_is_in_modality_order(qtbot, store, tiny):
 
 def test_an_empty_plot_shows_a_centred_message_without_axes_or_legend(qtbot):
     import pyqtgraph as pg
-    from app.views.plot_util import clear_message, message_item, plot_message, show_message
+    from app.views.common.plot_util import clear_message, message_item, plot_message, show_message
     w = pg.PlotWidget()
     qtbot.addWidget(w)
     w.resize(400, 300)
@@ -330,9 +330,9 @@ def test_an_empty_plot_shows_a_centred_message_without_axes_or_legend(qtbot):
 
 def test_the_panels_plots_say_what_is_missing(qtbot):
     from app.core.state import TrainingBuffers
-    from app.views.explorer.robustness_panel import RobustnessPanel
+    from app.views.analysis.robustness_panel import RobustnessPanel
     from app.views.explorer.softpu_panel import SoftPUPanel
-    from app.views.plot_util import plot_message
+    from app.views.common.plot_util import plot_message
     from app.views.training import TrainingPanel
     buf = TrainingBuffers()
     training = TrainingPanel(buf)
@@ -389,10 +389,10 @@ def mfeat_checkpoint(tmp_path_factory) -> Path:
 
 def test_the_explorer_fits_a_1280_by_800_window_at_six_modalities(qtbot, make_window, mfeat_checkpoint):
     import pyqtgraph as pg
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.standalone import loaded_from_checkpoint
     w = make_window()
     w.resize(1280, 800)
-    explorer = w.explorer.explorer
+    explorer = w.explorer
     w.tabs.setCurrentWidget(explorer)
     w.set_current_model(loaded_from_checkpoint(str(mfeat_checkpoint)))
     wait_shown(qtbot, explorer, timeout=60_000)

@@ -1,4 +1,4 @@
-"""The Slices view (app/views/slices_view.py): "Find slices" in the background fills the table with the engine's
+"""The Slices view (app/views/analysis/slices_view.py): "Find slices" in the background fills the table with the engine's
 slices, activating a slice opens one of its samples in the explorer (with the modalities its prediction used),
 Prev / Next step through the slice, "compare with" scores a second checkpoint on the same samples, bad input is
 said, and the window has the tab. Tiny PID-Synth models, trained once per session."""
@@ -37,8 +37,8 @@ def second_checkpoint(tmp_path_factory) -> Path:
 
 
 def _context(path):
-    from app.views.explorer.service import default_bundle_getter
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.context import default_bundle_getter
+    from app.core.analysis.standalone import loaded_from_checkpoint
     from robult_engine.checkpoint import load_checkpoint
     loaded = loaded_from_checkpoint(str(path))
     return loaded, default_bundle_getter(loaded.config.data), dict(load_checkpoint(str(path)).memory_state)
@@ -46,7 +46,7 @@ def _context(path):
 
 @pytest.fixture
 def view(qtbot, trained_checkpoint):
-    from app.views.slices_view import SlicesView
+    from app.views.analysis.slices_view import SlicesView
     v = SlicesView()
     qtbot.addWidget(v)
     v.resize(1200, 500)
@@ -151,7 +151,7 @@ def test_compare_with_a_second_run_shows_both_errors_per_slice(qtbot, view, seco
     from robult_engine.checkpoint import load_checkpoint, model_from_checkpoint
     from robult_engine.missing import draw_mask, parse_missing
     from robult_engine.slices import model_errors
-    from app.views.explorer.robustness import RunRef
+    from app.core.analysis.robustness import RunRef
     view.set_runs([RunRef(7, "#7 supervised", "supervised", str(second_checkpoint))])
     assert [view.compare_box.itemText(i) for i in range(view.compare_box.count())] == \
            ["no comparison", "#7 supervised", "Checkpoint file…"]
@@ -191,22 +191,21 @@ def test_cancel_drops_the_search(qtbot, view):
 
 def test_the_window_has_the_slices_tab_and_opens_a_slice_sample(qtbot, make_window, trained_checkpoint):
     w = make_window()
-    suite = w.explorer
     titles = [w.tabs.tabText(i) for i in range(w.tabs.count())]
     assert "Slices" in titles and titles.index("Slices") > titles.index("Latent space")
     w.open_checkpoint(str(trained_checkpoint))
-    wait_shown(qtbot, suite.explorer)
-    qtbot.waitUntil(lambda: suite.slices.find_btn.isEnabled(), timeout=WAIT)
-    w.tabs.setCurrentWidget(suite.slices)
-    res = _find(qtbot, suite.slices)
+    wait_shown(qtbot, w.explorer)
+    qtbot.waitUntil(lambda: w.analysis.slices.find_btn.isEnabled(), timeout=WAIT)
+    w.tabs.setCurrentWidget(w.analysis.slices)
+    res = _find(qtbot, w.analysis.slices)
     assert res.slices
     s = res.slices[0]
     from app.core.explorer_state import SampleRef
-    assert suite.slices.activate_row(0) == int(s.indices[0])
-    assert suite.explorer.state.sample == SampleRef.dataset("test", int(s.indices[0]))
-    assert w.tabs.currentWidget() is suite.explorer
-    w.tabs.setCurrentWidget(suite.slices)
-    assert suite.slices.next() == int(s.indices[1])  # the slice's next sample, not the split's
-    qtbot.waitUntil(lambda: suite.explorer.sample is not None
-                    and suite.explorer.sample.ref.index == int(s.indices[1]), timeout=WAIT)
-    assert w.tabs.currentWidget() is suite.explorer
+    assert w.analysis.slices.activate_row(0) == int(s.indices[0])
+    assert w.explorer.state.sample == SampleRef.dataset("test", int(s.indices[0]))
+    assert w.tabs.currentWidget() is w.explorer
+    w.tabs.setCurrentWidget(w.analysis.slices)
+    assert w.analysis.slices.next() == int(s.indices[1])  # the slice's next sample, not the split's
+    qtbot.waitUntil(lambda: w.explorer.sample is not None
+                    and w.explorer.sample.ref.index == int(s.indices[1]), timeout=WAIT)
+    assert w.tabs.currentWidget() is w.explorer

@@ -29,7 +29,7 @@ def _enc(logits_mod: torch.Tensor, target: torch.Tensor):
 
 
 def _result(enc, task: str, names=("text", "vision")):
-    from app.views.explorer.robustness import RobustnessResult, RunRef
+    from app.core.analysis.robustness import RobustnessResult, RunRef
     from robult_engine.evaluation import metrics_from_encoded, modality_subsets
     run = RunRef(1, "#1 robult", "robult", "")
     return RobustnessResult("test", task, names, modality_subsets(names), [run],
@@ -72,9 +72,9 @@ def _row_of(result, mask):
 
 
 def test_multi_label_flips_are_label_set_changes_read_as_plus_minus_names(qtbot):
-    from app.views.explorer.curves import CurveResult
-    from app.views.explorer.missing_curves import MissingCurvesPanel
-    from app.views.explorer.robustness_panel import RobustnessPanel
+    from app.core.analysis.curves import CurveResult
+    from app.views.analysis.missing_curves import MissingCurvesPanel
+    from app.views.analysis.robustness_panel import RobustnessPanel
     from robult_engine.inspect import flipped_samples
     enc, want = _multi_label_split()
     # any label crossing 0.5 would count about half of the items; the label set rule counts the 10 real ones
@@ -109,7 +109,7 @@ def test_multi_label_flips_are_label_set_changes_read_as_plus_minus_names(qtbot)
 
 
 def test_regression_flips_cross_zero_or_move_a_target_sd_and_read_as_scores(qtbot):
-    from app.views.explorer.robustness_panel import RobustnessPanel
+    from app.views.analysis.robustness_panel import RobustnessPanel
     n = 50
     g = torch.Generator().manual_seed(3)
     target = torch.randn(n, generator=g)
@@ -214,7 +214,7 @@ def test_prediction_bars_follow_natural_label_order_and_name_what_fits(qtbot):
 
 
 def _latent_panel(qtbot, classes, task, n=460, seed=0):
-    from app.views.explorer.latent_view import LatentViewPanel
+    from app.views.analysis.latent_view import LatentViewPanel
     from robult_engine.data.base import DatasetInfo, ModalitySpec
     g = np.random.default_rng(seed)
     info = DatasetInfo("demo", (ModalitySpec("text", "vector", (8,)), ModalitySpec("vision", "vector", (8,))),
@@ -283,7 +283,7 @@ def test_latent_view_groups_classes_beyond_24_and_names_a_negative_score(qtbot):
 
 
 def test_latent_view_says_when_it_shows_a_random_subsample(qtbot, monkeypatch):
-    import app.views.explorer.latent_view as lv
+    import app.views.analysis.latent_view as lv
     from robult_engine.config import RunConfig
     from robult_engine.data.base import DatasetInfo, ModalitySpec, SplitData
     from robult_engine.models.robult import build_model
@@ -335,7 +335,7 @@ def test_sequence_modalities_are_titled_by_their_kind(qtbot):
                                               ("regression", "units of the target", "nats")])
 def test_phi_axes_carry_the_unit_of_the_task(qtbot, task, unit, absent):
     from app.views.explorer.attribution_panel import AttributionPanel
-    from app.views.explorer.calibration_panel import CalibrationPanel, synthetic_study
+    from app.views.analysis.calibration_panel import CalibrationPanel, synthetic_study
     panel = AttributionPanel()
     qtbot.addWidget(panel)
     panel.set_context(None, task, ("score",) if task == "regression" else GENRES)

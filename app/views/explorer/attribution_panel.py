@@ -17,10 +17,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from . import style
-from .explain import SamplePhi, sample_phi, train_prior_of
-from .export import export_plot, write_csv
-from .task_language import label_order, phi_axis, phi_unit
+from app.views.common import style
+from app.core.analysis.explain import SamplePhi, sample_phi, train_prior_of
+from app.views.common.export import export_plot
+from app.core.analysis.tables import write_csv
+from app.core.analysis.task_language import label_order, phi_axis, phi_unit
 
 TIP = ("φ_i: exact Shapley value of modality i (over all 2^M modality subsets) for the log-probability of the "
        "class the switched-on modalities predict (multi-label: log σ of the chosen label, nats; regression: the "
@@ -196,7 +197,7 @@ class AttributionPanel(QWidget):
 
 
 def main() -> int:
-    from .demo import CLASSES, run_panel_demo, synthetic_encoding
+    from app.views.common.demo import CLASSES, run_panel_demo, synthetic_encoding
 
     def fill(p: AttributionPanel) -> None:
         enc = synthetic_encoding(m=3)

@@ -21,13 +21,14 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QPushButton, QSpl
                                QWidget)
 
 from .attribution_panel import AttributionPanel
-from .export import inspection_tables, write_json, write_tables
-from .job_controls import choose_export_folder
+from app.core.analysis.tables import inspection_tables, write_json, write_tables
+from app.views.common.job_controls import choose_export_folder
 from .latents_panel import LatentsPanel
 from .mechanism_control import MechanismControl
 from .predictions_panel import PredictionsPanel
 from .sample_panel import SamplePanel
-from .service import ExplorerService, InspectResult, ModelContext
+from .service import ExplorerService
+from app.core.analysis.context import InspectResult, ModelContext
 from .softpu_panel import SoftPUPanel
 from app.core.explorer_state import ExplorerState, SampleRef
 from .toggles import ModalityToggles
@@ -416,7 +417,7 @@ def main() -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from .standalone import loaded_from_checkpoint
+    from app.core.analysis.standalone import loaded_from_checkpoint
     app = QApplication.instance() or QApplication(sys.argv)
     from app.background import gc_policy
     gc_policy.install()

@@ -12,9 +12,10 @@ import pyqtgraph as pg
 from PySide6.QtGui import QFontMetricsF
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QWidget
 
-from . import style
-from .export import export_plot, inspection_tables, write_tables
-from .task_language import label_order, prediction_text
+from app.views.common import style
+from app.views.common.export import export_plot
+from app.core.analysis.tables import inspection_tables, write_tables
+from app.core.analysis.task_language import label_order, prediction_text
 
 MAX_ANNOTATED_CELLS = 400  # beyond this no cell is annotated (the colour says it)
 LABELS_AS_ROWS = 12  # more classes than this: the heat map turns, one row per class / label
@@ -248,7 +249,7 @@ class LatentsPanel(QWidget):
 
 
 def main() -> int:
-    from .demo import run_panel_demo, synthetic_inspection
+    from app.views.common.demo import run_panel_demo, synthetic_inspection
     return run_panel_demo(LatentsPanel, lambda p: p.show_inspection(synthetic_inspection((True, False))),
                           "Latents — synthetic sample")
 

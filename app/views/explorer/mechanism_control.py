@@ -4,7 +4,7 @@
 `robult_engine.missing.draw_mask` and applies it through the explorer's one state object
 (`ExplorerState.set_enabled`): the toggles then show the drawn mask and every panel updates as on a click.
 The mechanisms are those of `robult eval --missing`: `mcar` (missing completely at random at rate η),
-`mnar-value` (the entries of largest feature norm in the split go first), `mnar-class` (the rate depends on the
+`mnar-value` (per modality, the samples of the split with the weakest signal go first), `mnar-class` (the rate depends on the
 sample's class: `0.8/0.1@3+5` is 0.8 for classes 3 and 5, 0.1 for the others) and `exclusive` (one modality
 kept). **η is the fraction of modalities MISSING** (η = 0.7: each modality is missing with probability 0.7), as
 everywhere in Robult Studio and the engine. The MNAR mechanisms depend on the split (feature norms, labels), so
@@ -26,16 +26,17 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-from PySide6.QtCore import Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
 from robult_engine.missing import MissingSpecError, draw_mask, mnar_class_spec, parse_missing
+from robult_engine.missing_spec import describe_mechanisms, mechanism_names
 
 from app.core.explorer_state import ExplorerState
 
-MECHANISMS = ("mcar", "mnar-value", "mnar-class", "exclusive")
-NEEDS_SPLIT = ("mnar-value", "mnar-class")  # depend on the whole split (feature norms) or on the label
+MECHANISMS = mechanism_names(per_sample=True)  # those a mask can be drawn with for one sample
+NEEDS_SPLIT = tuple(m.name for m in describe_mechanisms(per_sample=True) if m.needs_split)  # feature norms, labels
 ETA_TIP = ("η = the fraction of modalities MISSING (0 ≤ η < 1): each modality of this sample is missing with "
            "probability η (MCAR, missing completely at random). η = 0.7 removes about 70 % of them. A modality the "
            "sample lacks stays missing, and a sample never loses every modality (one is given back, as in "
@@ -89,10 +90,10 @@ class MechanismControl(QWidget):
         self.mechanism = QComboBox()
         self.mechanism.setObjectName("mask_mechanism")
         self.mechanism.addItems(MECHANISMS)
-        self.mechanism.setToolTip("Mechanism of the drawn mask, as in `robult eval --missing`: mcar (each modality "
-                                  "missing with probability η), mnar-value (the largest feature norms of the split "
-                                  "go missing first), mnar-class (η depends on the class: 0.8/0.1@3+5), "
-                                  "exclusive (one modality kept)")
+        self.mechanism.setToolTip("Mechanism of the drawn mask, as in `robult eval --missing` (mnar-class: η depends "
+                                  "on the class, e.g. 0.8/0.1@3+5)")
+        for i, m in enumerate(describe_mechanisms(per_sample=True)):
+            self.mechanism.setItemData(i, m.summary, Qt.ItemDataRole.ToolTipRole)
         self.mechanism.currentTextChanged.connect(self._on_mechanism_changed)
         self.draw_btn = QPushButton("Draw mask")
         self.draw_btn.setToolTip(ETA_TIP)
@@ -204,7 +205,7 @@ class MechanismControl(QWidget):
 
 
 def main() -> int:
-    from .demo import run_panel_demo
+    from app.views.common.demo import run_panel_demo
 
     def fill(p: MechanismControl) -> None:
         st = p.explorer_state

@@ -12,9 +12,10 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from PySide6.QtGui import QFontMetricsF
 
-from . import style
-from .export import export_plot, inspection_tables, write_tables
-from .task_language import label_order, prediction_text
+from app.views.common import style
+from app.views.common.export import export_plot
+from app.core.analysis.tables import inspection_tables, write_tables
+from app.core.analysis.task_language import label_order, prediction_text
 
 
 class PredictionsPanel(QWidget):
@@ -188,7 +189,7 @@ class PredictionsPanel(QWidget):
 
 
 def main() -> int:
-    from .demo import run_panel_demo, synthetic_inspection
+    from app.views.common.demo import run_panel_demo, synthetic_inspection
     return run_panel_demo(PredictionsPanel, lambda p: p.show_inspection(synthetic_inspection(), "7"),
                           "Predictions — synthetic sample")
 

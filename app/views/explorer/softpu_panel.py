@@ -16,9 +16,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHeaderView, QLabel, QSizePolicy, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..plot_util import clear_message, fit_title, message_item, plot_message, show_message
-from . import style
-from .export import export_plot, write_csv
+from app.views.common.plot_util import clear_message, fit_title, message_item, plot_message, show_message
+from app.views.common import style
+from app.views.common.export import export_plot
+from app.core.analysis.tables import write_csv
 
 NO_SOFT_PU = "no soft-PU in this method"
 NO_SAMPLE = "no sample yet"
@@ -256,7 +257,7 @@ class SoftPUPanel(QWidget):
 
 
 def main() -> int:
-    from .demo import run_panel_demo, synthetic_inspection, synthetic_kappa_history
+    from app.views.common.demo import run_panel_demo, synthetic_inspection, synthetic_kappa_history
 
     def fill(p: SoftPUPanel) -> None:
         p.show_softpu(synthetic_inspection().softpu)

@@ -118,7 +118,7 @@ class ModalityToggles(QWidget):
 
 
 def main() -> int:
-    from .demo import run_panel_demo
+    from app.views.common.demo import run_panel_demo
 
     def fill(p: ModalityToggles) -> None:
         st = p.explorer_state

@@ -6,7 +6,7 @@ modality over the split) of every run side by side, so runs can be compared.
 Computed in the background (progress, Cancel) from one encoding pass per run: `explain.compute_calibration`
 (the engine's `calibration_table` and `attribution_summary`). Export: the plots as PNG + SVG, the tables as CSV.
 
-Run alone: `python -m app.views.explorer.calibration_panel` shows it on a synthetic study.
+Run alone: `python -m app.views.analysis.calibration_panel` shows it on a synthetic study.
 """
 from __future__ import annotations
 
@@ -20,12 +20,13 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QListWidget, QLis
 
 from app.background.runner import WorkRunner
 
-from . import style
-from .explain import CalibrationStudy, compute_calibration
-from .export import export_plot, write_csv
-from .job_controls import JobControls, export_to_chosen_folder
-from .robustness import RunRef
-from .task_language import phi_axis
+from app.views.common import style
+from app.core.analysis.explain import CalibrationStudy, compute_calibration
+from app.views.common.export import export_plot
+from app.core.analysis.tables import write_csv
+from app.views.common.job_controls import JobControls, export_to_chosen_folder
+from app.core.analysis.robustness import RunRef
+from app.core.analysis.task_language import phi_axis
 
 COLUMNS = ("n", "accuracy", "mean_confidence", "ece", "adaptive_ece", "brier", "nll")
 HEADERS = ("n", "acc.", "conf.", "ECE", "adapt. ECE", "Brier", "NLL")
@@ -160,7 +161,7 @@ class CalibrationPanel(QWidget):
         runs, data_cfg, split = list(self.runs), self.data_cfg, self.split.currentText()
         getter = self.bundle_getter
         if getter is None:
-            from .service import default_bundle_getter as getter
+            from app.core.analysis.context import default_bundle_getter as getter
 
         def work(job):
             return compute_calibration(runs, getter(data_cfg), split, progress=job.progress, check=job.check)
@@ -382,7 +383,7 @@ def synthetic_study(m: int = 3, n: int = 600, seed: int = 0) -> CalibrationStudy
 
 
 def main() -> int:
-    from .demo import run_panel_demo
+    from app.views.common.demo import run_panel_demo
     return run_panel_demo(CalibrationPanel, lambda p: p.show_study(synthetic_study()), "Calibration — synthetic",
                           size=(1200, 760))
 

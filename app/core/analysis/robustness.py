@@ -20,7 +20,7 @@ from robult_engine.evaluation import EncodedSplit, encode_split, metrics_from_en
 from robult_engine.inspect import subset_predictions
 from robult_engine.metrics import primary_metric
 
-from .task_language import subset_outputs, task_flips
+from app.core.analysis.task_language import subset_outputs, task_flips
 
 
 @dataclass(frozen=True)

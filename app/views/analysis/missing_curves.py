@@ -4,10 +4,10 @@ explorer with that sample's mask.
 
 **η is the fraction MISSING.** The masks are the engine's (`robult_engine.missing`): drawn from (split,
 mechanism, mask seed) or read from a saved `masks.npz`; every run is evaluated on the same masks, so the
-curves are paired. The computation (app/views/explorer/curves.py, Qt-free) runs in the background through the
+curves are paired. The computation (app/core/analysis/curves.py, Qt-free) runs in the background through the
 app's WorkRunner: progress, Cancel, errors shown in the panel and the status bar.
 
-Run alone: `python -m app.views.explorer.missing_curves` shows it on a synthetic result.
+Run alone: `python -m app.views.analysis.missing_curves` shows it on a synthetic result.
 """
 from __future__ import annotations
 
@@ -23,23 +23,23 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QLin
 
 from robult_engine.metrics import HIGHER_IS_BETTER
 from robult_engine.missing import MissingSpecError
+from robult_engine.missing_spec import describe_mechanisms
 
 from app.background.runner import WorkRunner
 
-from . import style
-from .curves import CURVE_MECHANISMS, DEFAULT_RATES, CurveResult, compute_missing_curves, curve_spec, parse_curve_spec
-from .export import export_plot, safe_name, write_csv
-from .job_controls import JobControls, choose_export_folder
-from .robustness import RobustnessResult, RunRef
-from .task_language import flip_item, flip_rule
+from app.views.common import style
+from app.core.analysis.curves import (CURVE_MECHANISMS, DEFAULT_RATES, CurveResult, compute_missing_curves, curve_spec,
+                                      parse_curve_spec)
+from app.views.common.export import export_plot
+from app.core.analysis.tables import safe_name, write_csv
+from app.views.common.job_controls import JobControls, choose_export_folder
+from app.core.analysis.robustness import RobustnessResult, RunRef
+from app.core.analysis.task_language import flip_item, flip_rule
 
 RATE_TIP = ("Missing rates η, comma-separated: the fraction of (sample, modality) entries MISSING, each in [0, 1). "
             "η = 0.75 removes 75 % in the draw; a sample never loses every modality (one is given back), so the "
             "realised fraction — shown in the legend's table — is lower at high η.")
-MECH_TIP = {"mcar": "MCAR: every entry missing independently with probability η",
-            "mnar-class": "MNAR by class: entries of the first half of the classes missing with probability η, "
-                          "the others present",
-            "mnar-value": "MNAR by value: for each modality, the fraction η of samples with the weakest signal lose it"}
+MECH_TIP = {m.name: m.summary for m in describe_mechanisms(curve=True)}
 
 
 class MissingCurvesPanel(QWidget):
@@ -227,7 +227,7 @@ class MissingCurvesPanel(QWidget):
                                                self.masks_path, self.cached)
         getter = self.bundle_getter
         if getter is None:
-            from .service import default_bundle_getter as getter
+            from app.core.analysis.context import default_bundle_getter as getter
 
         def work(job):
             bundle = getter(data_cfg)
@@ -467,7 +467,7 @@ def synthetic_result() -> CurveResult:
 
 
 def main() -> int:
-    from .demo import run_panel_demo
+    from app.views.common.demo import run_panel_demo
 
     def fill(p: MissingCurvesPanel) -> None:
         p.class_names = tuple(str(d) for d in range(10))

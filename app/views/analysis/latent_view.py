@@ -4,7 +4,7 @@ that sample in the explorer.
 
 Z^i of all modalities share one space (g_0), so one PCA over them shows whether the modalities of a class
 meet; the U^i come from separate projectors g_i and are projected together only to show how far apart they
-stay. Run alone: `python -m app.views.explorer.latent_view` shows synthetic points.
+stay. Run alone: `python -m app.views.analysis.latent_view` shows synthetic points.
 """
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from robult_engine.inspect import latent_points
 
 from app.background.runner import WorkRunner
 
-from . import style
-from .export import export_plot, write_csv
-from .task_language import group_categories, label_order
+from app.views.common import style
+from app.views.common.export import export_plot
+from app.core.analysis.tables import write_csv
+from app.core.analysis.task_language import group_categories, label_order
 
 SYMBOLS = ("o", "t", "s", "d", "+", "x", "star", "p", "h")
 LEGEND_MAX_WIDTH = 240  # pixels; longer names are cut (the list scrolls sideways)
@@ -301,7 +302,7 @@ def main() -> int:
 
     from robult_engine.data.base import DatasetInfo, ModalitySpec
 
-    from .demo import run_panel_demo
+    from app.views.common.demo import run_panel_demo
 
     def fill(p: LatentViewPanel) -> None:
         g = np.random.default_rng(0)

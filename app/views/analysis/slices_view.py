@@ -9,7 +9,7 @@ sample opens it in the explorer, with the modalities its prediction used, and Pr
 slice's samples. "Compare with" scores a second checkpoint on the very samples of each slice and shows both
 errors side by side.
 
-Run alone: `python -m app.views.slices_view CHECKPOINT` shows it on a checkpoint.
+Run alone: `python -m app.views.analysis.slices_view CHECKPOINT` shows it on a checkpoint.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from robult_engine.missing import MissingSpecError
 from robult_engine.slices import MAX_ORDER, Slice, SliceReport
 
 from app.background.runner import WorkRunner
-from app.views.explorer.job_controls import JobControls
+from app.views.common.job_controls import JobControls
 
 COLUMNS = ("#", "slice", "size", "error in", "error out", "error in (B)", "error out (B)", "score")
 COL_B_IN, COL_B_OUT = 5, 6
@@ -100,7 +100,7 @@ class SlicesView(QWidget):
         self.bundle = None
         self.memory_state: dict | None = None
         self.result: SlicesResult | None = None
-        self.runs: list = []  # RunRef of the session (app.views.explorer.robustness)
+        self.runs: list = []  # RunRef of the session (app.core.analysis.robustness)
         self.compare_path = ""  # a checkpoint file chosen with "Checkpoint file…"
         self.current_slice: int = -1
         self.sample_rows: list[int] = []
@@ -477,15 +477,15 @@ class SlicesView(QWidget):
 
 
 def main() -> int:
-    """`python -m app.views.slices_view CHECKPOINT`: the view on a checkpoint, standalone."""
+    """`python -m app.views.analysis.slices_view CHECKPOINT`: the view on a checkpoint, standalone."""
     import sys
 
     from PySide6.QtWidgets import QApplication
 
-    from app.views.explorer.service import default_bundle_getter, prepare_context
-    from app.views.explorer.standalone import loaded_from_checkpoint
+    from app.core.analysis.context import default_bundle_getter, prepare_context
+    from app.core.analysis.standalone import loaded_from_checkpoint
     if len(sys.argv) < 2:
-        print("usage: python -m app.views.slices_view CHECKPOINT", file=sys.stderr)
+        print("usage: python -m app.views.analysis.slices_view CHECKPOINT", file=sys.stderr)
         return 2
     app = QApplication.instance() or QApplication(sys.argv)
     view = SlicesView()

@@ -28,11 +28,12 @@ from robult_engine.inspect import subset_predictions
 from robult_engine.metrics import primary_metric
 from robult_engine.missing import (MissingSpecError, draw_masks, expand, load_masks, metrics_under_masks,
                                    parse_missing, realised_missing)
+from robult_engine.missing_spec import mechanism_names
 
-from .robustness import RobustnessResult, RunRef, compute_robustness
-from .task_language import subset_outputs, task_flips
+from app.core.analysis.robustness import RobustnessResult, RunRef, compute_robustness
+from app.core.analysis.task_language import subset_outputs, task_flips
 
-CURVE_MECHANISMS = ("mcar", "mnar-class", "mnar-value")  # one rate per setting: a curve over η
+CURVE_MECHANISMS = mechanism_names(curve=True)  # one rate per setting: a curve over η
 DEFAULT_RATES = "0, 0.25, 0.5, 0.75"
 
 
