@@ -137,7 +137,8 @@ class SlicesView(QWidget):
         self.find_btn, self.cancel_btn, self.progress = self.jobs.compute_btn, self.jobs.cancel_btn, \
             self.jobs.progress
         self.progress.setTextVisible(True)
-        self.progress.setMaximumWidth(220)
+        self.progress.setMinimumWidth(240)  # "2/6 labelled neighbours" fits on one line
+        self.progress.setMaximumWidth(360)
         # two rows, so that the tab fits a 1280-px window: what to search, then how and the actions
         row1, row2 = QHBoxLayout(), QHBoxLayout()
         for w in (QLabel("Split"), self.split, QLabel("Missing"), self.missing, QLabel("seed"), self.seed,

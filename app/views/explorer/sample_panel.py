@@ -252,6 +252,7 @@ class SamplePanel(QWidget):
         self.find.setToolTip("Go to the next sample of the split whose id or text (e.g. a film's title) contains "
                              "this, ignoring case (Enter again: the one after)")
         self.find.setClearButtonEnabled(True)
+        self.find.setMinimumWidth(90)
         self.find.setMaximumWidth(200)
         self.find_info = QLabel("")
         self.find_info.setObjectName("sample_find_info")
