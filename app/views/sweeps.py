@@ -12,9 +12,10 @@
   A − B per cell on a diverging colour scale centred at 0 (red: A better, also for an error such as MAE), each
   with a colour bar.
 - The selected sweep is drawn as one heat map per method (label fraction × missing rate, mean over seeds; or the
-  first method minus each other one, paired by seed) and as curves (metric against the missing rate, one panel
-  per label fraction, mean ± std over seeds). **Export…** writes both as PNG and SVG, and the cells as CSV
-  (the columns of the engine's sweep.csv).
+  first method minus each other one, paired by seed), all on one colour scale with one colour bar (the metric
+  and its direction; bright = better, also for an error such as MAE; red = the first method ahead), and as
+  curves (metric against the missing rate, one panel per label fraction, mean ± std over seeds). **Export…**
+  writes both as PNG and SVG, and the cells as CSV (the columns of the engine's sweep.csv).
 
 The panel only shows and asks; the numbers come from app/core/sweeps.py (Qt-free) and the engine.
 """
@@ -98,6 +99,38 @@ def diverging_colormap(better_high: bool) -> "pg.ColorMap":
     if not better_high:
         cmap.reverse()
     return cmap
+
+
+def heat_scale(metric: str, better_high: bool, values, difference: bool) -> tuple[tuple[float, float], "pg.ColorMap"]:
+    """The one colour scale of a set of sweep heat maps, from every cell they show (all methods, so their colours
+    compare): a metric on its own range (`color_range`: [0, 1] for an accuracy, [0, the largest cell] for an
+    error such as MAE) on viridis, bright = better; a difference symmetric about 0 at the largest |cell| on the
+    diverging map, red where the first method is ahead. The colour maps are new copies (`matrix_colormap`)."""
+    values = np.asarray(values, dtype=float)
+    if difference:
+        finite = np.abs(values[np.isfinite(values)])
+        top = max(float(finite.max()) if finite.size else 0.05, 1e-3)
+        return (-top, top), diverging_colormap(better_high)
+    lo, hi = color_range(metric, values)
+    return (float(lo), float(hi)), matrix_colormap(better_high)
+
+
+def heat_scale_label(metric: str, better_high: bool, first: str | None = None, second: str = "") -> str:
+    """A heat map colour bar's label: the metric and which way is better; for a difference, which end is the first
+    method ahead."""
+    direction = "higher is better" if better_high else "lower is better"
+    if first is None:
+        return f"test {metric} ({direction}: bright)"
+    return f"{first} − {second}, test {metric} ({direction}; red: {first} better)"
+
+
+def heat_colorbar(levels: tuple[float, float], cmap: "pg.ColorMap", label: str) -> "pg.ColorBarItem":
+    """The (fixed, not draggable) colour bar of a heat map's scale."""
+    bar = pg.ColorBarItem(values=levels, colorMap=cmap, label=label, interactive=False, colorMapMenu=False,
+                          width=18)
+    bar.setToolTip(label)
+    return bar
+
 
 class SweepDialog(QDialog):
     """What to sweep. `request()` is the validated `SweepRequest` (None while the form has an error)."""
@@ -344,17 +377,14 @@ class MismatchMatrix(QWidget):
             # one scale for every pair of methods at this label fraction, symmetric about 0: switching A or B
             # keeps the colours comparable
             every = np.array([r.difference(lf, x, y) for x in r.methods for y in r.methods if x != y], dtype=float)
-            finite = np.abs(every[np.isfinite(every)])
-            top = max(float(finite.max()) if finite.size else 0.05, 1e-3)
-            levels, cmap = (-top, top), diverging_colormap(higher)
-            label = f"{a} − {b}, test {r.metric} (red: {a} better)"
+            label = heat_scale_label(r.metric, higher, a, b)
             title = f"{a} − {b}, label fraction {fraction_label(lf)}"
         else:
             vals = np.array(r.matrix(lf, a)[0], dtype=float)
             every = np.array([r.matrix(lf, m)[0] for m in r.methods], dtype=float)
-            levels, cmap = color_range(r.metric, every), matrix_colormap(higher)
-            label = f"test {r.metric}" + ("" if higher else " (lower is better: bright)")
+            label = heat_scale_label(r.metric, higher)
             title = f"{a}, label fraction {fraction_label(lf)}"
+        levels, cmap = heat_scale(r.metric, higher, every, diff)
         self.values, self.levels, self.colormap = vals, (float(levels[0]), float(levels[1])), cmap
         p = self.plot.addPlot(row=0, col=0)
         p.setTitle(title, size="9pt")
@@ -399,8 +429,7 @@ class MismatchMatrix(QWidget):
         p.hideButtons()
         p.vb.disableAutoRange()
         p.setRange(xRange=(0, n_cols), yRange=(0, n_rows), padding=0)
-        bar = pg.ColorBarItem(values=self.levels, colorMap=cmap, label=label, interactive=False,
-                              colorMapMenu=False, width=18)
+        bar = heat_colorbar(self.levels, cmap, label)
         self.plot.addItem(bar, row=0, col=1)
         self.colorbar = bar
 
@@ -443,6 +472,10 @@ class SweepPlots(QWidget):
         self._curve_plots: list = []
         self._heat_plots: list = []
         self._heat_key = self._curves_key = None
+        # the heat maps' one colour scale (read by the tests)
+        self.heat_colorbar: pg.ColorBarItem | None = None
+        self.heat_levels: tuple[float, float] = (0.0, 1.0)
+        self.heat_colormap: pg.ColorMap | None = None
 
     def set_result(self, result: SweepResult | None) -> None:
         """Show a sweep. The plots are built once per sweep layout (methods, label fractions, mask settings, mode)
@@ -490,23 +523,26 @@ class SweepPlots(QWidget):
             else:
                 grids[m] = np.array(r.grid(m)[0], dtype=float)
         allv = np.concatenate([g.ravel() for g in grids.values()]) if grids else np.array([])
-        finite = allv[np.isfinite(allv)]
-        better = 1.0 if r.higher_is_better else -1.0  # colours say better / worse; the numbers stay as they are
-        if diff:
-            top = max(float(np.abs(finite).max()) if finite.size else 0.05, 1e-3)
-            levels, cmap = (-top, top), pg.colormap.get("CET-D1")
-        else:
-            levels, cmap = color_range(r.metric, allv), pg.colormap.get("viridis")
+        # one scale for every method's map (colours compare across them); bright / red = better, also for an
+        # error such as MAE (the map reversed, a copy), the numbers as they are
+        levels, cmap = heat_scale(r.metric, r.higher_is_better, allv, diff)
+        label = heat_scale_label(r.metric, r.higher_is_better, *((r.methods[0], "each") if diff else ()))
+        self.heat_levels, self.heat_colormap = levels, cmap
         lut = cmap.getLookupTable(nPts=256)
-        if not r.higher_is_better and not diff:
-            lut = lut[::-1]  # a low error is the bright end, as a high accuracy is
+        bar = self.heat_colorbar
+        if bar is not None:
+            bar.setColorMap(cmap)
+            bar.setLevels(levels)
+            if bar.getAxis("left").labelText != label:  # a new label lays the bar out again
+                bar.getAxis("left").setLabel(label)
+                bar.setToolTip(label)
         ticks_x = [(i + 0.5, t) for i, (_x, t) in enumerate(self._x_ticks(r))]  # the realised fractions arrive
         for p in self._heat_plots:                                               # once the masks are drawn
             p.getAxis("bottom").setTicks([ticks_x])
         for m, (img, texts) in self._heat.items():
             g = grids[m]
             # NaN (no finished run yet) is drawn transparent; in the difference view red is "first method better"
-            img.setImage(g * better if diff else g, levels=levels, lut=lut)
+            img.setImage(g, levels=levels, lut=lut)
             for j in range(g.shape[0]):
                 for i in range(g.shape[1]):
                     v = g[j, i]
@@ -519,6 +555,7 @@ class SweepPlots(QWidget):
     def _build_heat(self, r: SweepResult | None) -> None:
         self.heat.clear()
         self._heat, self._heat_plots = {}, []
+        self.heat_colorbar = None
         if r is None or not r.methods:
             return
         diff = self.mode.currentIndex() == 1 and len(r.methods) > 1
@@ -553,6 +590,9 @@ class SweepPlots(QWidget):
             p.hideButtons()
             p.vb.disableAutoRange()
             p.setRange(xRange=(0, n_cols), yRange=(0, n_rows), padding=0)
+        # the scale shared by every map, right of them (levels, colours and label set as the cells are drawn)
+        self.heat_colorbar = heat_colorbar((0.0, 1.0), matrix_colormap(True), "")
+        self.heat.addItem(self.heat_colorbar, row=0, col=cols, rowspan=(len(methods) + cols - 1) // cols)
 
     @property
     def heat_items(self) -> dict[str, pg.ImageItem]:

@@ -4,7 +4,8 @@ how the *model* splits: its mean ‖Z^i‖ (redundant part) and ‖U^i‖ (uniqu
 |φ_i| (Shapley summary) over a split. So a user can ask "the data is mostly redundant; does the model's Z
 carry most of it?".
 
-Computed in the background (progress, Cancel); the PID is cached per dataset (in memory, keyed by the
+Computed in the background (Cancel; the progress names the pair being estimated, "pair 3/15: fou × kar",
+elided to the bar's width); the PID is cached per dataset (in memory, keyed by the
 dataset fingerprint, `explain.PID_CACHE`), so a second model on the same data only encodes the split. Pairs are
 rows of stacked horizontal bars, so the 15 pairs of M = 6 stay legible (each named, R U1 U2 S in order).
 
@@ -39,6 +40,18 @@ PART_COLOURS = {"R": style.Z_COLOUR, "U1": style.U_COLOUR, "U2": "#F5C77E", "S":
 PART_NAMES = {"R": "R redundant", "U1": "U1 unique to the first", "U2": "U2 unique to the second",
               "S": "S synergy"}
 NOT_COMPUTED = "not computed yet"
+
+
+def pair_progress_texts(pairs: list[tuple[str, str]], fit=lambda text: text) -> list[str]:
+    """The progress text while the pair `i` of n is estimated, "pair 3/15: fou × kar", each passed through `fit`
+    (the progress bar's elision to its width)."""
+    n = len(pairs)
+    return [fit(f"pair {i + 1}/{n}: {a} × {b}") for i, (a, b) in enumerate(pairs)]
+
+
+def clip_text(text: str, chars: int) -> str:
+    """`text` cut to `chars` characters, the last one "…" when cut."""
+    return text if len(text) <= chars else text[:max(chars - 1, 0)] + "…"
 
 
 def target_note(info, label: int | None = None) -> str:
@@ -136,6 +149,8 @@ class DatasetPIDPanel(QWidget):
                                             "the model's Z/U split and Shapley summary, in the background")
         self.compute_btn, self.cancel_btn, self.progress = self.jobs.compute_btn, self.jobs.cancel_btn, \
             self.jobs.progress
+        # room for "16/16 pair 3/15: fou × kar" (at its size hint, about 100 px, the bar cut its text short)
+        self.progress.setMinimumWidth(min(240, self.progress.maximumWidth()))
         self.export_btn = QPushButton("Export…")
         self.export_btn.setEnabled(False)
         bar = QHBoxLayout()
@@ -286,12 +301,32 @@ class DatasetPIDPanel(QWidget):
         extra = {"label": label} if bundle.info.task == "multi-label" else {}
         generation, target = self._generation, target_note(bundle.info, label)
 
+        m = len(bundle.info.modality_names)
+        steps = m * (m - 1) // 2 + 1
+        texts, chars = self._progress_texts(bundle.info.modality_names, steps)
+
+        def progress(job, done: int, total: int, text: str) -> None:
+            # while the pairs are estimated (steps 0 … n − 1: the pair `done` is next), its name; then the job's own
+            # words, both within the bar's width
+            job.progress(done, total, texts[done] if done < len(texts) else clip_text(text, chars))
+
         def work(job):
-            return generation, target, fn(loaded, bundle, split, cache, progress=job.progress, check=job.check,
+            return generation, target, fn(loaded, bundle, split, cache, check=job.check,
+                                          progress=lambda done, total, text: progress(job, done, total, text),
                                           **extra)
 
-        m = len(bundle.info.modality_names)
-        self.jobs.start(work, m * (m - 1) // 2 + 1, self._on_done)
+        self.jobs.start(work, steps, self._on_done)
+
+    def _progress_texts(self, names, steps: int) -> tuple[list[str], int]:
+        """The per-pair progress texts, elided to what the bar has room for after the "done/total " that the job
+        controls put in front, and that room in characters (for the other texts, cut in the worker thread)."""
+        bar = self.progress
+        width = min(bar.width() if bar.isVisible() else bar.maximumWidth(), bar.maximumWidth())
+        metrics = bar.fontMetrics()
+        room = max(width - metrics.horizontalAdvance(f"{steps}/{steps} ") - 16, 40)
+        texts = pair_progress_texts(all_pairs(tuple(names)),
+                                    lambda text: metrics.elidedText(text, Qt.TextElideMode.ElideRight, room))
+        return texts, max(room // max(metrics.averageCharWidth(), 1), 4)
 
     @Slot()
     def cancel(self) -> None:
