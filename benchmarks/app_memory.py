@@ -14,7 +14,7 @@ scaled by the same factor.
 A fresh interpreter (so nothing of the writer's memory is counted) then does what the app does, through the
 app's own Qt-free parts and no widget: the window's `DatasetCache` (robult_engine/data/cache.py) with the
 app's byte budget scaled by the same factor (`--cache-bytes` sets it), marking the dataset on screen; the
-Dataset PID tab's job (`app.views.explorer.pid_panel.compute_dataset_pid`: the PID of every modality pair and
+Dataset PID tab's job (`app.views.analysis.pid_panel.compute_dataset_pid`: the PID of every modality pair and
 an (untrained) model's Z/U split on the test split); then the other dataset on screen, and MOSEI again.
 
 Peak RSS is read per step from the kernel's high-water mark (VmHWM, reset between steps through
@@ -157,7 +157,7 @@ def measure(mosei: Path, other: Path, cache_bytes: int | None, threads: int) -> 
     from robult_engine.models import build_model
     from app.core.state import LoadedModel
     try:
-        from app.views.explorer.pid_panel import compute_dataset_pid as job
+        from app.views.analysis.pid_panel import compute_dataset_pid as job
     except ImportError:  # the tab's job before it took a label
         from app.core.analysis.explain import compute_explain as job
     from app.core.analysis.explain import PIDCache

@@ -44,10 +44,11 @@ from app.core.sweeps import (SWEEP_CANCELLED, SWEEP_DONE, SWEEP_FAILED, SWEEP_RE
                              SweepFileError, SweepPlanned, SweepProgress, SweepRequest, SweepResult,
                              SweepRunRecorded, SweepStore, format_eta, run_sweep_work)
 
-from .explorer import style
-from .explorer.export import export_plot, safe_name, write_csv
-from .explorer.job_controls import export_to_chosen_folder
-from .explorer.robustness_panel import color_range, matrix_colormap
+from app.core.analysis.tables import safe_name, write_csv
+from app.views.analysis.robustness_panel import color_range, matrix_colormap
+from app.views.common import style
+from app.views.common.export import export_plot
+from app.views.common.job_controls import export_to_chosen_folder
 
 MECHANISMS = {"mcar": "MCAR: each (sample, modality) entry missing with probability η",
               "mnar-value": "MNAR by value: the entries with the largest feature norm go missing first",

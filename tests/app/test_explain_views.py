@@ -245,7 +245,7 @@ def test_another_dataset_cancels_a_running_study(qtbot, explain_runs):
 @pytest.fixture
 def pid_panel(qtbot):
     from app.core.analysis.explain import PIDCache
-    from app.views.explorer.pid_panel import DatasetPIDPanel
+    from app.views.analysis.pid_panel import DatasetPIDPanel
     panel = DatasetPIDPanel(cache=PIDCache())
     qtbot.addWidget(panel)
     panel.resize(1200, 700)
@@ -333,7 +333,7 @@ def test_the_window_has_the_calibration_and_pid_tabs(make_window):
 
 
 @pytest.mark.parametrize("module", ["app.views.explorer.attribution_panel", "app.views.analysis.calibration_panel",
-                                    "app.views.explorer.pid_panel"])
+                                    "app.views.analysis.pid_panel"])
 def test_each_new_panel_module_runs_alone(module, tmp_path):
     shot = tmp_path / f"{module.rsplit('.', 1)[1]}.png"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "ROBULT_DEMO_SCREENSHOT": str(shot)}

@@ -1,5 +1,5 @@
-"""One home for each thing: app/views/explorer holds only the Explorer tab (and, for now, the Dataset PID tab's
-pid_panel.py), app/core/analysis imports no Qt, and MainWindow builds every analysis tab itself."""
+"""One home for each thing: app/views/explorer holds only the Explorer tab, nothing imports from it a module that
+lives elsewhere, app/core/analysis imports no Qt, and MainWindow builds every analysis tab itself."""
 from __future__ import annotations
 
 import ast
@@ -12,17 +12,14 @@ EXPLORER = REPO / "app" / "views" / "explorer"
 EXPLORER_TAB = {"__init__.py", "explorer_panel.py", "sample_panel.py", "predictions_panel.py",
                 "attribution_panel.py", "softpu_panel.py", "latents_panel.py", "toggles.py", "mechanism_control.py",
                 "service.py"}
-STAYS_FOR_NOW = {"pid_panel.py"}  # the Dataset PID tab (an analysis tab) until it moves to app/views/analysis
-# moved modules that pid_panel.py and app/views/sweeps.py still import from app/views/explorer: each goes as soon
-# as neither of those files imports it from here any more (checked below)
-PENDING = {"style.py", "export.py", "job_controls.py", "explain.py", "robustness_panel.py", "demo.py"}
 ANALYSIS_TABS = ("robustness", "curves", "latent_view", "calibration", "pid", "slices")
 
 
 def _explorer_imports_of(path: Path) -> set[str]:
     """The app/views/explorer module files `path` imports (relative or absolute, function-level too)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    here = "app.views.explorer" if path.parent == EXPLORER else "app.views"
+    parts = path.relative_to(REPO).with_suffix("").parts
+    here = ".".join(parts[:-1])
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
@@ -39,26 +36,15 @@ def _explorer_imports_of(path: Path) -> set[str]:
 
 def test_the_explorer_folder_holds_only_the_explorer_tab():
     files = {p.name for p in EXPLORER.glob("*.py")}
-    assert files - EXPLORER_TAB - STAYS_FOR_NOW - PENDING == set()
+    assert files == EXPLORER_TAB, sorted(files ^ EXPLORER_TAB)
     assert not [p for p in EXPLORER.iterdir() if p.is_dir() and p.name != "__pycache__"]
 
 
-def test_every_pending_module_is_still_needed():
-    users = _explorer_imports_of(EXPLORER / "pid_panel.py") | _explorer_imports_of(REPO / "app/views/sweeps.py")
-    present = PENDING & {p.name for p in EXPLORER.glob("*.py")}
-    assert present <= users, f"no longer imported from app/views/explorer, delete: {sorted(present - users)}"
-    for name in present:  # each one only re-exports its new home
-        text = (EXPLORER / name).read_text(encoding="utf-8")
-        assert "def " not in text and "class " not in text, name
-
-
-def test_nothing_else_imports_a_pending_module_from_the_explorer():
-    allowed = {EXPLORER / "pid_panel.py", REPO / "app/views/sweeps.py"} | {EXPLORER / n for n in PENDING}
+def test_every_explorer_import_names_an_explorer_tab_module():
     for path in [*(REPO / "app").rglob("*.py"), *(REPO / "tests").rglob("*.py"), *(REPO / "benchmarks").glob("*.py"),
                  REPO / "main.py"]:
-        if path in allowed or not path.exists():
-            continue
-        assert not (_explorer_imports_of(path) & PENDING), path
+        missing = _explorer_imports_of(path) - EXPLORER_TAB
+        assert not missing, f"{path.relative_to(REPO)} imports {sorted(missing)} from app/views/explorer"
 
 
 def test_the_analysis_core_imports_no_qt():

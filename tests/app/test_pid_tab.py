@@ -53,7 +53,7 @@ def loaded_for(bundle):
 @pytest.fixture
 def panel(qtbot):
     from app.core.analysis.explain import PIDCache
-    from app.views.explorer.pid_panel import DatasetPIDPanel
+    from app.views.analysis.pid_panel import DatasetPIDPanel
     p = DatasetPIDPanel(cache=PIDCache())
     qtbot.addWidget(p)
     p.resize(1100, 650)
@@ -83,7 +83,7 @@ def assert_cleared(p, dataset: str) -> None:
 
 
 def test_a_new_dataset_or_model_clears_the_previous_result(qtbot, panel):
-    from app.views.explorer.pid_panel import synthetic_result
+    from app.views.analysis.pid_panel import synthetic_result
     a, b = small_bundle("single-label", "first"), small_bundle("single-label", "second", seed=1)
     lm_a = loaded_for(a)
     panel.set_context(lm_a, a)
@@ -99,7 +99,7 @@ def test_a_new_dataset_or_model_clears_the_previous_result(qtbot, panel):
 
 
 def test_an_answer_for_the_previous_dataset_is_dropped(qtbot, panel):
-    from app.views.explorer.pid_panel import synthetic_result
+    from app.views.analysis.pid_panel import synthetic_result
     a, b = small_bundle("single-label", "first"), small_bundle("single-label", "second", seed=1)
     release = threading.Event()
 
@@ -172,7 +172,7 @@ def test_a_regression_target_is_binned_like_robult_pid_and_the_tab_says_so(qtbot
 
 def test_the_job_without_a_label_on_multi_label_data_says_what_to_do():
     from app.core.analysis.explain import PIDCache
-    from app.views.explorer.pid_panel import compute_dataset_pid
+    from app.views.analysis.pid_panel import compute_dataset_pid
     b = small_bundle("multi-label", "genres")
     with pytest.raises(ValueError, match="multi-label: choose the label") as e:
         compute_dataset_pid(loaded_for(b), b, "test", PIDCache())

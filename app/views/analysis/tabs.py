@@ -19,7 +19,7 @@ from app.views.analysis.latent_view import LatentViewPanel
 from app.views.analysis.missing_curves import MissingCurvesPanel
 from app.views.analysis.robustness_panel import RobustnessPanel
 from app.views.analysis.slices_view import SlicesView
-from app.views.explorer.pid_panel import DatasetPIDPanel
+from app.views.analysis.pid_panel import DatasetPIDPanel
 
 # (attribute, tab title, tooltip), in tab order
 TABS = (("robustness", "Robustness", "Every modality subset × every run of the session (Ctrl+4)"),

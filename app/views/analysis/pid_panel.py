@@ -15,7 +15,7 @@ box (shown only then, the dataset's class names in its order) chooses it, like `
 the cache keeps one PID per label. A new model or dataset clears what was shown: nothing stands for the new
 data until it is computed. `compute_dataset_pid` is the tab's job, Qt-free.
 
-Run alone: `python -m app.views.explorer.pid_panel` shows it on a synthetic result (M = 6).
+Run alone: `python -m app.views.analysis.pid_panel` shows it on a synthetic result (M = 6).
 """
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSpli
 from app.background.runner import WorkRunner
 from robult_engine.explain.pid import REGRESSION_BINS, all_pairs, dataset_pid
 
-from . import style
-from .explain import PID_CACHE, ExplainResult, PIDCache, compute_explain
-from .export import export_plot, write_csv
-from .job_controls import JobControls, export_to_chosen_folder
+from app.core.analysis.explain import PID_CACHE, ExplainResult, PIDCache, compute_explain
+from app.core.analysis.tables import write_csv
+from app.views.common import style
+from app.views.common.export import export_plot
+from app.views.common.job_controls import JobControls, export_to_chosen_folder
 
 PARTS = ("R", "U1", "U2", "S")
 PART_COLOURS = {"R": style.Z_COLOUR, "U1": style.U_COLOUR, "U2": "#F5C77E", "S": "#CC79A7"}
@@ -452,7 +453,7 @@ def synthetic_result(m: int = 6, seed: int = 0) -> ExplainResult:
 
 
 def main() -> int:
-    from .demo import run_panel_demo
+    from app.views.common.demo import run_panel_demo
     return run_panel_demo(DatasetPIDPanel, lambda p: p.show_result(synthetic_result()), "Dataset PID — synthetic",
                           size=(1200, 700))
 
