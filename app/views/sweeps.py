@@ -45,14 +45,14 @@ from app.core.sweeps import (SWEEP_CANCELLED, SWEEP_DONE, SWEEP_FAILED, SWEEP_RE
                              SweepRunRecorded, SweepStore, format_eta, run_sweep_work)
 
 from app.core.analysis.tables import safe_name, write_csv
+from robult_engine.missing_spec import describe_mechanisms
 from app.views.analysis.robustness_panel import color_range, matrix_colormap
 from app.views.common import style
 from app.views.common.export import export_plot
 from app.views.common.job_controls import export_to_chosen_folder
 
-MECHANISMS = {"mcar": "MCAR: each (sample, modality) entry missing with probability η",
-              "mnar-value": "MNAR by value: the entries with the largest feature norm go missing first",
-              "mnar-class": "MNAR by class: the rate depends on the class (second rate for the other classes)"}
+# the mechanisms a sweep can take a rate grid of, from the engine's registry
+MECHANISMS = {m.name: m.summary for m in describe_mechanisms(curve=True)}
 DEFAULT_METHODS = ("robult", "supervised")
 STATUS_COLORS = {SWEEP_RUNNING: "#1565C0", SWEEP_DONE: "#2E7D32", SWEEP_CANCELLED: "#8D6E00",
                  SWEEP_FAILED: "#B00020", "interrupted": "#B00020", "imported": "#455A64"}

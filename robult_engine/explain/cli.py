@@ -183,7 +183,7 @@ def cmd_pid(args: argparse.Namespace) -> int:
     results = dataset_pid(bundle, pairs, splits=splits, clusters=args.clusters, label=label, seed=args.seed,
                           n_boot=args.bootstrap)
     print(f"{info.name}: PID of each modality pair with respect to the target, in bits "
-          f"(splits {'+'.join(splits)}; plug-in estimate on k-means clusters, scipy trust-constr)")
+          f"(splits {'+'.join(splits)}; plug-in estimate on k-means clusters, barrier Newton solver)")
     rows = [f"{r.pair[0]} × {r.pair[1]}" for r in results]
     cols = ["R (bits)", "U1 (bits)", "U2 (bits)", "S (bits)", "I(X1,X2;Y)", "bias bound", "n"]
     by_row = dict(zip(rows, results))

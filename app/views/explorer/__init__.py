@@ -7,6 +7,4 @@ thread over the Qt-free context and inspection cache of app/core/analysis/contex
 (app/core/explorer_state.py). MainWindow builds the panel and wires it to the analysis tabs (app/views/analysis).
 Each panel runs alone (`python -m app.views.explorer.predictions_panel`) on the synthetic data of
 app/views/common/demo.py. The engine side is `robult_engine.inspect`.
-
-pid_panel.py (the Dataset PID tab) still lives here; it is an analysis tab, built by app/views/analysis/tabs.py.
 """
