@@ -316,6 +316,8 @@ class DatasetPIDPanel(QWidget):
                                           progress=lambda done, total, text: progress(job, done, total, text),
                                           **extra)
 
+        self.info.setText(f"<b>{bundle.info.name}</b>: estimating the PID of {steps - 1} modality "
+                          f"pair{'s' if steps != 2 else ''} on the {split} split; target: {target} …")
         self.jobs.start(work, steps, self._on_done)
 
     def _progress_texts(self, names, steps: int) -> tuple[list[str], int]:
