@@ -1029,6 +1029,11 @@ class MainWindow(QMainWindow):
         self.show_dataset(loaded.config.data.dataset, loaded.info)
         self.model_label.setToolTip(loaded.checkpoint_path)
         self.statusBar().showMessage(f"Current model: {loaded.config.method} on {loaded.info.name} ({origin})", 6000)
+        if self.state.run_id is None and not self.controller.is_running:
+            # no run of this session is shown: the banner speaks of the open model, not of the default dataset
+            self.training_panel.set_status("info", f"Model open: {loaded.config.method} on {loaded.info.name} "
+                                                   f"({origin}); the Explorer and the analysis tabs show it. "
+                                                   f"Train a new run with Ctrl+N.")
         self.sig_model_loaded.emit(loaded)
         self._on_context_changed()
 

@@ -357,3 +357,17 @@ def test_without_the_gui_extra_the_app_says_what_to_install(monkeypatch, capsys)
     assert app_main.main([]) == 2
     err = capsys.readouterr().err
     assert "'gui' extra" in err and "pyqtgraph is not installed" in err and "robult-studio[gui]" in err
+
+
+def test_opening_a_model_replaces_the_default_dataset_banner(qtbot, make_window, tiny, tmp_path):
+    """Opening a model of another dataset: the Training tab's banner names the open model, not "Ready to train on"
+    the default dataset the window started with."""
+    from robult_engine.trainer import Trainer
+    final = Trainer(tiny(), out_dir=tmp_path / "run").run()
+    w = make_window(default_dataset="av-digits")
+    qtbot.waitUntil(lambda: "Ready to train" in w.training_panel.status_panel.text or w.current_model is not None,
+                    timeout=20_000)
+    with qtbot.waitSignal(w.sig_model_loaded, timeout=20_000):
+        w.open_checkpoint(final.checkpoint_path)
+    text = w.training_panel.status_panel.text
+    assert "Model open" in text and "pid-synth" in text and "av-digits" not in text
