@@ -311,17 +311,14 @@ def default_first_sampler(base, defaults: dict):
 
     class DefaultFirst(optuna.samplers.BaseSampler):
         def __init__(self) -> None:
-            self._first: set[int] = set()
+            self._first: dict[int, bool] = {}  # trial id → takes the defaults (decided once per trial)
 
         def _is_first(self, study, trial) -> bool:
-            if trial._trial_id in self._first:
-                return True
-            others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
-                                                              TrialState.PRUNED))
-            if any(t._trial_id != trial._trial_id for t in others):
-                return False
-            self._first.add(trial._trial_id)
-            return True
+            if trial._trial_id not in self._first:
+                others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                  TrialState.PRUNED))
+                self._first[trial._trial_id] = not any(t._trial_id != trial._trial_id for t in others)
+            return self._first[trial._trial_id]
 
         def infer_relative_search_space(self, study, trial):
             return base.infer_relative_search_space(study, trial)

@@ -24,7 +24,7 @@ from app.views.common import style
 from app.core.analysis.explain import CalibrationStudy, compute_calibration
 from app.views.common.export import export_plot
 from app.core.analysis.tables import write_csv
-from app.views.common.job_controls import JobControls, export_to_chosen_folder
+from app.views.common.job_controls import JobControls, JobOwner, export_to_chosen_folder
 from app.core.analysis.robustness import RunRef
 from app.core.analysis.task_language import phi_axis
 
@@ -33,7 +33,7 @@ HEADERS = ("n", "acc.", "conf.", "ECE", "adapt. ECE", "Brier", "NLL")
 PALETTE = tuple(c for c in style.CATEGORICAL if c != "#F0E442")  # no yellow lines on white
 
 
-class CalibrationPanel(QWidget):
+class CalibrationPanel(JobOwner, QWidget):
     sig_result_ready = Signal(object)  # CalibrationStudy
     sig_message = Signal(str, str)
 
@@ -140,19 +140,9 @@ class CalibrationPanel(QWidget):
         self.compute_btn.setEnabled(n > 0 and not self.jobs.busy)
 
     # --- computing ------------------------------------------------------------------------------------
-    def _show_error(self, text: str) -> None:
-        self.info.setText(text)
-
-    def _message(self, text: str, level: str) -> None:
-        self.sig_message.emit(text, level)
 
     def _can_compute(self) -> bool:
         return bool(self.runs)
-
-    @property
-    def _job(self):
-        """The running job, if any (JobControls owns it)."""
-        return self.jobs.job
 
     @Slot()
     def compute(self) -> None:
@@ -167,10 +157,6 @@ class CalibrationPanel(QWidget):
             return compute_calibration(runs, getter(data_cfg), split, progress=job.progress, check=job.check)
 
         self.jobs.start(work, 2 * len(runs), self._on_done)
-
-    @Slot()
-    def cancel(self) -> None:
-        self.jobs.cancel()
 
     def _on_done(self, study: CalibrationStudy) -> None:
         self.progress.setFormat(f"done in {study.seconds:.1f} s")

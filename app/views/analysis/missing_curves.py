@@ -32,7 +32,7 @@ from app.core.analysis.curves import (CURVE_MECHANISMS, DEFAULT_RATES, CurveResu
                                       parse_curve_spec)
 from app.views.common.export import export_plot
 from app.core.analysis.tables import safe_name, write_csv
-from app.views.common.job_controls import JobControls, choose_export_folder
+from app.views.common.job_controls import JobControls, JobOwner, choose_export_folder
 from app.core.analysis.robustness import RobustnessResult, RunRef
 from app.core.analysis.task_language import flip_item, flip_rule
 
@@ -42,7 +42,7 @@ RATE_TIP = ("Missing rates η, comma-separated: the fraction of (sample, modalit
 MECH_TIP = {m.name: m.summary for m in describe_mechanisms(curve=True)}
 
 
-class MissingCurvesPanel(QWidget):
+class MissingCurvesPanel(JobOwner, QWidget):
     sig_open_sample = Signal(str, int, tuple)  # split, index, that sample's mask
     sig_result_ready = Signal(object)  # CurveResult
     sig_message = Signal(str, str)
@@ -237,22 +237,7 @@ class MissingCurvesPanel(QWidget):
         self.jobs.start(work, len(runs), self._on_done)
         return True
 
-    @Slot()
-    def cancel(self) -> None:
-        self.jobs.cancel()
-
-    @property
-    def _job(self):
-        """The running job, if any (JobControls owns it)."""
-        return self.jobs.job
-
-    # what JobControls asks of its owner
-    def _show_error(self, text: str) -> None:
-        self.info.setText(text)
-
-    def _message(self, text: str, level: str) -> None:
-        self.sig_message.emit(text, level)
-
+    # what JobControls asks of its owner (and JobOwner's cancel, _show_error, _message)
     def _can_compute(self) -> bool:
         return bool(self.runs)
 

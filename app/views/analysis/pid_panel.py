@@ -34,7 +34,7 @@ from app.core.analysis.explain import PID_CACHE, ExplainResult, PIDCache, comput
 from app.core.analysis.tables import write_csv
 from app.views.common import style
 from app.views.common.export import export_plot
-from app.views.common.job_controls import JobControls, export_to_chosen_folder
+from app.views.common.job_controls import JobControls, JobOwner, export_to_chosen_folder
 
 PARTS = ("R", "U1", "U2", "S")
 PART_COLOURS = {"R": style.Z_COLOUR, "U1": style.U_COLOUR, "U2": "#F5C77E", "S": "#CC79A7"}
@@ -123,7 +123,7 @@ def compute_dataset_pid(loaded, bundle, split: str = "test", cache: PIDCache | N
     return result
 
 
-class DatasetPIDPanel(QWidget):
+class DatasetPIDPanel(JobOwner, QWidget):
     sig_result_ready = Signal(object)  # ExplainResult
     sig_message = Signal(str, str)
 
@@ -278,19 +278,9 @@ class DatasetPIDPanel(QWidget):
                           "PID (seconds to minutes; cached for this dataset) and the model's Z/U split.")
 
     # --- computing ------------------------------------------------------------------------------------
-    def _show_error(self, text: str) -> None:
-        self.info.setText(text)
-
-    def _message(self, text: str, level: str) -> None:
-        self.sig_message.emit(text, level)
 
     def _can_compute(self) -> bool:
         return self.bundle is not None and len(self.bundle.info.modality_names) >= 2
-
-    @property
-    def _job(self):
-        """The running job, if any (JobControls owns it)."""
-        return self.jobs.job
 
     @Slot()
     def compute(self) -> None:
@@ -330,10 +320,6 @@ class DatasetPIDPanel(QWidget):
         texts = pair_progress_texts(all_pairs(tuple(names)),
                                     lambda text: metrics.elidedText(text, Qt.TextElideMode.ElideRight, room))
         return texts, max(room // max(metrics.averageCharWidth(), 1), 4)
-
-    @Slot()
-    def cancel(self) -> None:
-        self.jobs.cancel()
 
     def _on_done(self, value) -> None:
         generation, target, result = value

@@ -27,7 +27,7 @@ from app.views.common.plot_util import clear_message, show_message
 from app.views.common import style
 from app.views.common.export import export_plot
 from app.core.analysis.tables import safe_name, write_csv, write_json
-from app.views.common.job_controls import JobControls
+from app.views.common.job_controls import JobControls, JobOwner
 from app.core.analysis.robustness import RobustnessResult, RunRef, compute_robustness
 from app.core.analysis.task_language import flip_item, flip_rule
 
@@ -139,7 +139,7 @@ class RunHeader(QWidget):
         return super().event(ev)
 
 
-class RobustnessPanel(QWidget):
+class RobustnessPanel(JobOwner, QWidget):
     sig_open_sample = Signal(str, int, tuple)  # split, index, subset mask
     sig_result_ready = Signal(object)  # RobustnessResult
     sig_message = Signal(str, str)
@@ -295,21 +295,11 @@ class RobustnessPanel(QWidget):
 
         self.jobs.start(work, len(runs), self._on_done)
 
-    @Slot()
-    def cancel(self) -> None:
-        self.jobs.cancel()
 
-    @property
-    def _job(self):
-        """The running job, if any (JobControls owns it)."""
-        return self.jobs.job
 
     # what JobControls asks of its owner
     def _show_error(self, text: str) -> None:
         self._set_info(text)
-
-    def _message(self, text: str, level: str) -> None:
-        self.sig_message.emit(text, level)
 
     def _can_compute(self) -> bool:
         return bool(self.runs)

@@ -27,7 +27,7 @@ from robult_engine.missing import MissingSpecError
 from robult_engine.slices import MAX_ORDER, Slice, SliceReport
 
 from app.background.runner import WorkRunner
-from app.views.common.job_controls import JobControls
+from app.views.common.job_controls import JobControls, JobOwner
 
 COLUMNS = ("#", "slice", "size", "error in", "error out", "error in (B)", "error out (B)", "score")
 COL_B_IN, COL_B_OUT = 5, 6
@@ -87,7 +87,7 @@ def compute_slices(loaded, bundle, memory_state: dict | None, *, split: str = "t
     return res
 
 
-class SlicesView(QWidget):
+class SlicesView(JobOwner, QWidget):
     sig_open_sample = Signal(str, int, tuple)  # split, index, the modalities its prediction used
     sig_result_ready = Signal(object)  # SlicesResult
     sig_message = Signal(str, str)  # text, level
@@ -308,21 +308,7 @@ class SlicesView(QWidget):
         self.jobs.start(work, 4 + order, self._on_done)
         return True
 
-    @Slot()
-    def cancel(self) -> None:
-        self.jobs.cancel()
-
-    @property
-    def _job(self):
-        return self.jobs.job
-
-    # what JobControls asks of its owner
-    def _show_error(self, text: str) -> None:
-        self.info.setText(text)
-
-    def _message(self, text: str, level: str) -> None:
-        self.sig_message.emit(text, level)
-
+    # what JobControls asks of its owner (and JobOwner's cancel, _show_error, _message)
     def _can_compute(self) -> bool:
         return self.loaded is not None and self.bundle is not None
 

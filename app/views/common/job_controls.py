@@ -14,6 +14,26 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog, QProgressBar, QPushButton, QWidget
 
 
+class JobOwner:
+    """The side of JobControls its owner view gives (mixed in before QWidget): `self.jobs` is the view's
+    JobControls, `self.info` a label for failures, `sig_message` its status-bar signal. The view still writes
+    `_can_compute()`; it overrides `_show_error` where failures go elsewhere."""
+
+    def cancel(self) -> None:
+        self.jobs.cancel()
+
+    @property
+    def _job(self):
+        """The running job, if any (JobControls owns it)."""
+        return self.jobs.job
+
+    def _show_error(self, text: str) -> None:
+        self.info.setText(text)
+
+    def _message(self, text: str, level: str) -> None:
+        self.sig_message.emit(text, level)
+
+
 class JobControls(QObject):
     """Compute / Cancel / progress for one background job at a time.
 
