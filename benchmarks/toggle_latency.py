@@ -45,7 +45,7 @@ def train(cfg, out: Path) -> str:
 
 def bench_toggles(checkpoint: str, n: int) -> dict:
     from PySide6.QtWidgets import QApplication
-    from PySide6.QtTest import QTest
+    from app.background.runner import wait_ms
 
     from app.views.explorer.explorer_panel import ExplorerPanel
     from app.core.analysis.standalone import loaded_from_checkpoint
@@ -61,7 +61,7 @@ def bench_toggles(checkpoint: str, n: int) -> dict:
     t0 = time.perf_counter()
     panel.set_model(loaded)
     while panel.inspection is None:
-        QTest.qWait(5)
+        wait_ms(5)
     first = time.perf_counter() - t0
     m = len(loaded.info.modality_names)
     rng = np.random.default_rng(0)

@@ -11,6 +11,7 @@
 #   METHODS (environment): default robult,robult-no-rec,supervised,fixmatch,co-training,shaspec,mmin
 #   EPOCHS (environment): the epoch budget of every trial and final run (default: the config's)
 #   EXTRA (environment): further flags for every command, e.g. "--set model.d_h=16"
+#   TUNE_EXTRA (environment): further flags for the tuning only, e.g. "--tune-seeds 0,1"
 set -euo pipefail
 out=${1:?usage: benchmarks/verdict.sh OUT_DIR [TRIALS] [SEEDS] [JOBS] [FRACTIONS] [DATASETS...]}
 trials=${2:-4}
@@ -36,8 +37,11 @@ for ds in "${datasets[@]}"; do
     common=(--label-fraction "$f" --threads 1 --quiet "${epochs[@]}" "${args[@]}")
     # shellcheck disable=SC2206
     [ -z "${EXTRA:-}" ] || common+=(${EXTRA})
+    tune_extra=()
+    # shellcheck disable=SC2206
+    [ -z "${TUNE_EXTRA:-}" ] || tune_extra=(${TUNE_EXTRA})
     "$robult" tune --methods "$methods" --trials "$trials" --search-only --jobs "$jobs" "${common[@]}" \
-      --out "$dir/tune"
+      "${tune_extra[@]}" --out "$dir/tune"
     [ -f "$dir/compare/compare.json" ] || \
       "$robult" compare --from-tune "$dir/tune" --seeds "$seeds" --jobs "$jobs" --missing mcar:0.5 \
         "${common[@]}" --out "$dir/compare"

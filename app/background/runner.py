@@ -135,3 +135,14 @@ class WorkRunner(QObject):
         if isinstance(owner, QObject) and not shiboken6.isValid(owner):
             return  # the widget that asked is gone
         cb(work if kind == "started" else payload)
+
+
+def wait_ms(ms: int) -> None:
+    """Run the GUI thread's event loop for `ms` milliseconds, as the running app does, for scripts that wait
+    for background work (a demo's screenshot, a benchmark). `QEventLoop.exec` releases the GIL while it waits
+    for events, so the worker threads run at full speed; `QTest.qWait` keeps the GIL while it polls and slows
+    a Python worker many times over (tests/app/test_wait_ms.py measures both)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+    loop = QEventLoop()
+    QTimer.singleShot(max(0, int(ms)), loop.quit)
+    loop.exec()

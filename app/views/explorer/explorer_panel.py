@@ -428,12 +428,12 @@ def main() -> int:
     panel.show()
     shot = os.environ.get("ROBULT_DEMO_SCREENSHOT")
     if shot:
-        from PySide6.QtTest import QTest
+        from app.background.runner import wait_ms
         for _ in range(200):
-            QTest.qWait(50)
+            wait_ms(50)
             if panel.inspection is not None:
                 break
-        QTest.qWait(200)
+        wait_ms(200)
         panel.grab().save(shot)
         panel.shutdown()
         return 0
