@@ -177,3 +177,29 @@ def test_the_job_without_a_label_on_multi_label_data_says_what_to_do():
     with pytest.raises(ValueError, match="multi-label: choose the label") as e:
         compute_dataset_pid(loaded_for(b), b, "test", PIDCache())
     assert "--label" not in str(e.value)
+
+
+def test_empty_plots_say_why_instead_of_bare_axes_and_phi_is_in_the_tasks_unit(qtbot, panel):
+    from app.core.analysis.task_language import phi_unit
+    from app.views.common.plot_util import plot_message
+    plots = (panel.pid_plot, panel.zu_plot, panel.phi_plot)
+    assert all(plot_message(w) == "Load a model to see its dataset's PID." for w in plots)
+    assert not panel.pid_plot.getPlotItem().getAxis("bottom").isVisible()
+    b = small_bundle("regression", "sentiment")
+    panel.set_context(loaded_for(b), b)
+    assert all(plot_message(w) == "Press Compute to estimate." for w in plots)
+    release = threading.Event()
+    real = panel.compute_fn
+
+    def slow(*args, **kwargs):
+        release.wait(30)
+        return real(*args, **kwargs)
+    panel.compute_fn = slow
+    with qtbot.waitSignal(panel.sig_result_ready, timeout=120_000):
+        panel.compute()
+        assert all(plot_message(w) == "Estimating…" for w in plots)
+        release.set()
+    assert all(plot_message(w) == "" for w in plots)
+    assert panel.pid_plot.getPlotItem().getAxis("bottom").isVisible()
+    assert phi_unit("regression") in panel.phi_plot.getPlotItem().getAxis("left").labelText
+    assert "nats" not in panel.phi_plot.getPlotItem().getAxis("left").labelText

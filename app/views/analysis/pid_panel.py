@@ -32,7 +32,9 @@ from robult_engine.explain.pid import REGRESSION_BINS, all_pairs, dataset_pid
 
 from app.core.analysis.explain import PID_CACHE, ExplainResult, PIDCache, compute_explain
 from app.core.analysis.tables import write_csv
+from app.core.analysis.task_language import phi_axis
 from app.views.common import style
+from app.views.common.plot_util import clear_message, show_message
 from app.views.common.export import export_plot
 from app.views.common.job_controls import JobControls, JobOwner, export_to_chosen_folder
 
@@ -211,6 +213,7 @@ class DatasetPIDPanel(JobOwner, QWidget):
         self.label_box.currentIndexChanged.connect(self._on_label_box_current_index_changed)
         self.compute_btn.setEnabled(False)
         self.info.setText("Load a model: the dataset's PID is shown beside the model's Z/U split.")
+        self._show_empty()
 
     # --- inputs ---------------------------------------------------------------------------------------
     def set_context(self, loaded, bundle) -> None:
@@ -309,6 +312,7 @@ class DatasetPIDPanel(JobOwner, QWidget):
         self.info.setText(f"<b>{bundle.info.name}</b>: estimating the PID of {steps - 1} modality "
                           f"pair{'s' if steps != 2 else ''} on the {split} split; target: {target} …")
         self.jobs.start(work, steps, self._on_done)
+        self._show_empty()
 
     def _progress_texts(self, names, steps: int) -> tuple[list[str], int]:
         """The per-pair progress texts, elided to what the bar has room for after the "done/total " that the job
@@ -345,7 +349,12 @@ class DatasetPIDPanel(JobOwner, QWidget):
                 style.set_ticks(w, "bottom", [])
             for w in (self.pid_plot, self.zu_plot, self.phi_plot):
                 w.getPlotItem().enableAutoRange()
+            self._show_empty()
             return
+        for w in (self.pid_plot, self.zu_plot, self.phi_plot):
+            clear_message(w)
+        self.phi_plot.setLabel("left", phi_axis(self.bundle.info.task if self.bundle is not None else
+                                                "single-label", mean_abs=True))
         labels = [f"{a} × {b}" for a, b in (p.pair for p in result.pid)]
         y = np.arange(len(labels), dtype=float)
         x0 = np.zeros(len(labels))
@@ -379,6 +388,29 @@ class DatasetPIDPanel(JobOwner, QWidget):
             f"{result.split} split: ‖Z‖ is {z / max(z + u, 1e-12):.0%} of ‖Z‖ + ‖U‖. "
             f"<span style='color:#606060'>Synergy at or below the bias bound "
             f"({max(p.result.bias_bound for p in result.pid):.3f} bits) is not distinguishable from zero.</span>")
+
+    def _show_error(self, text: str) -> None:
+        super()._show_error(text)
+        if self.result is None:
+            self._show_empty()
+
+    def _message(self, text: str, level: str) -> None:
+        super()._message(text, level)
+        if self.result is None and not self.jobs.busy:  # a job ended (cancelled): the plots no longer say "Estimating…"
+            self._show_empty()
+
+    def _show_empty(self) -> None:
+        """What the empty plots say instead of bare 0–1 axes: why nothing is shown, or that it is computing."""
+        if self.bundle is None:
+            text = "Load a model to see its dataset's PID."
+        elif not self._can_compute():
+            text = "The PID needs at least two modalities."
+        elif self.jobs.busy:
+            text = "Estimating…"
+        else:
+            text = "Press Compute to estimate."
+        for w in (self.pid_plot, self.zu_plot, self.phi_plot):
+            show_message(w, text)
 
     # --- export ---------------------------------------------------------------------------------------
     def tables(self) -> dict[str, tuple[list[str], list[list]]]:
