@@ -25,7 +25,7 @@ from PySide6.QtGui import QColor, QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QMenu, QMessageBox, QPushButton,
                                QSplitter, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.views.common.plot_util import no_si_prefix
+from app.views.common.plot_util import clear_message, no_si_prefix, show_message
 from ..core.comparison import (BaselineDifference, RunResult, baseline_differences, by_seed, config_diff,
                                curve_difference, group_key, paired_vs_baseline, seed_group)
 from ..core.sessions import RunRow, SessionStore, SessionStoreError
@@ -473,6 +473,7 @@ class SessionsPanel(QWidget):
         self.curve_diffs = {}
         base = self._baseline_run()
         if base is not None:
+            clear_message(self.plot)
             self._draw_difference_curves(base)
         else:
             self.plot.setTitle("Validation score of the selected runs", size="10pt")
@@ -488,6 +489,11 @@ class SessionsPanel(QWidget):
                                pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
                                symbolPen=None, name=label[:40], connect="finite")
                 self.overlay_ids.append(rid)
+            if self.overlay_ids:
+                clear_message(self.plot)
+            else:  # no curve: say what would draw one, not bare axes
+                show_message(self.plot, "Select runs in the table to overlay their validation curves."
+                             if self.model.rows else "No runs in this session yet.")
         self._update_subset_table()
         self._update_comparison()
         self._update_config_diff()

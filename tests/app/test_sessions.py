@@ -154,9 +154,14 @@ def test_the_sessions_view_sorts_overlays_and_deletes_with_confirmation(qtbot, s
     assert panel.proxy.data(panel.proxy.index(0, col)) == "0.9000"
     assert panel.proxy.data(panel.proxy.index(2, RunsTableModel.COLUMNS.index("Epochs"))) == "3"
 
+    # nothing selected: the plot says what draws a curve instead of showing bare axes
+    from app.views.common.plot_util import plot_message
+    assert "Select runs" in plot_message(panel.plot)
+    assert not panel.plot.getPlotItem().getAxis("bottom").isVisible()
     # several selected runs: their validation curves are overlaid
     panel.select_runs([a, b])
     assert sorted(panel.overlay_ids) == sorted([a, b])
+    assert plot_message(panel.plot) == "" and panel.plot.getPlotItem().getAxis("bottom").isVisible()
     assert not panel.btn_reopen.isEnabled()  # reopen takes one run
     # ... and compared per modality subset at their best epochs (a: 0.9 at epoch 2; b: 0.2 at epoch 3)
     t = panel.subsets

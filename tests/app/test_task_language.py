@@ -371,3 +371,25 @@ def test_phi_of_a_multi_label_model_explains_the_label_the_user_chooses(qtbot):
     assert "chosen label <b>g10</b>" in panel.header.text()
     panel.choose_label(None)  # back to the top label
     assert panel.phi.output == top.output and "top label" in panel.header.text()
+
+
+def test_the_reliability_plot_says_why_it_is_empty_instead_of_bare_axes(qtbot):
+    from app.views.analysis.calibration_panel import CalibrationPanel, synthetic_study
+    from app.views.common.plot_util import plot_message
+    cal = CalibrationPanel()
+    try:
+        assert "Press Compute" in plot_message(cal.reliability) and not cal.diagonal.isVisible()
+        study = synthetic_study(m=2, n=120)
+        cal.show_study(study)
+        assert plot_message(cal.reliability) == "" and cal.diagonal.isVisible() and cal.curves
+        cal.set_checked_subsets([])
+        assert "Tick a modality subset" in plot_message(cal.reliability)
+        note = "calibration needs class probabilities; a regression model outputs a point score"
+        scores = dataclasses.replace(study, task="regression", note=note, tables={
+            run: {name: dataclasses.replace(row, reliability=None) for name, row in table.items()}
+            for run, table in study.tables.items()})
+        cal.show_study(scores)
+        assert plot_message(cal.reliability) == note and not cal.diagonal.isVisible()
+        assert not cal.reliability.getPlotItem().getAxis("bottom").isVisible()
+    finally:
+        dispose(qtbot, cal)

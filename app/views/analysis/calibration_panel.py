@@ -25,6 +25,7 @@ from app.core.analysis.explain import CalibrationStudy, compute_calibration
 from app.views.common.export import export_plot
 from app.core.analysis.tables import write_csv
 from app.views.common.job_controls import JobControls, JobOwner, export_to_chosen_folder
+from app.views.common.plot_util import clear_message, show_message
 from app.core.analysis.robustness import RunRef
 from app.core.analysis.task_language import phi_axis
 
@@ -76,7 +77,8 @@ class CalibrationPanel(JobOwner, QWidget):
                                              tooltip="Per confidence bin (15 equal-width bins): the fraction "
                                                      "correct against the mean confidence. On the diagonal: "
                                                      "calibrated; below it: over-confident.")
-        self.reliability.addItem(pg.PlotDataItem([0, 1], [0, 1], pen=pg.mkPen("#909090", style=Qt.PenStyle.DashLine)))
+        self.diagonal = pg.PlotDataItem([0, 1], [0, 1], pen=pg.mkPen("#909090", style=Qt.PenStyle.DashLine))
+        self.reliability.addItem(self.diagonal)
         self.reliability.setXRange(0, 1, padding=0.02)
         self.reliability.setYRange(0, 1, padding=0.02)
         self.reliability.getPlotItem().addLegend(offset=(10, 10), labelTextColor="#303030")
@@ -122,6 +124,7 @@ class CalibrationPanel(JobOwner, QWidget):
         self.export_btn.clicked.connect(self._on_export_clicked)
         self.compute_btn.setEnabled(False)
         self.info.setText("Load a model to compare the calibration of the session's runs per modality subset.")
+        self._draw_reliability()
 
     # --- inputs ---------------------------------------------------------------------------------------
     def set_runs(self, runs: list[RunRef], data_cfg) -> None:
@@ -255,6 +258,17 @@ class CalibrationPanel(JobOwner, QWidget):
             self.curves[name] = curve
         title = f"Reliability diagram — {self.current_run}" if self.current_run else "Reliability diagram"
         pi.setTitle(title, color="#202020", size="10pt")
+        if self.curves:
+            clear_message(self.reliability)
+        else:  # bare axes and a diagonal would read as a result: say why there is none
+            show_message(self.reliability, self._empty_reliability_text(table), hide=(self.diagonal,))
+
+    def _empty_reliability_text(self, table: dict) -> str:
+        if self.study is None:
+            return "Press Compute to draw the reliability diagrams."
+        if table and all(row.reliability is None for row in table.values()):
+            return self.study.note or "This run's outputs have no confidence to calibrate."
+        return "Tick a modality subset on the left to draw its reliability diagram."
 
     def _fill_table(self) -> None:
         table = self._table_of_run()
