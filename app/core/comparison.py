@@ -18,13 +18,16 @@ from robult_engine.config import RunConfig
 from robult_engine.metrics import HIGHER_IS_BETTER
 
 
-def comparison_configs(base: RunConfig, methods: list[str] | tuple[str, ...], seeds: int
-                       ) -> list[tuple[RunConfig, str]]:
-    """(config, name) per run: seed by seed, every method (the first method is the reference)."""
+def comparison_configs(base: RunConfig, methods: list[str] | tuple[str, ...], seeds: int,
+                       overrides: dict[str, dict] | None = None) -> list[tuple[RunConfig, str]]:
+    """(config, name) per run: seed by seed, every method (the first method is the reference). `overrides`: each
+    method's own settings on top of the base (those a `robult tune` study chose), as `robult compare` applies
+    them."""
     out = []
+    overrides = overrides or {}
     for seed in range(int(seeds)):
         for m in methods:
-            cfg = base.replace(method=m, seed=seed, **{"data.seed": seed})
+            cfg = base.replace(**overrides.get(m, {})).replace(method=m, seed=seed, **{"data.seed": seed})
             out.append((cfg, f"{m} · seed {seed}"))
     return out
 

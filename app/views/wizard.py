@@ -411,8 +411,20 @@ class MethodPage(_Page):
         row.addWidget(QLabel("Seeds:"))
         row.addWidget(self.spin_seeds)
         row.addStretch(1)
+        # each method at the settings a `robult tune` study chose for it (as robult compare --from-tune)
+        self.tuned: tuple[str, list[str], RunConfig, dict[str, dict]] | None = None  # path, methods, base, chosen
+        self.tuned_btn = QPushButton("Use tuned settings…")
+        self.tuned_btn.setToolTip("Read the folder of a robult tune study (its tune.json): each compared method "
+                                  "runs at the settings the study chose for it, on this wizard's data and seeds")
+        self.tuned_clear = QPushButton("Clear")
+        self.tuned_clear.setToolTip("Forget the tuned settings: every method at this wizard's settings")
+        self.tuned_clear.setEnabled(False)
+        self.tuned_note = _note("")
+        row.addWidget(self.tuned_btn)
+        row.addWidget(self.tuned_clear)
         cl.addLayout(grid)
         cl.addLayout(row)
+        cl.addWidget(self.tuned_note)
         self.compare_box.setMinimumHeight(self.compare_box.sizeHint().height())  # never squeezed to a line
         lay.addWidget(self.compare_box)
         lay.addStretch(1)
@@ -420,6 +432,8 @@ class MethodPage(_Page):
         self.set_method(initial.method)
         self.group.idClicked.connect(self._on_group_id_clicked)
         self.compare_box.toggled.connect(self._on_compare_changed)
+        self.tuned_btn.clicked.connect(self._on_tuned_btn_clicked)
+        self.tuned_clear.clicked.connect(self.clear_tuned)
 
     @property
     def method(self) -> str:
@@ -438,6 +452,63 @@ class MethodPage(_Page):
     def _on_compare_changed(self, *_args) -> None:
         self.completeChanged.emit()
 
+    @Slot()
+    def _on_tuned_btn_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "The folder of a robult tune study (holds tune.json)")
+        if folder:
+            self.load_tuned(folder)
+
+    def load_tuned(self, path: str) -> bool:
+        """Read a study's chosen settings (robult compare --from-tune's reader): its methods are ticked for the
+        comparison, each to run at its chosen settings. A file that is not a study's is named in the error line
+        and changes nothing."""
+        from robult_engine.compare import read_tune_choice
+        try:
+            methods, base, chosen = read_tune_choice(path)
+        except ConfigError as e:
+            self.tuned_note.setText(f"<span style='{ERROR_STYLE}'>{e}</span>")
+            return False
+        self.tuned = (str(path), methods, base, chosen)
+        self.compare_box.setChecked(True)
+        if self.method not in chosen:
+            self.set_method(methods[0])
+            self.group.idClicked.emit(self.group.checkedId())  # the Robult page follows the method
+        for name, cb in self.compare_checks.items():
+            cb.setChecked(name in chosen)
+        self.tuned_clear.setEnabled(True)
+        self._note_tuned()
+        self.completeChanged.emit()
+        return True
+
+    @Slot()
+    def clear_tuned(self) -> None:
+        self.tuned = None
+        self.tuned_clear.setEnabled(False)
+        self.tuned_note.setText("")
+        self.completeChanged.emit()
+
+    def _note_tuned(self) -> None:
+        path, methods, base, _ = self.tuned
+        self.tuned_note.setText(f"Tuned settings from {path}: {', '.join(methods)} (tuned on {base.data.dataset}, "
+                                f"{base.data.label_fraction:.0%} labels). The data, labels, seeds and epochs are "
+                                f"this wizard's.")
+
+    def tuned_overrides(self) -> dict[str, dict]:
+        """Each tuned method's chosen settings ({} without a study)."""
+        return dict(self.tuned[3]) if self.tuned is not None else {}
+
+    def tuned_mismatch(self, cfg: RunConfig) -> str:
+        """What differs between the study's data and the wizard's ("" when nothing does)."""
+        if self.tuned is None:
+            return ""
+        base, diff = self.tuned[2].data, []
+        if base.dataset != cfg.data.dataset:
+            diff.append(f"the study tuned on {base.dataset}, this run is on {cfg.data.dataset}")
+        if abs(base.label_fraction - cfg.data.label_fraction) > 1e-12:
+            diff.append(f"the study tuned at {base.label_fraction:.0%} labels, this run has "
+                        f"{cfg.data.label_fraction:.0%}")
+        return "; ".join(diff)
+
     def compared_methods(self) -> list[str]:
         """[] for a single run; else the selected method first, then the ticked others (each once)."""
         if not self.compare_box.isChecked():
@@ -450,6 +521,12 @@ class MethodPage(_Page):
             return ["method: choose a method"]
         if self.compare_box.isChecked() and len(self.compared_methods()) < 2:
             return ["comparison: tick at least one other method"]
+        if self.tuned is not None and self.compare_box.isChecked():
+            untuned = [m for m in self.compared_methods() if m not in self.tuned[3]]
+            if untuned:
+                return [f"comparison: {', '.join(untuned)} {'was' if len(untuned) == 1 else 'were'} not tuned in "
+                        f"{self.tuned[0]} (tuned: {', '.join(self.tuned[1])}); untick "
+                        f"{'it' if len(untuned) == 1 else 'them'} or clear the tuned settings"]
         return []
 
 
@@ -808,7 +885,8 @@ class TrainingWizard(QWizard):
         prefix = typed if typed and typed != self.default_name(base) else \
             self.default_name(base).split(" · ", 1)[-1]
         return [(cfg, f"{prefix} · {name}") for cfg, name in
-                comparison_configs(base, methods, int(self.page_method.spin_seeds.value()))]
+                comparison_configs(base, methods, int(self.page_method.spin_seeds.value()),
+                                   self.page_method.tuned_overrides())]
 
     @staticmethod
     def default_name(cfg: RunConfig) -> str:
@@ -853,6 +931,17 @@ class TrainingWizard(QWizard):
             f"{cfg.train.batch_size} ({cfg.train.labeled_per_batch} labeled), lr {cfg.train.lr:g}, "
             f"device {cfg.train.device}",
         ]
+        page = self.page_method
+        if page.tuned is not None and page.compared_methods():
+            lines.append(f"Tuned:          each method at the settings chosen in {page.tuned[0]}")
+            for m in page.compared_methods():
+                chosen = page.tuned[3].get(m, {})
+                lines.append(f"                {m}: " + (", ".join(
+                    f"{k.split('.', 1)[-1]} {v:.3g}" if isinstance(v, float) else f"{k.split('.', 1)[-1]} {v}"
+                    for k, v in chosen.items()) or "its defaults"))
+            mismatch = page.tuned_mismatch(cfg)
+            if mismatch:
+                lines.append(f"Note:           {mismatch}")
         return "\n".join(lines)
 
 
