@@ -577,6 +577,11 @@ class RobultPage(_Page):
         self.spin_d_z = _int(0, 8192, "Size d_z of the redundant latent Z^i (shared projector g_0)")
         self.spin_d_u = _int(0, 8192, "Size d_u of the unique latent U^i (modality projectors g_i)")
         self.method_note = _note("")
+        # the chosen method's own loss settings (its MethodSpec's options without a knob above), built per method
+        self.own_box = QGroupBox("This method's own settings")
+        self.own_form = QFormLayout(self.own_box)
+        self.own_widgets: dict[str, QWidget] = {}  # config field → its widget, for the method shown
+        self._own_values: dict[str, object] = {}  # every value the user set on this page, kept across methods
 
         form = QFormLayout()
         form.addRow("λ_pu (soft-PU weight):", self.spin_lambda_pu)
@@ -590,6 +595,7 @@ class RobultPage(_Page):
         form.addRow("d_u (unique latent):", self.spin_d_u)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
+        lay.addWidget(self.own_box)
         lay.addWidget(self.method_note)
         lay.addStretch(1)
         lay.addWidget(self.error_label)
@@ -638,19 +644,68 @@ class RobultPage(_Page):
         # the method's own settings that have no knob on this page: shown with the values the run will use
         own = [o.split(".", 1)[1] for o in (spec.options if spec else ()) if o.startswith("loss.")
                and o not in KNOB_FIELDS.values() and hasattr(self._rest_loss, o.split(".", 1)[1])]
-        own_text = (f" Its own settings (kept from the config; change them with --set on the command line): "
-                    f"{', '.join(f'{n} = {getattr(self._rest_loss, n)}' for n in own)}." if own else "")
+        self._build_own_settings(spec, own)
         self.method_note.setText(f"{label}: {spec.description if spec else ''} "
                                  + (f"Not used by this method (greyed out): {', '.join(unused)}." if unused else
-                                    "Every setting on this page applies.") + own_text)
+                                    "Every setting on this page applies."))
+
+    def _build_own_settings(self, spec, own: list[str]) -> None:
+        """One field per own loss setting of the method, typed by the config field and stepped by the method's
+        search space where it has one; a value the user set is kept when the method changes and comes back."""
+        self._store_own_values()
+        while self.own_form.rowCount():
+            self.own_form.removeRow(0)
+        self.own_widgets = {}
+        space = {entry[0]: entry for entry in (spec.search_space if spec is not None else ())}
+        for name in own:
+            field = f"loss.{name}"
+            value = self._own_values.get(field, getattr(self._rest_loss, name))
+            entry = space.get(field)
+            tip = (f"loss.{name} (robult --set loss.{name}=…)"
+                   + (f"; robult tune searches {entry[2]:g} … {entry[3]:g}" if entry and entry[1] != "categorical"
+                      else ""))
+            if isinstance(value, bool):
+                w = QCheckBox()
+                w.setChecked(value)
+                w.toggled.connect(self._on_value_changed)
+            elif isinstance(value, int):
+                w = _int(0, 1_000_000, tip)
+                w.setValue(value)
+                w.valueChanged.connect(self._on_value_changed)
+            elif isinstance(value, float):
+                step = (entry[3] - entry[2]) / 20 if entry and entry[1] == "float" else 0.05
+                w = _double(0.0, 1000.0, float(f"{step:.1g}") or 0.01, 4, tip)
+                w.setValue(value)
+                w.valueChanged.connect(self._on_value_changed)
+            else:
+                w = QLineEdit(str(value))
+                w.setToolTip(tip)
+                w.textChanged.connect(self._on_value_changed)
+            self.own_form.addRow(f"{name}:", w)
+            self.own_widgets[field] = w
+        self.own_box.setVisible(bool(own))
+
+    def _own_value(self, w: QWidget):
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QSpinBox):
+            return int(w.value())
+        if isinstance(w, QDoubleSpinBox):
+            return float(w.value())
+        return w.text().strip()
+
+    def _store_own_values(self) -> None:
+        for field, w in self.own_widgets.items():
+            self._own_values[field] = self._own_value(w)
 
     def applies(self, attr: str) -> bool:
         return bool(getattr(self, attr).property("applies"))
 
     def loss_config(self) -> LossConfig:
         """The page's fields over the initial config's loss section (fields this page does not show are kept)."""
+        own = {field.split(".", 1)[1]: self._own_value(w) for field, w in self.own_widgets.items()}
         return dataclasses.replace(
-            self._rest_loss, lambda_pu=float(self.spin_lambda_pu.value()),
+            self._rest_loss, **own, lambda_pu=float(self.spin_lambda_pu.value()),
             lambda_rec=float(self.spin_lambda_rec.value()), rec_route=self.combo_rec_route.currentText(),
             lambda_diff=float(self.spin_lambda_diff.value()), tau=float(self.spin_tau.value()),
             kernel=self.combo_kernel.currentText(),

@@ -230,8 +230,31 @@ def test_the_semi_supervised_baselines_are_offered_with_their_own_settings(qtbot
                                                                      "data.synth_n_train": 100}))
     assert {"fixmatch", "co-training"} <= set(wiz.page_method.buttons)
     r = wiz.page_robult
-    for method, setting in (("fixmatch", "fixmatch_threshold = 0.95"), ("co-training", "cotrain_threshold = 0.9")):
+    for method, field, value in (("fixmatch", "loss.fixmatch_threshold", 0.95),
+                                 ("co-training", "loss.cotrain_threshold", 0.9)):
         r.set_method(method)
-        assert setting in r.method_note.text() and "pseudo_balance = da+freematch" in r.method_note.text()
+        assert r.own_box.isVisibleTo(r) and r._own_value(r.own_widgets[field]) == value
+        assert r._own_value(r.own_widgets["loss.pseudo_balance"]) == "da+freematch"
         assert not r.spin_lambda_pu.isEnabled()
     assert wiz.config().method == "fixmatch"
+
+
+def test_a_methods_own_settings_are_fields_the_run_uses(qtbot):
+    wiz = _wizard(qtbot, RunConfig().replace(method="fixmatch", **{"data.dataset": "pid-synth",
+                                                                     "data.synth_n_train": 100}))
+    r = wiz.page_robult
+    r.set_method("fixmatch")
+    r.own_widgets["loss.fixmatch_threshold"].setValue(0.8)
+    r.own_widgets["loss.fixmatch_noise"].setValue(0.25)
+    cfg = wiz.config()
+    assert cfg.loss.fixmatch_threshold == 0.8 and cfg.loss.fixmatch_noise == 0.25
+    # another method shows its own fields; coming back keeps what was set
+    r.set_method("shaspec")
+    assert set(r.own_widgets) == {"loss.moddrop_p", "loss.lambda_domain", "loss.lambda_align"}
+    r.set_method("supervised")
+    assert not r.own_box.isVisibleTo(r)
+    r.set_method("fixmatch")
+    assert r.own_widgets["loss.fixmatch_threshold"].value() == 0.8
+    # a value the engine refuses is refused on the page with the engine's reason
+    r.own_widgets["loss.pseudo_balance"].setText("nonsense")
+    assert any("pseudo_balance" in e for e in r.errors())
