@@ -1,6 +1,8 @@
 """MainWindow: the table of contents of the app — actions, menus, tabs, and who is wired to whom.
 
-It owns no logic of its own: the run on screen is a `RunSession` (app/core/run_session.py), the state the
+It owns no logic of its own: the run on screen is a `RunSession` (app/core/run_session.py), every training
+request and every sweep goes through one `RunQueue` (app/core/run_queue.py, `self.run_queue`: one at a time, the
+others wait, listed in the Training tab by app/views/training_queue.py), the state the
 panels show is the Qt-free `SessionState` (the window subscribes and renders; nothing writes back), work off
 the GUI thread goes through the contract of app/core/work.py (`self.work`, `self.controller`), datasets come
 from one `DatasetCache` (robult_engine/data/cache.py).
@@ -48,10 +50,13 @@ from robult_engine.paths import asset_path, source_checkout
 
 from .background.runner import WorkRunner
 from .background.training import TrainingController
+from .core.run_queue import (CANCELLED, COMPARISON, DONE, FAILED, RESUME, TRAINING, TRAINING_KINDS, QueueEntry,
+                             RunQueue, submission_message)
 from .core.run_session import RunSession
 from .core.sessions import SessionStore, runs_root
-from .core.state import (CONTEXT_KEY, RESUMABLE, RUNNING, STOPPING, LoadedModel, SessionState, TrainingBuffers,
-                         WorkingContext, same_inputs)
+from .core.state import (CONTEXT_KEY, FINISHED, RESUMABLE, RUNNING, STOPPING, LoadedModel, SessionState,
+                         TrainingBuffers, WorkingContext, same_inputs)
+from .core.state import FAILED as RUN_FAILED
 from .core.work import Failure
 from .core.analysis.robustness import runs_from_store
 from .core.explorer_state import SampleRef
@@ -59,6 +64,7 @@ from .views.analysis.tabs import AnalysisTabs
 from .views.explorer.explorer_panel import ExplorerPanel
 from .views.sessions import SessionsPanel
 from .views.training import TrainingPanel
+from .views.training_queue import RunQueueView
 
 ICON_PATH = asset_path("icons/robult-studio.svg")
 FALLBACK_DATASET = "pid-synth"
@@ -97,10 +103,6 @@ def app_version() -> str:
     return _version()
 
 
-SWEEP_BLOCKS_TRAINING = ("A sweep is running; a training run starts once it has ended or is cancelled (two trainings "
-                         "at once would share torch's random generator, and neither would be reproducible).")
-
-
 class MainWindow(QMainWindow):
     sig_model_loaded = Signal(object)  # app.core.state.LoadedModel
     sig_session_reopened = Signal(int)  # run id
@@ -117,6 +119,7 @@ class MainWindow(QMainWindow):
         self.controller = TrainingController(self.get_bundle, parent=self)
         self.run = RunSession(store, self.state, self.buffers, self.controller, runs_root(store))
         self.run.confirm_code = self.confirm_code  # a run whose config names outside code starts only if trusted
+        self.run_queue = RunQueue()  # trainings and sweeps, one at a time
         self.notices: list[tuple[str, str]] = []
         self._crashed_notice: tuple[int, ...] = ()  # the runs the "did not end cleanly" notice names
         self.error_dialog: QMessageBox | None = None
@@ -247,6 +250,9 @@ class MainWindow(QMainWindow):
         self.notice_label.setVisible(False)
         self.training_panel = TrainingPanel(self.buffers)
         self.training_panel.set_actions(self.act_stop, self.act_resume)
+        self.queue_view = RunQueueView(self.run_queue)
+        self.training_panel.add_queue_view(self.queue_view)
+        self.queue_view.sig_message.connect(self._on_panel_message)
         self.sessions_panel = SessionsPanel(self.store)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -260,8 +266,7 @@ class MainWindow(QMainWindow):
         except ImportError as e:
             print(f"robult-studio: the Sweeps tab is not available ({e})", file=sys.stderr)
         else:
-            self.sweeps_panel = SweepsPanel(self.store, self.get_bundle, self.initial_config)
-            self.sweeps_panel.blocked_reason = self._sweep_blocked_reason
+            self.sweeps_panel = SweepsPanel(self.store, self.get_bundle, self.initial_config, run_queue=self.run_queue)
             self.sweeps_panel.sig_message.connect(self._on_sweep_message)
             self.sweeps_panel.sig_busy_changed.connect(self._on_sweep_busy_changed)
             self.m_train.addSeparator()
@@ -295,6 +300,7 @@ class MainWindow(QMainWindow):
         c.sig_cancelled.connect(run.on_cancelled)
         c.sig_failed.connect(run.on_failed)
         c.sig_stopped.connect(run.on_stopped)
+        c.sig_stopped.connect(self._on_training_stopped)  # after the run session: a comparison may go on
         self.state.subscribe(self._on_state_changed)
         self.sessions_panel.sig_reopen_requested.connect(self.reopen_session)
         self.sessions_panel.sig_resume_requested.connect(self.resume_run)
@@ -526,8 +532,7 @@ class MainWindow(QMainWindow):
         self.open_checkpoint(path, run_id=run_id)
 
     def _update_actions(self) -> None:
-        running = self.controller.is_running
-        self.act_new.setEnabled(not running)
+        running = self.controller.is_running  # New stays enabled: a run asked for now waits in the run queue
         self.act_stop.setEnabled((running and self.state.activity != STOPPING) or self.sweep_has_focus())
         resumable = (not running and self.state.run_id is not None and self.state.run_status in RESUMABLE)
         self.act_resume.setEnabled(resumable)
@@ -849,14 +854,9 @@ class MainWindow(QMainWindow):
         return RunConfig().replace(**{"data.dataset": self.state.dataset})
 
     def new_training(self):
-        """Open the training wizard (window-modal, not blocking); returns it. Accepting it starts the run."""
+        """Open the training wizard (window-modal, not blocking); returns it. Accepting it starts the run, or
+        queues it while a training or a sweep runs (the run queue)."""
         from .views.wizard import TrainingWizard
-        if self.controller.is_running:
-            self.statusBar().showMessage("A run is training; stop it first (Esc).", 5000)
-            return None
-        if self.sweep_running():
-            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
-            return None
         wiz = TrainingWizard(self.get_bundle, self.initial_config(), parent=self)
         wiz.setWindowModality(Qt.WindowModality.WindowModal)
         wiz.resize(max(wiz.sizeHint().width(), 900), max(wiz.sizeHint().height(), 720))
@@ -874,48 +874,115 @@ class MainWindow(QMainWindow):
         else:
             self.start_training(wiz.config(), name=wiz.run_name())
 
+    def submit_request(self, kind: str, name: str, start, key=None) -> QueueEntry:
+        """Put a request on the run queue (app/core/run_queue.py): it starts now when nothing runs, else waits
+        for its turn; the status bar says its place, or why it was not taken."""
+        entry = self.run_queue.submit(kind, name, start, key=key)
+        text = submission_message(self.run_queue, entry)
+        if text:
+            self.statusBar().showMessage(text, 12000)
+        return entry
+
+    def _refusal(self, message_before: str) -> str:
+        """Why the run session did not start a request (its message, when it said something new)."""
+        msg = self.state.message
+        return msg if msg and msg != message_before else "the run session refused it"
+
     def start_comparison(self, queue: list[tuple[RunConfig, str]]) -> int | None:
-        """Queue methods × seeds (app/core/comparison.py); they run one after another. Returns the first id."""
+        """Run methods × seeds (app/core/comparison.py) as one request of the run queue; its runs train one
+        after another. Returns the first run's id when it started now (None when it waits or was refused)."""
         from .core.comparison import new_comparison_id
-        if self.sweep_running():
-            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
-            return None
-        run_id = self.run.start_queue(queue, new_comparison_id())
-        if run_id is not None:
-            self.datasets.set_shown(queue[0][0].data)
-            self.show_dataset(queue[0][0].data.dataset)
-            self.settings.setValue("wizard/last_config", queue[0][0].to_json())
-            self.tabs.setCurrentWidget(self.training_panel)
-        return run_id
+        items = list(queue)
+        now, started = not self.run_queue.busy, []
+
+        def go(entry: QueueEntry) -> bool:
+            before = self.state.message
+            run_id = self.run.start_queue(items, new_comparison_id())
+            started.append(run_id)
+            if run_id is None:
+                entry.note = self._refusal(before)
+                return False
+            self.datasets.set_shown(items[0][0].data)
+            self.show_dataset(items[0][0].data.dataset)
+            self.settings.setValue("wizard/last_config", items[0][0].to_json())
+            if now:
+                self.tabs.setCurrentWidget(self.training_panel)
+            return True
+
+        methods = list(dict.fromkeys(cfg.method for cfg, _ in items))
+        seeds = len({cfg.seed for cfg, _ in items})
+        where = f" on {items[0][0].data.dataset}" if items else ""
+        entry = self.submit_request(COMPARISON, f"{' vs '.join(methods)} × {seeds} seed{'s' * (seeds != 1)}{where} "
+                                                f"({len(items)} runs)", go)
+        if items and entry.state not in (CANCELLED, FAILED) and not started:  # queued: the wizard starts from it
+            self.settings.setValue("wizard/last_config", items[0][0].to_json())
+        return started[0] if started else None
 
     def start_training(self, cfg: RunConfig, name: str = "") -> int | None:
-        """Create the session row and start the worker; returns the run id (None if refused)."""
-        if self.sweep_running():
-            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
-            return None
-        run_id = self.run.start(cfg, name)
-        if run_id is not None:
+        """Create the session row and start the worker — now when nothing else runs, else once its turn in the
+        run queue comes (the status bar says its place). Returns the run id when it started now (None when it
+        waits or was refused)."""
+        now, started = not self.run_queue.busy, []
+
+        def go(entry: QueueEntry) -> bool:
+            before = self.state.message
+            run_id = self.run.start(cfg, name)
+            started.append(run_id)
+            if run_id is None:
+                entry.note = self._refusal(before)
+                return False
             self.datasets.set_shown(cfg.data)
             self.show_dataset(cfg.data.dataset)
             self.settings.setValue("wizard/last_config", cfg.to_json())
-            self.tabs.setCurrentWidget(self.training_panel)
-        return run_id
+            if now:
+                self.tabs.setCurrentWidget(self.training_panel)
+            return True
+
+        entry = self.submit_request(TRAINING, name or f"{cfg.method} on {cfg.data.dataset}", go)
+        if entry.state not in (CANCELLED, FAILED) and not started:  # queued: the wizard starts from it
+            self.settings.setValue("wizard/last_config", cfg.to_json())
+        return started[0] if started else None
 
     @Slot(int)
     def sweep_running(self) -> bool:
         return self.sweeps_panel is not None and self.sweeps_panel.busy
 
     def resume_run(self, run_id: int) -> bool:
-        """Continue a stopped, failed or crashed run from <run dir>/last.pt (the same session row)."""
-        if self.sweep_running():
-            self.statusBar().showMessage(SWEEP_BLOCKS_TRAINING, 8000)
-            return False
-        ok = self.run.resume(run_id)
-        row = self.store.get_run(run_id) if ok else None
-        if row is not None:
-            self.show_dataset(row.dataset)
-        self.tabs.setCurrentWidget(self.training_panel)
-        return ok
+        """Continue a stopped, failed or crashed run from <run dir>/last.pt (the same session row) — now when
+        nothing else runs, else once its turn in the run queue comes. True when it resumed now."""
+        now, resumed = not self.run_queue.busy, []
+
+        def go(entry: QueueEntry) -> bool:
+            before = self.state.message
+            ok = self.run.resume(run_id)
+            resumed.append(ok)
+            row = self.store.get_run(run_id) if ok else None
+            if row is not None:
+                self.show_dataset(row.dataset)
+            if now:
+                self.tabs.setCurrentWidget(self.training_panel)
+            if not ok:
+                entry.note = self._refusal(before)
+            return ok
+
+        try:
+            row = self.store.get_run(run_id)
+        except sqlite3.Error:
+            row = None
+        name = f"run #{run_id}" + (f" {row.name}" if row is not None and row.name else "")
+        self.submit_request(RESUME, name, go, key=(RESUME, run_id))
+        return bool(resumed and resumed[0])
+
+    @Slot()
+    def _on_training_stopped(self) -> None:
+        """The training thread has ended. Unless the run session went on with the next run of a comparison, the
+        run queue's training request is over, and the next request starts."""
+        entry = self.run_queue.current
+        if entry is None or entry.kind not in TRAINING_KINDS or self.controller.is_running:
+            return
+        status = self.state.run_status
+        self.run_queue.finish(entry, {FINISHED: DONE, RUN_FAILED: FAILED}.get(status, CANCELLED),
+                              note=f"run #{self.state.run_id} {status}" if self.state.run_id is not None else "")
 
     def stop_training(self) -> None:
         self.run.stop()
@@ -1068,12 +1135,6 @@ class MainWindow(QMainWindow):
         else:
             self.stop_training()
 
-    def _sweep_blocked_reason(self) -> str:
-        if self.controller.is_running:
-            return ("A training run is going; a sweep starts once it has ended (two trainings at once would share "
-                    "torch's random generator, and neither would be reproducible).")
-        return ""
-
     def sweep_has_focus(self) -> bool:
         """Esc cancels the sweep while the Sweeps tab is shown and a sweep runs; else it stops the training."""
         sp = self.sweeps_panel
@@ -1132,10 +1193,14 @@ class MainWindow(QMainWindow):
 
     # --- closing ----------------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        waiting = self.run_queue.queued
+        dropped = (f"\n\nThe run queue's {len(waiting)} waiting request{'s' * (len(waiting) != 1)} "
+                   f"({'; '.join(e.label for e in waiting)}) will not start; none has started, so nothing is lost "
+                   f"(a run waiting to be resumed stays resumable)." if waiting else "")
         questions = [(self.controller.is_running, "A run is training. Stop it and quit?\n\nThe best checkpoint so "
-                      "far is kept and the run can be resumed later from the Sessions tab."),
+                      "far is kept and the run can be resumed later from the Sessions tab." + dropped),
                      (self.sweep_running(), "A sweep is running. Stop it and quit?\n\nEvery finished run is kept in "
-                      "the session; Resume in the Sweeps tab trains the others.")]
+                      "the session; Resume in the Sweeps tab trains the others." + dropped)]
         for busy, text in questions:
             if busy and QMessageBox.question(
                     self, "Quit Robult Studio", text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
@@ -1143,6 +1208,9 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self._closing = True
+        # queued requests had not started (no row, no folder): they are dropped, and nothing starts any more
+        for e in self.run_queue.close():
+            print(f"robult-studio: not started, the app was closed: {e.label}", file=sys.stderr)
         self.run.cancel_queue()  # queued runs of a comparison do not start; the finished ones are in the database
         self.training_panel.timer.stop()
         self.store_timer.stop()  # what still waits is written when the store closes (SessionStore.close)

@@ -336,14 +336,17 @@ class RunSession:
         self._rows_changed()
 
     def on_stopped(self) -> None:
-        """The launcher's thread has ended: the next run of a comparison starts, if one is queued."""
+        """The launcher's thread has ended: the next run of a comparison starts, if one is queued (the window's
+        run queue, app/core/run_queue.py, counts the whole comparison as one request: it ends when this does not
+        start another run)."""
         self.job = None
         self.state.update(activity=IDLE)
         self._rows_changed()
-        if self.queue:
+        while self.queue:  # a run that cannot start (its reason is in the message) gives way to the next one
             cfg, name = self.queue.pop(0)
-            self.start(cfg, name)
-        elif self.comparison:
+            if self.start(cfg, name) is not None:
+                return
+        if self.comparison:
             self.state.update(comparison_done=self.comparison)
             self.comparison, self._queue_total = "", 0
 

@@ -5,6 +5,9 @@
   contract of app/core/work.py) with progress, ETA and cancel (Esc in the tab); each run is written to the
   session as it finishes, so closing the app keeps every finished run, and **Resume** continues from the run
   folder (robult_engine/sweep.py `--resume`).
+- A new or resumed sweep goes through the window's run queue (app/core/run_queue.py): it starts at once when
+  nothing else trains, else it waits for its turn (it is stored when it starts); the panel reports the end of
+  the sweep it runs to the queue, and the next request starts then.
 - **Open sweep file…** reads a `sweep.json` written by `robult sweep --out DIR`.
 - With a **train missingness** (optional, e.g. `mcar:0,0.5`) the sweep trains every method once per training
   setting η_train and evaluates each model under every test setting η_test; its **Train × test** tab draws the
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
+import shiboken6
 from PySide6.QtCore import QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
@@ -39,6 +43,7 @@ from robult_engine.methods import METHOD_SPECS
 from robult_engine.sweep import fraction_label
 
 from app.background.runner import WorkRunner
+from app.core.run_queue import CANCELLED, DONE, FAILED, RUNNING, SWEEP, QueueEntry, RunQueue, submission_message
 from app.core.sessions import runs_root
 from app.core.sweeps import (SWEEP_CANCELLED, SWEEP_DONE, SWEEP_FAILED, SWEEP_RESUMABLE, SWEEP_RUNNING,
                              SweepFileError, SweepPlanned, SweepProgress, SweepRequest, SweepResult,
@@ -690,7 +695,8 @@ class SweepsPanel(QWidget):
     sig_message = Signal(str, str)  # text, level
     sig_busy_changed = Signal(bool)
 
-    def __init__(self, store, get_bundle, base_config_getter, parent: QWidget | None = None) -> None:
+    def __init__(self, store, get_bundle, base_config_getter, parent: QWidget | None = None,
+                 run_queue: RunQueue | None = None) -> None:
         super().__init__(parent)
         self.store = store
         self.sweeps = SweepStore(store)
@@ -702,17 +708,20 @@ class SweepsPanel(QWidget):
         self.dialog: SweepDialog | None = None
         self._resuming = False
         self._cells_before = False
-        # why a sweep may not start now ("" if it may): the window says so while a training run is going, since
-        # two trainers on two threads would share torch's global random generator
-        self.blocked_reason = lambda: ""
+        # sweeps start through the run queue the window shares with its training runs: one trainer at a time
+        # (two on two threads would share torch's global random generator, and each would run at half speed)
+        self._own_queue = run_queue is None
+        self.run_queue = run_queue if run_queue is not None else RunQueue()
+        self._entry: QueueEntry | None = None  # the queue's entry of the sweep running here
 
         self.new_btn = QPushButton("New sweep…")
         self.new_btn.setToolTip("Train methods × label fractions × seeds and evaluate each under a missing-rate "
-                                "grid (Ctrl+Shift+N)")
+                                "grid (Ctrl+Shift+N); while a training or a sweep runs, it is queued")
         self.open_btn = QPushButton("Open sweep file…")
         self.open_btn.setToolTip("Read a sweep.json written by `robult sweep --out DIR`")
         self.resume_btn = QPushButton("Resume")
-        self.resume_btn.setToolTip("Continue a cancelled or interrupted sweep: finished runs are kept")
+        self.resume_btn.setToolTip("Continue a cancelled or interrupted sweep: finished runs are kept (queued while "
+                                   "a training or a sweep runs)")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setToolTip("Stop the running sweep after the current training step (Esc); finished runs "
                                    "stay")
@@ -767,7 +776,14 @@ class SweepsPanel(QWidget):
         self.delete_btn.clicked.connect(self.delete_selected)
         self.export_btn.clicked.connect(self.export_selected)
         self.sweeps.mark_interrupted()
+        self.run_queue.subscribe(self._on_queue_changed)
         self.refresh()
+
+    def _on_queue_changed(self) -> None:
+        if shiboken6.isValid(self):
+            self._update_buttons()
+        else:  # the panel is gone; the window's queue outlived it
+            self.run_queue.unsubscribe(self._on_queue_changed)
 
     # --- the list -----------------------------------------------------------------------------------------
     @property
@@ -832,21 +848,16 @@ class SweepsPanel(QWidget):
             sid = self.selected_id()
             res = self.sweeps.get(sid) if sid is not None else None
         self.cancel_btn.setEnabled(self.busy)
-        self.new_btn.setEnabled(not self.busy)
-        self.resume_btn.setEnabled(not self.busy and res is not None and res.status in SWEEP_RESUMABLE
-                                   and res.source == "app")
+        self.resume_btn.setEnabled(res is not None and res.status in SWEEP_RESUMABLE and res.source == "app"
+                                   and self.run_queue.find((SWEEP, res.id)) is None)
         self.delete_btn.setEnabled(res is not None and not (self.busy and res.id == self.job_sweep_id))
         self.export_btn.setEnabled(res is not None and res.runs_done > 0)
 
     # --- starting, resuming, cancelling ---------------------------------------------------------------------
     @Slot()
     def new_sweep(self) -> SweepDialog | None:
-        if self.busy:
-            self.sig_message.emit("A sweep is running; cancel it first (Esc).", "warn")
-            return None
-        if self.blocked_reason():
-            self.sig_message.emit(self.blocked_reason(), "warn")
-            return None
+        """Open the New sweep dialog (window-modal, not blocking); OK starts the sweep, or queues it while a
+        training or another sweep runs."""
         dlg = SweepDialog(self.base_config_getter(), self)
         dlg.setWindowModality(Qt.WindowModality.WindowModal)
         dlg.accepted.connect(self._on_dialog_accepted)
@@ -862,14 +873,24 @@ class SweepsPanel(QWidget):
             self.start(req)
 
     def start(self, req: SweepRequest) -> int | None:
-        """Store the sweep and run it in the background; returns its id."""
-        if self.busy or self.blocked_reason():
-            if self.blocked_reason():
-                self.sig_message.emit(self.blocked_reason(), "warn")
-            return None
+        """Run a sweep through the run queue: stored and started in the background now when nothing else runs,
+        else queued (the status bar says its place) and stored when its turn comes. Returns its id when it
+        started now (None when it was queued)."""
+        name = req.name or f"{req.base.data.dataset}: {', '.join(req.methods)}"
+        entry = self.run_queue.submit(SWEEP, f"{name} ({_count(req.runs_total, 'training')})",
+                                      lambda e: self._start_now(e, req, name))
+        self._say_submitted(entry)
+        return self.job_sweep_id if entry.state == RUNNING and self._entry is entry else None
+
+    def _say_submitted(self, entry: QueueEntry) -> None:
+        text = submission_message(self.run_queue, entry)
+        if text:
+            self.sig_message.emit(text, "info" if entry.state not in (FAILED, CANCELLED) else "warn")
+
+    def _start_now(self, entry: QueueEntry, req: SweepRequest, name: str) -> bool:
+        """The queue's turn of a new sweep: store it and start its background work."""
         from robult_engine.missing import parse_missing_grid
         labels = [s.label for s in parse_missing_grid(list(req.missing))]
-        name = req.name or f"{req.base.data.dataset}: {', '.join(req.methods)}"
         sid = self.sweeps.create(name=name, dataset=req.base.data.dataset, metric="",
                                  methods=list(req.methods), label_fractions=list(req.label_fractions),
                                  missing=labels, seeds=req.seeds, mask_seed=req.mask_seed,
@@ -886,10 +907,11 @@ class SweepsPanel(QWidget):
         out = runs_root(self.store) / "sweeps" / f"sweep-{sid}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
         with self.store.db.atomic():
             self.store.db["sweeps"].update(sid, {"out_dir": str(out)})
-        self._run(sid, req, out, resume=False)
-        return sid
+        self._run(sid, req, out, resume=False, entry=entry)
+        return True
 
-    def _run(self, sid: int, req: SweepRequest, out: Path, resume: bool) -> None:
+    def _run(self, sid: int, req: SweepRequest, out: Path, resume: bool, entry: QueueEntry | None = None) -> None:
+        self._entry = entry
         self.job_sweep_id = sid
         self._resuming = resume
         before = self.sweeps.get(sid)
@@ -908,19 +930,35 @@ class SweepsPanel(QWidget):
 
     @Slot()
     def resume_selected(self) -> None:
+        """Resume the selected sweep through the run queue (now, or once what runs before it has ended)."""
         sid = self.selected_id()
         res = self.sweeps.get(sid) if sid is not None else None
-        if res is None or self.busy or res.status not in SWEEP_RESUMABLE:
+        if res is None or res.status not in SWEEP_RESUMABLE or self._request_of(res) is None:
             return
-        if self.blocked_reason():
-            self.sig_message.emit(self.blocked_reason(), "warn")
-            return
+        entry = self.run_queue.submit(SWEEP, f"resume #{sid} {res.name}".rstrip(),
+                                      lambda e: self._resume_now(e, sid), key=(SWEEP, sid))
+        self._say_submitted(entry)
+
+    def _request_of(self, res: SweepResult) -> SweepRequest | None:
         try:
-            req = request_of(res)
+            return request_of(res)
         except (ConfigError, KeyError, TypeError, ValueError) as e:
-            self.sig_message.emit(f"Sweep #{sid} cannot be resumed: {e}", "error")
-            return
-        self._run(sid, req, Path(res.out_dir), resume=True)
+            self.sig_message.emit(f"Sweep #{res.id} cannot be resumed: {e}", "error")
+            return None
+
+    def _resume_now(self, entry: QueueEntry, sid: int) -> bool:
+        """The queue's turn of a resume: the sweep as it is now (it may have been deleted meanwhile)."""
+        res = self.sweeps.get(sid)
+        if res is None or res.status not in SWEEP_RESUMABLE:
+            entry.note = f"sweep #{sid} is {'gone' if res is None else res.status}, nothing to resume"
+            self.sig_message.emit(f"Sweep #{sid} was not resumed: {entry.note}.", "warn")
+            return False
+        req = self._request_of(res)
+        if req is None:
+            entry.note = f"sweep #{sid} cannot be resumed"
+            return False
+        self._run(sid, req, Path(res.out_dir), resume=True, entry=entry)
+        return True
 
     @Slot()
     def cancel(self) -> None:
@@ -965,6 +1003,7 @@ class SweepsPanel(QWidget):
 
     def _finish(self, status: str, text: str, level: str, error: str = "", elapsed: float | None = None) -> None:
         sid = self.job_sweep_id
+        entry, self._entry = self._entry, None
         self.job = None
         self.job_sweep_id = None
         if sid is not None:
@@ -974,6 +1013,8 @@ class SweepsPanel(QWidget):
         self.refresh(select=sid)
         self.sig_busy_changed.emit(False)
         self.sig_message.emit(f"Sweep #{sid}: {text}", level)
+        # the next request of the run queue starts now
+        self.run_queue.finish(entry, {SWEEP_DONE: DONE, SWEEP_FAILED: FAILED}.get(status, CANCELLED), note=text)
 
     def _on_result(self, payload: dict) -> None:
         self.progress.setValue(1000)
@@ -1020,7 +1061,10 @@ class SweepsPanel(QWidget):
         self.sig_message.emit(f"Sweep #{sid} removed from the session (its folder stays on disk).", "info")
 
     def shutdown(self, timeout_ms: int = 15_000) -> bool:
-        """Cancel the running sweep and wait (bounded) for its thread; finished runs are already stored."""
+        """Cancel the running sweep and wait (bounded) for its thread; finished runs are already stored. (The
+        window closes the run queue first, so nothing queued starts meanwhile.)"""
+        if self._own_queue:
+            self.run_queue.close()
         if self.job is not None:
             self.job.cancel()
         ok = self.runner.shutdown(timeout_ms)
@@ -1029,6 +1073,8 @@ class SweepsPanel(QWidget):
                                    error="The app was closed while this sweep ran; Resume continues.")
             self.job = None
             self.job_sweep_id = None
+            entry, self._entry = self._entry, None
+            self.run_queue.finish(entry, CANCELLED, note="interrupted: the app was closed while it ran")
         return ok
 
 

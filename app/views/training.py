@@ -259,12 +259,20 @@ class TrainingPanel(QWidget):
         grid.addWidget(self.val_box, 0, 1)
         grid.addWidget(self.plot_norms, 1, 0)
         grid.addWidget(self.plot_kappa, 1, 1)
-        lay = QVBoxLayout(self)
+        lay = self._layout = QVBoxLayout(self)
         lay.addWidget(self.title)
         lay.addWidget(self.status_panel)
         lay.addLayout(top)
         lay.addLayout(grid, 1)
         self.status_panel.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+
+    def add_queue_view(self, view: QWidget) -> None:
+        """The run queue's list (app/views/training_queue.py) between the progress row and the plots; it shows
+        itself only while an entry waits or a sweep runs."""
+        self._layout.insertWidget(3, view)
+        refresh = getattr(view, "refresh", None)
+        if refresh is not None:
+            refresh()
 
     # --- API ----------------------------------------------------------------------------------------------
     def set_title(self, text: str) -> None:

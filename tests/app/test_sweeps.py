@@ -177,7 +177,7 @@ def test_a_sweep_from_the_app_equals_the_cli_and_comes_back_after_reopening(qtbo
     fill_dialog(dlg)
     req = dlg.request()
     dlg.accept()
-    assert panel.busy and not panel.new_btn.isEnabled() and panel.cancel_btn.isEnabled()
+    assert panel.busy and panel.new_btn.isEnabled() and panel.cancel_btn.isEnabled()  # another is queued
     qtbot.waitUntil(lambda: not panel.busy, timeout=240_000)
     res = SweepStore(w.store).get(panel.selected_id())
     assert res.status == SWEEP_DONE and res.runs_done == res.runs_total == 4, res.error
@@ -284,25 +284,38 @@ def test_the_same_sweep_file_opened_twice_is_one_sweep(store, tmp_path, tiny):
     assert sweeps.import_sweep_json(tmp_path / "cli" / "sweep.json") == first and len(sweeps.list()) == 1
 
 
-def test_a_sweep_and_a_training_run_never_run_at_once(qtbot, tiny_window, monkeypatch):
+def test_a_sweep_and_a_training_run_never_run_at_once(qtbot, tiny_window, tiny):
     """Two trainers on two threads would share torch's global random generator, so neither would reproduce: a
-    training run is refused while a sweep runs, and a sweep while a training run goes."""
+    training run asked for while a sweep runs waits in the run queue (app/core/run_queue.py) and starts once the
+    sweep has ended, and a sweep asked for while a training run goes waits for it."""
+    from app.core.run_queue import QUEUED, RUNNING
     w = tiny_window()
     panel = w.sweeps_panel
     dlg = panel.new_sweep()
     fill_dialog(dlg)
     dlg.accept()
     assert panel.busy
-    assert w.new_training() is None and "A sweep is running" in w.statusBar().currentMessage()
-    assert w.start_training(tiny_cfg_of(w)) is None
+    wiz = w.new_training()  # the wizard opens; what it asks for is queued
+    assert wiz is not None
+    wiz.reject()
+    long_run = tiny(**{"train.epochs": 300})  # still training when the next sweep is asked for
+    assert w.start_training(long_run, name="queued run") is None and not w.controller.is_running
+    assert "Queued at position 1" in w.statusBar().currentMessage()
+    (training,) = w.run_queue.queued
     panel.cancel()
     qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
-    monkeypatch.setattr(type(w.controller), "is_running", property(lambda self: True))
-    assert panel.new_sweep() is None and "A training run is going" in w.statusBar().currentMessage()
-
-
-def tiny_cfg_of(w):
-    return w.initial_config()
+    assert training.state == RUNNING and w.controller.is_running  # the sweep ended: the training started
+    dlg = panel.new_sweep()  # a sweep asked for while the training goes waits for it
+    fill_dialog(dlg, seeds=1)
+    dlg.accept()
+    assert not panel.busy and "Queued at position 1" in w.statusBar().currentMessage()
+    (sweep,) = w.run_queue.queued
+    assert sweep.state == QUEUED
+    w.act_stop.trigger()
+    qtbot.waitUntil(lambda: panel.busy, timeout=120_000)
+    assert not w.controller.is_running and sweep.state == RUNNING
+    panel.cancel()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=120_000)
 
 
 def test_durable_progress_of_cancelled_work_is_still_delivered(qtbot):
