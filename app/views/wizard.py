@@ -15,9 +15,9 @@ import math
 from typing import Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout,
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame,
                                QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QListWidget, QListWidgetItem,
-                               QPlainTextEdit, QPushButton, QRadioButton, QSpinBox, QVBoxLayout, QWidget,
+                               QPlainTextEdit, QPushButton, QRadioButton, QScrollArea, QSpinBox, QVBoxLayout, QWidget,
                                QWizard, QWizardPage)
 
 from robult_engine.config import (KERNELS, REC_ROUTES, ConfigError, DataConfig, LossConfig, ModelConfig, RunConfig,
@@ -372,7 +372,18 @@ class MethodPage(_Page):
         super().__init__("Method", "Robult, one of its ablations, or a baseline. All of them use the same "
                                    "encoders, data, labeled samples and seeds, so their results compare.")
         self.group = QButtonGroup(self)
-        lay = QVBoxLayout(self)
+        outer = QVBoxLayout(self)
+        # the methods scroll (thirteen with their descriptions outgrow a laptop's wizard); the comparison box
+        # below them keeps its full height
+        methods = QWidget()
+        lay = QVBoxLayout(methods)
+        lay.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(methods)
+        outer.addWidget(scroll, 1)
         self.buttons: dict[str, QRadioButton] = {}
         for i, (name, spec) in enumerate(METHOD_SPECS.items()):
             b = QRadioButton(f"{spec.label}  ({name})")
@@ -426,9 +437,9 @@ class MethodPage(_Page):
         cl.addLayout(row)
         cl.addWidget(self.tuned_note)
         self.compare_box.setMinimumHeight(self.compare_box.sizeHint().height())  # never squeezed to a line
-        lay.addWidget(self.compare_box)
         lay.addStretch(1)
-        lay.addWidget(self.error_label)
+        outer.addWidget(self.compare_box)
+        outer.addWidget(self.error_label)
         self.set_method(initial.method)
         self.group.idClicked.connect(self._on_group_id_clicked)
         self.compare_box.toggled.connect(self._on_compare_changed)
