@@ -343,27 +343,52 @@ def imagination_loss(imagined: torch.Tensor, target: torch.Tensor, mask: torch.T
 # ----------------------------------------------------------------------------------------------------------
 
 
+# the most bytes of float32 rows `feature_std` reads at once (its float64 working copy is twice that)
+FEATURE_STD_CHUNK_BYTES = 8 << 20
+
+
 def feature_std(x: torch.Tensor, kind: str, present: torch.Tensor, lengths: torch.Tensor | None = None
                 ) -> torch.Tensor:
     """The per-feature standard deviation of one modality over the samples of a split where it is present: the
     scale of FixMatch's feature noise.
 
-    x: (N, ...) the modality's tensor; present: (N,) bool; lengths: (N,) for a sequence. vector (N, D) -> (D,);
-    image (N, C, H, W) -> (C, H, W) (one std per pixel); sequence (N, T, D) -> (D,) over the valid steps only;
-    text -> a 0-dim 1 (token ids get no noise). A feature with fewer than two present values gets std 0.
+    x: (N, ...) the modality's tensor (or a memory-mapped `MappedRows`); present: (N,) bool; lengths: (N,) for a
+    sequence. vector (N, D) -> (D,); image (N, C, H, W) -> (C, H, W) (one std per pixel); sequence (N, T, D) ->
+    (D,) over the valid steps only; text -> a 0-dim 1 (token ids get no noise). A feature with fewer than two
+    present values gets std 0. Streamed over chunks of rows (`x[lo:hi]`, about FEATURE_STD_CHUNK_BYTES each) with
+    float64 accumulators merged by Chan's pairwise update, so the split is never held whole and the result is the
+    one-pass std to float64 rounding.
     """
     if kind == "text":
         return torch.ones(())
-    rows = x[present].double()
-    if kind == "sequence":
-        t = x.shape[1]
-        lens = (lengths[present] if lengths is not None
-                else torch.full((rows.shape[0],), t, dtype=torch.long)).clamp(max=t)
-        valid = torch.arange(t)[None, :] < lens[:, None]  # (N', T)
-        rows = rows[valid]  # (steps, D)
-    if rows.shape[0] < 2:
-        return torch.zeros(x.shape[-1] if kind == "sequence" else x.shape[1:], dtype=torch.float32)
-    return rows.std(0).float()
+    shape = (x.shape[-1],) if kind == "sequence" else tuple(x.shape[1:])
+    row_bytes = 4 * max(1, torch.Size(x.shape[1:]).numel())
+    step = max(1, FEATURE_STD_CHUNK_BYTES // row_bytes)
+    present = torch.as_tensor(present, dtype=torch.bool).cpu()
+    count, mean, m2 = 0, torch.zeros(shape, dtype=torch.float64), torch.zeros(shape, dtype=torch.float64)
+    for lo in range(0, len(present), step):
+        keep = present[lo:lo + step]
+        if not bool(keep.any()):
+            continue
+        rows = x[lo:lo + step][keep].detach().cpu().double()
+        if kind == "sequence":
+            t = x.shape[1]
+            lens = (lengths[lo:lo + step][keep].cpu() if lengths is not None
+                    else torch.full((rows.shape[0],), t, dtype=torch.long)).clamp(max=t)
+            rows = rows[torch.arange(t)[None, :] < lens[:, None]]  # (valid steps, D)
+        n_b = rows.shape[0]
+        if n_b == 0:
+            continue
+        mean_b = rows.mean(0)
+        m2_b = (rows - mean_b).pow_(2).sum(0)
+        total = count + n_b
+        delta = mean_b - mean
+        mean = mean + delta * (n_b / total)
+        m2 = m2 + m2_b + delta.pow(2) * (count * n_b / total)
+        count = total
+    if count < 2:
+        return torch.zeros(shape, dtype=torch.float32)
+    return (m2 / (count - 1)).sqrt().float()
 
 
 def perturb_modality(x: torch.Tensor, kind: str, std: torch.Tensor, noise: float, token_drop: float,
@@ -438,6 +463,67 @@ def class_fair_thresholds(running_mean: torch.Tensor, threshold: float) -> torch
     bar, so its pseudo-labels keep coming while the easy classes would otherwise take over; with a balanced p̄
     every τ_c = τ. running_mean: (C,) -> (C,)"""
     return threshold * running_mean / running_mean.max().clamp(min=1e-12)
+
+
+def labeled_label_rates(target: torch.Tensor) -> torch.Tensor:
+    """π_c of a multi-label task: each label's share of positives among the labeled samples, add-one smoothed on
+    its two outcomes like `labeled_prior`, (n⁺_c + 1) / (L + 2), so no label's prior is 0 or 1.
+    target: (L, C) multi-hot -> (C,)"""
+    t = (target.float() > 0.5).float()
+    return (t.sum(0) + 1.0) / (t.shape[0] + 2.0)
+
+
+@torch.no_grad()
+def align_label_rates(probs: torch.Tensor, prior: torch.Tensor, running_mean: torch.Tensor,
+                      eps: float = 1e-6) -> torch.Tensor:
+    """Distribution alignment per label (multi-label): `align_distribution` on each label's two outcomes
+    (absent 1 − p, present p) with that label's prior π_c and running mean p̄_c of the predicted positive rate:
+    p̃ = p r⁺ / (p r⁺ + (1 − p) r⁻), r⁺ = π_c / p̄_c, r⁻ = (1 − π_c) / (1 − p̄_c). In odds: the odds of each label
+    are multiplied by odds(π_c) / odds(p̄_c), so a label the model predicts present less often than its labeled
+    prior is raised, one predicted too often lowered. probs: (..., C) sigmoids; prior, running_mean: (C,).
+    Detached. -> (..., C)"""
+    p = probs.detach().float()
+    pi, mean = prior.float(), running_mean.float().clamp(eps, 1.0 - eps)
+    pos = p * (pi / mean)
+    neg = (1.0 - p) * ((1.0 - pi) / (1.0 - mean))
+    return pos / (pos + neg).clamp(min=eps)
+
+
+@torch.no_grad()
+def select_prior_balanced(probs: torch.Tensor, valid: torch.Tensor, prior: torch.Tensor, threshold: float
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-label pseudo-labels admitted label by label in the proportion of the label's prior.
+
+    The candidates of label c are the valid rows with p ≥ τ (present) or p ≤ 1 − τ (absent), n⁺_c and n⁻_c of
+    them. The side with more candidates than the prior allows for the other side's count is cut to the most
+    confident ceil(n⁻_c π_c / (1 − π_c)) present or ceil(n⁺_c (1 − π_c) / π_c) absent ones, so the admitted
+    present share of a label is about π_c: a label with no confident "present" admits no "absent" either, and
+    "absent" cannot crowd out a rare label's positives. probs: (N, C) (aligned) sigmoids; valid: (N,) bool, the
+    rows that may be pseudo-labeled; prior: (C,) π; threshold: τ. -> (pseudo (N, C) 0/1 float, take (N, C) bool)
+    """
+    p = probs.detach().float()
+    n = p.shape[0]
+    pseudo = (p >= 0.5).float()
+    if n == 0:
+        return pseudo, torch.zeros_like(p, dtype=torch.bool)
+    ok = valid.reshape(n, 1).to(torch.bool)
+    pos = ok & (p >= threshold)
+    neg = ok & (p <= 1.0 - threshold) & ~pos
+    pi = prior.float().clamp(1e-6, 1.0 - 1e-6)
+    n_pos, n_neg = pos.sum(0).float(), neg.sum(0).float()
+    odds = pi / (1.0 - pi)
+    k_pos = torch.minimum(n_pos, torch.ceil(n_neg * odds - 1e-6))  # the present ones the absent ones allow
+    k_neg = torch.minimum(n_neg, torch.ceil(n_pos / odds - 1e-6))  # and the other way round
+
+    def most_confident(cand: torch.Tensor, score: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        s = torch.where(cand, score, torch.full_like(score, -float("inf")))
+        order = s.argsort(dim=0, descending=True, stable=True)  # per label, the candidates first, best first
+        rank = torch.empty_like(order)
+        rank.scatter_(0, order, torch.arange(n, device=p.device).unsqueeze(1).expand_as(order))
+        return cand & (rank < k.unsqueeze(0))
+
+    take = most_confident(pos, p, k_pos) | most_confident(neg, -p, k_neg)
+    return pseudo, take
 
 
 @torch.no_grad()

@@ -28,12 +28,12 @@ from .data import load_dataset
 from .data.base import Batch, DataError, DatasetBundle, check_finite, make_batch
 from .evaluation import autocast_ctx, encode_split, metrics_from_encoded, selection_score
 from .events import EpochEnded, Event, Failed, Finished, Started, StepEnded
-from .losses import (PrototypeMemory, adaptive_thresholds, align_distribution, class_fair_thresholds,
-                     contrastive_classes, difference_loss, domain_classification_loss, feature_std,
-                     imagination_loss, labeled_prior, leave_one_out_probs, modality_dropout_mask, perturb_modality,
-                     pseudo_classes, pseudo_label_loss, pu_contrastive_loss, reconstruction_loss,
-                     select_pseudo_labels, shared_alignment_loss, soft_kappa, soft_pu_weights, supcon_weights,
-                     supervised_loss, update_running_mean)
+from .losses import (PrototypeMemory, adaptive_thresholds, align_distribution, align_label_rates,
+                     class_fair_thresholds, contrastive_classes, difference_loss, domain_classification_loss,
+                     feature_std, imagination_loss, labeled_label_rates, labeled_prior, leave_one_out_probs,
+                     modality_dropout_mask, perturb_modality, pseudo_classes, pseudo_label_loss, pu_contrastive_loss,
+                     reconstruction_loss, select_prior_balanced, select_pseudo_labels, shared_alignment_loss,
+                     soft_kappa, soft_pu_weights, supcon_weights, supervised_loss, update_running_mean)
 from .diagnostics import kappa_auc, kappa_pair_precision
 from .methods import method_spec
 from .models.robult import ModelOutput, RobultModel, build_model, combine_logits
@@ -494,8 +494,9 @@ class Trainer:
     def _setup_pseudo_labels(self) -> None:
         """FixMatch's and co-training's state: on a single-label task the labeled class prior π and the running mean
         p̄ of distribution alignment (starting at π), and FlexMatch's memory of every training sample's latest
-        confident class (−1: none yet); for FixMatch, each modality's feature std on the training split (the scale
-        of the strong view's noise). Empty for the other methods."""
+        confident class (−1: none yet); on a multi-label task each label's labeled positive rate π and the running
+        mean p̄ of its predicted positive rate (starting at π); for FixMatch, each modality's feature std on the
+        training split (the scale of the strong view's noise). Empty for the other methods."""
         spec = method_spec(self.cfg.method)
         self.pl_state: dict[str, torch.Tensor] = {}
         self.feature_stds: dict[str, torch.Tensor] = {}
@@ -506,6 +507,9 @@ class Trainer:
                                   self.bundle.info.num_outputs).to(self.device)
             self.pl_state = {"prior": prior, "mean": prior.clone(),
                              "flex": torch.full((len(self.train_split),), -1, dtype=torch.long)}
+        elif self.task == "multi-label":
+            prior = labeled_label_rates(self.bundle.splits["train"].target[self.labeled_idx]).to(self.device)
+            self.pl_state = {"prior": prior, "mean": prior.clone()}
         if spec.pseudo_labels == "fixmatch":
             split = self.train_split
             for i, m in enumerate(self.bundle.info.modalities):
@@ -566,9 +570,11 @@ class Trainer:
         an unlabeled sample is trained on the mean prediction of the sample's other present modalities where that
         is confident. Single-label pseudo-labels are balanced by `loss.pseudo_balance` (distribution alignment,
         FreeMatch's class-wise or FlexMatch's class-adaptive thresholds); multi-label ones are taken label by label
-        (p ≥ τ or p ≤ 1 − τ); on a regression task FixMatch trains a consistency term (every strong head toward the
-        weak prediction) and co-training has nothing to train. Counts the pseudo-labels taken, and how many match
-        the training target, in `stats` (ul_taken / ul_seen, ul_correct / ul_checked)."""
+        (p ≥ τ or p ≤ 1 − τ), under `loss.pseudo_balance` aligned and admitted in each label's prior proportion
+        (`_balanced_multi_label`); on a regression task FixMatch trains a consistency term (every strong head toward
+        the weak prediction) and co-training has nothing to train. Counts the pseudo-labels taken, and how good the
+        taken ones are against the training target, in `stats` (ul_taken / ul_seen; ul_correct / ul_checked: the
+        accuracy, or on a multi-label task the micro-F1 as 2 TP / (2 TP + FP + FN))."""
         cfg, task, di = self.cfg.loss, self.task, self.dist
         unl = ~batch.labeled  # (B,)
         n_unl = D.all_reduce_sum(unl.sum().float(), di).clamp(min=1.0)  # global: the denominators are global
@@ -612,22 +618,56 @@ class Trainer:
                 hit = D.gather(unl & valid.any(1) & (conf >= thr), di).cpu()
                 self.pl_state["flex"][D.gather(batch.index, di).cpu()[hit]] = D.gather(cls, di).cpu()[hit]
         k = p.shape[1]
-        pseudo, take = select_pseudo_labels(p.reshape(-1, p.shape[-1]), task, threshold)
-        pseudo = pseudo.reshape(p.shape[:2] + pseudo.shape[1:])  # (B, k) or (B, k, C)
-        take = take.reshape(pseudo.shape) & (valid if task == "single-label" else valid.unsqueeze(-1))
-        # diagnostics: the share taken and the accuracy of the taken pseudo-labels against the training targets
-        # (known on benchmarks; never used for training)
+        if task == "multi-label" and cfg.pseudo_balance != "none":
+            pseudo, take = self._balanced_multi_label(p, valid, thr, balance)
+        else:
+            pseudo, take = select_pseudo_labels(p.reshape(-1, p.shape[-1]), task, threshold)
+            pseudo = pseudo.reshape(p.shape[:2] + pseudo.shape[1:])  # (B, k) or (B, k, C)
+            take = take.reshape(pseudo.shape) & (valid if task == "single-label" else valid.unsqueeze(-1))
+        # diagnostics: the share taken and the quality of the taken pseudo-labels against the training targets
+        # (known on benchmarks; never used for training): single-label their accuracy, multi-label their micro-F1
+        # (2 TP / (2 TP + FP + FN) over the taken labels: a per-label accuracy stays near 1 − π even when every
+        # pseudo-label says "absent")
         truth = batch.target.long() if task == "single-label" else (batch.target > 0.5).float()
-        right = (pseudo == truth.unsqueeze(1)) & take
         per = float(p.shape[-1]) if task == "multi-label" else 1.0
         stats["ul_taken"] = stats.get("ul_taken", 0.0) + float(take.sum()) / per
         stats["ul_seen"] = stats.get("ul_seen", 0) + int(rows.sum())
-        stats["ul_correct"] = stats.get("ul_correct", 0) + int(right.sum())
-        stats["ul_checked"] = stats.get("ul_checked", 0) + int(take.sum())
+        if task == "multi-label":
+            t, tk = truth.unsqueeze(1).expand_as(pseudo), take.to(pseudo.dtype)
+            tp = int((pseudo * t * tk).sum())
+            stats["ul_correct"] = stats.get("ul_correct", 0) + 2 * tp
+            stats["ul_checked"] = stats.get("ul_checked", 0) + 2 * tp + int(((pseudo != t).to(tk.dtype) * tk).sum())
+        else:
+            right = (pseudo == truth.unsqueeze(1)) & take
+            stats["ul_correct"] = stats.get("ul_correct", 0) + int(right.sum())
+            stats["ul_checked"] = stats.get("ul_checked", 0) + int(take.sum())
         if k != heads.shape[1]:  # FixMatch: the sample's pseudo-label for every head of its strong view
             pseudo = pseudo.expand(-1, heads.shape[1], *pseudo.shape[2:])
             take = take.expand(-1, heads.shape[1], *take.shape[2:])
         return pseudo_label_loss(logits, heads, pseudo, take, task, denom=n_unl)
+
+    def _balanced_multi_label(self, p: torch.Tensor, valid: torch.Tensor, thr: float, balance: set[str]
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multi-label pseudo-labels under `loss.pseudo_balance` (docs/method.md, "FixMatch"): "da" aligns each
+        label's predicted positive rate with its labeled prior (`align_label_rates`, p̄ the running mean of the raw
+        predictions), any threshold balance ("freematch", "flexmatch") admits each label's confident "present" and
+        "absent" in the proportion of its prior (`select_prior_balanced`, over the global batch so the processes
+        of a data-parallel run agree); without one every label is taken where p̃ ≥ τ or p̃ ≤ 1 − τ.
+        p: (B, k, C) sigmoids of the teachers; valid: (B, k) bool. -> (pseudo (B, k, C), take (B, k, C) bool)"""
+        cfg, di, st = self.cfg.loss, self.dist, self.pl_state
+        b, k, c = p.shape
+        if "da" in balance:
+            vf = valid.to(p.dtype).unsqueeze(-1)
+            st["mean"] = update_running_mean(st["mean"], D.all_reduce_sum((p * vf).sum((0, 1)), di),
+                                             D.all_reduce_sum(vf.sum(), di), cfg.da_momentum)
+            p = align_label_rates(p, st["prior"], st["mean"])
+        if balance & {"freematch", "flexmatch"}:
+            gp, gv = D.gather(p, di), D.gather(valid, di)
+            pseudo, take = select_prior_balanced(gp.reshape(-1, c), gv.reshape(-1), st["prior"], thr)
+            r = di.rank
+            return pseudo.reshape(gp.shape)[r * b:(r + 1) * b], take.reshape(gp.shape)[r * b:(r + 1) * b]
+        pseudo, take = select_pseudo_labels(p.reshape(-1, c), "multi-label", thr)
+        return pseudo.reshape(b, k, c), take.reshape(b, k, c) & valid.unsqueeze(-1)
 
     def _confident_pseudo(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         thr = self.cfg.loss.st_threshold
