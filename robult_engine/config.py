@@ -274,11 +274,12 @@ class LossConfig:
     # pseudo-labels a modality's head, and the weight of that loss.
     cotrain_threshold: float = 0.9
     cotrain_lambda_u: float = 1.0
-    # FixMatch and co-training, single-label tasks (docs/method.md, "Semi-supervised baselines"): "da" aligns the
-    # pseudo-labels' class distribution with the labeled prior (ReMixMatch), "freematch" lowers the threshold of
-    # the classes predicted less often (FreeMatch's class-wise thresholds on the fixed τ), "flexmatch" uses
-    # FlexMatch's class-adaptive thresholds, "da+freematch" (the default) and "da+flexmatch" combine, "none" is
-    # the paper's FixMatch.
+    # FixMatch and co-training (docs/method.md, "Semi-supervised baselines"): "da" aligns the pseudo-labels' class
+    # distribution with the labeled prior (ReMixMatch), "freematch" lowers the threshold of the classes predicted
+    # less often (FreeMatch's class-wise thresholds on the fixed τ), "flexmatch" uses FlexMatch's class-adaptive
+    # thresholds, "da+freematch" (the default) and "da+flexmatch" combine, "none" is the paper's FixMatch. On a
+    # multi-label task "da" aligns each label's positive rate with its labeled prior, and "freematch" or
+    # "flexmatch" admit each label's confident present / absent pseudo-labels in the ratio of that prior.
     pseudo_balance: str = "da+freematch"
     # Momentum (per step) of the running mean of predicted class probabilities that distribution alignment divides
     # by and the class-wise thresholds scale with; 0.9 follows a model that starts to collapse within an epoch

@@ -43,7 +43,8 @@ class EpochEnded:
     pu_weight_edges: tuple[float, ...]  # bin edges of that histogram (len = len(hist) + 1)
     pu_weight_mean: float
     # accuracy of c_0 pseudo-labels on the unlabeled training samples seen (soft-PU methods), or of the pseudo-labels
-    # taken (self-training, fixmatch, co-training; measured against the training split's targets); nan if n/a
+    # taken (self-training, fixmatch, co-training; measured against the training split's targets; on a multi-label
+    # task the micro-F1 of the taken label decisions, so that all-"absent" pseudo-labels score 0); nan if n/a
     pseudo_label_acc: float
     elapsed_s: float
     checkpoint_path: str = ""  # the best checkpoint so far ("" when not saving)
