@@ -23,6 +23,8 @@ The split proportions are MOSEI's (16,326 / 1,871 / 4,659).
     python benchmarks/scale_memory.py                       # 2k, 20k, 60k; pickle and mapped
     python benchmarks/scale_memory.py --sizes 2000,20000 --compare-head   # also the committed code
     python benchmarks/scale_memory.py --smoke               # tiny, seconds
+    python benchmarks/scale_memory.py --sizes 20000 --formats mapped --set method=fixmatch \
+        --set data.train_missing=mnar-value:0.3               # FixMatch's stds, an mnar-value training mask
 
 `--compare-head` runs every case a second time with the code of the last commit (a temporary
 ``git worktree`` of HEAD, removed afterwards; the working tree is not touched); `--old-tree PATH` names such a
@@ -264,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per measured process")
     p.add_argument("--smoke", action="store_true", help="tiny sizes and model: checks that the script runs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config field of the measured run (repeatable; value parsed as JSON, else a string), "
+                        "e.g. --set method=fixmatch --set data.train_missing=mnar-value:0.3")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -281,6 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         sizes, args.steps = [min(sizes[0], 300)], 6
         overrides = {"model.d_h": 16, "model.d_z": 8, "model.d_u": 8, "model.d_hidden": 16,
                      "train.batch_size": 32, "train.labeled_per_batch": 8}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            p.error(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            overrides[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.strip()] = value
 
     root = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="scale_memory_"))
     root.mkdir(parents=True, exist_ok=True)
@@ -293,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         print(f"load + 1 epoch + evaluation, default Robult run on the CPU, {args.threads} torch thread(s); "
-              f"data in {root}")
+              f"data in {root}" + (f"; config {', '.join(args.set)}" if args.set else ""))
         for n in sizes:
             steps = args.steps
             while steps > 1 and features_bytes(n, steps) > args.max_gb * 1e9:

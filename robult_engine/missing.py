@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .config import MAX_SEED
-from .data.base import DataError, SplitData
+from .data.base import DataError, SplitData, concat_rows, row_chunks
 from .errors import MissingSpecError
 from .evaluation import modality_subsets, subset_logits
 from .metrics import compute_metrics
@@ -132,7 +132,8 @@ def _class_rows(spec: MissingSpec, target: torch.Tensor, task: str, class_names:
 
 def signal_strength(split, info) -> torch.Tensor:
     """(N, M) float: how strong each modality's own signal is (mnar-value): the RMS of the features (over the
-    valid frames of a sequence), the number of tokens of a text."""
+    valid frames of a sequence), the number of tokens of a text. Feature rows are read a chunk at a time
+    (`row_chunks`, a few MB each), so a memory-mapped modality is never loaded whole."""
     cols = []
     n = len(split)
     for spec in info.modalities:
@@ -140,11 +141,17 @@ def signal_strength(split, info) -> torch.Tensor:
         if spec.kind == "text":
             lengths = split.lengths.get(spec.name)
             cols.append((lengths if lengths is not None else (x != 0).sum(1)).double())
-        elif spec.kind == "sequence":
+            continue
+        col = torch.zeros(n, dtype=torch.float64)
+        if spec.kind == "sequence":
             lengths = split.lengths[spec.name].clamp(min=1).double()
-            cols.append((x.double().pow(2).sum((1, 2)) / (lengths * x.shape[2])).sqrt())
+            for lo, rows in row_chunks(x):
+                c = len(rows)
+                col[lo:lo + c] = (rows.double().pow(2).sum((1, 2)) / (lengths[lo:lo + c] * x.shape[2])).sqrt()
         else:
-            cols.append(x.double().reshape(n, -1).pow(2).mean(1).sqrt())
+            for lo, rows in row_chunks(x):
+                col[lo:lo + len(rows)] = rows.double().reshape(len(rows), -1).pow(2).mean(1).sqrt()
+        cols.append(col)
     return torch.stack(cols, 1) if cols else torch.zeros(n, 0, dtype=torch.float64)
 
 
@@ -254,13 +261,14 @@ def apply_mask(split, mask: torch.Tensor):
 
 
 def concat_splits(a, b):
-    """The samples of `a` followed by those of `b` (same modalities), e.g. the train split and a pool."""
+    """The samples of `a` followed by those of `b` (same modalities), e.g. the train split and a pool. Memory-mapped
+    modalities stay mapped (`concat_rows`)."""
     if list(a.inputs) != list(b.inputs) or a.mask.shape[1] != b.mask.shape[1]:
         raise DataError(f"cannot join splits with modalities {list(a.inputs)} and {list(b.inputs)}")
     texts = {k: list(a.texts.get(k, [""] * len(a))) + list(b.texts.get(k, [""] * len(b)))
              for k in set(a.texts) | set(b.texts)}
     return SplitData(
-        inputs={k: torch.cat([a.inputs[k], b.inputs[k]]) for k in a.inputs},
+        inputs={k: concat_rows(a.inputs[k], b.inputs[k]) for k in a.inputs},
         lengths={k: torch.cat([a.lengths[k], b.lengths[k]]) for k in a.lengths},
         mask=torch.cat([a.mask, b.mask]), target=torch.cat([a.target, b.target]),
         ids=(list(a.ids) + list(b.ids)) if (a.ids and b.ids) else [], texts=texts)

@@ -338,6 +338,16 @@ def take_rows(x, idx):
     return x.take(idx) if isinstance(x, MappedRows) else x[idx]
 
 
+def concat_rows(a, b):
+    """The rows of `a` followed by those of `b`: torch.cat for tensors; two MappedRows of the same sample shape
+    give one MappedRows over both sets of files (nothing is read). A MappedRows beside a dense tensor is read."""
+    if isinstance(a, MappedRows) and isinstance(b, MappedRows) and a.sample_shape == b.sample_shape:
+        shift = np.where(b.source >= 0, b.source + len(a.arrays), -1).astype(np.int32)
+        return MappedRows(a.arrays + b.arrays, np.concatenate([a.source, shift]), np.concatenate([a.row, b.row]),
+                          a.finite_checked and b.finite_checked)
+    return torch.cat([a, b])
+
+
 @dataclass
 class SplitData:
     """All samples of one split, as dense tensors (see module docstring for dtypes and shapes)."""
@@ -441,8 +451,9 @@ def make_batch(split: SplitData, idx: torch.Tensor, labeled: torch.Tensor | None
     )
 
 
-def _row_chunks(t):
-    """(start, rows) over a tensor or MappedRows, a few MB at a time."""
+def row_chunks(t):
+    """(start, rows) over a tensor or MappedRows, a few MB (CHUNK_BYTES) at a time: how a pass over a whole split
+    (a check, a statistic) reads it without holding it whole."""
     if isinstance(t, MappedRows):
         yield from t.chunks()
         return
@@ -459,7 +470,7 @@ def _strided_values(t) -> np.ndarray:
         return t.reshape(-1)[::step].numpy()
     per_row = numel // max(1, len(t))
     parts = []
-    for lo, rows in _row_chunks(t):
+    for lo, rows in row_chunks(t):
         first = lo * per_row
         start = (-first) % step  # the first multiple of step at or after this chunk's first value
         parts.append(rows.reshape(-1)[start::step].numpy().copy())  # a copy: the chunk itself is let go
@@ -472,7 +483,7 @@ def check_finite(split: SplitData, split_name: str, source: str) -> None:
     for name, t in split.inputs.items():
         if t.is_floating_point() and not getattr(t, "finite_checked", False):
             bad = torch.zeros(len(t), dtype=torch.bool)
-            for lo, rows in _row_chunks(t):
+            for lo, rows in row_chunks(t):
                 bad[lo:lo + len(rows)] = ~torch.isfinite(rows.reshape(len(rows), -1)).all(dim=1)
             if bad.any():
                 i = int(bad.nonzero()[0])

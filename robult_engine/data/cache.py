@@ -35,7 +35,7 @@ import weakref
 from pathlib import Path
 
 from . import BUILTIN, choose_modalities, load_dataset
-from .base import DatasetBundle
+from .base import DatasetBundle, MappedRows
 
 DEFAULT_MAX_BYTES = 2 * 1024 ** 3
 DEFAULT_RAM_SHARE = 0.25
@@ -58,10 +58,15 @@ def dataset_key(data_cfg) -> tuple:
 
 
 def bundle_nbytes(bundle: DatasetBundle) -> int:
-    """Bytes of a dataset's tensors (inputs, lengths, masks, targets of every split), each storage once."""
+    """Bytes of a dataset's tensors (inputs, lengths, masks, targets of every split), each storage once. A
+    memory-mapped modality (`MappedRows`) counts its row index only: its data stay in the files (the kernel's
+    page cache), and are never read to be counted."""
     seen: dict[int, int] = {}
     for split in bundle.splits.values():
         for t in (*split.inputs.values(), *split.lengths.values(), split.mask, split.target):
+            if isinstance(t, MappedRows):
+                seen[t.source.ctypes.data] = t.source.nbytes + t.row.nbytes
+                continue
             st = t.untyped_storage()
             seen[st.data_ptr()] = st.nbytes()
     return sum(seen.values())

@@ -29,7 +29,10 @@ that holds the modality for many samples, instead of one file per sample:
 - the files are memory-mapped (``np.load(..., mmap_mode="r")``) and never read into memory as a whole:
   loading checks each named row once (NaN / infinite values are refused) and a training or evaluation
   batch reads its own rows (positional file reads: the rows pass through the page cache, never become the
-  process's memory), so the memory a run holds does not grow with the dataset (docs/performance.md);
+  process's memory), so the memory a run holds does not grow with the dataset (docs/performance.md); passes
+  over a whole split (the input norm's and FixMatch's feature statistics, the mnar-value mechanism's signal
+  strength, the dataset cache's byte count, a pool appended to the train split) read a few MB of rows at a
+  time or none (the dataset PID, ``robult pid``, still reads each mapped modality whole);
 - a missing file, an array that is not float, not 2-D or 3-D, stored in Fortran order, that holds Python
   objects, or has fewer rows than a cell names is a DataError naming the file, the shape expected and the
   shape found.
