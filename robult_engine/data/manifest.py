@@ -31,8 +31,8 @@ that holds the modality for many samples, instead of one file per sample:
   batch reads its own rows (positional file reads: the rows pass through the page cache, never become the
   process's memory), so the memory a run holds does not grow with the dataset (docs/performance.md); passes
   over a whole split (the input norm's and FixMatch's feature statistics, the mnar-value mechanism's signal
-  strength, the dataset cache's byte count, a pool appended to the train split) read a few MB of rows at a
-  time or none (the dataset PID, ``robult pid``, still reads each mapped modality whole);
+  strength, the dataset cache's byte count, a pool appended to the train split, the dataset PID's passes)
+  read a few MB of rows at a time or none;
 - a missing file, an array that is not float, not 2-D or 3-D, stored in Fortran order, that holds Python
   objects, or has fewer rows than a cell names is a DataError naming the file, the shape expected and the
   shape found.

@@ -376,14 +376,33 @@ def _as_array(x) -> np.ndarray:
     return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
 
 
+def _lazy(x):
+    """Memory-mapped rows (`data.base.MappedRows`) as they are — read a chunk of rows at a time by the passes
+    below, never whole — and anything else as a numpy view."""
+    from ..data.base import MappedRows
+    return x if isinstance(x, MappedRows) else _as_array(x)
+
+
+def _mapped_take(block, rows: np.ndarray, cols: slice) -> np.ndarray:
+    """float64 (len(rows), ·): the rows `rows` of memory-mapped rows, flattened per row, at the columns `cols`,
+    read about CHUNK_BYTES of rows at a time (only the selected columns of each chunk are kept)."""
+    row_bytes = int(np.prod(block.shape[1:], dtype=np.int64)) * 4
+    step = _rows_per_chunk(row_bytes, None)
+    parts = []
+    for a in range(0, len(rows), step):
+        part = block[rows[a:a + step]].numpy()
+        parts.append(np.asarray(part.reshape(len(part), -1)[:, cols], dtype=np.float64))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
 def modality_features(x, kind: str, lengths=None, *, chunk_rows: int | None = None) -> np.ndarray:
     """One float64 vector per sample (N, D) of a modality tensor, as the module docstring describes. Sequences
     and texts are summarised chunk by chunk (`chunk_rows` samples at a time; default: about CHUNK_BYTES of
     float64 frames)."""
-    x = _as_array(x)
+    x = _lazy(x)
     n = x.shape[0]
     if kind in ("vector", "image"):
-        return x.reshape(n, -1).astype(np.float64)
+        return _as_array(x).reshape(n, -1).astype(np.float64)  # the (N, D) float64 result is the whole anyway
     if kind == "sequence":
         t, d = x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64))
         ln = np.asarray(_as_array(lengths)) if lengths is not None else np.full(n, t)
@@ -391,7 +410,7 @@ def modality_features(x, kind: str, lengths=None, *, chunk_rows: int | None = No
         step = _rows_per_chunk(t * d * 8, chunk_rows)
         frames = np.arange(t)[None, :]
         for a in range(0, n, step):
-            xc = np.array(x[a:a + step], dtype=np.float64).reshape(-1, t, d)  # a copy: changed in place below
+            xc = np.array(_as_array(x[a:a + step]), dtype=np.float64).reshape(-1, t, d)  # a copy: changed below
             valid = (frames < ln[a:a + step, None])[..., None]  # (c, T, 1)
             cnt = np.maximum(valid.sum(1), 1)
             mean = np.where(valid, xc, 0.0).sum(1) / cnt
@@ -404,7 +423,7 @@ def modality_features(x, kind: str, lengths=None, *, chunk_rows: int | None = No
         bag = np.zeros((n, TEXT_BUCKETS))
         step = _rows_per_chunk(x.shape[1] * 8 if x.ndim > 1 else 8, chunk_rows)
         for a in range(0, n, step):
-            ids = np.asarray(x[a:a + step], dtype=np.int64)
+            ids = np.asarray(_as_array(x[a:a + step]), dtype=np.int64)
             rows = np.repeat(np.arange(len(ids)), ids.shape[1])
             flat = ids.reshape(-1)
             keep = flat > 0  # 0 is padding
@@ -419,10 +438,11 @@ class _Rows:
     """A matrix (N, D) held as row blocks (one per split, in order) and read by rows or columns, as float64,
     without a copy of the whole."""
 
-    def __init__(self, blocks: list[np.ndarray]) -> None:
-        self.blocks = [b.reshape(len(b), -1) for b in blocks]
+    def __init__(self, blocks: list) -> None:
+        # numpy blocks as (N, D) views; memory-mapped rows (MappedRows) kept lazy, read by the rows a chunk needs
+        self.blocks = [b if not isinstance(b, np.ndarray) else b.reshape(len(b), -1) for b in blocks]
         self.starts = np.cumsum([0] + [len(b) for b in self.blocks])
-        self.dim = self.blocks[0].shape[1] if self.blocks else 0
+        self.dim = int(np.prod(self.blocks[0].shape[1:], dtype=np.int64)) if self.blocks else 0
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -433,7 +453,8 @@ class _Rows:
         for b, lo, hi in zip(self.blocks, self.starts[:-1], self.starts[1:]):
             a, z = np.searchsorted(rows, [lo, hi])
             if z > a:
-                parts.append(np.asarray(b[:, cols][rows[a:z] - lo], dtype=np.float64))
+                parts.append(np.asarray(b[:, cols][rows[a:z] - lo], dtype=np.float64) if isinstance(b, np.ndarray)
+                             else _mapped_take(b, rows[a:z] - lo, cols))
         if len(parts) == 1:
             return parts[0]
         return np.concatenate(parts) if parts else np.empty((0, self.dim), dtype=np.float64)
@@ -461,7 +482,7 @@ def reduced_features(sides, rows: np.ndarray | None = None, *, chunk_rows: int |
     flattened per sample) at `rows`, standardised per feature (population sd) and reduced to at most
     MAX_PCA_DIMS principal components: float64 (n, ≤ 32), or None when every feature is constant. Streamed in
     row chunks (see the memory note above); the components' signs are arbitrary, as an SVD's are."""
-    mats = [s if isinstance(s, _Rows) else _Rows([_as_array(s)]) for s in (sides if isinstance(sides, (list, tuple))
+    mats = [s if isinstance(s, _Rows) else _Rows([_lazy(s)]) for s in (sides if isinstance(sides, (list, tuple))
                                                                              else [sides])]
     n_all = len(mats[0])
     rows = np.arange(n_all) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -644,7 +665,7 @@ def dataset_pid(bundle, pairs: list[tuple[str, str]] | None = None, *,
         if name not in feats:
             spec = info.spec(name)
             if spec.kind in ("vector", "image"):
-                blocks = [_as_array(s.inputs[name]) for s in use]
+                blocks = [_lazy(s.inputs[name]) for s in use]
             else:
                 blocks = [modality_features(s.inputs[name], spec.kind, s.lengths.get(name), chunk_rows=chunk_rows)
                           for s in use]

@@ -217,3 +217,25 @@ def test_feature_std_and_signal_strength_hold_no_copy_of_the_split(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     peak = int(out.stdout.strip().splitlines()[-1])
     assert peak < 0.1 * n * t * d * 4, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_dataset_pid_reads_chunks_and_equals_the_pid_of_the_in_memory_data(tmp_path, reads, monkeypatch):
+    import dataclasses
+
+    import robult_engine.explain.pid as pid
+    monkeypatch.setattr(pid, "CHUNK_BYTES", CHUNK)
+    _mapped_folder(tmp_path / "d")
+    bundle = load_path(tmp_path / "d")
+    reads.clear()
+    got = pid.dataset_pid(bundle)
+    assert reads and max(reads) <= CHUNK_ROWS, f"largest read {max(reads)} rows"
+    monkeypatch.undo()  # the same data in memory, read as ordinary tensors
+    dense = dataclasses.replace(bundle, splits={
+        name: dataclasses.replace(s, inputs={k: (v.materialize() if isinstance(v, MappedRows) else v)
+                                             for k, v in s.inputs.items()})
+        for name, s in bundle.splits.items()})
+    want = pid.dataset_pid(dense)
+    assert [p.pair for p in got] == [p.pair for p in want]
+    for g, w in zip(got, want):
+        for part, value in w.result.components().items():
+            assert g.result.components()[part] == pytest.approx(value, abs=1e-9)
