@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 import torch
-from PySide6.QtCore import QSize, Signal, Slot
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtCore import QSize, QTimer, Signal, Slot
+from PySide6.QtGui import QBrush, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QToolButton, QVBoxLayout, QWidget)
 
@@ -29,11 +29,13 @@ from app.core.analysis.task_language import group_categories, label_order
 SYMBOLS = ("o", "t", "s", "d", "+", "x", "star", "p", "h")
 LEGEND_MAX_WIDTH = 240  # pixels; longer names are cut (the list scrolls sideways)
 MAX_POINTS = 20000  # per plot; beyond this the split is subsampled (seeded) to keep the view responsive
+DRAW_CHUNK = 4000  # points added to the plots per turn of the event loop (about 15 ms of the GUI thread)
 
 
 class LatentViewPanel(QWidget):
     sig_open_sample = Signal(str, int)  # split, index
-    sig_points_ready = Signal()
+    sig_points_ready = Signal()  # a projection was computed (its drawing has begun)
+    sig_drawn = Signal()  # every point of both plots is on screen
     TITLES = {"z": "Z<sup>i</sup> = g<sub>0</sub>(H<sup>i</sup>) — redundant, shared space",
               "u": "U<sup>i</sup> = g<sub>i</sub>(H<sup>i</sup>) — unique parts"}
 
@@ -44,6 +46,12 @@ class LatentViewPanel(QWidget):
         self.bundle = None
         self.points: dict | None = None  # {"z": {...}, "u": {...}, "split", "target", "labeled"}
         self._work = None  # the projection being computed
+        self._draw_queue: list[tuple] = []  # chunks of points still to add to the plots (`_draw_more`)
+        self._brushes: dict[tuple[str, int], QBrush] = {}
+        self._draw_timer = QTimer(self)
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.setInterval(0)
+        self._draw_timer.timeout.connect(self._draw_more)
 
         self.split = QComboBox()
         self.split.addItems(["test", "train"])
@@ -99,6 +107,7 @@ class LatentViewPanel(QWidget):
     def set_context(self, loaded, bundle) -> None:
         self.loaded, self.bundle = loaded, bundle
         self.points = None
+        self._stop_drawing()
         for s in self.scatter.values():
             s.clear()
         if bundle is None:
@@ -208,23 +217,44 @@ class LatentViewPanel(QWidget):
             shown, colours = shown + ["no label"], colours + ["#D8D8D8"]
         return cat, shown, colours, mod
 
+    def _brush(self, colour: str, alpha: int) -> QBrush:
+        """One QBrush per colour, kept across redraws: the scatter's symbol atlas keys on the brush object, so
+        a brush per point would render (and keep) one symbol image per point."""
+        key = (colour, alpha)
+        b = self._brushes.get(key)
+        if b is None:
+            b = self._brushes[key] = pg.mkBrush(style.colour(colour, alpha))
+        return b
+
     def _draw(self) -> None:
+        """Draw both plots: the points go in in chunks of at most DRAW_CHUNK per turn of the event loop (a
+        20,000-point plot takes a few hundred ms of the GUI thread; in one piece the window would freeze that
+        long), `sig_drawn` once every point is on screen."""
         if self.points is None or self.loaded is None:
             return
         mode = self.colour_by.currentText()
         subsample = self.sample_text()
+        self._draw_queue = []
+        split, index = self.points["split"], self.points["index"]
         for key in ("z", "u"):
             pts = self.points[key]
             cat, names, colour_list, sym = self._categories(key)
             alphas = [255, 90] if names[:2] == ["labeled", "unlabeled"] else [170] * len(colour_list)
-            colours = [style.colour(c, a) for c, a in zip(colour_list, alphas)]
-            brushes = [colours[c] if 0 <= c < len(colours) else style.colour("#000000") for c in cat]
-            symbols = [SYMBOLS[s % len(SYMBOLS)] for s in sym]
-            data = [(self.points["split"], int(self.points["index"][s])) for s in pts["sample"]]
-            order = np.argsort(-cat) if names[:2] == ["labeled", "unlabeled"] else np.arange(len(cat))
-            s = self.scatter[key]
-            s.setData(x=pts["xy"][order, 0], y=pts["xy"][order, 1], brush=[brushes[i] for i in order],
-                      symbol=[symbols[i] for i in order], data=[data[i] for i in order], size=7 if len(cat) < 3000 else 4)
+            lut = np.empty(len(colour_list) + 1, dtype=object)  # the brush of each category, then "other"
+            for i, (c, a) in enumerate(zip(colour_list, alphas)):
+                lut[i] = self._brush(c, a)
+            lut[-1] = self._brush("#000000", 255)
+            cat = np.asarray(cat)
+            order = np.argsort(-cat, kind="stable") if names[:2] == ["labeled", "unlabeled"] else np.arange(len(cat))
+            brushes = lut[np.where((cat >= 0) & (cat < len(colour_list)), cat, len(colour_list))[order]].tolist()
+            symbols = np.asarray(SYMBOLS, dtype=object)[np.asarray(sym)[order] % len(SYMBOLS)].tolist()
+            data = list(zip([split] * len(order), np.asarray(index)[pts["sample"][order]].tolist()))
+            x, y = pts["xy"][order, 0], pts["xy"][order, 1]
+            size = 7 if len(cat) < 3000 else 4
+            for start in range(0, max(len(order), 1), DRAW_CHUNK):
+                end = start + DRAW_CHUNK
+                self._draw_queue.append((key, start == 0, x[start:end], y[start:end], brushes[start:end],
+                                         symbols[start:end], data[start:end], size))
             w = self.plot_z if key == "z" else self.plot_u
             base = self.TITLES[key]
             w.getPlotItem().setTitle(f"{base}<br><span style='font-size:9pt; color:#505050'>{subsample}</span>",
@@ -232,6 +262,48 @@ class LatentViewPanel(QWidget):
             w.getPlotItem().enableAutoRange()
         self.colour_names, self.colours = list(names), list(colour_list)
         self._fill_legend(names, colour_list, mode == "class")
+        if sum(len(chunk[2]) for chunk in self._draw_queue) <= DRAW_CHUNK:
+            self._draw_more()  # a small projection: drawn now
+            return
+        # a large one: its chunks from the next turn of the event loop on, and the plots painted once, with every
+        # point (each repaint of a growing scatter would cost a turn as much as its chunk)
+        for sc in self.scatter.values():
+            sc.setVisible(False)
+        self._draw_timer.start()
+
+    def _stop_drawing(self) -> None:
+        """Drop the chunks not drawn yet (the plots show what they have)."""
+        self._draw_timer.stop()
+        self._draw_queue = []
+        for sc in self.scatter.values():
+            sc.setVisible(True)
+
+    @property
+    def drawing(self) -> bool:
+        """Points are still being added to the plots."""
+        return bool(self._draw_queue)
+
+    @Slot()
+    def _draw_more(self) -> None:
+        """Add the next chunks of points (at most DRAW_CHUNK in all; a plot's first chunk replaces what it
+        showed), and come back in the next turn of the event loop for the rest."""
+        budget = DRAW_CHUNK
+        while self._draw_queue and (budget == DRAW_CHUNK or len(self._draw_queue[0][2]) <= budget):
+            key, first, x, y, brushes, symbols, data, size = self._draw_queue.pop(0)
+            s = self.scatter[key]
+            if first:
+                s.setData(x=x, y=y, brush=brushes, symbol=symbols, data=data, size=size)
+            else:
+                s.addPoints(x=x, y=y, brush=brushes, symbol=symbols, data=data, size=size)
+            budget -= len(x)
+        if self._draw_queue:
+            self._draw_timer.start()
+        else:
+            for key, sc in self.scatter.items():
+                if not sc.isVisible():
+                    sc.setVisible(True)
+                    (self.plot_z if key == "z" else self.plot_u).getPlotItem().enableAutoRange()
+            self.sig_drawn.emit()
 
     def _fill_legend(self, names: list[str], colours: list[str], shapes: bool) -> None:
         """The legend beside the plots: one row per colour (plain text: "< 0" stays "< 0"), then, colouring by
@@ -294,6 +366,7 @@ class LatentViewPanel(QWidget):
         super().closeEvent(event)
 
     def shutdown(self) -> None:
+        self._stop_drawing()
         self.runner.shutdown()
 
 

@@ -34,7 +34,7 @@ from app.views.common.export import export_plot
 from app.core.analysis.tables import safe_name, write_csv
 from app.views.common.job_controls import JobControls, JobOwner, choose_export_folder
 from app.core.analysis.robustness import RobustnessResult, RunRef
-from app.core.analysis.task_language import flip_item, flip_rule
+from app.core.analysis.task_language import MAX_FLIPS_LISTED, flip_item, flip_rule, listed_note
 
 RATE_TIP = ("Missing rates η, comma-separated: the fraction of (sample, modality) entries MISSING, each in [0, 1). "
             "η = 0.75 removes 75 % in the draw; a sample never loses every modality (one is given back), so the "
@@ -344,7 +344,7 @@ class MissingCurvesPanel(JobOwner, QWidget):
         if not classes and r.task != "regression" and out_all.shape[-1]:
             classes = tuple(str(c) for c in range(out_all.shape[-1]))
         self.flip_rows = [int(i) for i in idx]
-        for i in self.flip_rows:
+        for i in self.flip_rows[:MAX_FLIPS_LISTED]:  # the rest are counted, not worded (GUI-thread time)
             kept = "+".join(n for n, k in zip(names, mask[i].tolist()) if k)
             text, tip, verdict = flip_item(r.task, out_all[i], out_m[i], target[i], classes, kept)
             it = QListWidgetItem(f"#{i}:  {text}")
@@ -354,10 +354,12 @@ class MissingCurvesPanel(JobOwner, QWidget):
             if tip:
                 it.setToolTip(tip)
             self.flips.addItem(it)
+        listed = listed_note(len(idx))
         self.flips_title.setText(f"<b>{len(idx)} of {len(target)}</b> {r.split} samples flip for "
                                  f"<b>{html.escape(run_label)}</b> under <b>{html.escape(spec_label)}</b> (vs all "
                                  f"modalities)<br><span style='color:#606060'>a flip: "
-                                 f"{html.escape(flip_rule(r.task, target))}</span>")
+                                 f"{html.escape(flip_rule(r.task, target))}"
+                                 + (f"; {html.escape(listed)}" if listed else "") + "</span>")
         return idx
 
     @Slot(QListWidgetItem)

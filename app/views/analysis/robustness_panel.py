@@ -29,7 +29,7 @@ from app.views.common.export import export_plot
 from app.core.analysis.tables import safe_name, write_csv, write_json
 from app.views.common.job_controls import JobControls, JobOwner
 from app.core.analysis.robustness import RobustnessResult, RunRef, compute_robustness
-from app.core.analysis.task_language import flip_item, flip_rule
+from app.core.analysis.task_language import MAX_FLIPS_LISTED, flip_item, flip_rule, listed_note
 
 
 def color_range(metric: str, mat: np.ndarray) -> tuple[float, float]:
@@ -450,7 +450,7 @@ class RobustnessPanel(JobOwner, QWidget):
         classes = self._class_names()
         if not classes and r.task != "regression" and out_all.shape[-1]:
             classes = tuple(str(c) for c in range(out_all.shape[-1]))
-        for i in self.flip_rows:
+        for i in self.flip_rows[:MAX_FLIPS_LISTED]:  # the rest are counted, not worded (GUI-thread time)
             text, tip, verdict = flip_item(r.task, out_all[i], out_sub[i], target[i], classes, name)
             item = QListWidgetItem(f"#{i}:  {text}")
             item.setData(Qt.ItemDataRole.UserRole, i)
@@ -460,10 +460,12 @@ class RobustnessPanel(JobOwner, QWidget):
                 item.setToolTip(tip)
             self.flips.addItem(item)
         total = len(target)
+        listed = listed_note(len(idx))
         self.flips_title.setText(f"<b>{len(idx)} of {total}</b> {r.split} samples flip for "
                                  f"<b>{html.escape(run.label)}</b> with <b>{html.escape(name)}</b> only (vs all "
                                  f"modalities)<br><span style='color:#606060'>a flip: "
-                                 f"{html.escape(flip_rule(r.task, target))}</span>")
+                                 f"{html.escape(flip_rule(r.task, target))}"
+                                 + (f"; {html.escape(listed)}" if listed else "") + "</span>")
         return idx
 
     def _class_names(self) -> tuple[str, ...]:

@@ -9,7 +9,8 @@ import html
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QFontMetricsF
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QFontMetricsF, QTextOption
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QScrollArea, QWidget
 
 from app.views.common import style
@@ -22,15 +23,73 @@ LABELS_AS_ROWS = 12  # more classes than this: the heat map turns, one row per c
 ROW_PIXELS = 18  # the height of a label's row when the labels are rows (the heat map scrolls)
 TITLE_CHARS = 70  # the modalities' own predictions go under the heat map when longer (labels sets of many labels)
 CELL_FONT_PT = (9.0, 8.0, 7.0)  # a cell's value is drawn at the largest size that fits its cell, else hidden
+TITLE_PT = (10.0, 9.0, 8.0)  # a title is drawn at the largest size at which it fits its plot on one line …
+TITLE_WRAP_PT = 9.0  # … else wrapped to the plot's width at this size
+
+
+class FittedTitle(QObject):
+    """A plot's (rich-text) title that always fits the plot's width, its full text kept: at 10, 9 or 8 pt on one
+    line, else wrapped at word boundaries. It follows the widget's size. (A pyqtgraph title wider than its
+    plot widens the plot item beyond its widget, and title and axes are clipped.)"""
+
+    def __init__(self, plot: pg.PlotWidget, text: str = "") -> None:
+        super().__init__(plot)
+        self.plot = plot
+        self.text = ""
+        self.point_size = TITLE_PT[0]
+        self.wrapped = False
+        plot.installEventFilter(self)
+        if text:
+            self.set_text(text)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
+        if obj is self.plot and event.type() == QEvent.Type.Resize:
+            self.apply(event.size().width())
+        return False
+
+    def set_text(self, text: str) -> None:
+        if text != self.text:
+            self.text = text
+            self.apply()
+
+    def room(self, width: int) -> float:
+        """The width the title may take in a plot widget `width` pixels wide: the view box's column (what the
+        axes beside it need comes off, and the text item's margins)."""
+        p = self.plot.getPlotItem()
+        others = max(0.0, p.effectiveSizeHint(Qt.SizeHint.MinimumSize).width() - p.titleLabel.minimumWidth())
+        return max(30.0, width - others - 12.0)
+
+    def apply(self, width: int | None = None) -> None:
+        p = self.plot.getPlotItem()
+        label = p.titleLabel
+        resizing = width is not None
+        room = self.room(self.plot.width() if width is None else width)
+        label.item.setTextWidth(-1)
+        self.wrapped = False
+        for pt in TITLE_PT:
+            p.setTitle(self.text, color="#202020", size=f"{pt:g}pt")
+            if label.item.boundingRect().width() <= room:
+                break
+        else:
+            pt = TITLE_WRAP_PT
+            p.setTitle(self.text, color="#202020", size=f"{pt:g}pt")
+            label.item.document().setDefaultTextOption(
+                QTextOption(Qt.AlignmentFlag.AlignHCenter))  # wrapping words, centred like a one-line title
+            label.item.setTextWidth(room)
+            label.updateMin()
+            label.resizeEvent(None)
+            self.wrapped = True
+        self.point_size = pt
+        if not resizing and not getattr(self.plot, "closed", False):
+            # pyqtgraph lays the plot out in its widget only when the widget resizes
+            pg.GraphicsView.setRange(self.plot, self.plot.range, padding=0, disableAutoPixel=False)
 
 
 class LatentsPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.inspection = None
-        self.norms = style.plot_widget(f"<span style='color:{style.Z_COLOUR}'>■</span> ‖Z<sup>i</sup>‖ redundant · "
-                                       f"<span style='color:{style.U_COLOUR}'>■</span> ‖U<sup>i</sup>‖ unique",
-                                       left="norm", min_height=150,
+        self.norms = style.plot_widget(left="norm", min_height=150,
                                        tooltip=style.TIP_Z + "\n\n" + style.TIP_U + "\n\n" + style.TIP_RATIO)
         self.bars_z = pg.BarGraphItem(x=[], height=[], width=0.36, brush=style.Z_COLOUR, brushes=[], pen=None,
                                       name="‖Z‖ redundant (g_0)")
@@ -40,8 +99,7 @@ class LatentsPanel(QWidget):
         self.norms.addItem(self.bars_u)
         self.ratio_texts: list[pg.TextItem] = []
 
-        self.modpred = style.plot_widget("Each modality alone: c([U<sup>i</sup>, Z<sup>i</sup>])", min_height=150,
-                                         tooltip=style.TIP_MODPRED)
+        self.modpred = style.plot_widget(min_height=150, tooltip=style.TIP_MODPRED)
         self.modpred_img = pg.ImageItem(axisOrder="row-major")
         self.modpred_img.setLookupTable(style.heat_lut("viridis"))
         self.modpred.addItem(self.modpred_img)
@@ -61,12 +119,19 @@ class LatentsPanel(QWidget):
         self.modpred_note.setVisible(False)
         self.modpred_note.setToolTip("What each modality alone predicts")
 
-        self.rec = style.plot_widget("Reconstruction error ‖H − Ĥ‖²", left="MSE", min_height=130,
-                                     tooltip=style.TIP_REC)
+        self.rec = style.plot_widget(left="MSE", min_height=130, tooltip=style.TIP_REC)
         self.bars_rec = pg.BarGraphItem(x=[], height=[], width=0.5, brushes=[], pen=None)
         self.rec.addItem(self.bars_rec)
         for w in (self.norms, self.rec):
             w.getPlotItem().getAxis("left").enableAutoSIPrefix(False)
+
+        # the titles fit their plots at any width (at 1280 px three were clipped): smaller type, else wrapped
+        self.titles = {
+            "norms": FittedTitle(self.norms, f"<span style='color:{style.Z_COLOUR}'>■</span> ‖Z<sup>i</sup>‖ "
+                                             f"redundant · <span style='color:{style.U_COLOUR}'>■</span> "
+                                             f"‖U<sup>i</sup>‖ unique"),
+            "modpred": FittedTitle(self.modpred, "Each modality alone: c([U<sup>i</sup>, Z<sup>i</sup>])"),
+            "rec": FittedTitle(self.rec, "Reconstruction error ‖H − Ĥ‖²")}
 
         lay = QGridLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -233,7 +298,7 @@ class LatentsPanel(QWidget):
         else:
             self.modpred_note.setText(html.escape(preds))
         self.modpred_note.setVisible(bool(self.modpred_note.text()))
-        self.modpred.getPlotItem().setTitle(title, color="#202020", size="10pt")
+        self.titles["modpred"].set_text(title)
 
     def plots(self) -> dict[str, pg.PlotWidget]:
         return {"latent_norms": self.norms, "modality_predictions": self.modpred, "reconstruction_error": self.rec}

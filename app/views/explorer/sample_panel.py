@@ -229,6 +229,8 @@ class SamplePanel(QWidget):
         self.loaded: LoadedSample | None = None
         self._candidates = np.zeros(0, dtype=int)  # indices of the split that pass the class filter
         self._rng = np.random.default_rng()  # the GUI's own draws (never the global RNG a run uses)
+        self._hay: list[str] = []  # the find field's case-folded ids and texts of one split (`_haystack`)
+        self._hay_key: tuple | None = None
 
         self.split = QComboBox()
         self.split.setToolTip("Dataset split to browse")
@@ -320,6 +322,7 @@ class SamplePanel(QWidget):
     def set_context(self, info, bundle=None, labeled_indices=None) -> None:
         """The model's dataset info and (when loaded) its dataset, for browsing."""
         self.info, self.bundle = info, bundle
+        self._hay, self._hay_key = [], None
         self.labeled = set(int(i) for i in (labeled_indices if labeled_indices is not None else []))
         with QSignalBlocker(self.split), QSignalBlocker(self.klass):
             self.split.clear()
@@ -419,17 +422,27 @@ class SamplePanel(QWidget):
         q = query.strip().casefold()
         if not q or self.bundle is None or not self.current_split:
             return np.zeros(0, dtype=int)
-        data = self.bundle.splits[self.current_split]
-        ids = list(getattr(data, "ids", None) or [])
-        texts = [list(t) for t in (getattr(data, "texts", None) or {}).values()]
-        hit = np.zeros(len(data), dtype=bool)
-        for i in range(len(data)):
-            if (i < len(ids) and q in str(ids[i]).casefold()) or any(
-                    i < len(t) and q in str(t[i]).casefold() for t in texts):
-                hit[i] = True
-        keep = np.zeros(len(data), dtype=bool)
+        hay = self._haystack(self.current_split)
+        hit = np.zeros(len(hay), dtype=bool)
+        hit[[i for i, h in enumerate(hay) if q in h]] = True
+        keep = np.zeros(len(hay), dtype=bool)
         keep[self._candidates] = True
         return np.flatnonzero(hit & keep)
+
+    def _haystack(self, split: str) -> list[str]:
+        """Per sample of `split`: its id and texts, case-folded, in one string (a NUL character between them,
+        which no typed query contains). Built once per split and dataset: the search is then one pass of `in`
+        over the strings (milliseconds for 41,152 films), not a case-fold of every id and title per Enter."""
+        key = (id(self.bundle), split)
+        if self._hay_key != key:
+            data = self.bundle.splits[split]
+            n = len(data)
+            columns = [list(getattr(data, "ids", None) or []),
+                       *(list(t) for t in (getattr(data, "texts", None) or {}).values())]
+            columns = [[str(v) for v in col[:n]] + [""] * (n - len(col)) for col in columns]  # one entry per sample
+            self._hay = ["\0".join(parts).casefold() for parts in zip(*columns)]
+            self._hay_key = key
+        return self._hay
 
     @Slot()
     def find_next(self) -> None:
