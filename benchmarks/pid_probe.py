@@ -12,7 +12,7 @@ method's own classifier (trained on 150 labels) says how much the few labels lim
 Each probe is also fitted on the run's own labeled samples only ("few-label"): how label-efficient the
 representation is, compared with the raw inputs and an untrained model given the same 150 labels.
 
-Usage: python benchmarks/pid_probe.py [--methods robult,supervised,...] [--seeds 3] [--set k=v ...]
+Usage: python benchmarks/pid_probe.py [--methods robult,supervised,...] [--seeds 3] [--set k=v ...] [--threads 2]
 """
 from __future__ import annotations
 
@@ -76,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     p.add_argument("--out", default="")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 on a machine busy with other work)")
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
     methods = [m for m in args.methods.split(",") if m]
     rows: dict[str, list[dict]] = {}

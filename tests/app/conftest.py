@@ -117,7 +117,10 @@ def dialogs(monkeypatch) -> DialogRecorder:
 @pytest.fixture(scope="session", autouse=True)
 def gui_thread_gc(qapp):
     """The app's garbage-collection policy, installed once as `app.main.main` does: the tests run the window
-    under the same rules as the app (cycles collected on the GUI thread only; why: app/background/gc_policy.py)."""
+    under the same rules as the app (cycles collected on the GUI thread only; why: app/background/gc_policy.py).
+    As in the app, the window's modules are imported first, so the policy's freeze takes them in: otherwise the
+    full collection after every test walks all of pyqtgraph and the views again."""
+    import app.main_window  # noqa: F401
     from app.background import gc_policy
     gc_policy.install()
     yield
@@ -194,6 +197,33 @@ def make_window(qtbot, db_path, settings):
             shiboken6.delete(w)
     for st in stores:
         st.close()
+
+
+@pytest.fixture(scope="session")
+def train_once(tmp_path_factory):
+    """`train_once(cfg)`: the best.pt of `cfg`, trained without the GUI on one torch thread, once per session for
+    equal configs (the explorer, explanation and missing-modality tests train the same tiny runs). Session
+    fixtures run before the function-scoped `one_torch_thread`: on a busy 2-core machine a tiny run on two
+    OpenMP threads took ten times as long. Callers only read the run folders."""
+    import torch
+
+    from robult_engine.trainer import Trainer
+    done: dict[str, Path] = {}
+
+    def train(cfg: RunConfig) -> Path:
+        key = repr(cfg)
+        if key not in done:
+            out = tmp_path_factory.mktemp(f"trained-{cfg.method}") / "run"
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                final = Trainer(cfg, out_dir=out).run()
+            finally:
+                torch.set_num_threads(before)
+            assert final.checkpoint_path, final
+            done[key] = Path(final.checkpoint_path)
+        return done[key]
+    return train
 
 
 @pytest.fixture(scope="session")

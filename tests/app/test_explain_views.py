@@ -25,20 +25,9 @@ def tiny_cfg(method: str = "robult") -> RunConfig:
 
 
 @pytest.fixture(scope="session")
-def explain_runs(tmp_path_factory) -> dict[str, Path]:
+def explain_runs(train_once) -> dict[str, Path]:
     """best.pt of two tiny PID-Synth runs (M = 3) on the same data and labels."""
-    from robult_engine.trainer import Trainer
-    root = tmp_path_factory.mktemp("explain-runs")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = {}
-        for m in ("robult", "supervised"):
-            final = Trainer(tiny_cfg(m), out_dir=root / m).run()
-            out[m] = Path(final.checkpoint_path)
-        return out
-    finally:
-        torch.set_num_threads(before)
+    return {m: train_once(tiny_cfg(m)) for m in ("robult", "supervised")}
 
 
 def loaded(path):

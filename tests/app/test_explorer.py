@@ -44,23 +44,23 @@ def _train(cfg: RunConfig, out: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pid_runs(tmp_path_factory) -> dict[str, Path]:
+def pid_runs(train_once) -> dict[str, Path]:
     """best.pt of tiny PID-Synth runs: Robult, an ablation and a baseline (same data and labels)."""
-    root = tmp_path_factory.mktemp("explorer-runs")
-    return {m: _train(tiny_cfg(m), root / m) for m in ("robult", "robult-no-rec", "supervised")}
+    return {m: train_once(tiny_cfg(m)) for m in ("robult", "robult-no-rec", "supervised")}
 
 
 @pytest.fixture(scope="session")
-def avd_run(tmp_path_factory) -> Path:
+def avd_run(train_once) -> Path:
     """A tiny AV-Digits model (image + audio), or a skip when the AV-Digits cache is not built."""
     try:
         from robult_engine.data.avdigits import load_av_digits
         load_av_digits(build=False)
     except Exception as e:  # noqa: BLE001
         pytest.skip(f"AV-Digits cache not available ({e})")
-    cfg = RunConfig().replace(**{"train.epochs": 3, "model.d_h": 32, "model.d_z": 16, "model.d_u": 8,
+    # what the panels show is checked against the same model called directly: one epoch is enough
+    cfg = RunConfig().replace(**{"train.epochs": 1, "model.d_h": 32, "model.d_z": 16, "model.d_u": 8,
                                  "model.d_hidden": 32, "train.device": "cpu", "data.label_fraction": 0.2})
-    return _train(cfg, tmp_path_factory.mktemp("explorer-avd") / "run")
+    return train_once(cfg)
 
 
 def loaded(path, run_id=None):

@@ -38,21 +38,17 @@ def _manifest(root: Path, task: str) -> Path:
     return root
 
 
-def _train(root: Path, out: Path) -> Path:
-    from robult_engine.trainer import Trainer
-    cfg = RunConfig().replace(**{
+def _config(root: Path) -> RunConfig:
+    return RunConfig().replace(**{
         "data.dataset": str(root), "data.label_fraction": 0.5, "train.epochs": 2, "train.batch_size": 16,
         "train.labeled_per_batch": 4, "train.device": "cpu", "model.d_h": 16, "model.d_z": 8, "model.d_u": 4,
         "model.d_hidden": 16, "model.text_buckets": 256}).validate()
-    final = Trainer(cfg, out_dir=out).run()
-    assert final.checkpoint_path, final
-    return Path(final.checkpoint_path)
 
 
 @pytest.fixture(scope="module", params=["multi-label", "regression"])
-def task_run(request, tmp_path_factory) -> tuple[str, Path]:
+def task_run(request, tmp_path_factory, train_once) -> tuple[str, Path]:
     root = tmp_path_factory.mktemp(f"explorer-{request.param}")
-    return request.param, _train(_manifest(root / "data", request.param), root / "run")
+    return request.param, train_once(_config(_manifest(root / "data", request.param)))
 
 
 def _engine(model, data, mask, task):

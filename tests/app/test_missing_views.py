@@ -24,15 +24,8 @@ def tiny_cfg(method: str = "robult", **changes) -> RunConfig:
 
 
 @pytest.fixture(scope="session")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    from robult_engine.trainer import Trainer
-    root = tmp_path_factory.mktemp("missing-runs")
-    out = {}
-    for m in ("robult", "supervised"):
-        final = Trainer(tiny_cfg(m), out_dir=root / m).run()
-        assert final.checkpoint_path, final
-        out[m] = Path(final.checkpoint_path)
-    return out
+def runs(train_once) -> dict[str, Path]:
+    return {m: train_once(tiny_cfg(m)) for m in ("robult", "supervised")}
 
 
 def loaded(path, run_id=None):

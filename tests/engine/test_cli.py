@@ -1,11 +1,18 @@
-"""The headless CLI (`python -m robult_engine train | eval | compare`), run as a user would, in subprocesses."""
+"""The headless CLI (`python -m robult_engine train | eval | compare`), run as a user would, in subprocesses. The
+parallel compares (their runs are worker processes either way) and most argument checks call `cli.main` in this
+process: a subprocess each would mostly import torch again."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import re
+import subprocess
 
 import pytest
+
+from robult_engine.cli import main
 
 TINY_ARGS = ["--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16",
              "--set", "model.d_z=8", "--set", "model.d_u=8", "--set", "model.d_hidden=16", "--batch-size", "16",
@@ -52,10 +59,26 @@ def test_eval_prints_the_subset_by_metric_table(trained_run, engine_cli, tmp_pat
     assert float(rows["m0+m1+m2"][0]) == pytest.approx(table["m0+m1+m2"]["accuracy"], abs=1e-4)
 
 
-def test_compare_writes_csv_and_json(engine_cli, tmp_path):
-    out = tmp_path / "cmp"
-    proc = engine_cli("compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1", "--out", str(out),
-                      *TINY_ARGS, timeout=300)
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """`robult ARGS` in this process, output captured (with --jobs the runs are still worker processes)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in args])
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+COMPARE = ["compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1", *TINY_ARGS]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, engine_cli):
+    """One serial compare of 2 methods × 2 seeds: its output is checked, and a parallel one must equal it."""
+    out = tmp_path_factory.mktemp("cmp") / "one"
+    return engine_cli(*COMPARE, "--out", str(out), timeout=300), out
+
+
+def test_compare_writes_csv_and_json(compared):
+    proc, out = compared
     assert proc.returncode == 0, proc.stderr
     assert "(mean ± std over seeds)" in proc.stdout
     table = proc.stdout.split("(mean ± std over seeds)")[1]
@@ -87,12 +110,11 @@ def test_compare_writes_csv_and_json(engine_cli, tmp_path):
     assert re.search(r"robult - supervised\s+[+-][\d.]+ ± [\d.]+\s+robult ahead in \d/2 seeds", proc.stdout)
 
 
-def test_compare_in_parallel_processes_gives_the_same_results(engine_cli, tmp_path):
-    args = ["compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1", *TINY_ARGS]
-    one = engine_cli(*args, "--out", str(tmp_path / "one"), timeout=300)
-    two = engine_cli(*args, "--out", str(tmp_path / "two"), "--jobs", "2", timeout=300)
+def test_compare_in_parallel_processes_gives_the_same_results(compared, tmp_path):
+    one, out_one = compared
+    two = run_cli(*COMPARE, "--out", str(tmp_path / "two"), "--jobs", "2")
     assert one.returncode == 0 and two.returncode == 0, two.stderr
-    a = json.loads((tmp_path / "one" / "compare.json").read_text())
+    a = json.loads((out_one / "compare.json").read_text())
     b = json.loads((tmp_path / "two" / "compare.json").read_text())
     assert a["summary"] == b["summary"] and a["paired_vs_first"] == b["paired_vs_first"]
     assert [r["seed"] for r in b["runs"]["supervised"]] == [0, 1]
@@ -101,11 +123,11 @@ def test_compare_in_parallel_processes_gives_the_same_results(engine_cli, tmp_pa
             assert (tmp_path / "two" / f"{m}-seed{seed}" / "best.pt").is_file()
 
 
-def test_compare_with_a_grid_tunes_every_method_alike_on_validation(engine_cli, tmp_path):
+def test_compare_with_a_grid_tunes_every_method_alike_on_validation(tmp_path):
     out = tmp_path / "grid"
-    proc = engine_cli("compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1",
-                      "--grid", "train.labeled_per_batch=4,2", "--grid", "model.dropout=0.0,0.2", "--out", str(out),
-                      "--jobs", "2", *TINY_ARGS, timeout=300)
+    proc = run_cli("compare", "--methods", "robult,supervised", "--seeds", "2", "--epochs", "1",
+                   "--grid", "train.labeled_per_batch=4,2", "--grid", "model.dropout=0.0,0.2", "--out", str(out),
+                   "--jobs", "2", *TINY_ARGS)
     assert proc.returncode == 0, proc.stderr
     assert "per setting (* each method's choice)" in proc.stdout and "each method at its chosen setting" in proc.stdout
     data = json.loads((out / "compare.json").read_text())
@@ -124,13 +146,8 @@ def test_compare_with_a_grid_tunes_every_method_alike_on_validation(engine_cli, 
 
 
 @pytest.mark.parametrize("args, message", [
-    (["compare", "--grid", "train.labeled_per_batch=99", "--batch-size", "16"], "--grid labeled_per_batch=99"),
-    (["compare", "--grid", "model.dropout"], "expected SECTION.FIELD=V1,V2"),
-    (["train", "--method", "robust"], "invalid choice: 'robust'"),
-    (["compare", "--methods", "robult,magic"], "unknown method 'magic'"),
-    (["compare", "--jobs", "0"], "--jobs: must be at least 1"),
-    (["train", "--set", "epochs"], "expected SECTION.FIELD=VALUE"),
-    (["eval", "no/such/run/best.pt"], "no such checkpoint file"),
+    (["train", "--method", "robust"], "invalid choice: 'robust'"),  # refused by the argument parser
+    (["eval", "no/such/run/best.pt"], "no such checkpoint file"),  # refused by the command
 ])
 def test_bad_arguments_exit_2_with_a_clear_message(engine_cli, args, message):
     proc = engine_cli(*args)
@@ -139,7 +156,21 @@ def test_bad_arguments_exit_2_with_a_clear_message(engine_cli, args, message):
     assert "Traceback" not in proc.stderr
 
 
+def run_main(args, capsys) -> tuple[int, str]:
+    """`cli.main(ARGS)` in this process: its exit status (argparse's own errors exit) and its stderr."""
+    try:
+        rc = main(args)
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
+    (["compare", "--grid", "train.labeled_per_batch=99", "--batch-size", "16"], "--grid labeled_per_batch=99"),
+    (["compare", "--grid", "model.dropout"], "expected SECTION.FIELD=V1,V2"),
+    (["compare", "--methods", "robult,magic"], "unknown method 'magic'"),
+    (["compare", "--jobs", "0"], "--jobs: must be at least 1"),
+    (["train", "--set", "epochs"], "expected SECTION.FIELD=VALUE"),
     (["train", "--set", "model.depth=3"], "unknown field model.depth"),
     (["train", "--set", "loss.tau=-1"], "loss.tau"),
     (["train", "--set", "data.label_fraction=abc"], "data.label_fraction"),
@@ -152,20 +183,16 @@ def test_bad_arguments_exit_2_with_a_clear_message(engine_cli, args, message):
 ])
 def test_more_bad_arguments_in_process(args, message, capsys):
     """The same contract through `cli.main` (cheaper than a subprocess per case)."""
-    from robult_engine.cli import main
-    try:
-        rc = main(args)
-    except SystemExit as e:  # argparse's own errors
-        rc = e.code
-    err = capsys.readouterr().err
+    rc, err = run_main(args, capsys)
     assert rc == 2 and message in err, (rc, err)
+    assert "Traceback" not in err
 
 
-def test_eval_refuses_a_file_that_is_not_a_checkpoint(engine_cli, tmp_path):
+def test_eval_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     bad = tmp_path / "notes.pt"
     bad.write_text("hello")
-    proc = engine_cli("eval", str(bad))
-    assert proc.returncode == 2 and "not a Robult checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    rc, err = run_main(["eval", str(bad)], capsys)
+    assert rc == 2 and "not a Robult checkpoint" in err and "Traceback" not in err
 
 
 def test_unknown_modality_fails_clearly(capsys):

@@ -157,17 +157,18 @@ def test_runlog_alone_writes_and_closes(tmp_path):
     assert rec["pseudo_label_acc"] is None and rec["val"] == {"a": {"accuracy": 0.5}}
 
 
-def test_compare_writes_one_log_per_run_folder(engine_cli, tmp_path):
+def test_compare_writes_one_log_per_run_folder(tmp_path, capsys):
     """Each `<method>-seed<k>` folder gets its metrics.jsonl and event files: TensorBoard on the compare folder
-    shows the methods side by side."""
+    shows the methods side by side. (`robult compare` in this process: its runs are worker processes.)"""
     pytest.importorskip("tensorboardX")
+    from robult_engine.cli import main
     out = tmp_path / "cmp"
-    proc = engine_cli("compare", "--methods", "robult,supervised", "--seeds", "1", "--epochs", "2", "--out", str(out),
-                      "--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16",
-                      "--set", "model.d_z=8", "--set", "model.d_u=8", "--set", "model.d_hidden=16",
-                      "--batch-size", "16", "--label-fraction", "0.1", "--threads", "1", "--quiet", "--tensorboard",
-                      "--jobs", "2")  # worker processes get the flag too
-    assert proc.returncode == 0, proc.stderr
+    rc = main(["compare", "--methods", "robult,supervised", "--seeds", "1", "--epochs", "2", "--out", str(out),
+               "--dataset", "pid-synth", "--set", "data.synth_n_train=120", "--set", "model.d_h=16",
+               "--set", "model.d_z=8", "--set", "model.d_u=8", "--set", "model.d_hidden=16",
+               "--batch-size", "16", "--label-fraction", "0.1", "--threads", "1", "--quiet", "--tensorboard",
+               "--jobs", "2"])  # worker processes get the flag too
+    assert rc == 0, capsys.readouterr().err
     for run in ("robult-seed0", "supervised-seed0"):
         assert [r["epoch"] for r in strict_lines(out / run / RUNLOG_FILE)] == [0, 1]
         assert [s for s, _ in read_events(out / run)["val/score"]] == [1, 2]
