@@ -62,7 +62,10 @@ def report(folder: Path, ref: str) -> list[str]:
     cols = [("all", f"all modalities ({full})"), ("mean", "mean over subsets")] + [(s, f"test {s}") for s in settings]
     better = "lower" if metric in LOWER_IS_BETTER else "higher"
     n = len(runs[methods[0]])
-    lines = [f"#### {d['dataset']}, {float(d['label_fraction']):.0%} labels (test {metric}, {better} is better; "
+    name = d["dataset"]
+    if name == "feature-synth":  # one dataset, three tasks: say which
+        name += f" {((d.get('config') or {}).get('data') or {}).get('feature_synth_task', '')}".rstrip()
+    lines = [f"#### {name}, {float(d['label_fraction']):.0%} labels (test {metric}, {better} is better; "
              f"{n} seeds)", "", "| method | " + " | ".join(c[1] for c in cols) + " |",
              "|---" * (len(cols) + 1) + "|"]
     for m in methods:
