@@ -166,3 +166,45 @@ def test_cli_pid_prints_the_decomposition_and_the_discretisation(capsys, tmp_pat
     assert all(f"{a} × {b}" in out for a, b in (("m0", "m1"), ("m0", "m2"), ("m1", "m2")))
     assert main(["pid", "--dataset", "pid-synth", "--modalities", "m0,zz"]) == 2
     assert "unknown modality" in capsys.readouterr().err
+
+
+def test_kmeans_by_matrix_products_equals_the_elementwise_lloyd_iteration():
+    """kmeans_reduced computes distances as ‖x‖² − 2x·c + ‖c‖² and the centres' sums as a product: the same
+    partition as the textbook loop (direct distances, per-centre sums) from the same k-means++ draws."""
+    import math
+
+    import numpy as np
+    import torch
+
+    from robult_engine.explain.pid import kmeans_reduced
+
+    def reference(x, k, seed, n_init=5, max_iter=100):
+        n = len(x)
+        g = torch.Generator().manual_seed(seed)
+        dist = lambda c: ((x[:, None, :] - c[None]) ** 2).sum(-1)  # noqa: E731 - (N, K)
+        best, best_inertia = None, math.inf
+        for _ in range(n_init):
+            centres = x[[int(torch.randint(n, (1,), generator=g))]]
+            d2 = dist(centres)[:, 0]
+            for _ in range(1, k):
+                centres = np.concatenate([centres, x[[int(torch.multinomial(torch.from_numpy(d2), 1, generator=g))]]])
+                d2 = np.minimum(d2, dist(centres[-1:])[:, 0])
+            labels = dist(centres).argmin(1)
+            for _ in range(max_iter):
+                centres = np.stack([x[labels == j].mean(0) if (labels == j).any() else centres[j]
+                                    for j in range(len(centres))])
+                new = dist(centres).argmin(1)
+                if np.array_equal(new, labels):
+                    break
+                labels = new
+            inertia = float(((x - centres[labels]) ** 2).sum())
+            if inertia < best_inertia:
+                best, best_inertia = labels, inertia
+        return best
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(loc, 1.0, size=(300, 6)) for loc in (-4.0, 0.0, 5.0, 9.0)])
+    for k, seed in ((4, 0), (7, 1), (10, 2)):
+        got = kmeans_reduced(x, k, seed)
+        assert np.array_equal(got, reference(x, k, seed)), (k, seed)
+    assert len(np.unique(kmeans_reduced(x, 4, 0))) == 4
