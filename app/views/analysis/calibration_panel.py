@@ -170,14 +170,8 @@ class CalibrationPanel(JobOwner, QWidget):
     def show_study(self, study: CalibrationStudy | None) -> None:
         self.study = study
         self.export_btn.setEnabled(study is not None and bool(study.runs))
-        cur = self.run_box.currentText()
-        self.run_box.blockSignals(True)
-        self.run_box.clear()
-        if study is not None:
-            self.run_box.addItems([r.label for r in study.runs if r.label in study.tables])
-            i = self.run_box.findText(cur)
-            self.run_box.setCurrentIndex(max(i, 0))
-        self.run_box.blockSignals(False)
+        style.refill_combo(self.run_box, [r.label for r in study.runs if r.label in study.tables]
+                           if study is not None else [])
         self.subset_list.blockSignals(True)
         checked = set(self.checked_subsets())
         self.subset_list.clear()

@@ -249,13 +249,7 @@ class MissingCurvesPanel(JobOwner, QWidget):
     # --- showing --------------------------------------------------------------------------------------
     def show_result(self, result: CurveResult) -> None:
         self.result = result
-        cur = self.metric_box.currentText()
-        self.metric_box.blockSignals(True)
-        self.metric_box.clear()
-        self.metric_box.addItems(result.metric_names)
-        i = self.metric_box.findText(cur)
-        self.metric_box.setCurrentIndex(i if i >= 0 else 0)
-        self.metric_box.blockSignals(False)
+        style.refill_combo(self.metric_box, result.metric_names)
         self.export_btn.setEnabled(bool(result.runs))
         realised = ", ".join(f"η {r:g} → {q:.3f}" for r, q in zip(result.rates, result.realised))
         msg = (f"{len(result.runs)} run(s) × {len(result.specs)} settings on the {result.split} split, masks "

@@ -312,13 +312,7 @@ class RobustnessPanel(JobOwner, QWidget):
     # --- showing --------------------------------------------------------------------------------------
     def show_result(self, result: RobustnessResult) -> None:
         self.result = result
-        cur = self.metric_box.currentText()
-        self.metric_box.blockSignals(True)
-        self.metric_box.clear()
-        self.metric_box.addItems(result.metric_names)
-        i = self.metric_box.findText(cur)
-        self.metric_box.setCurrentIndex(i if i >= 0 else 0)
-        self.metric_box.blockSignals(False)
+        style.refill_combo(self.metric_box, result.metric_names)
         self.report_btn.setEnabled(bool(result.runs))
         nr, ns = len(result.runs), len(result.subsets)
         msg = f"{nr} run{'s' if nr != 1 else ''} × {ns} subset{'s' if ns != 1 else ''} on the {result.split} split."

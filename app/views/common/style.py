@@ -94,3 +94,15 @@ def fmt(v: float, digits: int = 3) -> str:
     if v is None or not np.isfinite(v):
         return "–"
     return f"{v:.{digits}f}"
+
+
+def refill_combo(box, items) -> None:
+    """Replace a combo box's items without emitting its change signals, keeping the chosen text where it is
+    still offered (else the first item)."""
+    cur = box.currentText()
+    box.blockSignals(True)
+    box.clear()
+    box.addItems(list(items))
+    i = box.findText(cur)
+    box.setCurrentIndex(i if i >= 0 else 0)
+    box.blockSignals(False)
